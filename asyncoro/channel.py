@@ -1,0 +1,307 @@
+"""Channels: broadcast to subscribers; and sorting a coroutine's messages.
+
+What it owns: `Channel` (local; asyncoro.disasyncoro adds the remote side)
+and `CategorizeMessages`. Both are re-exported by `asyncoro`.
+
+How it works: a channel keeps an ordered set of subscribers (coroutines or
+other channels) and forwards each message with their `send`/`deliver`, so a
+subscriber only needs those two methods; remote ones come from the
+distributed layer. State changes run in the runtime's hub thread
+(`AsynCoro._run_here`), so the main program may use a channel too.
+"""
+
+import collections
+import inspect
+import logging
+import time
+
+import gevent
+import gevent.event
+
+from asyncoro import AsynCoro, Coro, Location, _get_ident, _runtime
+
+__all__ = ['Channel', 'CategorizeMessages']
+
+log = logging.getLogger(__name__)
+
+
+def _valid_transform(transform):
+    """True if `transform` can be called as f(channel_name, message)."""
+    try:
+        inspect.signature(transform).bind('name', 'message')
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+class Channel:
+    """Broadcast to subscribers: `Channel(name, transform=None)`.
+
+    Subscribers are coroutines or other channels (local, and with
+    asyncoro.disasyncoro remote too). `transform(name, message)` replaces each
+    message; returning None drops it. Names are unique per process; a
+    duplicate is warned about and not put in the process table."""
+
+    def __init__(self, name, transform=None):
+        if not isinstance(name, str) or not name:
+            raise TypeError('Channel name must be a non-empty string, not %r' % (name,))
+        if not name[0].isalnum():
+            stripped = name.lstrip('~!@#$%^&*()-_=+[]{}|;:,.<>/? ')
+            log.warning('Channel name %r should start with a letter or digit; using %r',
+                        name, stripped)
+            name = stripped or name
+        self._name = name
+        self._rt = _runtime()
+        self._transform = None
+        if transform is not None:
+            self.set_transform(transform)
+        self._subscribers = {}      # ordered set: subscriber -> True
+        self._sub_event = None      # set when a subscriber is added (deliver(n) waits)
+        self._closed = False
+        self._rt._run_here(self._rt._add_channel, self)
+
+    @property
+    def name(self):
+        return self._name
+
+    @property
+    def location(self):
+        loc = self._rt.location
+        return None if loc is None else Location(loc.addr, loc.port)
+
+    def __repr__(self):
+        loc = self._rt.location
+        return '~%s' % self._name if loc is None else '~%s@%s' % (self._name, loc)
+
+    __str__ = __repr__
+
+    def __eq__(self, other):
+        return (self is other or isinstance(other, Channel) and
+                self._name == other._name and self.location == other.location)
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    def __hash__(self):
+        return hash(self._name)
+
+    def set_transform(self, transform):
+        """Replace the transform (f(name, message) -> message or None); an
+        invalid one is ignored with a warning and gives -1."""
+        if transform is not None and not (callable(transform) and _valid_transform(transform)):
+            log.warning('transform %r of channel %s ignored: it must take '
+                        '(channel_name, message)', transform, self._name)
+            return -1
+        self._transform = transform
+        return 0
+
+    def subscribe(self, subscriber, timeout=None):
+        """Add a coroutine or channel as a subscriber; again has no effect.
+        Returns 0, or -1 for an invalid subscriber. `yield ch.subscribe(coro)`."""
+        if not isinstance(subscriber, (Coro, Channel)) or subscriber is self:
+            log.warning('channel %s: %r cannot subscribe', self._name, subscriber)
+            return -1
+        return self._rt._run_here(self._add_subscriber, subscriber)
+
+    def _add_subscriber(self, subscriber):
+        self._subscribers[subscriber] = True
+        event, self._sub_event = self._sub_event, None
+        if event is not None:
+            event.set()
+        return 0
+
+    def unsubscribe(self, subscriber, timeout=None):
+        """Remove a subscriber; -1 if it was not subscribed."""
+        return self._rt._run_here(self._remove_subscriber, subscriber)
+
+    def _remove_subscriber(self, subscriber):
+        if self._subscribers.pop(subscriber, None) is None:
+            return -1
+        return 0
+
+    def _transformed(self, message):
+        if self._transform is None:
+            return message
+        try:
+            return self._transform(self._name, message)
+        except Exception:    # a failing user transform drops that message only
+            log.warning('transform of channel %s failed; message dropped', self._name,
+                        exc_info=True)
+            return None
+
+    def send(self, message):
+        """Transform `message` and send it to every subscriber; never blocks.
+        Returns 0 (also when the transform dropped it). Safe from threads."""
+        rt = self._rt
+        if _get_ident() != rt._tid:
+            rt._call_threadsafe(self.send, message)
+            return 0
+        message = self._transformed(message)
+        if message is None:
+            return 0
+        failed = None
+        for subscriber in self._subscribers:
+            if subscriber.send(message) < 0:
+                failed = failed or []
+                failed.append(subscriber)
+        for subscriber in failed or ():
+            log.debug('channel %s: dropping subscriber %s (send failed)', self._name, subscriber)
+            self._subscribers.pop(subscriber, None)
+        return 0
+
+    def deliver(self, message, timeout=None, n=0):
+        """Acknowledged send: wait (up to `timeout`) for at least `n`
+        subscribers, then deliver to all and return the number of end
+        recipients (sub-channels' recipients included). 0 on timeout, when
+        fewer than n subscribe, or when the transform drops the message; -1
+        for an invalid n. Call form: `count = yield ch.deliver(msg, n=2)`."""
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            log.warning('channel %s: deliver needs n >= 0, not %r', self._name, n)
+            return -1
+        return self._rt._run_here(self._deliver, message, timeout, n)
+
+    def _deliver(self, message, timeout, n):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while len(self._subscribers) < n:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return 0
+            if self._sub_event is None:
+                self._sub_event = gevent.event.Event()
+            self._sub_event.wait(left)
+        message = self._transformed(message)
+        if message is None:
+            return 0
+        count = 0
+        others = []
+        for subscriber in list(self._subscribers):
+            if isinstance(subscriber, Coro) and subscriber._rt is self._rt:
+                if subscriber.deliver(message) == 1:
+                    count += 1
+                else:
+                    self._subscribers.pop(subscriber, None)
+            else:     # channels and remote coroutines: in parallel
+                left = None if deadline is None else max(deadline - time.monotonic(), 0)
+                others.append(gevent.spawn(subscriber.deliver, message, left))
+        if others:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0)
+            gevent.joinall(others, timeout=left)
+            for job in others:
+                if job.successful() and isinstance(job.value, int) and job.value > 0:
+                    count += job.value
+                else:
+                    job.kill(block=False)
+        return count
+
+    def register(self):
+        """Make this channel visible to Channel.locate from other processes;
+        -1 if the name is registered by a live channel already."""
+        return self._rt._run_here(self._rt._register, 'channel', self._name, self)
+
+    def unregister(self):
+        """Withdraw register()."""
+        return self._rt._run_here(self._rt._unregister, 'channel', self._name, self)
+
+    @staticmethod
+    def locate(name, location=None, timeout=None):
+        """A channel named `name` in this process (registered or not), waiting
+        up to `timeout` for a registered one; None on timeout.
+        `ch = yield Channel.locate('news')`."""
+        rt = _runtime()
+        channel = rt._channels.get(name)
+        if channel is not None:
+            return channel
+        return rt._run_here(rt._locate_local, 'channel', name, timeout)
+
+    def close(self):
+        """Unregister, drop every subscriber, leave the process table."""
+        self._rt._run_here(self._close)
+
+    def _close(self):
+        self._closed = True
+        self._subscribers.clear()
+        self._rt._unregister('channel', self._name, self)
+        if self._rt._channels.get(self._name) is self:
+            del self._rt._channels[self._name]
+
+
+def _add_channel(rt, channel):
+    held = rt._channels.get(channel._name)
+    if held is not None and not held._closed:
+        log.warning('channel name %r is in use; the new channel is not put in the '
+                    'process table', channel._name)
+        return
+    rt._channels[channel._name] = channel
+
+
+AsynCoro._add_channel = _add_channel   # the table is the runtime's; the rule is the channel's
+
+
+# ---------------------------------------------------------------- categories
+
+class CategorizeMessages:
+    """Sorts a coroutine's incoming messages into categories.
+
+    `add(f)`: f(message) -> a hashable category or None (asked newest first);
+    `receive(category=None, timeout=None, alarm_value=None)` returns the next
+    message of that category (None: messages no function categorized)."""
+
+    def __init__(self, coro):
+        if not isinstance(coro, Coro):
+            raise TypeError('CategorizeMessages needs a Coro, not %r' % (coro,))
+        self._coro = coro
+        self._categorizers = []
+        self._sorted = {}      # category -> deque of messages
+
+    def add(self, categorize):
+        """Add a one-argument function; returns 0, or -1 if it is not one."""
+        try:
+            inspect.signature(categorize).bind('message')
+        except (TypeError, ValueError):
+            log.warning('categorize function %r must take one argument', categorize)
+            return -1
+        if categorize not in self._categorizers:
+            self._categorizers.insert(0, categorize)
+        return 0
+
+    def remove(self, categorize):
+        """Remove a function added earlier; -1 if it was not added."""
+        if categorize in self._categorizers:
+            self._categorizers.remove(categorize)
+            return 0
+        return -1
+
+    def _category(self, message):
+        for categorize in self._categorizers:
+            try:
+                category = categorize(message)
+            except Exception:    # a failing categorizer does not categorize this one
+                log.warning('categorize function %r failed on %r', categorize, message,
+                            exc_info=True)
+                continue
+            if category is not None:
+                return category
+        return None
+
+    def receive(self, category=None, timeout=None, alarm_value=None):
+        """The next message in `category`, receiving and sorting new ones as
+        needed; `alarm_value` on timeout. `msg = yield cm.receive('a')`."""
+        queue = self._sorted.get(category)
+        if queue:
+            return queue.popleft()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0)
+            message = self._coro._receive_blocking(left, _CATEGORY_ALARM)
+            if message is _CATEGORY_ALARM:
+                return alarm_value
+            found = self._category(message)
+            if found == category:
+                return message
+            self._sorted.setdefault(found, collections.deque()).append(message)
+
+    recv = receive
+
+
+_CATEGORY_ALARM = object()
+

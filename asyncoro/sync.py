@@ -1,0 +1,281 @@
+"""Coroutine synchronisation primitives and the thread pool.
+
+What it owns: `Lock`, `RLock`, `Condition`, `Event`, `Semaphore` (ownership is
+per coroutine, not per thread), `AsyncThreadPool` and `AsyncDBCursor`. All are
+re-exported by `asyncoro`.
+
+How it works: the waits are gevent primitives used inside the runtime's hub
+thread, so acquiring or waiting blocks only the calling coroutine's worker
+greenlet. Calls that only change state (`Event.set`, releases) may come from
+other threads; they are handed to the hub thread. `AsyncThreadPool` runs
+functions in real OS threads and hands each completion back to the hub
+thread, where the waiting coroutine wakes.
+"""
+
+import concurrent.futures
+import logging
+
+import gevent.event
+import gevent.lock
+
+from asyncoro import WrongContextError, _current_coro, _runtime, _get_ident
+
+__all__ = ['Lock', 'RLock', 'Condition', 'Event', 'Semaphore', 'AsyncThreadPool',
+           'AsyncDBCursor']
+
+log = logging.getLogger(__name__)
+
+
+def _caller(what):
+    coro = _current_coro()
+    if coro is None:
+        raise WrongContextError('%s must be called from a coroutine' % what)
+    return coro
+
+
+def _timeout(timeout):
+    """asyncoro's `timeout=-1` (wait forever) as gevent's None."""
+    return None if timeout is None or timeout < 0 else timeout
+
+
+class Lock:
+    """A lock owned by the coroutine that acquired it.
+
+    `ok = yield lock.acquire(blocking=True, timeout=-1)`; `lock.release()`
+    raises RuntimeError if the caller does not own it."""
+
+    def __init__(self):
+        self._sem = gevent.lock.Semaphore(1)
+        self._owner = None
+
+    def acquire(self, blocking=True, timeout=-1):
+        """True once acquired; False if not blocking or on timeout."""
+        me = _caller('Lock.acquire')
+        if not self._sem.acquire(blocking, _timeout(timeout) if blocking else None):
+            return False
+        self._owner = me
+        return True
+
+    def release(self):
+        if self._owner is None or self._owner is not _current_coro():
+            raise RuntimeError('Lock released by %s, which does not own it (owner: %s)'
+                               % (_current_coro(), self._owner))
+        self._owner = None
+        self._sem.release()
+
+    def locked(self):
+        return self._owner is not None
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+
+class RLock(Lock):
+    """A re-entrant Lock: its owner may acquire it again; it is free once
+    released as many times as acquired."""
+
+    def __init__(self):
+        super().__init__()
+        self._depth = 0
+
+    def acquire(self, blocking=True, timeout=-1):
+        me = _caller('RLock.acquire')
+        if self._owner is me:
+            self._depth += 1
+            return True
+        if not super().acquire(blocking, timeout):
+            return False
+        self._depth = 1
+        return True
+
+    def release(self):
+        if self._owner is None or self._owner is not _current_coro():
+            raise RuntimeError('RLock released by %s, which does not own it (owner: %s)'
+                               % (_current_coro(), self._owner))
+        self._depth -= 1
+        if self._depth == 0:
+            super().release()
+
+
+class Condition:
+    """A condition variable with a lock of its own (asyncoro's takes none).
+
+    `yield cv.acquire()`; `notified = yield cv.wait(timeout)` (the caller
+    must hold the lock; True if notified and re-acquired, False on timeout);
+    `cv.notify(n=1)`, `cv.notify_all()`; `cv.release()`."""
+
+    def __init__(self):
+        self._lock = RLock()
+        self._waiters = []
+
+    def acquire(self, blocking=True, timeout=-1):
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self):
+        self._lock.release()
+
+    def wait(self, timeout=None):
+        me = _caller('Condition.wait')
+        if self._lock._owner is not me:
+            raise RuntimeError('Condition.wait by %s, which does not hold its lock' % me)
+        depth = self._lock._depth
+        self._lock._depth = 1
+        self._lock.release()
+        waiter = gevent.event.Event()
+        self._waiters.append(waiter)
+        try:
+            notified = waiter.wait(_timeout(timeout))
+        finally:
+            if not waiter.is_set() and waiter in self._waiters:
+                self._waiters.remove(waiter)
+            self._lock.acquire()
+            self._lock._depth = depth
+        return bool(notified)
+
+    def notify(self, n=1):
+        _runtime()._run_here(self._notify, n)
+
+    def _notify(self, n):
+        for waiter in self._waiters[:n]:
+            waiter.set()
+        del self._waiters[:n]
+
+    def notify_all(self):
+        self.notify(len(self._waiters))
+
+    notifyAll = notify_all
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+
+class Event:
+    """`yield event.wait(timeout=None)` -> True when set (at once if set
+    already), False on timeout. `set()`/`clear()` may be called from threads."""
+
+    def __init__(self):
+        self._event = gevent.event.Event()
+
+    def set(self):
+        rt = _runtime()
+        if _get_ident() != rt._tid:
+            rt._call_threadsafe(self._event.set)
+        else:
+            self._event.set()
+
+    def clear(self):
+        self._event.clear()
+
+    def is_set(self):
+        return self._event.is_set()
+
+    isSet = is_set
+
+    def wait(self, timeout=None):
+        if self._event.is_set():
+            return True
+        return bool(_runtime()._run_here(self._event.wait, _timeout(timeout)))
+
+
+class Semaphore:
+    """`ok = yield sem.acquire(blocking=True)`; `sem.release()`."""
+
+    def __init__(self, value=1):
+        if value < 0:
+            raise ValueError('Semaphore value must be >= 0, not %r' % (value,))
+        self._sem = gevent.lock.Semaphore(value)
+
+    def acquire(self, blocking=True, timeout=None):
+        _caller('Semaphore.acquire')
+        return self._sem.acquire(blocking, _timeout(timeout) if blocking else None)
+
+    def release(self):
+        rt = _runtime()
+        if _get_ident() != rt._tid:
+            rt._call_threadsafe(self._sem.release)
+        else:
+            self._sem.release()
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+
+class AsyncThreadPool:
+    """Run blocking functions in `num_threads` OS threads:
+    `result = yield pool.async_task(func, *args, **kwargs)` blocks only the
+    calling coroutine and returns func's result or raises its exception."""
+
+    def __init__(self, num_threads):
+        if not isinstance(num_threads, int) or num_threads < 1:
+            raise ValueError('AsyncThreadPool needs num_threads >= 1, not %r' % (num_threads,))
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=num_threads, thread_name_prefix='asyncoro-pool')
+
+    def async_task(self, target, *args, **kwargs):
+        future = self._executor.submit(target, *args, **kwargs)
+        rt = _runtime()
+        if _get_ident() == rt._tid:
+            done = gevent.event.Event()
+            # the pool thread hands the completion to the hub thread
+            future.add_done_callback(lambda _: rt._call_threadsafe(done.set))
+            finished = False
+            try:
+                done.wait()
+                finished = True
+            finally:
+                if not finished:       # thrown at or terminated while waiting
+                    future.cancel()
+        return future.result()
+
+    def join(self):
+        """For threads: wait until the queued tasks are done; stop the pool."""
+        self._executor.shutdown(wait=True)
+
+    def terminate(self):
+        """For threads: drop queued tasks and stop the pool."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class AsyncDBCursor:
+    """A DB-API cursor whose `execute`, `executemany` and `callproc` run in
+    an AsyncThreadPool, one at a time per cursor: `yield cur.execute(q, a)`.
+    Other attributes are the wrapped cursor's."""
+
+    def __init__(self, thread_pool, cursor):
+        self._pool = thread_pool
+        self._cursor = cursor
+        self._serial = gevent.lock.Semaphore(1)
+
+    def _run(self, method, *args):
+        with self._serial:
+            return self._pool.async_task(method, *args)
+
+    def execute(self, query, args=None):
+        if args is None:
+            return self._run(self._cursor.execute, query)
+        return self._run(self._cursor.execute, query, args)
+
+    def executemany(self, query, args):
+        return self._run(self._cursor.executemany, query, args)
+
+    def callproc(self, proc, args=()):
+        return self._run(self._cursor.callproc, proc, args)
+
+    def __getattr__(self, name):
+        return getattr(self._cursor, name)
+
