@@ -1,0 +1,610 @@
+"""The core runtime: Coro on greenlets with the yield adapter, local messaging.
+
+Each test runs coroutines in the real runtime (its hub thread) and asserts the
+semantics API.md §3 and §11 give, mostly as transcripts of what happened.
+"""
+
+import collections
+import threading
+import time
+
+import pytest
+
+import asyncoro
+from conftest import run_coro, wait_until
+
+
+# ------------------------------------------------------------ values (§11.2)
+
+def test_return_value():
+    def gen(coro=None):
+        yield coro.sleep(0.001)
+        return 42
+    assert run_coro(gen) == 42
+
+
+def test_raise_stopiteration_gives_its_value():
+    def gen(coro=None):
+        yield coro.sleep(0.001)
+        raise StopIteration(7)
+    assert run_coro(gen) == 7
+
+
+def test_raise_stopiteration_with_two_args_gives_tuple():
+    def gen(coro=None):
+        yield
+        raise StopIteration('a', 'b')
+    assert run_coro(gen) == ('a', 'b')
+
+
+def test_no_value_gives_last_value_yielded():
+    def falls_off():
+        yield 'a'
+        yield 'b'
+
+    def bare_stop():
+        yield 1
+        raise StopIteration
+
+    def bare_return():
+        yield 'x'
+        return
+    assert run_coro(falls_off) == 'b'
+    assert run_coro(bare_stop) == 1
+    assert run_coro(bare_return) == 'x'
+
+
+def test_yield_of_plain_value_comes_back_as_is():
+    seen = []
+
+    def gen():
+        seen.append((yield 5))
+        seen.append((yield b'data'))
+        seen.append((yield None))
+        return 'done'
+    assert run_coro(gen) == 'done'
+    assert seen == [5, b'data', None]
+
+
+def test_nested_generators_return_values_and_share_the_coroutine():
+    def leaf(coro, x):
+        msg = yield coro.receive()
+        raise StopIteration(x * msg)        # PEP 479 inside a sub-generator
+
+    def middle(coro, x):
+        a = yield leaf(coro, x)
+        b = yield leaf(coro, x + 1)
+        return a + b
+
+    def main(coro=None):
+        coro.send(10)
+        coro.send(100)
+        total = yield middle(coro, 2)
+        return total
+    assert run_coro(main) == 2 * 10 + 3 * 100
+
+
+def test_sub_generator_without_value_returns_its_last_value():
+    def helper(coro):
+        yield coro.sleep(0.001, alarm_value='slept')
+
+    def main(coro=None):
+        got = yield helper(coro)
+        return got
+    assert run_coro(main) == 'slept'
+
+
+def test_exception_in_sub_generator_reaches_caller():
+    def failing():
+        yield
+        raise KeyError('inner')
+
+    def main():
+        try:
+            yield failing()
+        except KeyError as exc:
+            return 'caught %s' % exc.args[0]
+    assert run_coro(main) == 'caught inner'
+
+
+def test_greenlet_style_function_blocks_and_returns():
+    def func(a, b=0, coro=None):
+        coro.send(a)
+        msg = coro.receive()
+        coro.sleep(0.001)
+        return msg + b
+    assert run_coro(func, 3, b=4) == 7
+
+
+def test_keyword_form_and_explicit_coro_is_overridden():
+    def gen(x, coro=None):
+        yield
+        return (x, coro is asyncoro.AsynCoro.cur_coro())
+    coro = asyncoro.Coro(target=gen, args=(5,), kwargs={'coro': 'not me'})
+    assert coro.value(timeout=5) == (5, True)
+
+
+def test_operation_methods_work_as_targets():
+    ev = asyncoro.Event()
+
+    def setter(coro=None):
+        yield coro.sleep(0.01)
+        ev.set()
+    asyncoro.Coro(setter)
+    waiter = asyncoro.Coro(ev.wait, 5)
+    assert waiter.value(timeout=5) is True
+
+
+# ------------------------------------------------------------ messages
+
+def test_receive_timeout_returns_alarm_value():
+    def gen(coro=None):
+        t0 = time.monotonic()
+        got = yield coro.receive(timeout=0.05, alarm_value='alarm')
+        polled = yield coro.receive(timeout=0, alarm_value='empty')
+        return got, polled, time.monotonic() - t0
+    got, polled, took = run_coro(gen)
+    assert (got, polled) == ('alarm', 'empty')
+    assert took >= 0.05
+
+
+def test_messages_sent_before_start_are_kept_in_order():
+    def gen(coro=None):
+        got = []
+        for _ in range(3):
+            got.append((yield coro.receive()))
+        return got
+    coro = asyncoro.Coro(gen)
+    for i in range(3):
+        assert coro.send(i) == 0
+    assert coro.value(timeout=5) == [0, 1, 2]
+
+
+def test_sleep_is_not_woken_by_send_and_resume_is_not_seen_by_receive():
+    events = []
+
+    def sleeper(coro=None):
+        got = yield coro.sleep(timeout=None)
+        events.append(('resumed with', got))
+        msg = yield coro.receive()
+        events.append(('message', msg))
+
+    def driver(coro=None):
+        s = asyncoro.Coro(sleeper)
+        yield coro.sleep(0.01)
+        s.send('early message')           # queued, does not wake the sleeper
+        yield coro.sleep(0.01)
+        events.append(('still sleeping', s.is_alive()))
+        s.resume('update')
+        yield s.finish(timeout=5)
+    run_coro(driver)
+    assert events == [('still sleeping', True), ('resumed with', 'update'),
+                      ('message', 'early message')]
+
+
+def test_resume_of_a_receiving_coroutine_is_ignored():
+    def receiver(coro=None):
+        msg = yield coro.receive()
+        return msg
+
+    def driver(coro=None):
+        r = asyncoro.Coro(receiver)
+        yield coro.sleep(0.01)
+        result = r.resume('ignored')
+        r.send('msg')
+        value = yield r.finish(timeout=5)
+        return result, value
+    assert run_coro(driver) == (0, 'msg')
+
+
+def test_sleep_returns_alarm_value_and_suspend_is_sleep():
+    def gen(coro=None):
+        a = yield coro.sleep(0.01, alarm_value='a')
+        b = yield coro.suspend(0.01, 'b')
+        return a, b
+    assert run_coro(gen) == ('a', 'b')
+
+
+def test_deliver_local_and_to_finished_coroutine():
+    def receiver(coro=None):
+        return (yield coro.receive())
+
+    def driver(coro=None):
+        r = asyncoro.Coro(receiver)
+        first = yield r.deliver('hello')
+        value = yield r.finish()
+        second = yield r.deliver('too late', timeout=1)
+        return first, value, second, r.send('late')
+    assert run_coro(driver) == (1, 'hello', -1, -1)
+
+
+def test_ten_thousand_coroutines_exchange_messages_in_order():
+    n_pairs, per_pair = 5000, 20
+
+    def consumer(coro=None):
+        got = []
+        for _ in range(per_pair):
+            got.append((yield coro.receive(timeout=30)))
+        return got
+
+    def producer(target, tag, coro=None):
+        for i in range(per_pair):
+            target.send((tag, i))
+            if i % 5 == 0:
+                yield
+        return tag
+
+    def main(coro=None):
+        consumers = [asyncoro.Coro(consumer) for _ in range(n_pairs)]
+        producers = [asyncoro.Coro(producer, c, tag) for tag, c in enumerate(consumers)]
+        results = []
+        for c in consumers:
+            results.append((yield c.finish(timeout=30)))
+        for p in producers:
+            yield p.finish(timeout=30)
+        return results
+    results = run_coro(main, timeout=60)
+    assert len(results) == n_pairs
+    for tag, got in enumerate(results):
+        assert got == [(tag, i) for i in range(per_pair)]
+
+
+def test_many_senders_to_one_receiver_keep_per_sender_order():
+    senders, each = 50, 200
+
+    def receiver(coro=None):
+        got = collections.defaultdict(list)
+        for _ in range(senders * each):
+            tag, i = yield coro.receive(timeout=10)
+            got[tag].append(i)
+        return got
+
+    def sender(r, tag):
+        for i in range(each):
+            r.send((tag, i))
+            if i % 7 == 0:
+                yield
+
+    def main(coro=None):
+        r = asyncoro.Coro(receiver)
+        for tag in range(senders):
+            asyncoro.Coro(sender, r, tag)
+        return (yield r.finish(timeout=20))
+    got = run_coro(main, timeout=30)
+    assert sorted(got) == list(range(senders))
+    assert all(got[tag] == list(range(each)) for tag in got)
+
+
+def test_send_from_foreign_threads_is_safe_and_ordered():
+    threads, each = 4, 2000
+
+    def receiver(coro=None):
+        got = collections.defaultdict(list)
+        for _ in range(threads * each):
+            tag, i = yield coro.receive(timeout=10)
+            got[tag].append(i)
+        return got
+    r = asyncoro.Coro(receiver)
+
+    def blast(tag):
+        for i in range(each):
+            r.send((tag, i))
+    workers = [threading.Thread(target=blast, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(10)
+    got = r.value(timeout=20)
+    assert got is not None, 'receiver did not get every message'
+    assert {tag: got[tag] for tag in got} == {t: list(range(each)) for t in range(threads)}
+
+
+# ------------------------------------------------------------ throw, terminate, monitor
+
+def test_throw_is_caught_inside_the_generator():
+    def gen(coro=None):
+        try:
+            yield coro.receive()
+        except ValueError as exc:
+            return 'caught %s' % exc
+        return 'not thrown'
+
+    def driver(coro=None):
+        g = asyncoro.Coro(gen)
+        yield coro.sleep(0.01)
+        assert g.throw(ValueError('boom')) == 0
+        return (yield g.finish(timeout=5))
+    assert run_coro(driver) == 'caught boom'
+
+
+@pytest.mark.parametrize('form', ['instance', 'type-value', 'tuple'])
+def test_throw_accepts_every_form(form):
+    def gen(coro=None):
+        try:
+            yield coro.sleep(10)
+        except KeyError as exc:
+            return exc.args
+    g = asyncoro.Coro(gen)
+    time.sleep(0)   # let it start; the throw is delivered wherever it is
+    if form == 'instance':
+        g.throw(KeyError('k'))
+    elif form == 'type-value':
+        g.throw(KeyError, 'k')
+    else:
+        g.throw((KeyError, KeyError('k'), None))
+    assert g.value(timeout=5) == ('k',)
+
+
+def test_throw_into_a_blocked_greenlet_style_coroutine():
+    def func(coro=None):
+        try:
+            coro.receive()
+        except KeyError:
+            return 'caught'
+    c = asyncoro.Coro(func)
+    wait_until(lambda: c._state == asyncoro._WAITING, 5, 'the coroutine blocking in receive')
+    c.throw(KeyError('x'))
+    assert c.value(timeout=5) == 'caught'
+
+
+def test_terminate_runs_finally_and_ends_normally_with_last_value():
+    events = []
+
+    def inner(coro):
+        try:
+            yield coro.receive()
+        finally:
+            events.append('inner finally')
+
+    def outer(coro=None):
+        try:
+            yield 'last'
+            yield inner(coro)
+        finally:
+            events.append('outer finally')
+
+    def monitor(target, coro=None):
+        yield coro.monitor(target)
+        msg = yield coro.receive(timeout=5)
+        return msg
+
+    def driver(coro=None):
+        o = asyncoro.Coro(outer)
+        m = asyncoro.Coro(monitor, o)
+        yield coro.sleep(0.02)
+        assert o.terminate() == 0
+        msg = yield m.finish(timeout=5)
+        value = yield o.finish(timeout=5)
+        return msg, value, o
+    msg, value, o = run_coro(driver)
+    assert events == ['inner finally', 'outer finally']
+    assert isinstance(msg, asyncoro.MonitorException)
+    assert msg.args[0] is o
+    assert msg.args[1] == (StopIteration, 'last')
+    assert value == 'last'
+
+
+def test_terminate_a_greenlet_style_coroutine_runs_its_finally():
+    events = []
+
+    def func(coro=None):
+        try:
+            coro.sleep(30)
+        finally:
+            events.append('finally')
+    c = asyncoro.Coro(func)
+    wait_until(lambda: c._state == asyncoro._WAITING, 5, 'the coroutine sleeping')
+    c.terminate()
+    c.value(timeout=5)
+    assert not c.is_alive()
+    assert events == ['finally']
+
+
+def test_monitor_receives_exit_value_and_exception():
+    def ok(coro=None):
+        yield coro.sleep(0.01)
+        raise StopIteration('fine')
+
+    def bad(coro=None):
+        yield coro.sleep(0.01)
+        raise ValueError('broken')
+
+    def watcher(coro=None):
+        a = asyncoro.Coro(ok)
+        b = asyncoro.Coro(bad)
+        assert (yield coro.monitor(a)) == 0
+        assert (yield coro.monitor(b)) == 0
+        got = {}
+        for _ in range(2):
+            msg = yield coro.receive(timeout=5)
+            assert isinstance(msg, asyncoro.MonitorException)
+            got[msg.args[0].name] = msg.args[1]
+        return got
+    got = run_coro(watcher)
+    assert got['ok'] == (StopIteration, 'fine')
+    exc_type, exc_value = got['bad']
+    assert exc_type is ValueError and exc_value.args == ('broken',)
+
+
+def test_monitor_of_an_already_finished_coroutine_still_reports():
+    def quick():
+        yield
+        return 3
+
+    def watcher(coro=None):
+        q = asyncoro.Coro(quick)
+        yield q.finish()
+        yield coro.monitor(q)
+        msg = yield coro.receive(timeout=5)
+        return msg.args[1]
+    assert run_coro(watcher) == (StopIteration, 3)
+
+
+def test_uncaught_exception_is_logged_and_value_is_last(capsys):
+    def bad():
+        yield 'before'
+        raise ZeroDivisionError('oops')
+    assert run_coro(bad) == 'before'
+    out = capsys.readouterr().out
+    assert 'uncaught exception in ~bad/' in out
+    assert 'ZeroDivisionError: oops' in out
+
+
+# ------------------------------------------------------------ finish, value, daemon, names
+
+def test_finish_with_timeout_returns_none():
+    def slow(coro=None):
+        yield coro.sleep(5)
+
+    def driver(coro=None):
+        s = asyncoro.Coro(slow)
+        got = yield s.finish(timeout=0.02)
+        s.terminate()
+        return got, s.is_alive()
+    assert run_coro(driver) == (None, True)
+
+
+def test_value_from_a_thread_times_out_then_succeeds():
+    def gen(coro=None):
+        return (yield coro.receive())
+    c = asyncoro.Coro(gen)
+    assert c.value(timeout=0.02) is None
+    c.send('v')
+    assert c.value(timeout=5) == 'v'
+    assert c.value() == 'v'       # finished: at once
+
+
+def test_set_daemon_only_on_itself():
+    def other(coro=None):
+        yield coro.sleep(0.01)
+
+    def gen(coro=None):
+        o = asyncoro.Coro(other)
+        mine = coro.set_daemon()
+        theirs = o.set_daemon()
+        yield o.finish()
+        return mine, theirs
+    assert run_coro(gen) == (0, -1)
+
+
+def test_register_and_locate():
+    def server(coro=None):
+        assert coro.register('core-test-server') == 0
+        msg = yield coro.receive()
+        yield coro.receive()       # stays alive (holding the name) until told to end
+        return msg
+
+    def client(coro=None):
+        s = yield asyncoro.Coro.locate('core-test-server', timeout=5)
+        s.send('hi')
+        duplicate = asyncoro.Coro(lambda coro=None: coro.register('core-test-server'))
+        dup_result = yield duplicate.finish()
+        s.send('end')
+        result = yield s.finish()
+        missing = yield asyncoro.Coro.locate('no-such-name', timeout=0.01)
+        return dup_result, result, missing
+    asyncoro.Coro(server)
+    assert run_coro(client) == (-1, 'hi', None)
+
+
+def test_name_repr_location_and_equality():
+    def my_coro(coro=None):
+        yield
+        return coro
+    c = asyncoro.Coro(my_coro)
+    assert c.value(timeout=5) is c
+    assert c.name == 'my_coro'
+    assert repr(c) == '~my_coro/%s' % id(c)
+    assert c.location is None
+    assert c == c and hash(c) == id(c)
+    assert not c.is_alive()
+
+
+def test_hot_swap_replaces_generator_and_keeps_messages():
+    events = []
+
+    def first(coro=None):
+        coro.hot_swappable(True)
+        while True:
+            msg = yield coro.receive()
+            events.append(('first', msg))
+
+    def second(tag, coro=None):
+        while True:
+            msg = yield coro.receive()
+            events.append((tag, msg))
+            if msg == 'stop':
+                return 'swapped'
+
+    def driver(coro=None):
+        c = asyncoro.Coro(first)
+        c.send(1)
+        yield coro.sleep(0.01)
+        assert c.hot_swap(second, 'second') == 0
+        c.send(2)
+        c.send('stop')
+        return (yield c.finish(timeout=5))
+    assert run_coro(driver) == 'swapped'
+    assert events == [('first', 1), ('second', 2), ('second', 'stop')]
+
+
+def test_hot_swap_refused_when_caught():
+    def stubborn(coro=None):
+        coro.hot_swappable(True)
+        try:
+            msg = yield coro.receive()
+        except asyncoro.HotSwapException as exc:
+            return 'refused %s' % exc.args[0].__name__
+
+    def other(coro=None):
+        yield
+
+    def driver(coro=None):
+        c = asyncoro.Coro(stubborn)
+        yield coro.sleep(0.01)
+        c.hot_swap(other)
+        return (yield c.finish(timeout=5))
+    assert run_coro(driver) == 'refused other'
+
+
+# ------------------------------------------------------------ bad input
+
+def test_non_callable_target_is_a_type_error():
+    with pytest.raises(TypeError, match='must be a generator function or a function'):
+        asyncoro.Coro(42)
+    with pytest.raises(TypeError, match='needs a target'):
+        asyncoro.Coro()
+
+
+def test_receive_outside_the_coroutine_is_an_error():
+    def gen(coro=None):
+        yield coro.sleep(5)
+    c = asyncoro.Coro(gen)
+    with pytest.raises(asyncoro.WrongContextError, match='receive.*itself'):
+        c.receive(timeout=1)
+
+    def other(target, coro=None):
+        try:
+            target.receive()
+        except asyncoro.WrongContextError as exc:
+            return str(exc)
+        yield
+    assert 'can only be called by that coroutine itself' in run_coro(other, c)
+    c.terminate()
+
+
+def test_generator_target_with_bad_arguments_fails_at_creation():
+    def gen(a):
+        yield a
+    with pytest.raises(TypeError):
+        asyncoro.Coro(gen, 1, 2, 3)
+
+
+def test_runtime_finish_from_a_coroutine_is_an_error():
+    def gen(coro=None):
+        try:
+            asyncoro.AsynCoro.instance().finish()
+        except asyncoro.WrongContextError as exc:
+            return str(exc)
+        yield
+    assert 'for threads' in run_coro(gen)
