@@ -58,6 +58,25 @@ def wait_until(predicate, timeout, what):
         time.sleep(0.01)
 
 
+def in_greenlet(func, *args, within=10, **kwargs):
+    """Run func(*args, **kwargs) in a greenlet of this thread; return its
+    result, or fail with gevent.Timeout after `within` seconds."""
+    glet = gevent.spawn(func, *args, **kwargs)
+    try:
+        return glet.get(timeout=within)
+    finally:
+        glet.kill()
+
+
+def poll_until(predicate, timeout, what):
+    """Poll predicate (cooperatively) until true; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError('%s did not happen within %ss' % (what, timeout))
+        gevent.sleep(0.005)
+
+
 def program_env(**extra):
     env = dict(os.environ)
     env['ASYNCORO_NODE'] = '127.0.0.1'

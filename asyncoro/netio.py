@@ -1,0 +1,505 @@
+"""asyncoro.netio: THE networking + serialization module of asyncoro.
+
+Every byte that crosses a socket goes through here; no other module frames,
+pickles or speaks TLS. So far it holds:
+
+- `serialize` / `deserialize` (alias `unserialize`): pickle with the highest
+  protocol (5). `deserialize` trusts its input: the peer layer only hands it
+  payloads from authenticated peers.
+- `Location(host, tcp_port)`: the address of one runtime's TCP listener; small,
+  hashable, pickled by value.
+- `AsyncSocket` (alias `AsynCoroSocket`): a socket wrapper whose I/O methods
+  block only the calling greenlet, with length-prefixed messages
+  (`send_msg`/`recv_msg`) and TLS through `ssl.SSLContext`.
+
+The peer networking layer (authentication, discovery, peer connections, file
+transfer) will be added to this module.
+
+How AsyncSocket waits: the wrapped socket is always in non-blocking mode. An
+operation is tried; when it would block, the calling greenlet waits on a
+gevent io watcher created in the hub of *the calling thread* (`_FdWaiter`),
+then tries again. Nothing is bound to a hub when the socket is created, so a
+socket made in the main thread can be used by coroutines in the runtime's hub
+thread. A timeout is one deadline for the whole call (`recvall`, `sendall`,
+connect + TLS handshake), not a limit per wait. In blocking mode the same loop
+waits with `poll`/`select` instead, blocking the OS thread.
+"""
+
+import errno
+import logging
+import os
+import pickle
+import select
+import socket
+import ssl
+import struct
+import threading
+import time
+
+import gevent
+import gevent.socket
+
+__all__ = ['serialize', 'deserialize', 'unserialize', 'Location', 'AsyncSocket',
+           'AsynCoroSocket']
+
+log = logging.getLogger(__name__)
+
+_READ = 1           # libev/libuv event mask bits of an io watcher
+_WRITE = 2
+_MSG_HEADER = struct.Struct('>L')   # send_msg/recv_msg frame: 4-byte big-endian length
+_CHUNK = 1 << 20    # largest single recv while collecting a message
+# A TLS handshake with no timeout set on the socket is still bounded by this,
+# so a peer that connects and never speaks TLS cannot hold accept() forever.
+_TLS_HANDSHAKE_TIMEOUT = 10
+# errno values of a non-blocking connect() that is still in progress.
+_CONNECT_PENDING = {errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK, errno.EAGAIN,
+                    getattr(errno, 'WSAEWOULDBLOCK', errno.EWOULDBLOCK)}
+
+
+def serialize(obj):
+    """Pickle `obj` with the highest protocol; returns bytes."""
+    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def deserialize(data):
+    """The inverse of `serialize`. Only for data from a trusted peer."""
+    return pickle.loads(data)
+
+
+unserialize = deserialize
+
+
+def _is_ip_literal(host):
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+            return True
+        except (OSError, ValueError):   # not an address of this family
+            continue
+    return False
+
+
+class Location:
+    """Location(host, tcp_port): the address of one runtime's TCP listener.
+
+    `addr` is an IP string (a host name is resolved with getaddrinfo, blocking,
+    IPv4 preferred) and `port` an int. Equal when both fields are; hashable;
+    `str` and `repr` give 'addr:port'; pickles by value.
+    """
+
+    __slots__ = ('addr', 'port')
+
+    def __init__(self, host, tcp_port):
+        if not isinstance(host, str):
+            raise TypeError('Location host must be a str, not %r' % (host,))
+        if not _is_ip_literal(host):
+            infos = socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM)
+            if not infos:
+                raise OSError('host name %r did not resolve to an address' % host)
+            infos.sort(key=lambda info: info[0] != socket.AF_INET)
+            host = infos[0][4][0]
+        self.addr = host
+        self.port = int(tcp_port)
+
+    def __eq__(self, other):
+        if not isinstance(other, Location):
+            return NotImplemented
+        return self.addr == other.addr and self.port == other.port
+
+    def __hash__(self):
+        return hash((self.addr, self.port))
+
+    def __repr__(self):
+        return '%s:%s' % (self.addr, self.port)
+
+    __str__ = __repr__
+
+    def __reduce__(self):
+        return (Location, (self.addr, self.port))
+
+
+class _FdWaiter:
+    """Blocks the calling greenlet until a descriptor is ready.
+
+    Works in whichever thread's hub calls it: each wait makes its own io
+    watcher in the current thread's hub. `cancel(error)` wakes every greenlet
+    still waiting (in any thread) with `error`; owners call it before closing
+    the descriptor, because a closed descriptor is silently dropped by epoll
+    and its waiter would otherwise sleep until its deadline, or forever.
+    """
+
+    __slots__ = ('_pending',)
+
+    def __init__(self):
+        self._pending = {}      # started io watcher -> the hub it waits in
+
+    def wait(self, fd, event, deadline, timeout_error):
+        """Wait for `event` (_READ/_WRITE) on `fd`; `deadline` is a
+        time.monotonic() value or None; raise timeout_error() when it passes."""
+        timeout = None
+        if deadline is not None:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                raise timeout_error()
+        hub = gevent.get_hub()
+        watcher = hub.loop.io(fd, event)
+        self._pending[watcher] = hub
+        try:
+            if timeout is None:
+                hub.wait(watcher)
+            else:
+                with gevent.Timeout(timeout, timeout_error()):
+                    hub.wait(watcher)
+        finally:
+            self._pending.pop(watcher, None)
+            watcher.close()
+
+    def cancel(self, error):
+        here = threading.get_ident()
+        # dict.copy() is atomic under the GIL; the waiting threads may be
+        # adding and removing watchers while this runs.
+        for watcher, hub in self._pending.copy().items():
+            if hub.thread_ident == here:
+                hub.cancel_wait(watcher, error)
+            else:
+                hub.loop.run_callback_threadsafe(self._cancel_in_hub, hub, watcher, error)
+
+    def _cancel_in_hub(self, hub, watcher, error):
+        # Runs in the waiter's hub thread; the wait may have ended meanwhile.
+        if watcher in self._pending:
+            hub.cancel_wait(watcher, error)
+
+
+def _block_until_ready(fd, event, deadline, timeout_error):
+    """The blocking-mode counterpart of _FdWaiter.wait: blocks the OS thread."""
+    timeout = None
+    if deadline is not None:
+        timeout = deadline - time.monotonic()
+        if timeout <= 0:
+            raise timeout_error()
+    if hasattr(select, 'poll'):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN if event == _READ else select.POLLOUT)
+        ready = poller.poll(None if timeout is None else timeout * 1000)
+    else:
+        wanted = [fd]
+        ready = select.select(wanted, [], [], timeout)[0] if event == _READ else \
+            select.select([], wanted, [], timeout)[1]
+    if not ready:
+        raise timeout_error()
+
+
+def _socket_timeout():
+    return socket.timeout('timed out')
+
+
+def _pinned_tls_version(ssl_version):
+    """The single TLS version an `ssl.PROTOCOL_*` (or `ssl.TLSVersion`) value
+    asks for, or None when it means 'negotiate the best'."""
+    if ssl_version is None:
+        return None
+    if isinstance(ssl_version, ssl.TLSVersion):
+        return ssl_version
+    name = getattr(ssl_version, 'name', '')
+    if name in ('PROTOCOL_TLS', 'PROTOCOL_SSLv23', 'PROTOCOL_TLS_CLIENT', 'PROTOCOL_TLS_SERVER'):
+        return None
+    if name.startswith('PROTOCOL_TLSv'):
+        return ssl.TLSVersion[name[len('PROTOCOL_'):]]
+    raise ValueError('unsupported ssl_version %r: use an ssl.PROTOCOL_TLS* constant or an '
+                     'ssl.TLSVersion' % (ssl_version,))
+
+
+def _tls_context(server_side, certfile, keyfile, ssl_version):
+    """An SSLContext for one side. The client verifies the server's certificate
+    against `certfile` itself (both ends share one self-made certificate, so
+    there is no host name to check) and presents that certificate too; the
+    server does not ask for client certificates."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server_side else ssl.PROTOCOL_TLS_CLIENT)
+    if not server_side:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(certfile)
+    context.load_cert_chain(certfile, keyfile)
+    pinned = _pinned_tls_version(ssl_version)
+    if pinned is not None:
+        context.minimum_version = context.maximum_version = pinned
+    return context
+
+
+class AsyncSocket:
+    """AsyncSocket(sock, blocking=False, keyfile=None, certfile=None, ssl_version=None)
+
+    Wraps a socket (it takes over `sock`, which it puts in non-blocking mode).
+    With blocking=False the I/O methods block only the calling greenlet; a
+    generator coroutine calls them as `data = yield sock.recv(1024)`. With
+    blocking=True the same methods block the OS thread. Attributes not defined
+    here (bind, listen, getsockname, setsockopt, fileno, ...) are the wrapped
+    socket's. With `certfile` (and `keyfile` if the key is separate),
+    `connect` and `accept` add TLS.
+
+    Timeouts: `settimeout(t)` bounds each operation as a whole; when it passes
+    the operation raises `socket.timeout` (recvall returns partial data
+    instead, when it has any). `t <= 0` means: do what is possible now.
+    """
+
+    _default_ssl_version = ssl.PROTOCOL_TLS
+
+    def __init__(self, sock, blocking=False, keyfile=None, certfile=None, ssl_version=None):
+        if isinstance(sock, AsyncSocket):
+            sock = sock.unwrap()
+        self._timeout = sock.gettimeout() or None
+        sock.setblocking(False)
+        self._sock = sock
+        self._blocking = bool(blocking)
+        self._keyfile = keyfile
+        self._certfile = certfile
+        self._ssl_version = ssl_version if ssl_version is not None else self._default_ssl_version
+        self._waiter = _FdWaiter()
+
+    def __getattr__(self, name):
+        if name.startswith('__') or name == '_sock':
+            raise AttributeError(name)
+        sock = self._sock
+        if sock is None:
+            raise AttributeError('%r of an AsyncSocket that was unwrapped' % name)
+        return getattr(sock, name)
+
+    def __repr__(self):
+        return '<AsyncSocket %s %r>' % ('blocking' if self._blocking else 'async', self._sock)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_value, tb):
+        self.close()
+        return False
+
+    @classmethod
+    def get_ssl_version(cls):
+        """The ssl version new AsyncSockets use when given none."""
+        return cls._default_ssl_version
+
+    @classmethod
+    def set_ssl_version(cls, ssl_version):
+        """Set the ssl version for AsyncSockets created later: an
+        ssl.PROTOCOL_* constant (PROTOCOL_TLS negotiates the best) or an
+        ssl.TLSVersion."""
+        _pinned_tls_version(ssl_version)    # reject nonsense now, not at connect time
+        cls._default_ssl_version = ssl_version
+
+    # -- plain calls ----------------------------------------------------------
+
+    def settimeout(self, timeout):
+        """Bound later operations to `timeout` seconds (None: no bound)."""
+        self._timeout = None if timeout is None else float(timeout)
+
+    def gettimeout(self):
+        return self._timeout
+
+    def setblocking(self, flag):
+        """Switch between blocking (True) and greenlet-async (False) mode."""
+        self._blocking = bool(flag)
+
+    def close(self):
+        """Close the socket; greenlets still waiting on it get OSError(EBADF)."""
+        sock = self._sock
+        if sock is None:
+            return
+        self._waiter.cancel(OSError(errno.EBADF, 'socket closed while a greenlet waited on it'))
+        sock.close()
+
+    def unwrap(self):
+        """Detach and return the wrapped socket (the TLS socket, if TLS is on),
+        in ordinary blocking mode with this wrapper's timeout. The wrapper is
+        unusable afterwards."""
+        sock = self._sock
+        if sock is None:
+            raise OSError(errno.EBADF, 'AsyncSocket was already unwrapped')
+        self._waiter.cancel(OSError(errno.EBADF, 'socket unwrapped while a greenlet waited on it'))
+        self._sock = None
+        if sock.fileno() >= 0:
+            sock.settimeout(self._timeout)
+        return sock
+
+    # -- the wait/retry loop ----------------------------------------------------
+
+    def _deadline(self):
+        return None if self._timeout is None else time.monotonic() + self._timeout
+
+    def _wait(self, event, deadline):
+        if self._blocking:
+            _block_until_ready(self._sock.fileno(), event, deadline, _socket_timeout)
+        else:
+            self._waiter.wait(self._sock.fileno(), event, deadline, _socket_timeout)
+
+    def _io(self, event, deadline, method, *args):
+        """Call sock.<method>(*args) until it does not block; waits for `event`
+        in between (or for what TLS asks for: a read may need to write)."""
+        while True:
+            sock = self._sock
+            if sock is None:
+                raise OSError(errno.EBADF, 'AsyncSocket was unwrapped')
+            try:
+                return getattr(sock, method)(*args)
+            except ssl.SSLWantReadError:
+                self._wait(_READ, deadline)
+            except ssl.SSLWantWriteError:
+                self._wait(_WRITE, deadline)
+            except BlockingIOError:
+                self._wait(event, deadline)
+
+    # -- connections --------------------------------------------------------------
+
+    def _resolve(self, address):
+        """Resolve a host name in `address` without blocking the hub: gevent's
+        resolver in async mode, the stdlib in blocking mode."""
+        if self._sock.family not in (socket.AF_INET, socket.AF_INET6) or \
+                not isinstance(address, tuple) or _is_ip_literal(address[0]):
+            return address
+        getaddrinfo = socket.getaddrinfo if self._blocking else gevent.socket.getaddrinfo
+        infos = getaddrinfo(address[0], address[1], self._sock.family, self._sock.type)
+        if not infos:
+            raise OSError('host name %r did not resolve to an address' % (address[0],))
+        return infos[0][4]
+
+    def connect(self, address):
+        """Connect to `address`; with certfile, then do the client side of the
+        TLS handshake, verifying the server against certfile. Blocks (the
+        greenlet); returns 0; raises socket.error (ssl.SSLError for TLS) or
+        socket.timeout. Generator form: `yield sock.connect((host, port))`."""
+        deadline = self._deadline()
+        address = self._resolve(address)
+        err = self._sock.connect_ex(address)
+        if err in _CONNECT_PENDING:
+            self._wait(_WRITE, deadline)
+            err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err and err != errno.EISCONN:
+            raise OSError(err, '%s (connecting to %s)' % (os.strerror(err), address))
+        if self._certfile:
+            self._start_tls(server_side=False, deadline=deadline)
+        return 0
+
+    def create_connection(self, host_port, timeout=None, source_address=None):
+        """Like socket.create_connection on this socket: set `timeout` (if
+        given), bind to `source_address` (if given), connect. Returns 0."""
+        if timeout is not None:
+            self.settimeout(timeout)
+        if source_address:
+            self._sock.bind(source_address)
+        return self.connect(host_port)
+
+    def accept(self):
+        """Wait for a connection; returns (AsyncSocket, addr). The new socket
+        has this one's mode and TLS settings and no timeout. With certfile the
+        server side of the TLS handshake is done here, bounded by this socket's
+        timeout (or _TLS_HANDSHAKE_TIMEOUT); if it fails, the connection is
+        closed, a warning logged and ssl.SSLError (or socket.error) raised."""
+        conn, addr = self._io(_READ, self._deadline(), 'accept')
+        conn = AsyncSocket(conn, blocking=self._blocking, keyfile=self._keyfile,
+                           certfile=self._certfile, ssl_version=self._ssl_version)
+        conn._timeout = None
+        if self._certfile:
+            bound = self._timeout if self._timeout and self._timeout > 0 else _TLS_HANDSHAKE_TIMEOUT
+            try:
+                conn._start_tls(server_side=True, deadline=time.monotonic() + bound)
+            except (OSError, ValueError) as exc:
+                log.warning('TLS handshake with %s failed: %s; connection closed', addr, exc)
+                conn.close()
+                raise
+        return conn, addr
+
+    def _start_tls(self, server_side, deadline):
+        if deadline is None:
+            deadline = time.monotonic() + _TLS_HANDSHAKE_TIMEOUT
+        context = _tls_context(server_side, self._certfile, self._keyfile, self._ssl_version)
+        self._sock = context.wrap_socket(self._sock, server_side=server_side,
+                                         do_handshake_on_connect=False)
+        self._io(_READ, deadline, 'do_handshake')
+
+    # -- data -----------------------------------------------------------------------
+
+    def recv(self, bufsize):
+        """Up to `bufsize` bytes; b'' at EOF. Blocks (the greenlet) until some
+        data arrives. Generator form: `data = yield sock.recv(n)`."""
+        return self._io(_READ, self._deadline(), 'recv', bufsize)
+
+    def recvall(self, bufsize):
+        """Exactly `bufsize` bytes, or fewer at EOF. When the timeout passes it
+        returns what it has read, or raises socket.timeout if nothing."""
+        return self._recv_exact(bufsize, self._deadline(), partial_ok=True)
+
+    def _recv_exact(self, size, deadline, partial_ok):
+        chunks = []
+        remaining = size
+        try:
+            while remaining > 0:
+                chunk = self._io(_READ, deadline, 'recv', min(remaining, _CHUNK))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                remaining -= len(chunk)
+        except socket.timeout:
+            if not (partial_ok and chunks):
+                raise
+        return chunks[0] if len(chunks) == 1 else b''.join(chunks)
+
+    def send(self, data):
+        """Send what the socket takes now (waiting until it takes something);
+        returns the number of bytes sent."""
+        return self._io(_WRITE, self._deadline(), 'send', data)
+
+    def sendall(self, data):
+        """Send all of `data`; returns None; socket.timeout if the timeout passes."""
+        self._send_all(data, self._deadline())
+
+    def _send_all(self, data, deadline):
+        view = memoryview(data).cast('B')
+        sent = 0
+        while sent < len(view):
+            sent += self._io(_WRITE, deadline, 'send', view[sent:])
+
+    def recvfrom(self, bufsize):
+        """One datagram: (bytes, address)."""
+        return self._io(_READ, self._deadline(), 'recvfrom', bufsize)
+
+    def sendto(self, data, address):
+        """Send one datagram; returns the number of bytes sent."""
+        return self._io(_WRITE, self._deadline(), 'sendto', data, address)
+
+    def send_msg(self, data):
+        """Send one frame: a 4-byte big-endian length, then `data`. Returns None.
+        Generator form: `yield sock.send_msg(data)`."""
+        deadline = self._deadline()
+        header = _MSG_HEADER.pack(len(data))
+        if len(data) <= 65536:      # one syscall for small frames
+            self._send_all(header + bytes(data), deadline)
+        else:                       # no copy of a big payload
+            self._send_all(header, deadline)
+            self._send_all(data, deadline)
+
+    def recv_msg(self):
+        """The payload of one frame sent by send_msg. Returns b'' when the peer
+        closed the connection cleanly at a frame boundary; raises socket.error
+        (EPIPE) when it closed (or the timeout passed) in the middle of a
+        frame, and socket.timeout when the timeout passed before any byte.
+        (An empty payload also reads as b''.)
+        Generator form: `msg = yield sock.recv_msg()`."""
+        deadline = self._deadline()
+        header = self._recv_exact(_MSG_HEADER.size, deadline, partial_ok=True)
+        if not header:
+            return b''
+        if len(header) < _MSG_HEADER.size:
+            raise OSError(errno.EPIPE, 'connection closed inside a message header '
+                          '(%d of %d bytes)' % (len(header), _MSG_HEADER.size))
+        size = _MSG_HEADER.unpack(header)[0]
+        try:
+            data = self._recv_exact(size, deadline, partial_ok=True)
+        except socket.timeout:
+            data = b''
+        if len(data) < size:
+            raise OSError(errno.EPIPE, 'message of %d bytes cut short after %d bytes'
+                          % (size, len(data)))
+        return data
+
+
+AsynCoroSocket = AsyncSocket

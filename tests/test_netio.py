@@ -1,0 +1,430 @@
+"""asyncoro.netio: serialize, Location, AsyncSocket (TCP, UDP, framing, TLS).
+
+Sockets run in gevent greenlets of the test's thread; the tests at the end run
+the same calls as generator coroutines in the runtime's hub thread. Everything
+binds to 127.0.0.1, port 0, and every wait has a timeout.
+"""
+
+import errno
+import pickle
+import shutil
+import socket
+import ssl
+import subprocess
+
+import gevent
+import pytest
+
+import asyncoro
+from asyncoro import asyncfile, netio
+from asyncoro.netio import AsyncSocket, AsynCoroSocket, Location, deserialize, serialize
+from conftest import in_greenlet, poll_until
+
+LOOPBACK = '127.0.0.1'
+
+
+def listener(**kwargs):
+    sock = AsyncSocket(socket.socket(socket.AF_INET, socket.SOCK_STREAM), **kwargs)
+    sock.bind((LOOPBACK, 0))
+    sock.listen(8)
+    return sock
+
+
+def connected_pair():
+    """(client, server) AsyncSockets connected over 127.0.0.1."""
+    with listener() as server:
+        accepting = gevent.spawn(server.accept)
+        client = AsyncSocket(socket.socket())
+        client.connect(server.getsockname())
+        conn, _ = accepting.get(timeout=5)
+    return client, conn
+
+
+def test_all_is_pinned():
+    assert netio.__all__ == ['serialize', 'deserialize', 'unserialize', 'Location',
+                             'AsyncSocket', 'AsynCoroSocket']
+
+
+def test_serialize_round_trip_with_highest_protocol():
+    obj = {'a': [1, 2.5, 'x', b'\x00\xff'], ('t', 1): None, 'loc': Location(LOOPBACK, 5)}
+    data = serialize(obj)
+    assert isinstance(data, bytes)
+    assert data[:2] == b'\x80\x05'      # PROTO opcode, protocol 5
+    assert deserialize(data) == obj
+    assert netio.unserialize is deserialize
+    assert asyncoro.serialize is serialize
+
+
+def test_location_fields_equality_hash_and_text():
+    loc = Location(LOOPBACK, '51347')
+    assert (loc.addr, loc.port) == (LOOPBACK, 51347)
+    assert loc == Location(LOOPBACK, 51347)
+    assert loc != Location(LOOPBACK, 51348)
+    assert loc != Location('127.0.0.2', 51347)
+    assert loc != (LOOPBACK, 51347)
+    assert {loc: 'x'}[Location(LOOPBACK, 51347)] == 'x'
+    assert len({loc, Location(LOOPBACK, 51347), Location(LOOPBACK, 1)}) == 2
+    assert str(loc) == repr(loc) == '127.0.0.1:51347'
+    assert Location('::1', 7).addr == '::1'
+
+
+def test_location_pickles_by_value_and_small():
+    loc = Location(LOOPBACK, 51347)
+    data = pickle.dumps(loc, pickle.HIGHEST_PROTOCOL)
+    copy = pickle.loads(data)
+    assert copy == loc and copy is not loc
+    assert (copy.addr, copy.port) == (LOOPBACK, 51347)
+    assert len(data) < 100
+    assert not hasattr(loc, '__dict__')
+
+
+def test_location_resolves_names():
+    assert Location('localhost', 1).addr in ('127.0.0.1', '::1')
+    with pytest.raises(TypeError, match='must be a str'):
+        Location(None, 1)
+
+
+def test_send_msg_recv_msg_round_trip_and_clean_close():
+    client, conn = connected_pair()
+    messages = [b'x', bytes(range(256)) * 400, b'\x00' * (3 * 1024 * 1024 + 7)]
+
+    def send():
+        for message in messages:
+            client.send_msg(message)
+        client.close()
+
+    def receive():
+        got = []
+        while True:
+            message = conn.recv_msg()
+            if not message:
+                return got
+            got.append(message)
+
+    sender = gevent.spawn(send)
+    try:
+        assert in_greenlet(receive) == messages
+        sender.get(timeout=5)
+        assert conn.recv_msg() == b''       # still b'' after the close
+    finally:
+        conn.close()
+
+
+def test_recv_msg_cut_short_raises_epipe():
+    client, conn = connected_pair()
+    with client, conn:
+        client.sendall(b'\x00\x00\x00\x64' + b'y' * 10)     # announces 100 bytes, sends 10
+        client.close()
+        with pytest.raises(OSError) as info:
+            in_greenlet(conn.recv_msg)
+        assert info.value.errno == errno.EPIPE
+        assert 'message of 100 bytes cut short after 10 bytes' in str(info.value)
+
+
+def test_recv_msg_cut_inside_header_raises_epipe():
+    client, conn = connected_pair()
+    with client, conn:
+        client.sendall(b'\x00\x00')
+        client.close()
+        with pytest.raises(OSError) as info:
+            in_greenlet(conn.recv_msg)
+        assert info.value.errno == errno.EPIPE
+
+
+def test_recvall_collects_pieces_and_returns_partial_on_timeout():
+    client, conn = connected_pair()
+    with client, conn:
+        def trickle():
+            for piece in (b'ab', b'cd', b'ef'):
+                client.sendall(piece)
+                gevent.idle()
+        gevent.spawn(trickle)
+        assert in_greenlet(conn.recvall, 6) == b'abcdef'
+
+        conn.settimeout(0.2)
+        assert conn.gettimeout() == 0.2
+        client.sendall(b'12345')
+        assert in_greenlet(conn.recvall, 10) == b'12345'
+        with pytest.raises(socket.timeout):
+            in_greenlet(conn.recvall, 10)
+        with pytest.raises(socket.timeout):
+            in_greenlet(conn.recv_msg)
+        with pytest.raises(socket.timeout):
+            in_greenlet(conn.recv, 10)
+
+
+def test_recv_with_zero_timeout_polls():
+    client, conn = connected_pair()
+    with client, conn:
+        conn.settimeout(0)
+        with pytest.raises(socket.timeout):
+            conn.recv(10)
+
+
+def test_send_recv_and_eof():
+    client, conn = connected_pair()
+    with client, conn:
+        assert in_greenlet(client.send, b'hello') == 5
+        assert in_greenlet(conn.recv, 100) == b'hello'
+        client.close()
+        assert in_greenlet(conn.recv, 100) == b''
+
+
+def test_connect_refused_raises():
+    probe = socket.socket()
+    probe.bind((LOOPBACK, 0))
+    address = probe.getsockname()
+    probe.close()       # nothing listens on that port now
+    with AsyncSocket(socket.socket()) as sock:
+        with pytest.raises(ConnectionRefusedError):
+            in_greenlet(sock.connect, address)
+
+
+def test_create_connection_sets_timeout_and_connects():
+    with listener() as server:
+        accepting = gevent.spawn(server.accept)
+        with AsyncSocket(socket.socket()) as sock:
+            assert in_greenlet(sock.create_connection, server.getsockname(), 3) == 0
+            assert sock.gettimeout() == 3
+            conn, addr = accepting.get(timeout=5)
+            with conn:
+                assert addr == sock.getsockname()
+                sock.send_msg(b'via create_connection')
+                assert in_greenlet(conn.recv_msg) == b'via create_connection'
+
+
+def test_accept_times_out():
+    with listener() as server:
+        server.settimeout(0.1)
+        with pytest.raises(socket.timeout):
+            in_greenlet(server.accept)
+
+
+def test_udp_sendto_recvfrom():
+    with AsyncSocket(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) as receiver, \
+            AsyncSocket(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) as sender:
+        receiver.bind((LOOPBACK, 0))
+        sender.bind((LOOPBACK, 0))
+        waiting = gevent.spawn(receiver.recvfrom, 1000)
+        gevent.idle()
+        assert sender.sendto(b'datagram', receiver.getsockname()) == 8
+        assert waiting.get(timeout=5) == (b'datagram', sender.getsockname())
+
+
+def test_close_wakes_a_waiting_reader():
+    client, conn = connected_pair()
+    with client:
+        reader = gevent.spawn(conn.recv, 10)
+        gevent.idle()       # let it start waiting
+        conn.close()
+        with pytest.raises(OSError) as info:
+            reader.get(timeout=5)
+        assert info.value.errno == errno.EBADF
+
+
+def test_blocking_mode_over_socketpair():
+    left, right = socket.socketpair()
+    left, right = AsyncSocket(left, blocking=True), AsyncSocket(right, blocking=True)
+    with left, right:
+        left.send_msg(b'sync frame')
+        assert right.recv_msg() == b'sync frame'
+        right.settimeout(0.1)
+        with pytest.raises(socket.timeout):
+            right.recvall(4)
+        left.sendall(b'ab')
+        assert right.recvall(4) == b'ab'
+        right.setblocking(False)        # same socket, now greenlet-async
+        left.sendall(b'cd')
+        assert in_greenlet(right.recv, 10) == b'cd'
+
+
+def test_passthrough_unwrap_and_alias():
+    assert AsynCoroSocket is AsyncSocket is asyncoro.AsyncSocket
+    raw = socket.socket()
+    sock = AsyncSocket(raw)
+    assert sock.fileno() == raw.fileno()
+    assert sock.family == socket.AF_INET
+    assert raw.gettimeout() == 0.0      # taken over: non-blocking underneath
+    sock.settimeout(2.5)
+    assert sock.unwrap() is raw
+    assert raw.gettimeout() == 2.5
+    with pytest.raises(OSError):
+        sock.recv(1)
+    raw.close()
+
+
+def test_set_ssl_version_rejects_unknown_values():
+    with pytest.raises(ValueError, match='unsupported ssl_version'):
+        AsyncSocket.set_ssl_version('TLS-please')
+    assert AsyncSocket.get_ssl_version() == ssl.PROTOCOL_TLS
+
+
+# -- TLS ------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def certs(tmp_path_factory):
+    """Two self-signed certificates: {'good': (certfile, keyfile), 'other': ...}."""
+    openssl = shutil.which('openssl')
+    if openssl is None:
+        pytest.skip('the openssl command is not installed, so no test certificate can be made')
+    folder = tmp_path_factory.mktemp('certs')
+    made = {}
+    for name in ('good', 'other'):
+        certfile, keyfile = str(folder / (name + '.pem')), str(folder / (name + '.key'))
+        subprocess.run([openssl, 'req', '-x509', '-newkey', 'ec', '-pkeyopt',
+                        'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', keyfile,
+                        '-out', certfile, '-days', '2', '-subj', '/CN=' + LOOPBACK],
+                       check=True, capture_output=True, timeout=30)
+        made[name] = (certfile, keyfile)
+    return made
+
+
+def _accept_outcome(server):
+    """accept() once; returns ('ok', first message) or ('error', exception)."""
+    try:
+        conn, _ = server.accept()
+    except OSError as exc:
+        return 'error', exc
+    with conn:
+        message = conn.recv_msg()
+        conn.send_msg(message.upper())
+        return 'ok', message
+
+
+def test_tls_round_trip(certs):
+    certfile, keyfile = certs['good']
+    with listener(certfile=certfile, keyfile=keyfile) as server:
+        serving = gevent.spawn(_accept_outcome, server)
+        with AsyncSocket(socket.socket(), certfile=certfile, keyfile=keyfile) as client:
+            client.settimeout(5)
+            assert in_greenlet(client.connect, server.getsockname()) == 0
+            assert client.version().startswith('TLS')      # passed through to the SSLSocket
+            client.send_msg(b'secret payload')
+            assert in_greenlet(client.recv_msg) == b'SECRET PAYLOAD'
+        assert serving.get(timeout=5) == ('ok', b'secret payload')
+
+
+def test_tls_pinned_version(certs):
+    certfile, keyfile = certs['good']
+    with listener(certfile=certfile, keyfile=keyfile) as server:
+        serving = gevent.spawn(_accept_outcome, server)
+        with AsyncSocket(socket.socket(), certfile=certfile, keyfile=keyfile,
+                         ssl_version=ssl.PROTOCOL_TLSv1_2) as client:
+            in_greenlet(client.connect, server.getsockname())
+            assert client.version() == 'TLSv1.2'
+            client.send_msg(b'v')
+            assert in_greenlet(client.recv_msg) == b'V'
+        assert serving.get(timeout=5) == ('ok', b'v')
+
+
+def test_tls_client_rejects_unknown_server_certificate(certs):
+    with listener(certfile=certs['other'][0], keyfile=certs['other'][1]) as server:
+        serving = gevent.spawn(_accept_outcome, server)
+        with AsyncSocket(socket.socket(), certfile=certs['good'][0],
+                         keyfile=certs['good'][1]) as client:
+            with pytest.raises(ssl.SSLCertVerificationError):
+                in_greenlet(client.connect, server.getsockname())
+        outcome, exc = serving.get(timeout=5)
+        assert outcome == 'error' and isinstance(exc, OSError)
+
+
+def test_plaintext_client_to_tls_server_fails_cleanly(certs):
+    certfile, keyfile = certs['good']
+    with listener(certfile=certfile, keyfile=keyfile) as server:
+        serving = gevent.spawn(_accept_outcome, server)
+        with AsyncSocket(socket.socket()) as plain:
+            plain.settimeout(5)
+            in_greenlet(plain.connect, server.getsockname())
+            plain.send_msg(b'not a TLS hello')
+            outcome, exc = serving.get(timeout=5)
+            assert outcome == 'error'
+            assert isinstance(exc, ssl.SSLError)
+            try:
+                answer = in_greenlet(plain.recv, 100)
+            except ConnectionResetError:
+                answer = b''
+            assert answer == b''    # the server dropped the connection
+        # ... and the server still serves a proper TLS client afterwards.
+        serving = gevent.spawn(_accept_outcome, server)
+        with AsyncSocket(socket.socket(), certfile=certfile, keyfile=keyfile) as client:
+            in_greenlet(client.connect, server.getsockname())
+            client.send_msg(b'after')
+            assert in_greenlet(client.recv_msg) == b'AFTER'
+        assert serving.get(timeout=5) == ('ok', b'after')
+
+
+def test_asyncfile_refuses_a_tls_socket(certs):
+    certfile, keyfile = certs['good']
+    with listener(certfile=certfile, keyfile=keyfile) as server:
+        serving = gevent.spawn(_accept_outcome, server)
+        with AsyncSocket(socket.socket(), certfile=certfile, keyfile=keyfile) as client:
+            in_greenlet(client.connect, server.getsockname())
+            with pytest.raises(ValueError, match='cannot take over TLS socket'):
+                asyncfile.AsyncFile(client)
+            client.send_msg(b'still usable')
+            assert in_greenlet(client.recv_msg) == b'STILL USABLE'
+        assert serving.get(timeout=5) == ('ok', b'still usable')
+
+
+# -- through the runtime: generator coroutines in the hub thread ---------------------
+
+def run_coro(target, *args, timeout=10):
+    coro = asyncoro.Coro(target, *args)
+    value = coro.value(timeout=timeout)
+    assert not coro.is_alive(), '%s did not finish within %ss' % (coro, timeout)
+    return value
+
+
+def test_coroutines_exchange_messages_over_asyncsocket():
+    # Sockets made here in the main thread, used by coroutines in the hub thread.
+    server = listener()
+    client = AsyncSocket(socket.socket())
+
+    def server_proc(coro=None):
+        conn, _ = yield server.accept()
+        received = []
+        while True:
+            message = yield conn.recv_msg()
+            if not message:
+                break
+            received.append(message)
+            yield conn.send_msg(b'ack ' + message)
+        conn.close()
+        return received
+
+    def client_proc(address, coro=None):
+        yield client.connect(address)
+        acks = []
+        for n in range(3):
+            yield client.send_msg(b'msg %d' % n)
+            acks.append((yield client.recv_msg()))
+        client.close()
+        return acks
+
+    try:
+        server_coro = asyncoro.Coro(server_proc)
+        assert run_coro(client_proc, server.getsockname()) == [b'ack msg 0', b'ack msg 1',
+                                                               b'ack msg 2']
+        assert server_coro.value(timeout=5) == [b'msg 0', b'msg 1', b'msg 2']
+    finally:
+        server.close()
+        client.close()
+
+
+def test_close_from_another_thread_wakes_coroutine():
+    client, conn = connected_pair()
+
+    def reader_proc(coro=None):
+        try:
+            yield conn.recv(10)
+        except OSError as exc:
+            return exc.errno
+        return 'no error'
+
+    with client:
+        conn.settimeout(5)
+        reader = asyncoro.Coro(reader_proc)
+        # The coroutine is blocked in recv once its watcher is registered.
+        poll_until(lambda: conn._waiter._pending, 5, 'the coroutine waiting in recv')
+        conn.close()        # from the main thread; the waiter is in the hub thread
+        assert reader.value(timeout=5) == errno.EBADF
