@@ -92,11 +92,19 @@ class HotSwapException(Exception):
 
 class Singleton(type):
     """Metaclass: the first `cls(...)` builds the instance; later calls return it
-    and ignore their arguments."""
+    and ignore their arguments. A subclass shares its base's instance (the
+    distributed AsynCoro is still *the* runtime)."""
 
     def __init__(cls, name, bases, namespace):
         super().__init__(name, bases, namespace)
-        cls._instance = None
+        if not any(isinstance(base, Singleton) for base in bases):
+            cls._instance = None        # the root of a hierarchy holds the one slot
+
+    def _root(cls):
+        for klass in reversed(cls.__mro__):
+            if isinstance(klass, Singleton):
+                return klass
+        return cls
 
     def __call__(cls, *args, **kwargs):
         inst = cls._instance
@@ -105,7 +113,7 @@ class Singleton(type):
                 inst = cls._instance
                 if inst is None:
                     inst = super().__call__(*args, **kwargs)
-                    cls._instance = inst
+                    Singleton._root(cls)._instance = inst
         return inst
 
 
@@ -366,8 +374,7 @@ class Coro:
 
     @property
     def location(self):
-        loc = self._rt.location
-        return None if loc is None else Location(loc.addr, loc.port)
+        return _location_copy(self._rt)
 
     def __repr__(self):
         loc = self._rt.location
@@ -849,6 +856,12 @@ class Coro:
         try:
             self._take_resume()
             value = self._target(*args, **kwargs)
+            if type(value) is _GeneratorType:
+                # a function that returns a generator (a decorated generator
+                # function, say): drive that generator from here on
+                self._gen, self._target = value, None
+                self._drive()
+                return
         except (GeneratorExit, greenlet.GreenletExit) as e:
             if self._terminating:
                 self._end(None, None)
@@ -894,6 +907,12 @@ class Coro:
             info = self._end_info()
             for monitor in monitors:
                 monitor.send(MonitorException(self, info))
+
+
+def _location_copy(rt):
+    """A copy of the runtime's Location (callers may change theirs), or None."""
+    loc = rt.location
+    return None if loc is None else Location(loc.addr, loc.port)
 
 
 def _current_coro():
@@ -960,11 +979,7 @@ class AsynCoro(metaclass=Singleton):
     def instance(cls, *args, **kwargs):
         """The runtime, created with the given arguments if there is none."""
         inst = AsynCoro._instance
-        if inst is not None:
-            return inst
-        inst = cls(*args, **kwargs)
-        AsynCoro._instance = inst
-        return inst
+        return inst if inst is not None else cls(*args, **kwargs)
 
     @staticmethod
     def scheduler():
@@ -1228,7 +1243,6 @@ class AsynCoro(metaclass=Singleton):
         with _SINGLETON_LOCK:
             if AsynCoro._instance is self:
                 AsynCoro._instance = None
-            type(self)._instance = None
 
     def _terminate_all(self, done):
         coros = set(self._coros.values())

@@ -18,7 +18,7 @@ import time
 import gevent
 import gevent.event
 
-from asyncoro import AsynCoro, Coro, Location, _get_ident, _runtime
+from asyncoro import AsynCoro, Coro, _get_ident, _location_copy, _runtime
 
 __all__ = ['Channel', 'CategorizeMessages']
 
@@ -66,8 +66,7 @@ class Channel:
 
     @property
     def location(self):
-        loc = self._rt.location
-        return None if loc is None else Location(loc.addr, loc.port)
+        return _location_copy(self._rt)
 
     def __repr__(self):
         loc = self._rt.location

@@ -33,12 +33,24 @@ def _caller(what):
     return coro
 
 
+class _Acquired:
+    """`with primitive:` acquires and releases (the primitive's own methods)."""
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+
 def _timeout(timeout):
     """asyncoro's `timeout=-1` (wait forever) as gevent's None."""
     return None if timeout is None or timeout < 0 else timeout
 
 
-class Lock:
+class Lock(_Acquired):
     """A lock owned by the coroutine that acquired it.
 
     `ok = yield lock.acquire(blocking=True, timeout=-1)`; `lock.release()`
@@ -65,14 +77,6 @@ class Lock:
 
     def locked(self):
         return self._owner is not None
-
-    def __enter__(self):
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc):
-        self.release()
-        return False
 
 
 class RLock(Lock):
@@ -102,7 +106,7 @@ class RLock(Lock):
             super().release()
 
 
-class Condition:
+class Condition(_Acquired):
     """A condition variable with a lock of its own (asyncoro's takes none).
 
     `yield cv.acquire()`; `notified = yield cv.wait(timeout)` (the caller
@@ -150,14 +154,6 @@ class Condition:
 
     notifyAll = notify_all
 
-    def __enter__(self):
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc):
-        self.release()
-        return False
-
 
 class Event:
     """`yield event.wait(timeout=None)` -> True when set (at once if set
@@ -187,7 +183,7 @@ class Event:
         return bool(_runtime()._run_here(self._event.wait, _timeout(timeout)))
 
 
-class Semaphore:
+class Semaphore(_Acquired):
     """`ok = yield sem.acquire(blocking=True)`; `sem.release()`."""
 
     def __init__(self, value=1):
@@ -205,14 +201,6 @@ class Semaphore:
             rt._call_threadsafe(self._sem.release)
         else:
             self._sem.release()
-
-    def __enter__(self):
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc):
-        self.release()
-        return False
 
 
 class AsyncThreadPool:

@@ -552,7 +552,7 @@ def test_hot_swap_refused_when_caught():
     def stubborn(coro=None):
         coro.hot_swappable(True)
         try:
-            msg = yield coro.receive()
+            yield coro.receive()
         except asyncoro.HotSwapException as exc:
             return 'refused %s' % exc.args[0].__name__
 
@@ -608,3 +608,53 @@ def test_runtime_finish_from_a_coroutine_is_an_error():
             return str(exc)
         yield
     assert 'for threads' in run_coro(gen)
+
+
+def test_function_returning_a_generator_is_driven_as_one():
+    def gen(x, coro=None):
+        got = yield coro.receive()
+        return x + got
+
+    def wrapper(*args, coro=None, **kwargs):      # e.g. a decorator's wrapper
+        return gen(*args, coro=coro, **kwargs)
+
+    c = asyncoro.Coro(wrapper, 1)
+    c.send(2)
+    assert c.value(timeout=5) == 3
+
+
+def test_throw_into_a_coroutine_blocked_in_a_gevent_wait():
+    lock = asyncoro.Lock()
+    events = []
+
+    def holder(coro=None):
+        yield lock.acquire()
+        yield coro.sleep(10)
+
+    def blocked(coro=None):
+        try:
+            yield lock.acquire()       # blocks its worker greenlet in a gevent semaphore
+        except KeyError:
+            events.append('caught in acquire')
+        return 'done'
+
+    def driver(coro=None):
+        h = asyncoro.Coro(holder)
+        b = asyncoro.Coro(blocked)
+        yield coro.sleep(0.02)
+        b.throw(KeyError('x'))
+        value = yield b.finish(timeout=5)
+        h.terminate()
+        return value
+    assert run_coro(driver) == 'done'
+    assert events == ['caught in acquire']
+
+
+def test_runtime_is_one_singleton_across_subclasses():
+    rt = asyncoro.AsynCoro.instance()
+
+    class Sub(asyncoro.AsynCoro):
+        pass
+    assert Sub() is rt
+    assert asyncoro.AsynCoro() is rt
+    assert asyncoro.Coro.scheduler() is rt

@@ -7,7 +7,6 @@ module-level `asyncoro.Coro(...)`, and many block their main thread.
 
 import subprocess
 
-import pytest
 
 TIMEOUT = 30
 
