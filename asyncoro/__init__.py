@@ -34,7 +34,6 @@ import functools
 import inspect
 import logging
 import sys
-import threading
 import time
 import traceback
 import types
@@ -42,6 +41,7 @@ import types
 import gevent
 import gevent.event
 import greenlet
+from gevent.monkey import get_original as _get_original
 
 from asyncoro.netio import (serialize, deserialize, unserialize, Location,
                             AsyncSocket, AsynCoroSocket)
@@ -58,7 +58,12 @@ MsgTimeout = 10
 
 log = logging.getLogger(__name__)
 
-_get_ident = threading.get_ident
+# Real OS threads, locks and thread ids even in a program that monkey-patched
+# (gevent.monkey.patch_all() turns threads into greenlets of the main hub, which
+# would put the runtime's "own thread" in the main thread and deadlock value()).
+_allocate_lock = _get_original('_thread', 'allocate_lock')
+_get_ident = _get_original('_thread', 'get_ident')
+_start_new_thread = _get_original('_thread', 'start_new_thread')
 _getcurrent = greenlet.getcurrent
 _GeneratorType = types.GeneratorType
 # At most this many consecutive results a generator gets straight back without
@@ -117,7 +122,7 @@ class Singleton(type):
         return inst
 
 
-_SINGLETON_LOCK = threading.RLock()
+_SINGLETON_LOCK = _get_original('threading', 'RLock')()
 
 
 # ---------------------------------------------------------------- logging
@@ -919,14 +924,6 @@ def _current_coro():
     return getattr(_getcurrent(), 'coro', None)
 
 
-_allocate_lock = threading.Lock   # an OS lock even if a program patched threading?
-try:
-    from gevent.monkey import get_original as _get_original
-    _allocate_lock = _get_original('_thread', 'allocate_lock')
-    _get_ident = _get_original('_thread', 'get_ident')
-except ImportError:      # gevent without monkey support: threading is not patched then
-    pass
-
 
 # ---------------------------------------------------------------- the runtime
 
@@ -968,9 +965,9 @@ class AsynCoro(metaclass=Singleton):
         self._tid = None
         started = _allocate_lock()
         started.acquire()
-        self._thread = threading.Thread(target=self._hub_main, args=(started,),
-                                        name='asyncoro', daemon=True)
-        self._thread.start()
+        self._thread_ended = _allocate_lock()     # held while the hub thread runs
+        self._thread_ended.acquire()
+        _start_new_thread(self._hub_main, (started,))
         started.acquire()
         atexit.register(self._at_interpreter_exit)
         log.debug('runtime started in thread %s', self._tid)
@@ -1022,6 +1019,7 @@ class AsynCoro(metaclass=Singleton):
                 worker.throw(greenlet.GreenletExit)
             self._pool = []
             log.debug('runtime thread ends')
+            self._thread_ended.release()
 
     def _call_threadsafe(self, func, *args):
         """Queue func(*args) to run in the hub thread; calls from one thread
@@ -1239,7 +1237,8 @@ class AsynCoro(metaclass=Singleton):
         self._call_threadsafe(self._terminate_all, done)
         done.acquire(timeout=MsgTimeout)
         self._call_threadsafe(self._stopped.set)
-        self._thread.join(MsgTimeout)
+        if self._thread_ended.acquire(timeout=MsgTimeout):
+            self._thread_ended.release()
         with _SINGLETON_LOCK:
             if AsynCoro._instance is self:
                 AsynCoro._instance = None

@@ -172,3 +172,25 @@ asyncoro.Coro(work)
     code, out, err = finish(proc)
     assert code == 0, err
     assert out.splitlines() == ['work done', 'high priority hook', 'low priority hook']
+
+
+def test_program_that_monkey_patches_first(program):
+    # STYLE allows a program to patch in its first statement; the runtime must
+    # still get a real thread of its own (a patched Thread is a greenlet).
+    proc = program('''
+from gevent import monkey; monkey.patch_all()
+import threading
+import time
+import asyncoro
+
+def work(coro=None):
+    yield coro.sleep(0.05)
+    return 'ok'
+
+c = asyncoro.Coro(work)
+time.sleep(0.01)
+print('value', c.value(timeout=5))
+asyncoro.Coro(work)        # exit-wait still works
+''')
+    code, out, err = finish(proc)
+    assert (code, out) == (0, 'value ok\n'), err
