@@ -658,3 +658,37 @@ def test_runtime_is_one_singleton_across_subclasses():
     assert Sub() is rt
     assert asyncoro.AsynCoro() is rt
     assert asyncoro.Coro.scheduler() is rt
+
+
+def test_hot_swap_waits_until_swappable_and_out_of_sub_generators():
+    events = []
+
+    def helper(coro):
+        msg = yield coro.receive()
+        events.append(('helper', msg))
+
+    def original(coro=None):
+        yield helper(coro)                  # a swap asked for now must wait
+        msg = yield coro.receive()
+        events.append(('original', msg))
+        coro.hot_swappable(True)            # the pending swap happens at the next yield
+        yield coro.receive()
+        events.append('original not replaced')
+
+    def replacement(coro=None):
+        msg = yield coro.receive()
+        events.append(('replacement', msg))
+        return 'new'
+
+    def driver(coro=None):
+        c = asyncoro.Coro(original)
+        yield coro.sleep(0.01)
+        assert c.hot_swap(replacement) == 0
+        assert c.hot_swap(42) == -1         # not a generator function
+        c.send('one')
+        c.send('two')
+        yield coro.sleep(0.01)
+        c.send('three')
+        return (yield c.finish(timeout=5))
+    assert run_coro(driver) == 'new'
+    assert events == [('helper', 'one'), ('original', 'two'), ('replacement', 'three')]
