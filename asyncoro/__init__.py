@@ -33,6 +33,7 @@ import collections
 import functools
 import inspect
 import logging
+import pickle
 import sys
 import time
 import traceback
@@ -319,6 +320,8 @@ class Coro:
                  '__weakref__')
 
     _prefix = '~'
+    _remote = False          # True for references to coroutines in other processes
+    _start_daemon = False    # system coroutines (SysCoro) start as daemons
 
     def __init__(self, *args, **kwargs):
         if args:
@@ -348,7 +351,7 @@ class Coro:
         self._value = None
         self._exception = None
         self._fast = False
-        self._daemon = False
+        self._daemon = self._start_daemon
         self._monitors = None
         self._waiters = None
         self._terminating = False
@@ -400,6 +403,10 @@ class Coro:
 
     def __hash__(self):
         return self._id
+
+    def __reduce__(self):
+        # a reference: (prefixed name, id, location); see _rebuild_coro
+        return (_rebuild_coro, (self._prefix + self._name, self._id, self.location))
 
     @classmethod
     def scheduler(cls):
@@ -623,13 +630,16 @@ class Coro:
         """Withdraw a registration made by register(); -1 if there was none."""
         return self._rt._run_here(self._rt._unregister, 'coro', name or self._name, self)
 
-    @staticmethod
-    def locate(name, location=None, timeout=None):
-        """The coroutine registered under `name` in this process, waiting up
-        to `timeout` for it to appear (None: forever); None on timeout. Call
-        form: `c = yield Coro.locate('server')`."""
+    @classmethod
+    def locate(cls, name, location=None, timeout=None):
+        """The coroutine registered under `name`: in this process first, then
+        (with asyncoro.disasyncoro) at `location` or at every peer, waiting up
+        to `timeout` seconds (None: forever); None on timeout. Call form:
+        `c = yield Coro.locate('server')`."""
         rt = _runtime()
-        return rt._run_here(rt._locate_local, 'coro', name, timeout)
+        return rt._run_here(rt._locate, cls._registry_kind, name, location, timeout)
+
+    _registry_kind = 'coro'
 
     # ------------------------------------------------ hot swap
 
@@ -924,6 +934,30 @@ def _current_coro():
     return getattr(_getcurrent(), 'coro', None)
 
 
+# kind -> factory(*reference) for objects that live in another process; filled
+# by asyncoro.disasyncoro ('coro', 'channel')
+_REMOTE_FACTORIES = {}
+
+
+def _rebuild_coro(name, coro_id, location):
+    """Unpickle a Coro reference: the coroutine itself if it lives in this
+    process (and still has that name), else a remote reference."""
+    rt = AsynCoro._instance
+    if rt is not None and location == rt.location:
+        coro = rt._coros.get(coro_id)
+        if coro is not None and coro._prefix + coro._name == name:
+            return coro
+    return _remote_factory('coro')(name, coro_id, location)
+
+
+def _remote_factory(kind):
+    factory = _REMOTE_FACTORIES.get(kind)
+    if factory is None:
+        raise pickle.UnpicklingError('a reference to a %s of another process needs '
+                                     'asyncoro.disasyncoro' % kind)
+    return factory
+
+
 
 # ---------------------------------------------------------------- the runtime
 
@@ -1069,7 +1103,8 @@ class AsynCoro(metaclass=Singleton):
 
     def _start(self, coro):
         self._coros[coro._id] = coro
-        self._nondaemon += 1
+        if not coro._daemon:
+            self._nondaemon += 1
         coro._state = _READY
         self._schedule(coro)
 
@@ -1167,6 +1202,11 @@ class AsynCoro(metaclass=Singleton):
             del self._registry[key]
             return 0
         return -1
+
+    def _locate(self, kind, name, location, timeout):
+        """Find a registered object (coroutine, channel, ...) by name; the
+        core looks in this process only. Runs in the hub thread."""
+        return self._locate_local(kind, name, timeout)
 
     def _locate_local(self, kind, name, timeout):
         key = (kind, name)

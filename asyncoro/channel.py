@@ -18,7 +18,7 @@ import time
 import gevent
 import gevent.event
 
-from asyncoro import AsynCoro, Coro, _get_ident, _location_copy, _runtime
+from asyncoro import AsynCoro, Coro, _get_ident, _location_copy, _remote_factory, _runtime
 
 __all__ = ['Channel', 'CategorizeMessages']
 
@@ -83,6 +83,11 @@ class Channel:
 
     def __hash__(self):
         return hash(self._name)
+
+    def __reduce__(self):
+        return (_rebuild_channel, (self._name, self.location))
+
+    _remote = False     # True for references to channels of other processes
 
     def set_transform(self, transform):
         """Replace the transform (f(name, message) -> message or None); an
@@ -174,7 +179,7 @@ class Channel:
         count = 0
         others = []
         for subscriber in list(self._subscribers):
-            if isinstance(subscriber, Coro) and subscriber._rt is self._rt:
+            if isinstance(subscriber, Coro) and not subscriber._remote:
                 if subscriber.deliver(message) == 1:
                     count += 1
                 else:
@@ -210,7 +215,7 @@ class Channel:
         channel = rt._channels.get(name)
         if channel is not None:
             return channel
-        return rt._run_here(rt._locate_local, 'channel', name, timeout)
+        return rt._run_here(rt._locate, 'channel', name, location, timeout)
 
     def close(self):
         """Unregister, drop every subscriber, leave the process table."""
@@ -222,6 +227,17 @@ class Channel:
         self._rt._unregister('channel', self._name, self)
         if self._rt._channels.get(self._name) is self:
             del self._rt._channels[self._name]
+
+
+def _rebuild_channel(name, location):
+    """Unpickle a Channel reference: the local channel of that name if it
+    lives here, else a remote reference."""
+    rt = AsynCoro._instance
+    if rt is not None and location == rt.location:
+        channel = rt._channels.get(name)
+        if channel is not None:
+            return channel
+    return _remote_factory('channel')(name, location)
 
 
 def _add_channel(rt, channel):

@@ -12,8 +12,23 @@ pickles or speaks TLS. So far it holds:
   block only the calling greenlet, with length-prefixed messages
   (`send_msg`/`recv_msg`) and TLS through `ssl.SSLContext`.
 
-The peer networking layer (authentication, discovery, peer connections, file
-transfer) will be added to this module.
+- The peer protocol: `dumps`/`loads` (cloudpickle with protocol 5, so
+  functions and classes defined in `__main__` travel by value), length-
+  prefixed frames, the authentication handshake (`handshake`), `Connection`
+  (an authenticated, persistent connection with a reader greenlet and a writer
+  greenlet that coalesces queued frames), UDP discovery pings
+  (`encode_ping`/`decode_ping`, `broadcast_address`) and the path rules of
+  file transfer (`transfer_target`).
+
+Peer protocol, in order on every TCP connection (after TLS, if configured):
+1. client -> server: PROTOCOL + client nonce;
+2. server -> client: PROTOCOL + server nonce + HMAC(secret, 'server' + both nonces);
+3. client -> server: HMAC(secret, 'client' + both nonces).
+Each side checks the other's HMAC before it unpickles anything; handshake
+frames are raw bytes, at most HANDSHAKE_LIMIT long. Then both sides exchange
+pickled frames, each at most `max_frame_size` bytes: a larger length closes
+the connection before the frame is read. What the frames mean is the
+business of asyncoro.disasyncoro.
 
 How AsyncSocket waits: the wrapped socket is always in non-blocking mode. An
 operation is tried; when it would block, the calling greenlet waits on a
@@ -25,7 +40,13 @@ connect + TLS handshake), not a limit per wait. In blocking mode the same loop
 waits with `poll`/`select` instead, blocking the OS thread.
 """
 
+import collections
 import errno
+import hashlib
+import hmac
+import io
+import ipaddress
+import json
 import logging
 import os
 import pickle
@@ -36,7 +57,9 @@ import struct
 import threading
 import time
 
+import cloudpickle
 import gevent
+import gevent.event
 import gevent.socket
 
 __all__ = ['serialize', 'deserialize', 'unserialize', 'Location', 'AsyncSocket',
@@ -503,3 +526,357 @@ class AsyncSocket:
 
 
 AsynCoroSocket = AsyncSocket
+
+
+# =============================================================== peer protocol
+
+PROTOCOL = b'asyncoro-gevent/1'
+DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024
+HANDSHAKE_LIMIT = 256          # the largest frame accepted before authentication
+_NONCE_SIZE = 32
+_MAC_SIZE = hashlib.sha256().digest_size
+_READ_SIZE = 256 * 1024
+_PING_MAGIC = b'asyncoro-ping/1 '
+
+
+class PeerError(ConnectionError):
+    """A peer connection failed or was refused; the message says which and why."""
+
+
+class AuthError(PeerError):
+    """The peer does not hold the same secret (or does not speak this protocol)."""
+
+
+class FrameError(PeerError):
+    """A frame was malformed or larger than allowed."""
+
+
+def secret_key(secret):
+    """The HMAC key for a secret given as str, bytes or None (None: '')."""
+    if secret is None:
+        return b''
+    return secret.encode('utf-8') if isinstance(secret, str) else bytes(secret)
+
+
+class _Pickling(threading.local):
+    """One reusable cloudpickle Pickler per thread (building one per message
+    costs three times the pickling of a small message)."""
+
+    def __init__(self):
+        self.buffer = io.BytesIO()
+        self.pickler = cloudpickle.Pickler(self.buffer, protocol=5)
+        self.busy = False
+
+
+_pickling = _Pickling()
+
+
+def dumps(obj):
+    """Pickle `obj` for a peer: plain data with pickle protocol 5; functions,
+    classes and closures that the peer cannot import (e.g. from `__main__`) by
+    value, through cloudpickle. Raises pickle.PicklingError (or TypeError,
+    AttributeError) for what cannot be pickled."""
+    state = _pickling
+    if state.busy:     # re-entered from a __reduce__: use a fresh pickler
+        return cloudpickle.dumps(obj, protocol=5)
+    state.busy = True
+    buffer = state.buffer
+    try:
+        buffer.seek(0)
+        buffer.truncate()
+        state.pickler.clear_memo()
+        state.pickler.dump(obj)
+        return buffer.getvalue()
+    finally:
+        state.busy = False
+
+
+loads = pickle.loads
+
+_FRAME_HEADER = struct.Struct('>I')
+
+
+def frame(payload):
+    """`payload` with its 4-byte big-endian length in front."""
+    return _FRAME_HEADER.pack(len(payload)) + payload
+
+
+def _recv_handshake_frame(sock, deadline, peer):
+    header = sock._recv_exact(4, deadline, partial_ok=False)
+    if len(header) < 4:
+        raise AuthError('%s closed the connection during the handshake' % peer)
+    size = _FRAME_HEADER.unpack(header)[0]
+    if size > HANDSHAKE_LIMIT:
+        raise AuthError('%s sent a %d-byte frame during the handshake (at most %d); '
+                        'not an asyncoro peer?' % (peer, size, HANDSHAKE_LIMIT))
+    data = sock._recv_exact(size, deadline, partial_ok=False)
+    if len(data) < size:
+        raise AuthError('%s closed the connection during the handshake' % peer)
+    return data
+
+
+def _mac(key, role, first, second):
+    return hmac.new(key, role + first + second, hashlib.sha256).digest()
+
+
+def handshake(sock, server_side, key, timeout, peer):
+    """Prove to the peer on `sock` (an AsyncSocket, TLS already on if used)
+    that we hold `key`, and check that it does. Blocks the calling greenlet at
+    most `timeout` seconds. Raises AuthError (wrong secret, not a peer),
+    socket.timeout or OSError; nothing the peer sent is unpickled here."""
+    deadline = time.monotonic() + timeout
+    mine = os.urandom(_NONCE_SIZE)
+    if server_side:
+        hello = _recv_handshake_frame(sock, deadline, peer)
+        if not hello.startswith(PROTOCOL) or len(hello) != len(PROTOCOL) + _NONCE_SIZE:
+            raise AuthError('%s does not speak %s' % (peer, PROTOCOL.decode()))
+        theirs = hello[len(PROTOCOL):]
+        sock._send_all(frame(PROTOCOL + mine + _mac(key, b'server', theirs, mine)), deadline)
+        proof = _recv_handshake_frame(sock, deadline, peer)
+        if not hmac.compare_digest(proof, _mac(key, b'client', mine, theirs)):
+            raise AuthError('%s failed authentication (not the same secret)' % peer)
+    else:
+        sock._send_all(frame(PROTOCOL + mine), deadline)
+        reply = _recv_handshake_frame(sock, deadline, peer)
+        if (not reply.startswith(PROTOCOL) or
+                len(reply) != len(PROTOCOL) + _NONCE_SIZE + _MAC_SIZE):
+            raise AuthError('%s does not speak %s' % (peer, PROTOCOL.decode()))
+        theirs = reply[len(PROTOCOL):len(PROTOCOL) + _NONCE_SIZE]
+        if not hmac.compare_digest(reply[-_MAC_SIZE:], _mac(key, b'server', mine, theirs)):
+            raise AuthError('%s failed authentication (not the same secret)' % peer)
+        sock._send_all(frame(_mac(key, b'client', theirs, mine)), deadline)
+
+
+def connect(addr, key, timeout, certfile=None, keyfile=None):
+    """An authenticated AsyncSocket connected to `addr` (host, port), TLS if
+    certfile is given. Blocks the calling greenlet at most `timeout` seconds
+    in all. Raises PeerError (refused, unreachable, wrong secret) or
+    socket.timeout."""
+    raw = socket.socket(socket.AF_INET6 if ':' in addr[0] else socket.AF_INET,
+                        socket.SOCK_STREAM)
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock = AsyncSocket(raw, certfile=certfile, keyfile=keyfile)
+    sock.settimeout(timeout)
+    peer = '%s:%s' % addr[:2]
+    connected = False
+    try:
+        try:
+            sock.connect(addr)
+        except (OSError, ValueError) as exc:
+            raise PeerError('cannot connect to %s: %s' % (peer, exc)) from exc
+        handshake(sock, False, key, timeout, peer)
+        connected = True
+    finally:
+        if not connected:
+            sock.close()
+    sock.settimeout(None)
+    return sock
+
+
+def accept(sock, key, timeout, certfile=None, keyfile=None):
+    """Finish accepting `sock` (a plain AsyncSocket from a listener): TLS if
+    certfile is given, then the handshake. Raises PeerError or socket.timeout."""
+    peer = '%s:%s' % sock.getpeername()[:2]
+    sock.settimeout(timeout)
+    if certfile:
+        sock._certfile, sock._keyfile = certfile, keyfile
+        try:
+            sock._start_tls(server_side=True, deadline=time.monotonic() + timeout)
+        except (OSError, ValueError) as exc:
+            raise PeerError('TLS handshake with %s failed: %s' % (peer, exc)) from exc
+    handshake(sock, True, key, timeout, peer)
+    sock.settimeout(None)
+    return sock
+
+
+class Connection:
+    """One authenticated peer connection: frames in, frames out.
+
+    `on_frame(conn, payload)` is called in the reader greenlet for each frame,
+    in order; `on_close(conn, reason)` once, when the connection ends for any
+    reason. `send(payload)` queues a frame and never blocks: a writer greenlet
+    joins whatever is queued into one write. A frame longer than
+    `max_frame_size` closes the connection (reading) or raises FrameError
+    (sending). Everything runs in the hub thread that called `start()`."""
+
+    def __init__(self, sock, peer, max_frame_size, on_frame, on_close):
+        self.sock = sock
+        self.peer = peer                    # 'addr:port' of the far end, for messages
+        self.max_frame_size = max_frame_size
+        self.info = None                    # what the owner learns of the peer
+        self._on_frame = on_frame
+        self._on_close = on_close
+        self._outbox = collections.deque()
+        self._writing = False
+        self._drained = None                # gevent Event while someone waits in flush()
+        self._reader = None
+        self._writer = None
+        self.closed = None                  # the reason, once closed
+
+    def __repr__(self):
+        return '<Connection %s%s>' % (self.peer, ' closed' if self.closed else '')
+
+    def start(self):
+        self._reader = gevent.spawn(self._read_loop)
+
+    def send(self, payload):
+        """Queue one frame; FrameError if too large, PeerError if closed."""
+        if self.closed:
+            raise PeerError('connection to %s is closed (%s)' % (self.peer, self.closed))
+        if len(payload) > self.max_frame_size:
+            raise FrameError('a %d-byte message for %s exceeds max_frame_size=%d'
+                             % (len(payload), self.peer, self.max_frame_size))
+        self._outbox.append(_FRAME_HEADER.pack(len(payload)))
+        self._outbox.append(payload)
+        if not self._writing:
+            self._writing = True
+            self._writer = gevent.spawn(self._write_loop)
+
+    def _write_loop(self):
+        outbox = self._outbox
+        try:
+            while outbox:
+                batch = [outbox.popleft() for _ in range(min(len(outbox), 1024))]
+                self.sock._send_all(b''.join(batch), None)
+        except (OSError, ValueError) as exc:
+            self.close('write failed: %s' % exc)
+        finally:
+            self._writing = False
+            if self._drained is not None and (not outbox or self.closed):
+                self._drained.set()
+
+    def flush(self, timeout):
+        """Wait until every queued frame is written (or the connection ends);
+        True if written."""
+        if not self._writing and not self._outbox:
+            return True
+        if self._drained is None:
+            self._drained = gevent.event.Event()
+        self._drained.wait(timeout)
+        return not self._outbox and not self._writing and not self.closed
+
+    def _read_loop(self):
+        buffer = bytearray()
+        recv = self.sock.recv
+        header = _FRAME_HEADER
+        limit = self.max_frame_size
+        try:
+            while True:
+                data = recv(_READ_SIZE)
+                if not data:
+                    self.close('closed by peer')
+                    return
+                buffer += data
+                start, end = 0, len(buffer)
+                while end - start >= 4:
+                    size = header.unpack_from(buffer, start)[0]
+                    if size > limit:
+                        log.warning('frame of %d bytes from %s exceeds max_frame_size=%d; '
+                                    'connection closed', size, self.peer, limit)
+                        self.close('frame too large')
+                        return
+                    if end - start - 4 < size:
+                        break
+                    payload = bytes(buffer[start + 4:start + 4 + size])
+                    start += 4 + size
+                    self._on_frame(self, payload)
+                    if self.closed:
+                        return
+                del buffer[:start]
+        except (OSError, ValueError) as exc:
+            self.close('read failed: %s' % exc)
+
+    def close(self, reason='closed'):
+        """Close now (queued frames are dropped; flush() first to send them)."""
+        if self.closed:
+            return
+        self.closed = reason
+        self._outbox.clear()
+        self.sock.close()
+        current = gevent.getcurrent()
+        for glet in (self._reader, self._writer):
+            if glet is not None and glet is not current:
+                glet.kill(block=False)
+        if self._drained is not None:
+            self._drained.set()
+        self._on_close(self, reason)
+
+
+# ---------------------------------------------------------------- discovery
+
+def broadcast_address(addr):
+    """Where discovery pings for a runtime bound to `addr` go: the broadcast
+    address of that address's own interface, never 255.255.255.255 or another
+    interface. 127.x.x.x gives 127.255.255.255. None if there is none (IPv6,
+    or no interface with that address)."""
+    ip = ipaddress.ip_address(addr)
+    if ip.version != 4:
+        return None
+    if ip.is_loopback:
+        return '127.255.255.255'
+    import psutil       # only nodes on a real network need the interface table
+    for addrs in psutil.net_if_addrs().values():
+        for entry in addrs:
+            if entry.family == socket.AF_INET and entry.address == addr and entry.netmask:
+                net = ipaddress.ip_network('%s/%s' % (addr, entry.netmask), strict=False)
+                return str(net.broadcast_address)
+    return None
+
+
+def encode_ping(key, info):
+    """A discovery datagram announcing `info` (a dict of JSON values), signed
+    with `key` so that runtimes with another secret ignore it. JSON, not
+    pickle: anyone on the network can send these."""
+    body = json.dumps(info, sort_keys=True).encode()
+    return _PING_MAGIC + hmac.new(key, body, hashlib.sha256).hexdigest().encode() + b' ' + body
+
+
+def decode_ping(key, datagram):
+    """The info dict of a valid ping signed with `key`, else None."""
+    if not datagram.startswith(_PING_MAGIC):
+        return None
+    try:
+        mac, body = datagram[len(_PING_MAGIC):].split(b' ', 1)
+    except ValueError:
+        return None
+    expected = hmac.new(key, body, hashlib.sha256).hexdigest().encode()
+    if not hmac.compare_digest(mac, expected):
+        return None
+    try:
+        info = json.loads(body)
+    except ValueError:
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def udp_socket(port, broadcast=True):
+    """A UDP AsyncSocket on `port` that other runtimes on this host can share."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if hasattr(socket, 'SO_REUSEPORT'):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if broadcast:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    sock.bind(('', port))
+    return AsyncSocket(sock)
+
+
+# ---------------------------------------------------------------- file transfer
+
+FILE_CHUNK = 1024000
+
+
+def transfer_target(dest_path, subdir, name):
+    """The absolute path a received file goes to: dest_path/subdir/name.
+    Raises ValueError if subdir is absolute, if name is not a plain file
+    name, or if the result would lie outside dest_path (`..`, links)."""
+    if subdir and (os.path.isabs(subdir) or subdir.startswith(('/', '\\'))):
+        raise ValueError('directory %r must be relative to dest_path' % subdir)
+    if not name or name in ('.', '..') or os.path.basename(name) != name or '\\' in name:
+        raise ValueError('file name %r is not a plain name' % name)
+    root = os.path.realpath(dest_path)
+    parts = [root] + ([subdir.replace('\\', '/')] if subdir else []) + [name]
+    target = os.path.realpath(os.path.join(*parts))
+    if os.path.commonpath([root, target]) != root or target == root:
+        raise ValueError('%r lies outside dest_path %s' % (os.path.join(subdir or '', name), root))
+    return target
