@@ -120,7 +120,7 @@ class _RemoteCoro(Coro):
     __slots__ = ('_where', '_rprefix')
     _remote = True
 
-    def __init__(self, name, coro_id, location):     # noqa: super().__init__ would start a coroutine
+    def __init__(self, name, coro_id, location):     # not super().__init__: that would start a coroutine
         prefix = name[0] if name[:1] in ('~', '!') else '~'
         self._rprefix = prefix
         self._name = name[1:] if name[:1] in ('~', '!') else name
@@ -215,7 +215,7 @@ class _RemoteChannel(Channel):
 
     _remote = True
 
-    def __init__(self, name, location):     # noqa: Channel.__init__ would register a local channel
+    def __init__(self, name, location):     # not Channel.__init__: that would add a local channel
         self._name = name
         self._where = location
         self._rt = _runtime()

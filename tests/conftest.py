@@ -6,7 +6,13 @@ pass explicit timeouts (a thread blocked on an OS lock cannot be interrupted
 by the watchdog). Processes started by a test are killed by PID.
 """
 
+import json
 import os
+import random
+import re
+import select
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -120,3 +126,103 @@ def program(tmp_path):
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+@pytest.fixture(scope='session')
+def certs(tmp_path_factory):
+    """Two self-signed certificates: {'good': (certfile, keyfile), 'other': ...}."""
+    openssl = shutil.which('openssl')
+    if openssl is None:
+        pytest.skip('the openssl command is not installed, so no test certificate can be made')
+    folder = tmp_path_factory.mktemp('certs')
+    made = {}
+    for name in ('good', 'other'):
+        certfile, keyfile = str(folder / (name + '.pem')), str(folder / (name + '.key'))
+        subprocess.run([openssl, 'req', '-x509', '-newkey', 'ec', '-pkeyopt',
+                        'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', keyfile,
+                        '-out', certfile, '-days', '2', '-subj', '/CN=127.0.0.1'],
+                       check=True, capture_output=True, timeout=30)
+        made[name] = (certfile, keyfile)
+    return made
+
+
+def free_udp_port():
+    """A UDP port nobody on 127.0.0.1 uses now, for one test's discovery."""
+    for _ in range(50):
+        port = random.randint(40000, 60000)
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            probe.bind(('', port))
+        except OSError:
+            continue
+        finally:
+            probe.close()
+        return port
+    raise RuntimeError('no free UDP port found')
+
+
+def read_line(proc, timeout, what='a line'):
+    """The next line of proc's stdout (decoded, without the newline); fail
+    after `timeout` seconds. Reads the pipe's descriptor itself, so lines that
+    arrive together are not hidden in a buffer from select()."""
+    pending = proc.__dict__.setdefault('_pending_output', bytearray())
+    deadline = time.monotonic() + timeout
+    while b'\n' not in pending:
+        left = deadline - time.monotonic()
+        ready, _, _ = select.select([proc.stdout], [], [], max(left, 0))
+        if not ready:
+            raise AssertionError('%s from pid %s did not come within %ss (so far: %r)'
+                                 % (what, proc.pid, timeout, bytes(pending[-500:])))
+        data = os.read(proc.stdout.fileno(), 65536)
+        if not data:
+            raise AssertionError('pid %s ended before %s; stderr: %s'
+                                 % (proc.pid, what, proc.stderr.read().decode()[-2000:]))
+        pending += data
+    line, _, rest = bytes(pending).partition(b'\n')
+    pending[:] = rest
+    return line.decode()
+
+
+LOG_LINE = re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)? \S+ - ')
+
+
+def split_log(text):
+    """(program output lines, asyncoro log lines) of a program's stdout."""
+    lines = text.splitlines()
+    return ([line for line in lines if not LOG_LINE.match(line)],
+            [line for line in lines if LOG_LINE.match(line)])
+
+
+@pytest.fixture
+def processes(tmp_path):
+    """Run Python programs (source text + argv) as subprocesses with
+    ASYNCORO_NODE=127.0.0.1; every one is killed by PID at the end.
+    `start(source, *argv, ready=True)` waits for the program's 'ready ...'
+    line when `ready` is set and returns (proc, rest of that line)."""
+    procs = []
+
+    def start(source, *argv, ready=True, env=None):
+        script = tmp_path / ('prog%d.py' % len(procs))
+        script.write_text(source)
+        proc = subprocess.Popen([sys.executable, str(script)] + [str(a) for a in argv],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=program_env(**(env or {})),
+                                cwd=str(tmp_path))
+        procs.append(proc)
+        if not ready:
+            return proc
+        while True:
+            line = read_line(proc, 30, 'the ready line')
+            if line.startswith('ready'):
+                return proc, line[len('ready'):].strip()
+    yield start
+    for proc in procs:
+        kill_tree(proc)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def options(**kwargs):
+    """AsynCoro options as one JSON argument for the programs below."""
+    return json.dumps(kwargs)

@@ -261,24 +261,6 @@ def test_set_ssl_version_rejects_unknown_values():
 
 # -- TLS ------------------------------------------------------------------------------
 
-@pytest.fixture(scope='module')
-def certs(tmp_path_factory):
-    """Two self-signed certificates: {'good': (certfile, keyfile), 'other': ...}."""
-    openssl = shutil.which('openssl')
-    if openssl is None:
-        pytest.skip('the openssl command is not installed, so no test certificate can be made')
-    folder = tmp_path_factory.mktemp('certs')
-    made = {}
-    for name in ('good', 'other'):
-        certfile, keyfile = str(folder / (name + '.pem')), str(folder / (name + '.key'))
-        subprocess.run([openssl, 'req', '-x509', '-newkey', 'ec', '-pkeyopt',
-                        'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', keyfile,
-                        '-out', certfile, '-days', '2', '-subj', '/CN=' + LOOPBACK],
-                       check=True, capture_output=True, timeout=30)
-        made[name] = (certfile, keyfile)
-    return made
-
-
 def _accept_outcome(server):
     """accept() once; returns ('ok', first message) or ('error', exception)."""
     try:

@@ -1,0 +1,438 @@
+"""The distributed layer with real processes on 127.0.0.1 (API.md §4, §11.5–§11.10).
+
+A server program publishes a coroutine, a channel and an RCI; client programs
+find them (by discovery, or by peer()) and use them. Each test has its own UDP
+port, so runtimes of different tests never discover each other.
+"""
+
+import hashlib
+import os
+import subprocess
+
+import pytest
+
+from conftest import free_udp_port, options, read_line, split_log
+
+TIMEOUT = 60
+
+SERVER = r'''
+import sys, json
+import asyncoro.disasyncoro as asyncoro
+
+rt = asyncoro.AsynCoro(**json.loads(sys.argv[1]))
+
+def echo(coro=None):
+    coro.set_daemon()
+    coro.register('echo')
+    while True:
+        msg = yield coro.receive()
+        if msg[0] == 'die':
+            raise ValueError('told to die: %s' % msg[1])
+        if msg[0] == 'end':
+            raise StopIteration('ended as asked')
+        reply_to, payload = msg
+        reply_to.send(('echo', payload))
+
+def rci_mul(a, b=1, coro=None):
+    yield coro.sleep(0.01)
+    if b == 0:
+        raise ZeroDivisionError('b is zero')
+    raise StopIteration(a * b)
+
+asyncoro.RCI(rci_mul).register()
+news = asyncoro.Channel('news')
+news.register()
+local_subscriber = None
+
+def local_listener(coro=None):
+    coro.set_daemon()
+    yield news.subscribe(coro)
+    while True:
+        msg = yield coro.receive()
+        print('server subscriber got', msg, flush=True)
+
+asyncoro.Coro(echo)
+asyncoro.Coro(local_listener)
+print('ready', rt.location, flush=True)
+sys.stdin.read()       # serve until the test closes stdin
+'''
+
+
+def run_client(processes, source, *argv, timeout=TIMEOUT, logs=None):
+    """Run a client program to its end; its output lines (log lines go to
+    `logs` when a list is given)."""
+    proc = processes(source, *argv, ready=False)
+    out, err = proc.communicate(b'', timeout=timeout)
+    assert proc.returncode == 0, 'client failed:\n%s\n%s' % (out.decode(), err.decode())
+    lines, log_lines = split_log(out.decode())
+    if logs is not None:
+        logs.extend(log_lines)
+    return lines
+
+
+def stop(proc):
+    """Close a server's stdin so that it ends; all it printed since."""
+    proc.stdin.close()
+    out = bytes(proc.__dict__.get('_pending_output', b'')) + proc.stdout.read()
+    proc.wait(TIMEOUT)
+    return out.decode()
+
+
+def test_locate_send_deliver_reply_monitor_between_processes(processes):
+    port = free_udp_port()
+    server, where = processes(SERVER, options(node='127.0.0.1', udp_port=port))
+    lines = run_client(processes, r'''
+import sys, json
+import asyncoro.disasyncoro as asyncoro
+asyncoro.AsynCoro(**json.loads(sys.argv[1]))
+
+def client(coro=None):
+    echo = yield asyncoro.Coro.locate('echo', timeout=10)      # found by discovery
+    print('found', isinstance(echo, asyncoro.Coro), echo.name, echo.location)
+    for i in range(5):
+        assert echo.send((coro, i)) == 0
+    got = []
+    for i in range(5):
+        got.append((yield coro.receive(timeout=10)))
+    print('replies', got)
+    print('deliver', (yield echo.deliver((coro, 'acked'), timeout=10)))
+    print('reply', (yield coro.receive(timeout=10)))
+    assert (yield coro.monitor(echo)) == 0
+    echo.send(('die', 'now'))
+    msg = yield coro.receive(timeout=10)
+    print('monitor', type(msg).__name__, msg.args[0] == echo, msg.args[1][0].__name__,
+          msg.args[1][1])
+    print('after death', (yield echo.deliver((coro, 'late'), timeout=10)))
+
+asyncoro.Coro(client)
+''', options(node='127.0.0.1', udp_port=port))
+    assert lines == [
+        'found True echo %s' % where,
+        "replies [('echo', 0), ('echo', 1), ('echo', 2), ('echo', 3), ('echo', 4)]",
+        'deliver 1',
+        "reply ('echo', 'acked')",
+        'monitor MonitorException True ValueError told to die: now',
+        'after death -1',
+    ]
+
+
+def test_channel_reaches_subscribers_in_two_processes(processes):
+    port = free_udp_port()
+    server, _ = processes(SERVER, options(node='127.0.0.1', udp_port=port))
+    subscriber_source = r'''
+import sys, json
+import asyncoro.disasyncoro as asyncoro
+asyncoro.AsynCoro(**json.loads(sys.argv[1]))
+
+def listener(coro=None):
+    news = yield asyncoro.Channel.locate('news', timeout=10)
+    assert (yield news.subscribe(coro)) == 0
+    print('ready subscribed', flush=True)
+    for _ in range(3):
+        msg = yield coro.receive(timeout=20)
+        print('got', msg, flush=True)
+    assert (yield news.unsubscribe(coro)) == 0
+
+asyncoro.Coro(listener)
+'''
+    subs = [processes(subscriber_source, options(node='127.0.0.1', udp_port=port))[0]
+            for _ in range(2)]
+    lines = run_client(processes, r'''
+import sys, json
+import asyncoro.disasyncoro as asyncoro
+asyncoro.AsynCoro(**json.loads(sys.argv[1]))
+
+def publisher(coro=None):
+    news = yield asyncoro.Channel.locate('news', timeout=10)
+    # two remote subscribers + the server's own: deliver counts end recipients
+    print('delivered to', (yield news.deliver('first', n=3, timeout=10)))
+    news.send('second')
+    news.send('third')
+
+asyncoro.Coro(publisher)
+''', options(node='127.0.0.1', udp_port=port))
+    assert lines == ['delivered to 3']
+    for sub in subs:
+        got = [read_line(sub, 20) for _ in range(3)]
+        assert got == ['got first', 'got second', 'got third']
+        assert sub.wait(TIMEOUT) == 0
+    assert split_log(stop(server))[0] == ['server subscriber got %s' % m
+                                          for m in ('first', 'second', 'third')]
+
+
+def test_rci_creates_a_remote_coroutine_whose_value_comes_back(processes):
+    port = free_udp_port()
+    processes(SERVER, options(node='127.0.0.1', udp_port=port))
+    lines = run_client(processes, r'''
+import sys, json
+import asyncoro.disasyncoro as asyncoro
+asyncoro.AsynCoro(**json.loads(sys.argv[1]))
+
+def client(coro=None):
+    rci = yield asyncoro.RCI.locate('rci_mul', timeout=10)
+    print('rci', rci.name)
+    for args, kwargs in [((6,), {'b': 7}), ((5,), {'b': 0})]:
+        rcoro = yield rci(*args, **kwargs)
+        yield coro.monitor(rcoro)
+        msg = yield coro.receive(timeout=10)
+        kind, value = msg.args[1]
+        print('value', kind.__name__, value)
+    try:
+        yield rci('too', 'many', 'arguments', 'here')
+    except Exception as exc:
+        print('error', 'TypeError' in str(exc))
+    missing = yield asyncoro.RCI.locate('no_such_rci', timeout=0.5)
+    print('missing', missing)
+
+asyncoro.Coro(client)
+''', options(node='127.0.0.1', udp_port=port))
+    assert lines == ['rci rci_mul', 'value StopIteration 42', 'value ZeroDivisionError b is zero',
+                     'error True', 'missing None']
+
+
+def test_peer_finds_a_runtime_that_does_not_discover(processes):
+    port = free_udp_port()
+    server, where = processes(SERVER, options(node='127.0.0.1', udp_port=port,
+                                              discover_peers=False))
+    host, tcp = where.split(':')
+    lines = run_client(processes, r'''
+import sys, json
+import asyncoro.disasyncoro as asyncoro
+rt = asyncoro.AsynCoro(**json.loads(sys.argv[1]))
+
+def client(host, port, coro=None):
+    print('before peer', (yield asyncoro.Coro.locate('echo', timeout=1)))
+    print('peer', (yield rt.peer(asyncoro.Location(host, port))))
+    echo = yield asyncoro.Coro.locate('echo', timeout=10)
+    echo.send((coro, 'x'))
+    print('reply', (yield coro.receive(timeout=10)))
+    print('peers', rt.peers() == [asyncoro.Location(host, port)])
+    print('bad peer', (yield rt.peer(asyncoro.Location('127.0.0.1', 1))))
+
+asyncoro.Coro(client, sys.argv[2], int(sys.argv[3]))
+''', options(node='127.0.0.1', udp_port=port, discover_peers=False), host, tcp)
+    assert lines == ['before peer None', 'peer 0', "reply ('echo', 'x')", 'peers True',
+                     'bad peer -1']
+
+
+def test_queued_sends_are_flushed_before_a_client_exits(processes):
+    port = free_udp_port()
+    server, where = processes(r'''
+import sys, json
+import asyncoro.disasyncoro as asyncoro
+rt = asyncoro.AsynCoro(**json.loads(sys.argv[1]))
+
+def server_coro(coro=None):
+    coro.set_daemon()
+    coro.register('server_coro')
+    while True:
+        msg = yield coro.receive()
+        print('Received', msg, flush=True)
+
+asyncoro.Coro(server_coro)
+print('ready', rt.location, flush=True)
+sys.stdin.read()
+''', options(node='127.0.0.1', udp_port=port))
+    lines = run_client(processes, r'''
+import sys, json
+import asyncoro.disasyncoro as asyncoro
+asyncoro.AsynCoro(**json.loads(sys.argv[1]))
+
+def client(coro=None):
+    server = yield asyncoro.Coro.locate('server_coro', timeout=10)
+    print('server is at', server.location)
+    for i in range(10):
+        server.send('message %d' % i)      # and the program ends at once
+
+asyncoro.Coro(client)
+''', options(node='127.0.0.1', udp_port=port))
+    assert lines == ['server is at %s' % where]
+    assert [read_line(server, 20) for _ in range(10)] == ['Received message %d' % i
+                                                          for i in range(10)]
+
+
+FILE_CLIENT = r'''
+import sys, json, os
+import asyncoro.disasyncoro as asyncoro
+rt = asyncoro.AsynCoro(**json.loads(sys.argv[1]))
+
+def client(host, port, coro=None):
+    loc = asyncoro.Location(host, port)
+    assert (yield rt.peer(loc)) == 0
+    for line in sys.argv[4:]:
+        op, path, *rest = line.split(',')
+        if op == 'send':
+            overwrite = 'overwrite' in rest
+            subdir = [r[4:] for r in rest if r.startswith('dir=')]
+            result = yield rt.send_file(loc, path, dir=subdir[0] if subdir else None,
+                                        overwrite=overwrite, timeout=30)
+        elif op == 'raw-name':      # a name with a path in it, straight to the wire
+            result = rt._call(loc, 'file-begin', ('', path, 1, 0, 0, 0o644, True), 10,
+                              on_timeout=None, on_failure=None)
+        else:
+            result = yield rt.del_file(loc, path, dir=rest[0] if rest else None)
+        print(line, result, flush=True)
+
+asyncoro.Coro(client, sys.argv[2], int(sys.argv[3]))
+'''
+
+
+def sha1(path):
+    digest = hashlib.sha1()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@pytest.mark.deadline(120)
+def test_send_file_moves_50_mb_intact_and_honours_overwrite_and_paths(processes, tmp_path):
+    port = free_udp_port()
+    dest = tmp_path / 'server-dest'
+    server, where = processes(SERVER, options(node='127.0.0.1', udp_port=port,
+                                              dest_path=str(dest), discover_peers=False))
+    big = tmp_path / 'big.bin'
+    with open(big, 'wb') as f:
+        for i in range(50):
+            f.write(os.urandom(1 << 20))
+    small = tmp_path / 'small' / 'big.bin'         # same name, other content
+    small.parent.mkdir()
+    small.write_bytes(b'different content\n')
+    host, tcp = where.split(':')
+    ops = ['send,%s' % big,                        # 50 MB
+           'send,%s' % big,                        # identical: nothing sent, 0
+           'send,%s' % small,                      # differs, no overwrite: -1
+           'send,%s,overwrite' % small,            # 0
+           'send,%s,dir=sub/deeper' % big,         # into a subdirectory
+           'send,%s,dir=../escape' % small,        # outside dest_path: -1
+           'send,%s,dir=/abs' % small,             # absolute dir: -1
+           'raw-name,../evil.txt',                 # a name that escapes: -1
+           'send,%s' % (tmp_path / 'missing'),     # no such file: -1
+           'del,big.bin,sub/deeper',               # 0, and the empty dirs go too
+           'del,big.bin,../escape']                # -1
+    lines = run_client(processes, FILE_CLIENT, options(node='127.0.0.1', udp_port=port,
+                                                       discover_peers=False),
+                       host, tcp, *ops, timeout=100)
+    assert [line.rsplit(' ', 1)[1] for line in lines] == [
+        '0', '0', '-1', '0', '0', '-1', '-1', '-1', '-1', '0', '-1']
+    assert (dest / 'big.bin').read_bytes() == b'different content\n'
+    assert not (dest / 'sub').exists()
+    assert not (tmp_path / 'escape').exists() and not (tmp_path / 'evil.txt').exists()
+    assert not [p for p in dest.rglob('*') if '.part' in p.name]
+    # the 50 MB copy was intact before it was overwritten: check a fresh copy
+    lines = run_client(processes, FILE_CLIENT, options(node='127.0.0.1', udp_port=port,
+                                                       discover_peers=False),
+                       host, tcp, 'send,%s,dir=again' % big, timeout=100)
+    assert lines == ['send,%s,dir=again 0' % big]
+    copy = dest / 'again' / 'big.bin'
+    assert sha1(copy) == sha1(big)
+    assert os.stat(copy).st_mode & 0o777 == os.stat(big).st_mode & 0o777
+    assert abs(os.stat(copy).st_mtime - os.stat(big).st_mtime) < 1
+    server_log = stop(server)
+    assert 'exists and differs' in server_log
+    assert 'lies outside dest_path' in server_log
+
+
+def test_max_file_size_refuses_before_sending(processes, tmp_path):
+    port = free_udp_port()
+    dest = tmp_path / 'dest'
+    server, where = processes(SERVER, options(node='127.0.0.1', udp_port=port, dest_path=str(dest),
+                                              max_file_size=100000, discover_peers=False))
+    big = tmp_path / 'over.bin'
+    big.write_bytes(b'x' * 100001)
+    fits = tmp_path / 'fits.bin'
+    fits.write_bytes(b'y' * 100000)
+    host, tcp = where.split(':')
+    lines = run_client(processes, FILE_CLIENT, options(node='127.0.0.1', udp_port=port,
+                                                       discover_peers=False),
+                       host, tcp, 'send,%s' % big, 'send,%s' % fits)
+    assert [line.rsplit(' ', 1)[1] for line in lines] == ['-1', '0']
+    assert not (dest / 'over.bin').exists()
+    assert (dest / 'fits.bin').read_bytes() == b'y' * 100000
+    assert 'max_file_size=100000' in stop(server)
+
+
+def test_tls_between_processes_and_plaintext_refused(processes, certs):
+    certfile, keyfile = certs['good']
+    port = free_udp_port()
+    tls = dict(node='127.0.0.1', udp_port=port, certfile=certfile, keyfile=keyfile,
+               discover_peers=False)
+    server, where = processes(SERVER, options(**tls))
+    host, tcp = where.split(':')
+    client = r'''
+import sys, json
+import asyncoro.disasyncoro as asyncoro
+rt = asyncoro.AsynCoro(**json.loads(sys.argv[1]))
+
+def client(host, port, coro=None):
+    print('peer', (yield rt.peer(asyncoro.Location(host, port))))
+    echo = yield asyncoro.Coro.locate('echo', asyncoro.Location(host, port), timeout=5)
+    if echo is not None:
+        echo.send((coro, 'over tls'))
+        print('reply', (yield coro.receive(timeout=10)))
+
+asyncoro.Coro(client, sys.argv[2], int(sys.argv[3]))
+'''
+    assert run_client(processes, client, options(**tls), host, tcp) == [
+        'peer 0', "reply ('echo', 'over tls')"]
+    plain = dict(tls)
+    del plain['certfile'], plain['keyfile']
+    assert run_client(processes, client, options(**plain), host, tcp) == ['peer -1', ]
+    assert 'TLS handshake with' in stop(server)
+
+
+# ---------------------------------------------------------------- discovery stays on loopback
+
+CAPTURE = r'''
+import json, socket, struct, sys, time, threading
+import asyncoro.disasyncoro as asyncoro
+
+seen = []
+def capture(sock):
+    while True:
+        try:
+            frame, addr = sock.recvfrom(65535)
+        except OSError:
+            return
+        if len(frame) >= 34 and frame[12:14] == b'\x08\x00':
+            seen.append((addr[0], socket.inet_ntoa(frame[30:34])))
+
+raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))   # every frame, every interface
+threading.Thread(target=capture, args=(raw,), daemon=True).start()
+rt = asyncoro.AsynCoro(node='127.0.0.1', udp_port=int(sys.argv[1]), discover_peers=True)
+for _ in range(3):
+    rt.discover_peers()
+rt.peer('127.0.0.1')            # a unicast ping to a host
+time.sleep(0.5)                 # (capturing: nothing to wait for but the packets)
+raw.close()
+print(json.dumps(seen))
+'''
+
+
+def test_discovery_sends_nothing_outside_loopback(tmp_path):
+    """In a network namespace with a default route (so that a packet to
+    255.255.255.255 or any other address would really be sent), capture every
+    IPv4 packet while a runtime bound to 127.0.0.1 discovers."""
+    script = tmp_path / 'capture.py'
+    script.write_text(CAPTURE)
+    # lo gets a second address and the default route: a packet to anywhere
+    # else (255.255.255.255 included) would then be captured with that
+    # destination instead of failing to route
+    setup = ('ip link set lo up && ip addr add 10.253.0.1/24 dev lo && '
+             'ip route add default dev lo && exec "$0" "$@"')
+    try:
+        result = subprocess.run(['unshare', '-n', 'sh', '-c', setup, os.sys.executable,
+                                 str(script), str(free_udp_port())],
+                                capture_output=True, timeout=60)
+    except FileNotFoundError:
+        pytest.skip('unshare is not installed')
+    if result.returncode != 0 and (b'Operation not permitted' in result.stderr or
+                                   b'ip: not found' in result.stderr or
+                                   b'unshare failed' in result.stderr):
+        pytest.skip('cannot make a network namespace here: %s' % result.stderr.decode()[-300:])
+    assert result.returncode == 0, result.stderr.decode()
+    import json
+    seen = json.loads(result.stdout.decode().splitlines()[-1])
+    destinations = {dst for _, dst in seen}
+    assert '127.255.255.255' in destinations        # the capture did see the pings
+    assert all(dst.startswith('127.') for dst in destinations), destinations
