@@ -117,7 +117,7 @@ class _RemoteCoro(Coro):
     (as the watched one), `name`, `location`, `==`, `hash` and pickling work;
     the rest is local only."""
 
-    __slots__ = ('_where', '_rprefix')
+    __slots__ = ('_where', '_rprefix', '_head')
     _remote = True
 
     def __init__(self, name, coro_id, location):     # not super().__init__: that would start a coroutine
@@ -125,8 +125,9 @@ class _RemoteCoro(Coro):
         self._rprefix = prefix
         self._name = name[1:] if name[:1] in ('~', '!') else name
         self._id = coro_id
-        self._where = location
         self._rt = _runtime()
+        self._where = self._rt._intern(location)
+        self._head = (SEND, coro_id, prefix + self._name)     # every send starts so
 
     @property
     def location(self):
@@ -144,8 +145,7 @@ class _RemoteCoro(Coro):
         return (self._id, self._rprefix + self._name)
 
     def send(self, message):
-        return self._rt._send_request(self._where, (SEND,) + self._ref() + (message,),
-                                      what='message for %s' % self)
+        return self._rt._send_request(self._where, self._head + (message,), self)
 
     def deliver(self, message, timeout=None):
         return self._rt._call(self._where, DELIVER, self._ref() + (message,), timeout,
@@ -547,6 +547,12 @@ class AsynCoro(asyncoro.AsynCoro):
 
     # ------------------------------------------------ frames out
 
+    def _intern(self, location):
+        """The Location object the peer table uses for `location` (so that
+        lookups by it hit on identity), or `location` itself."""
+        peer = self._peers.get(location)
+        return peer.location if peer is not None else location
+
     def _peer(self, location):
         peer = self._peers.get(location)
         if peer is None:
@@ -555,12 +561,15 @@ class AsynCoro(asyncoro.AsynCoro):
 
     def _send_request(self, location, request, what='request'):
         """Queue `request` for the peer at `location` (connecting on demand).
-        Returns 0, or -1 if it cannot be pickled or sent. Any thread."""
+        Returns 0, or -1 if it cannot be pickled or sent. Any thread.
+        `what` names the request in messages (a remote coroutine stands for
+        'message for <it>'); this is the path of every remote send."""
         if _get_ident() != self._tid:
             return self._run_here(self._send_request, location, request, what)
-        if location == self._location:
+        peer = self._peers.get(location)
+        if peer is None and location == self._location:
             log.warning('%s for this runtime itself (%s) dropped: the coroutine or channel is '
-                        'gone', what, location)
+                        'gone', _what(what), location)
             return -1
         try:
             payload = netio.dumps(request)
@@ -568,14 +577,15 @@ class AsynCoro(asyncoro.AsynCoro):
             if isinstance(request[-1], MonitorException):
                 return self._send_request(location, request[:-1] + (_picklable_monitor(request[-1]),),
                                           what)
-            log.warning('%s to %s cannot be pickled: %s: %s', what, location,
+            log.warning('%s to %s cannot be pickled: %s: %s', _what(what), location,
                         type(exc).__name__, exc)
             return -1
         if len(payload) > self._max_frame_size:
             log.warning('%s to %s is %d bytes, more than max_frame_size=%d; not sent',
-                        what, location, len(payload), self._max_frame_size)
+                        _what(what), location, len(payload), self._max_frame_size)
             return -1
-        peer = self._peer(location)
+        if peer is None:
+            peer = self._peer(location)
         if peer.out is not None:
             peer.out.send(payload)
         else:
@@ -945,6 +955,10 @@ class AsynCoro(asyncoro.AsynCoro):
             self._udp.close()
 
 
+def _what(what):
+    return 'message for %s' % what if isinstance(what, Coro) else what
+
+
 def _picklable_monitor(exc):
     """A MonitorException whose value could not be pickled: send its type."""
     coro, (kind, value) = exc.args
@@ -954,8 +968,10 @@ def _picklable_monitor(exc):
 # ---------------------------------------------------------------- handlers
 
 def _local_coro(rt, coro_id, name):
+    """The live local coroutine a reference names; None if it is gone (or the
+    id now belongs to another one)."""
     coro = rt._coros.get(coro_id)
-    if coro is not None and coro._prefix + coro._name == name:
+    if coro is not None and name[1:] == coro._name and name[0] == coro._prefix:
         return coro
     return None
 
@@ -984,14 +1000,14 @@ def _handle_bye(rt, conn, request):
 
 
 @handler(SEND)
-def _handle_send(rt, conn, request):
+def _handle_send(rt, conn, request):       # the path of every remote message: keep it lean
     _, coro_id, name, message = request
-    coro = _local_coro(rt, coro_id, name)
-    if coro is None:
+    coro = rt._coros.get(coro_id)
+    if coro is not None and coro._name == name[1:]:
+        coro.send(message)
+    else:
         log.warning('message from %s for %s/%s dropped: no such coroutine here',
                     conn.info, name, coro_id)
-    else:
-        coro.send(message)
 
 
 @handler(DELIVER)

@@ -536,6 +536,8 @@ HANDSHAKE_LIMIT = 256          # the largest frame accepted before authenticatio
 _NONCE_SIZE = 32
 _MAC_SIZE = hashlib.sha256().digest_size
 _READ_SIZE = 256 * 1024
+_INLINE_FLUSH = 256 * 1024     # queued bytes at which send() writes at once
+_IDLE, _SCHEDULED, _WRITING = range(3)      # Connection write states
 _PING_MAGIC = b'asyncoro-ping/1 '
 
 
@@ -571,11 +573,33 @@ class _Pickling(threading.local):
 _pickling = _Pickling()
 
 
+_ATOMIC = frozenset([str, bytes, int, float, bool, type(None)])
+
+
+def _plain(obj):
+    """True for data that plain pickle writes exactly as cloudpickle would:
+    atomic values, and tuples/lists of them one level deep (a request tuple
+    carrying such a message). Anything else goes through cloudpickle."""
+    kind = type(obj)
+    if kind in _ATOMIC:
+        return True
+    if (kind is tuple or kind is list) and len(obj) <= 8:
+        for item in obj:
+            kind = type(item)
+            if kind not in _ATOMIC and not ((kind is tuple or kind is list) and len(item) <= 8 and
+                                            all(type(x) in _ATOMIC for x in item)):
+                return False
+        return True
+    return False
+
+
 def dumps(obj):
     """Pickle `obj` for a peer: plain data with pickle protocol 5; functions,
     classes and closures that the peer cannot import (e.g. from `__main__`) by
     value, through cloudpickle. Raises pickle.PicklingError (or TypeError,
     AttributeError) for what cannot be pickled."""
+    if _plain(obj):
+        return _pickle_dumps(obj, 5)
     state = _pickling
     if state.busy:     # re-entered from a __reduce__: use a fresh pickler
         return cloudpickle.dumps(obj, protocol=5)
@@ -592,6 +616,7 @@ def dumps(obj):
 
 
 loads = pickle.loads
+_pickle_dumps = pickle.dumps
 
 _FRAME_HEADER = struct.Struct('>I')
 
@@ -694,10 +719,15 @@ class Connection:
 
     `on_frame(conn, payload)` is called in the reader greenlet for each frame,
     in order; `on_close(conn, reason)` once, when the connection ends for any
-    reason. `send(payload)` queues a frame and never blocks: a writer greenlet
-    joins whatever is queued into one write. A frame longer than
-    `max_frame_size` closes the connection (reading) or raises FrameError
-    (sending). Everything runs in the hub thread that called `start()`."""
+    reason. `send(payload)` queues a frame and never blocks. Writing: the
+    first frame queued on an idle connection schedules a flush at the hub's
+    next turn (a loop callback, not a greenlet), which joins everything queued
+    by then into one non-blocking write; only when the socket will not take
+    it all does a writer greenlet wait for it. A sender that queues more than
+    _INLINE_FLUSH bytes without yielding flushes as it goes, so the far side
+    can start on them. A frame longer than `max_frame_size` closes the
+    connection (reading) or raises FrameError (sending). Everything runs in
+    the hub thread that called `start()`."""
 
     def __init__(self, sock, peer, max_frame_size, on_frame, on_close):
         self.sock = sock
@@ -706,8 +736,10 @@ class Connection:
         self.info = None                    # what the owner learns of the peer
         self._on_frame = on_frame
         self._on_close = on_close
-        self._outbox = collections.deque()
-        self._writing = False
+        self._outbox = collections.deque()  # frames (header + payload) not yet written
+        self._queued = 0                    # their bytes
+        self._state = _IDLE
+        self._loop = None
         self._drained = None                # gevent Event while someone waits in flush()
         self._reader = None
         self._writer = None
@@ -717,52 +749,105 @@ class Connection:
         return '<Connection %s%s>' % (self.peer, ' closed' if self.closed else '')
 
     def start(self):
+        self._loop = gevent.get_hub().loop
         self._reader = gevent.spawn(self._read_loop)
 
     def send(self, payload):
         """Queue one frame; FrameError if too large, PeerError if closed."""
         if self.closed:
             raise PeerError('connection to %s is closed (%s)' % (self.peer, self.closed))
-        if len(payload) > self.max_frame_size:
+        size = len(payload)
+        if size > self.max_frame_size:
             raise FrameError('a %d-byte message for %s exceeds max_frame_size=%d'
-                             % (len(payload), self.peer, self.max_frame_size))
-        self._outbox.append(_FRAME_HEADER.pack(len(payload)))
-        self._outbox.append(payload)
-        if not self._writing:
-            self._writing = True
-            self._writer = gevent.spawn(self._write_loop)
+                             % (size, self.peer, self.max_frame_size))
+        self._outbox.append(_FRAME_HEADER.pack(size) + payload)
+        self._queued += size + 4
+        if self._state == _IDLE:
+            self._state = _SCHEDULED
+            self._loop.run_callback(self._flush)
+        elif self._state == _SCHEDULED and self._queued > _INLINE_FLUSH:
+            self._flush()
 
-    def _write_loop(self):
+    def _take_queued(self):
         outbox = self._outbox
+        data = outbox.popleft() if len(outbox) == 1 else b''.join(outbox)
+        outbox.clear()
+        self._queued = 0
+        return data
+
+    def _flush(self):
+        """Write what is queued without blocking; the rest waits for the
+        writer greenlet. (A stale scheduled call finds nothing to do.)"""
+        if self._state != _SCHEDULED or self.closed:
+            return
+        if not self._outbox:
+            self._state = _IDLE
+            return
+        data = self._take_queued()
         try:
-            while outbox:
-                batch = [outbox.popleft() for _ in range(min(len(outbox), 1024))]
-                self.sock._send_all(b''.join(batch), None)
+            sent = self.sock._sock.send(data)
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            sent = 0
         except (OSError, ValueError) as exc:
             self.close('write failed: %s' % exc)
-        finally:
-            self._writing = False
-            if self._drained is not None and (not outbox or self.closed):
-                self._drained.set()
+            return
+        if sent == len(data):
+            self._state = _IDLE
+            self._notify_drained()
+            return
+        self._outbox.appendleft(data[sent:])
+        self._queued += len(data) - sent
+        self._state = _WRITING
+        self._writer = gevent.spawn(self._write_loop)
+
+    def _write_loop(self):
+        try:
+            while self._outbox:
+                self.sock._send_all(self._take_queued(), None)
+        except (OSError, ValueError) as exc:
+            self.close('write failed: %s' % exc)
+            return
+        self._state = _IDLE
+        self._notify_drained()
+
+    def _notify_drained(self):
+        if self._drained is not None:
+            self._drained.set()
 
     def flush(self, timeout):
         """Wait until every queued frame is written (or the connection ends);
         True if written."""
-        if not self._writing and not self._outbox:
-            return True
-        if self._drained is None:
-            self._drained = gevent.event.Event()
-        self._drained.wait(timeout)
-        return not self._outbox and not self._writing and not self.closed
+        while self._state != _IDLE and not self.closed:
+            if self._drained is None or self._drained.is_set():
+                self._drained = gevent.event.Event()
+            if not self._drained.wait(timeout):
+                break
+        return self._state == _IDLE and not self.closed
 
     def _read_loop(self):
+        # One io watcher for the connection's life (making one per wait costs
+        # more than the read); after a short read the socket is most likely
+        # drained, so wait first instead of paying for an EAGAIN.
         buffer = bytearray()
-        recv = self.sock.recv
+        raw = self.sock._sock
+        hub = gevent.get_hub()
+        readable = hub.loop.io(raw.fileno(), _READ)
         header = _FRAME_HEADER
         limit = self.max_frame_size
+        drained = False
         try:
             while True:
-                data = recv(_READ_SIZE)
+                if drained:
+                    hub.wait(readable)
+                try:
+                    data = raw.recv(_READ_SIZE)
+                except (BlockingIOError, ssl.SSLWantReadError):
+                    drained = True
+                    continue
+                except ssl.SSLWantWriteError:      # TLS wants to write before it reads
+                    self.sock._wait(_WRITE, None)
+                    continue
+                drained = len(data) < _READ_SIZE
                 if not data:
                     self.close('closed by peer')
                     return
@@ -777,7 +862,7 @@ class Connection:
                         return
                     if end - start - 4 < size:
                         break
-                    payload = bytes(buffer[start + 4:start + 4 + size])
+                    payload = buffer[start + 4:start + 4 + size]     # one copy
                     start += 4 + size
                     self._on_frame(self, payload)
                     if self.closed:
@@ -785,6 +870,8 @@ class Connection:
                 del buffer[:start]
         except (OSError, ValueError) as exc:
             self.close('read failed: %s' % exc)
+        finally:
+            readable.close()
 
     def close(self, reason='closed'):
         """Close now (queued frames are dropped; flush() first to send them)."""
