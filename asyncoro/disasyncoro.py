@@ -26,12 +26,20 @@ How it works:
   network (127.255.255.255 when bound to 127.0.0.1). Who hears a ping from a
   runtime it does not know connects to it; the connection's first frame
   (`INFO`) introduces the connecting runtime.
+- Liveness while the hub is stuck: a user coroutine that computes without
+  yielding (or calls time.sleep) holds the hub. A timer of the hub marks each
+  turn (`_beat`); a guard thread that sees no mark for STALL seconds reads
+  the connections itself, queues messages for their coroutines, acknowledges
+  `deliver`s and hands every other request to the hub for when it is back.
+  The hub runs what was handed to it before the next frame it reads, so the
+  order of each connection's frames is kept.
 """
 
 import errno
 import itertools
 import logging
 import os
+import select
 import socket
 import tempfile
 import time
@@ -56,6 +64,13 @@ log = logging.getLogger(__name__)
 MsgTimeout = asyncoro.MsgTimeout
 MaxConnectionErrors = 10
 DEFAULT_UDP_PORT = 51350
+
+
+# the guard: how often the hub marks a turn, and after how long without one the
+# guard thread serves the connections
+BEAT = 0.05
+STALL = 0.25
+_sleep = asyncoro._get_original('time', 'sleep')
 
 
 def _msg_timeout():
@@ -453,6 +468,8 @@ class AsynCoro(asyncoro.AsynCoro):
         self._ignore_peers = False
         self._discover = discover_peers
         self._files = {}                # transfer id -> (file object, target, temp path, meta)
+        self._connections = set()       # every live Connection (the guard reads them)
+        self._beat = time.monotonic()   # the hub's last turn
         self._closing = False
         super().__init__(name=name or str(self._location))
         self._run_here(self._start_network, listener)
@@ -495,6 +512,12 @@ class AsynCoro(asyncoro.AsynCoro):
             gevent.spawn(self._udp_loop)
             if self._discover:
                 self.discover_peers()
+        self._beat_timer = self._loop.timer(BEAT, BEAT)
+        self._beat_timer.start(self._mark_beat)
+        asyncoro._start_new_thread(self._guard_main, ())
+
+    def _mark_beat(self):
+        self._beat = time.monotonic()
 
     def _accept_loop(self):
         while not self._closing:
@@ -517,13 +540,21 @@ class AsynCoro(asyncoro.AsynCoro):
             log.warning('peer %s refused: %s', peer, exc)
             sock.close()
             return
+        self._open(sock, peer, None)
+
+    def _open(self, sock, peer, location):
         conn = netio.Connection(sock, peer, self._max_frame_size, self._on_frame,
                                 self._on_connection_closed)
+        conn.info = location
+        self._connections.add(conn)
         conn.start()
+        return conn
 
     # ------------------------------------------------ frames in
 
     def _on_frame(self, conn, payload):
+        if self._xq:
+            self._drain_foreign()       # what the guard handed over comes first
         try:
             request = netio.loads(payload)
             kind = request[0]
@@ -531,6 +562,11 @@ class AsynCoro(asyncoro.AsynCoro):
             log.warning('malformed frame from %s (%s: %s); connection closed',
                         conn.peer, type(exc).__name__, exc)
             conn.close('malformed frame')
+            return
+        self._dispatch(conn, request, kind)
+
+    def _dispatch(self, conn, request, kind):
+        if conn.closed:
             return
         handle = _HANDLERS.get(kind) if isinstance(kind, str) else None
         if handle is None or (conn.info is None and kind != INFO):
@@ -613,10 +649,7 @@ class AsynCoro(asyncoro.AsynCoro):
             elif not peer.online and not peer.incoming:
                 self._peers.pop(location, None)
             return
-        conn = netio.Connection(sock, str(location), self._max_frame_size, self._on_frame,
-                                self._on_connection_closed)
-        conn.info = location
-        conn.start()
+        conn = self._open(sock, str(location), location)
         conn.send(netio.dumps((INFO, self._location, self._name, asyncoro.__version__)))
         for payload in peer.pending:
             conn.send(payload)
@@ -627,6 +660,7 @@ class AsynCoro(asyncoro.AsynCoro):
         self._set_online(peer, None)
 
     def _on_connection_closed(self, conn, reason):
+        self._connections.discard(conn)
         location = conn.info
         peer = self._peers.get(location) if location is not None else None
         if peer is None:
@@ -674,6 +708,52 @@ class AsynCoro(asyncoro.AsynCoro):
             self._replies.pop(request_id, None)
             if peer is not None:
                 peer.requests.discard(request_id)
+
+    # ------------------------------------------------ the guard thread
+
+    def _guard_main(self):
+        """Serve the connections while the hub is stalled (see the module
+        docstring). A real OS thread; it touches hub objects only through
+        Connection.guard_* (under the connection's lock) and
+        _call_threadsafe."""
+        while not self._closing:
+            _sleep(BEAT)
+            if time.monotonic() - self._beat < STALL:
+                continue
+            conns = [c for c in list(self._connections) if not c.closed]
+            try:
+                readable = select.select(conns, [], [], BEAT)[0] if conns else []
+            except (OSError, ValueError):      # a connection closed under us: next round
+                continue
+            for conn in readable:
+                failed = conn.guard_read(self._on_guard_frame)
+                if failed:
+                    self._call_threadsafe(conn.close, failed)
+
+    def _on_guard_frame(self, conn, payload):
+        """A frame read by the guard thread: messages are queued for their
+        coroutines and `deliver`s acknowledged now; the rest waits for the hub."""
+        try:
+            request = netio.loads(payload)
+            kind = request[0]
+        except Exception:      # malformed: the hub logs it and closes the connection
+            self._call_threadsafe(self._on_frame, conn, payload)
+            return
+        if kind == SEND or kind == DELIVER:
+            coro_id, name, message = request[-3:]
+            coro = self._coros.get(coro_id)
+            alive = coro is not None and coro._name == name[1:] and coro.is_alive()
+            if alive:
+                self._call_threadsafe(coro._send_here, message)
+            elif kind == SEND:
+                self._call_threadsafe(_handle_send, self, conn, request)    # it logs the drop
+            if kind == DELIVER:
+                reply = netio.dumps((REPLY, request[1], 1 if alive else -1))
+                peer = self._peers.get(conn.info)
+                if peer is None or peer.out is None or not peer.out.guard_send(reply):
+                    self._call_threadsafe(self._reply, conn, request[1], 1 if alive else -1)
+            return
+        self._call_threadsafe(self._dispatch, conn, request, kind)
 
     # ------------------------------------------------ peer status
 
@@ -946,6 +1026,7 @@ class AsynCoro(asyncoro.AsynCoro):
                 peer.out.send(netio.dumps((BYE,)))
                 peer.out.flush(max(deadline - time.monotonic(), 0))
         self._closing = True
+        self._beat_timer.close()
         for peer in list(self._peers.values()):
             for conn in [peer.out] + list(peer.incoming):
                 if conn is not None:

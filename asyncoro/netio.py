@@ -61,6 +61,7 @@ import cloudpickle
 import gevent
 import gevent.event
 import gevent.socket
+from gevent.monkey import get_original as _get_original
 
 __all__ = ['serialize', 'deserialize', 'unserialize', 'Location', 'AsyncSocket',
            'AsynCoroSocket']
@@ -538,6 +539,7 @@ _MAC_SIZE = hashlib.sha256().digest_size
 _READ_SIZE = 256 * 1024
 _INLINE_FLUSH = 256 * 1024     # queued bytes at which send() writes at once
 _IDLE, _SCHEDULED, _WRITING = range(3)      # Connection write states
+_RLock = _get_original('threading', 'RLock')    # a real lock, even in a patched program
 _PING_MAGIC = b'asyncoro-ping/1 '
 
 
@@ -727,7 +729,10 @@ class Connection:
     _INLINE_FLUSH bytes without yielding flushes as it goes, so the far side
     can start on them. A frame longer than `max_frame_size` closes the
     connection (reading) or raises FrameError (sending). Everything runs in
-    the hub thread that called `start()`."""
+    the hub thread that called `start()`, except `guard_read`/`guard_send`:
+    another thread may call those while that hub is stalled (a coroutine
+    computing without yielding). `_lock` makes the two take turns on the
+    socket, its read buffer and the queued frames."""
 
     def __init__(self, sock, peer, max_frame_size, on_frame, on_close):
         self.sock = sock
@@ -743,10 +748,15 @@ class Connection:
         self._drained = None                # gevent Event while someone waits in flush()
         self._reader = None
         self._writer = None
+        self._lock = _RLock()
+        self._rbuf = bytearray()            # bytes read but not yet a whole frame
         self.closed = None                  # the reason, once closed
 
     def __repr__(self):
         return '<Connection %s%s>' % (self.peer, ' closed' if self.closed else '')
+
+    def fileno(self):
+        return self.sock.fileno()
 
     def start(self):
         self._loop = gevent.get_hub().loop
@@ -769,46 +779,82 @@ class Connection:
             self._flush()
 
     def _take_queued(self):
+        # popleft, not join-then-clear: another thread may append meanwhile
         outbox = self._outbox
-        data = outbox.popleft() if len(outbox) == 1 else b''.join(outbox)
-        outbox.clear()
+        count = len(outbox)
+        data = outbox.popleft() if count == 1 else b''.join([outbox.popleft()
+                                                              for _ in range(count)])
         self._queued = 0
         return data
 
-    def _flush(self):
-        """Write what is queued without blocking; the rest waits for the
-        writer greenlet. (A stale scheduled call finds nothing to do.)"""
-        if self._state != _SCHEDULED or self.closed:
-            return
-        if not self._outbox:
-            self._state = _IDLE
-            return
+    def _write_now(self):
+        """Write what is queued without blocking (the caller holds _lock);
+        True if all of it went, None if the connection failed."""
         data = self._take_queued()
         try:
             sent = self.sock._sock.send(data)
         except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
             sent = 0
         except (OSError, ValueError) as exc:
-            self.close('write failed: %s' % exc)
-            return
+            self._failed = 'write failed: %s' % exc
+            return None
         if sent == len(data):
-            self._state = _IDLE
-            self._notify_drained()
-            return
+            return True
         self._outbox.appendleft(data[sent:])
         self._queued += len(data) - sent
-        self._state = _WRITING
-        self._writer = gevent.spawn(self._write_loop)
+        return False
+
+    _failed = None
+
+    def _flush(self):
+        """Write what is queued without blocking; the rest waits for the
+        writer greenlet. (A stale scheduled call finds nothing to do.)"""
+        if self._state != _SCHEDULED or self.closed:
+            return
+        with self._lock:
+            if not self._outbox:
+                self._state = _IDLE
+                return
+            done = self._write_now()
+        if done is None:
+            self.close(self._failed)
+        elif done:
+            self._state = _IDLE
+            self._notify_drained()
+        else:
+            self._state = _WRITING
+            self._writer = gevent.spawn(self._write_loop)
 
     def _write_loop(self):
         try:
             while self._outbox:
-                self.sock._send_all(self._take_queued(), None)
+                with self._lock:
+                    data = self._take_queued()
+                self.sock._send_all(data, None)     # waits for the socket: not under the lock
         except (OSError, ValueError) as exc:
             self.close('write failed: %s' % exc)
             return
         self._state = _IDLE
         self._notify_drained()
+
+    def guard_send(self, payload):
+        """For another thread while the hub is stalled: queue a frame and
+        write what the socket takes now; the rest goes when the hub is back.
+        False if it could not (the hub is mid-write or the lock is taken):
+        then hand it to the hub instead."""
+        if self.closed or not self._lock.acquire(False):
+            return False
+        try:
+            if self._state == _WRITING:     # a writer greenlet holds frames in flight
+                return False
+            self._outbox.append(_FRAME_HEADER.pack(len(payload)) + payload)
+            done = self._write_now()
+            if not done and self._state == _IDLE:
+                self._state = _SCHEDULED
+                self._loop.run_callback_threadsafe(self._flush)
+            return True
+        finally:
+            self._lock.release()
 
     def _notify_drained(self):
         if self._drained is not None:
@@ -828,50 +874,75 @@ class Connection:
         # One io watcher for the connection's life (making one per wait costs
         # more than the read); after a short read the socket is most likely
         # drained, so wait first instead of paying for an EAGAIN.
-        buffer = bytearray()
-        raw = self.sock._sock
         hub = gevent.get_hub()
-        readable = hub.loop.io(raw.fileno(), _READ)
-        header = _FRAME_HEADER
-        limit = self.max_frame_size
+        readable = hub.loop.io(self.sock._sock.fileno(), _READ)
         drained = False
         try:
-            while True:
+            while not self.closed:
                 if drained:
                     hub.wait(readable)
-                try:
-                    data = raw.recv(_READ_SIZE)
-                except (BlockingIOError, ssl.SSLWantReadError):
-                    drained = True
-                    continue
-                except ssl.SSLWantWriteError:      # TLS wants to write before it reads
+                with self._lock:
+                    drained = self._read_some(self._on_frame)
+                if drained == _WRITE:           # TLS wants to write before it reads
                     self.sock._wait(_WRITE, None)
-                    continue
-                drained = len(data) < _READ_SIZE
-                if not data:
-                    self.close('closed by peer')
-                    return
-                buffer += data
-                start, end = 0, len(buffer)
-                while end - start >= 4:
-                    size = header.unpack_from(buffer, start)[0]
-                    if size > limit:
-                        log.warning('frame of %d bytes from %s exceeds max_frame_size=%d; '
-                                    'connection closed', size, self.peer, limit)
-                        self.close('frame too large')
-                        return
-                    if end - start - 4 < size:
-                        break
-                    payload = buffer[start + 4:start + 4 + size]     # one copy
-                    start += 4 + size
-                    self._on_frame(self, payload)
-                    if self.closed:
-                        return
-                del buffer[:start]
-        except (OSError, ValueError) as exc:
-            self.close('read failed: %s' % exc)
+                    drained = False
+                if self._failed:
+                    self.close(self._failed)
         finally:
             readable.close()
+
+    def _read_some(self, on_frame):
+        """One non-blocking read; each whole frame goes to on_frame, in order
+        (the caller holds _lock). Returns True when the socket looks drained.
+        A failure is left in `_failed` for the hub thread to close on."""
+        if self.closed or self._failed:
+            return True
+        try:
+            data = self.sock._sock.recv(_READ_SIZE)
+        except (BlockingIOError, ssl.SSLWantReadError):
+            return True
+        except ssl.SSLWantWriteError:
+            return _WRITE
+        except (OSError, ValueError) as exc:
+            self._failed = 'read failed: %s' % exc
+            return True
+        if not data:
+            self._failed = 'closed by peer'
+            return True
+        buffer = self._rbuf
+        buffer += data
+        header = _FRAME_HEADER
+        start, end = 0, len(buffer)
+        while end - start >= 4:
+            size = header.unpack_from(buffer, start)[0]
+            if size > self.max_frame_size:
+                log.warning('frame of %d bytes from %s exceeds max_frame_size=%d; '
+                            'connection closed', size, self.peer, self.max_frame_size)
+                self._failed = 'frame too large'
+                return True
+            if end - start - 4 < size:
+                break
+            payload = buffer[start + 4:start + 4 + size]     # one copy
+            start += 4 + size
+            on_frame(self, payload)
+            if self.closed or self._failed:
+                return True
+        del buffer[:start]
+        return len(data) < _READ_SIZE
+
+    def guard_read(self, on_frame):
+        """For another thread while the hub is stalled: read what has come and
+        hand whole frames to on_frame. Returns the failure that the hub must
+        close the connection for, or None."""
+        if self.closed or not self._lock.acquire(False):
+            return None
+        try:
+            for _ in range(64):
+                if self._read_some(on_frame) is not False:
+                    break
+            return self._failed
+        finally:
+            self._lock.release()
 
     def close(self, reason='closed'):
         """Close now (queued frames are dropped; flush() first to send them)."""

@@ -293,7 +293,7 @@ def test_send_file_moves_50_mb_intact_and_honours_overwrite_and_paths(processes,
                                               dest_path=str(dest), discover_peers=False))
     big = tmp_path / 'big.bin'
     with open(big, 'wb') as f:
-        for i in range(50):
+        for _ in range(50):
             f.write(os.urandom(1 << 20))
     small = tmp_path / 'small' / 'big.bin'         # same name, other content
     small.parent.mkdir()
@@ -436,3 +436,50 @@ def test_discovery_sends_nothing_outside_loopback(tmp_path):
     destinations = {dst for _, dst in seen}
     assert '127.255.255.255' in destinations        # the capture did see the pings
     assert all(dst.startswith('127.') for dst in destinations), destinations
+
+
+HOG_SERVER = SERVER.replace("asyncoro.Coro(echo)\n", r'''asyncoro.Coro(echo)
+
+def hog(coro=None):
+    coro.set_daemon()
+    coro.register('hog')
+    import time
+    while True:
+        how, seconds = yield coro.receive()
+        print('hogging', how, flush=True)
+        end = time.monotonic() + seconds
+        if how == 'sleep':
+            time.sleep(seconds)          # blocks the whole hub
+        else:
+            while time.monotonic() < end:
+                pass                     # computes without yielding
+        print('hog done', flush=True)
+
+asyncoro.Coro(hog)
+''')
+
+
+@pytest.mark.parametrize('how', ['cpu', 'sleep'])
+def test_deliver_is_acknowledged_while_a_coroutine_hogs_the_process(processes, how):
+    port = free_udp_port()
+    server, _ = processes(HOG_SERVER, options(node='127.0.0.1', udp_port=port))
+    lines = run_client(processes, r'''
+import sys, json, time
+import asyncoro.disasyncoro as asyncoro
+asyncoro.AsynCoro(**json.loads(sys.argv[1]))
+
+def client(how, coro=None):
+    echo = yield asyncoro.Coro.locate('echo', timeout=10)
+    hog = yield asyncoro.Coro.locate('hog', timeout=10)
+    hog.send((how, 3))
+    yield coro.sleep(0.5)                # the hog has the server's hub now
+    t0 = time.monotonic()
+    acked = yield echo.deliver((coro, 'during'), timeout=2)
+    print('deliver', acked, 'fast', time.monotonic() - t0 < 1)
+    echo.send((coro, 'after'))
+    print('replies', (yield coro.receive(timeout=10)), (yield coro.receive(timeout=10)))
+
+asyncoro.Coro(client, sys.argv[2])
+''', options(node='127.0.0.1', udp_port=port), how)
+    assert lines == ['deliver 1 fast True', "replies ('echo', 'during') ('echo', 'after')"]
+    assert split_log(stop(server))[0] == ['hogging %s' % how, 'hog done']
