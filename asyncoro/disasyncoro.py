@@ -80,6 +80,7 @@ def _msg_timeout():
 
 # request kinds: the first element of every frame
 INFO = 'info'               # first frame on a connection: who is connecting
+INFO_ACK = 'info-ack'       # the answer on that connection: who was reached
 SEND = 'send'               # message to a coroutine
 DELIVER = 'deliver'         # message to a coroutine, acknowledged
 REPLY = 'reply'             # the answer to a request that carried a request id
@@ -384,7 +385,7 @@ class _Peer:
     """What this runtime knows of another one."""
 
     __slots__ = ('location', 'name', 'out', 'incoming', 'pending', 'connecting', 'errors',
-                 'online', 'requests', 'stream_send')
+                 'online', 'requests', 'stream_send', 'ready')
 
     def __init__(self, location):
         self.location = location
@@ -397,6 +398,7 @@ class _Peer:
         self.online = False
         self.requests = set()       # ids of our requests it has not answered
         self.stream_send = False
+        self.ready = gevent.event.Event()       # set when it is online
 
 
 def _default_node():
@@ -656,8 +658,7 @@ class AsynCoro(asyncoro.AsynCoro):
         peer.pending = []
         peer.out = conn
         peer.connecting = None
-        peer.errors = 0
-        self._set_online(peer, None)
+        peer.errors = 0          # online when its INFO_ACK tells us its name
 
     def _on_connection_closed(self, conn, reason):
         self._connections.discard(conn)
@@ -763,6 +764,7 @@ class AsynCoro(asyncoro.AsynCoro):
         if peer.online:
             return
         peer.online = True
+        peer.ready.set()
         peer.errors = 0
         log.debug('peer %s (%s) online', peer.location, peer.name)
         self._announce(peer, PeerStatus.Online)
@@ -835,7 +837,9 @@ class AsynCoro(asyncoro.AsynCoro):
         if peer.connecting is None:
             peer.connecting = gevent.spawn(self._connect, peer)
         peer.connecting.join(timeout=_msg_timeout() * 2)
-        return 0 if peer.out is not None else -1
+        if peer.out is not None:
+            peer.ready.wait(_msg_timeout())
+        return 0 if peer.out is not None and peer.online else -1
 
     def discover_peers(self, port=None):
         """Broadcast a discovery ping on this runtime's network (again)."""
@@ -1070,7 +1074,15 @@ def _handle_info(rt, conn, request):
     conn.info = location
     peer = rt._peer(location)
     peer.incoming.add(conn)
+    conn.send(netio.dumps((INFO_ACK, rt._name)))
     rt._set_online(peer, name)
+
+
+@handler(INFO_ACK)
+def _handle_info_ack(rt, conn, request):
+    peer = rt._peers.get(conn.info)
+    if peer is not None and peer.out is conn:
+        rt._set_online(peer, request[1])
 
 
 @handler(BYE)

@@ -22,6 +22,10 @@ import gevent.util
 import psutil
 import pytest
 
+# Nothing the tests start may bind to (or broadcast on) a real interface, the
+# test process included, whatever imports it does.
+os.environ['ASYNCORO_NODE'] = '127.0.0.1'
+
 DEFAULT_DEADLINE = 60
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)

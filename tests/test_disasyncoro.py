@@ -483,3 +483,81 @@ asyncoro.Coro(client, sys.argv[2])
 ''', options(node='127.0.0.1', udp_port=port), how)
     assert lines == ['deliver 1 fast True', "replies ('echo', 'during') ('echo', 'after')"]
     assert split_log(stop(server))[0] == ['hogging %s' % how, 'hog done']
+
+
+def test_package_face_after_importing_disasyncoro(processes):
+    lines = run_client(processes, r'''
+import asyncoro.disasyncoro as asyncoro
+import asyncoro.disasyncoro as dis
+top = __import__('asyncoro')
+checks = {
+    'same core names': all(getattr(top, n) is getattr(dis, n) for n in top.__all__
+                           if n != 'AsynCoro'),
+    'AsynCoro patched': top.AsynCoro is dis.AsynCoro,
+    'extras on the package': all(getattr(top, n) is getattr(dis, n)
+                                 for n in ('RCI', 'PeerStatus', 'SysCoro')),
+    '__all__': sorted(dis.__all__) == sorted(top.__all__ + ['PeerStatus', 'RCI', 'SysCoro',
+                                                          'MsgTimeout', 'MaxConnectionErrors']),
+    'constants': (dis.MsgTimeout, dis.MaxConnectionErrors,
+                  dis.PeerStatus.Online, dis.PeerStatus.Offline) == (10, 10, 1, 0),
+}
+def first(coro=None):
+    yield
+    return asyncoro.AsynCoro.instance()
+rt = asyncoro.Coro(first).value(timeout=10)
+checks['first Coro starts the distributed runtime'] = (
+    isinstance(rt, dis.AsynCoro) and rt.location.addr == '127.0.0.1')
+print(sorted(k for k, ok in checks.items() if not ok))
+''', options())
+    assert lines == ['[]']
+
+
+def test_secret_from_environment_peer_status_names_and_unpicklable(processes, tmp_path):
+    port = free_udp_port()
+    server, where = processes(SERVER, options(node='127.0.0.1', udp_port=port, name='the-server'),
+                              env={'ASYNCORO_SECRET': 'from env'})
+    host, tcp = where.split(':')
+    client = r'''
+import sys, json, threading
+import asyncoro.disasyncoro as asyncoro
+rt = asyncoro.AsynCoro(**json.loads(sys.argv[1]))
+
+def watcher(coro=None):
+    coro.set_daemon()
+    while True:
+        status = yield coro.receive()
+        print('status', status.name, status.location, status.status, flush=True)
+
+def client(host, port, coro=None):
+    loc = asyncoro.Location(host, port)
+    paired = yield rt.peer(loc)
+    print('peer', paired, flush=True)
+    if paired != 0:
+        return
+    rt.peer_status(asyncoro.Coro(watcher))
+    print('located', (yield rt.locate('the-server', timeout=5)) == loc)
+    echo = yield asyncoro.Coro.locate('echo', loc, timeout=5)
+    print('unpicklable send', echo.send((coro, threading.Lock())))
+    print('unpicklable deliver', (yield echo.deliver((coro, threading.Lock()), timeout=5)))
+    print('then fine', echo.send((coro, 'ok')), (yield coro.receive(timeout=5)))
+    print('close_peer', (yield rt.close_peer(loc)), rt.peers())
+    yield coro.sleep(0.2)
+
+asyncoro.Coro(client, sys.argv[2], int(sys.argv[3]))
+'''
+    logs = []
+    lines = run_client(processes, client, options(node='127.0.0.1', udp_port=port,
+                                                  discover_peers=False),
+                       host, tcp, logs=logs)
+    assert lines == ['peer -1']         # no secret: refused
+    lines = run_client(processes, client, options(node='127.0.0.1', udp_port=port,
+                                                  discover_peers=False, secret='from env'),
+                       host, tcp, logs=logs)
+    # the watcher's lines and the client's interleave in no fixed order
+    assert [line for line in lines if line.startswith('status')] == [
+        'status the-server %s 1' % where, 'status the-server %s 0' % where]
+    assert [line for line in lines if not line.startswith('status')] == [
+        'peer 0', 'located True', 'unpicklable send -1', 'unpicklable deliver -1',
+        "then fine 0 ('echo', 'ok')", 'close_peer 0 []']
+    assert any("cannot be pickled: TypeError: cannot pickle '_thread.lock' object" in line
+               for line in logs)
