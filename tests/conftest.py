@@ -60,12 +60,13 @@ def run_coro(target, *args, timeout=10, **kwargs):
 
 
 def wait_until(predicate, timeout, what):
-    """Poll `predicate` until it is true; fail naming `what` after `timeout`."""
+    """Poll `predicate` until it is true; fail naming `what` after `timeout`.
+    Sleeps cooperatively, so the deadline watchdog can still fire."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError('%s did not happen within %ss' % (what, timeout))
-        time.sleep(0.01)
+        gevent.sleep(0.005)
 
 
 def in_greenlet(func, *args, within=10, **kwargs):
@@ -76,15 +77,6 @@ def in_greenlet(func, *args, within=10, **kwargs):
         return glet.get(timeout=within)
     finally:
         glet.kill()
-
-
-def poll_until(predicate, timeout, what):
-    """Poll predicate (cooperatively) until true; fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError('%s did not happen within %ss' % (what, timeout))
-        gevent.sleep(0.005)
 
 
 def program_env(**extra):

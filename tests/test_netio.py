@@ -18,7 +18,7 @@ import pytest
 import asyncoro
 from asyncoro import asyncfile, netio
 from asyncoro.netio import AsyncSocket, AsynCoroSocket, Location, deserialize, serialize
-from conftest import in_greenlet, poll_until
+from conftest import in_greenlet, wait_until
 
 LOOPBACK = '127.0.0.1'
 
@@ -407,6 +407,6 @@ def test_close_from_another_thread_wakes_coroutine():
         conn.settimeout(5)
         reader = asyncoro.Coro(reader_proc)
         # The coroutine is blocked in recv once its watcher is registered.
-        poll_until(lambda: conn._waiter._pending, 5, 'the coroutine waiting in recv')
+        wait_until(lambda: conn._waiter._pending, 5, 'the coroutine waiting in recv')
         conn.close()        # from the main thread; the waiter is in the hub thread
         assert reader.value(timeout=5) == errno.EBADF
