@@ -133,7 +133,7 @@ class _RemoteCoro(Coro):
     (as the watched one), `name`, `location`, `==`, `hash` and pickling work;
     the rest is local only."""
 
-    __slots__ = ('_where', '_rprefix', '_head')
+    __slots__ = ('_where', '_rprefix', '_head', '_link')
     _remote = True
 
     def __init__(self, name, coro_id, location):     # not super().__init__: that would start a coroutine
@@ -144,6 +144,7 @@ class _RemoteCoro(Coro):
         self._rt = _runtime()
         self._where = self._rt._intern(location)
         self._head = (SEND, coro_id, prefix + self._name)     # every send starts so
+        self._link = None       # the _Peer it was last sent through (see send)
 
     @property
     def location(self):
@@ -161,7 +162,22 @@ class _RemoteCoro(Coro):
         return (self._id, self._rprefix + self._name)
 
     def send(self, message):
-        return self._rt._send_request(self._where, self._head + (message,), self)
+        # fast path: the peer it was sent through last time is still the
+        # current one and connected, and we are in the hub thread
+        peer = self._link
+        rt = self._rt
+        if peer is not None and peer.out is not None and not peer.gone and \
+                _get_ident() == rt._tid:
+            try:
+                payload = netio.dumps(self._head + (message,))
+            except Exception:       # the slow path says what is wrong with it
+                return rt._send_request(self._where, self._head + (message,), self)
+            if len(payload) <= rt._max_frame_size:
+                peer.out.send(payload)
+                return 0
+        result = rt._send_request(self._where, self._head + (message,), self)
+        self._link = rt._peers.get(self._where)
+        return result
 
     def deliver(self, message, timeout=None):
         return self._rt._call(self._where, DELIVER, self._ref() + (message,), timeout,
@@ -385,7 +401,7 @@ class _Peer:
     """What this runtime knows of another one."""
 
     __slots__ = ('location', 'name', 'out', 'incoming', 'pending', 'connecting', 'errors',
-                 'online', 'requests', 'stream_send', 'ready')
+                 'online', 'requests', 'stream_send', 'ready', 'gone')
 
     def __init__(self, location):
         self.location = location
@@ -399,6 +415,7 @@ class _Peer:
         self.requests = set()       # ids of our requests it has not answered
         self.stream_send = False
         self.ready = gevent.event.Event()       # set when it is online
+        self.gone = False                       # removed from the peer table
 
 
 def _default_node():
@@ -560,17 +577,27 @@ class AsynCoro(asyncoro.AsynCoro):
         try:
             request = netio.loads(payload)
             kind = request[0]
+            handle = _HANDLERS.get(kind)
         except Exception as exc:      # anything a malformed frame raises while unpickling
             log.warning('malformed frame from %s (%s: %s); connection closed',
                         conn.peer, type(exc).__name__, exc)
             conn.close('malformed frame')
             return
-        self._dispatch(conn, request, kind)
+        if handle is None or conn.info is None:
+            self._dispatch(conn, request, kind)     # says what is wrong, or INFO
+            return
+        try:
+            handle(self, conn, request)
+        except Exception:     # our bug in a handler: log it, keep the connection
+            log.error('handling %s from %s failed', kind, conn.peer, exc_info=True)
 
     def _dispatch(self, conn, request, kind):
         if conn.closed:
             return
-        handle = _HANDLERS.get(kind) if isinstance(kind, str) else None
+        try:
+            handle = _HANDLERS.get(kind)
+        except TypeError:      # an unhashable "kind"
+            handle = None
         if handle is None or (conn.info is None and kind != INFO):
             log.warning('unexpected request %.40r from %s; connection closed', kind, conn.peer)
             conn.close('unexpected request')
@@ -649,7 +676,7 @@ class AsynCoro(asyncoro.AsynCoro):
             if peer.online and peer.errors >= MaxConnectionErrors:
                 self._set_offline(peer)
             elif not peer.online and not peer.incoming:
-                self._peers.pop(location, None)
+                self._forget(peer)
             return
         conn = self._open(sock, str(location), location)
         conn.send(netio.dumps((INFO, self._location, self._name, asyncoro.__version__)))
@@ -771,9 +798,13 @@ class AsynCoro(asyncoro.AsynCoro):
         for kind, name, waiter in list(self._locators):
             gevent.spawn(self._ask, peer.location, kind, name, waiter)
 
-    def _set_offline(self, peer):
+    def _forget(self, peer):
+        peer.gone = True
         if self._peers.get(peer.location) is peer:
             del self._peers[peer.location]
+
+    def _set_offline(self, peer):
+        self._forget(peer)
         for conn in [peer.out] + list(peer.incoming):
             if conn is not None:
                 conn.close('peer offline')
