@@ -556,9 +556,15 @@ class Coro:
         if self._state == _DONE:
             return self._value
         me = _current_coro()
-        if me is None:
-            raise WrongContextError('finish() of %s must be called from a coroutine '
-                                    '(use value() in threads)' % self)
+        if me is None:      # a plain greenlet of the hub (a service handler, say)
+            if timeout is not None and timeout <= 0:
+                return None
+            done = gevent.event.Event()
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(done)
+            done.wait(timeout)
+            return self._value if self._state == _DONE else None
         if me is self:
             raise WrongContextError('%s cannot wait for its own end' % self)
         if timeout is not None and timeout <= 0:
@@ -910,11 +916,13 @@ class Coro:
         if waiters:
             self._waiters = None
             for waiter in waiters:
-                if isinstance(waiter, tuple):
+                if isinstance(waiter, tuple):         # a coroutine in finish()
                     coro, seq = waiter
                     if coro._wait is _FINISH and coro._wait_seq == seq:
                         coro._wake(self._value)
-                else:
+                elif isinstance(waiter, gevent.event.Event):   # a greenlet in finish()
+                    waiter.set()
+                else:                                 # a thread in value()
                     waiter.release()
         monitors = self._monitors
         if monitors:
@@ -964,8 +972,15 @@ def _remote_factory(kind):
 def _runtime():
     rt = AsynCoro._instance
     if rt is None:
+        if _NO_RUNTIME[0]:
+            raise AsyncoroError('no runtime may start in this process: %s' % _NO_RUNTIME[0])
         rt = _RUNTIME_CLASS[0].instance()
     return rt
+
+
+# a reason, in processes that must never get a hub or threads (discoronode's
+# zygote forks servers: it must stay free of both)
+_NO_RUNTIME = [None]
 
 
 # the class built when a coroutine needs a runtime and none exists;
@@ -980,6 +995,8 @@ class AsynCoro(metaclass=Singleton):
     asyncoro.disasyncoro) and ignores any it is given."""
 
     def __init__(self, *args, **kwargs):
+        if _NO_RUNTIME[0]:
+            raise AsyncoroError('no runtime may start in this process: %s' % _NO_RUNTIME[0])
         self._name = kwargs.get('name') or 'asyncoro'
         self._ready = collections.deque()
         self._ready_pending = False
@@ -1075,19 +1092,19 @@ class AsynCoro(metaclass=Singleton):
             except Exception:    # a failing handed-over call must not stop the others
                 log.error('call %s from another thread failed', func, exc_info=True)
 
-    def _run_here(self, func, *args):
-        """Run func(*args) in the hub thread and return its result: directly
-        when already there, else from a helper coroutine while this thread
-        waits (func may block)."""
+    def _run_here(self, func, *args, **kwargs):
+        """Run func(*args, **kwargs) in the hub thread and return its result:
+        directly when already there, else from a helper greenlet while this
+        thread waits (func may block)."""
         if _get_ident() == self._tid:
-            return func(*args)
+            return func(*args, **kwargs)
         result = []
         done = _allocate_lock()
         done.acquire()
 
         def call():
             try:
-                result.append((True, func(*args)))
+                result.append((True, func(*args, **kwargs)))
             except Exception as exc:     # re-raised in the calling thread
                 result.append((False, exc))
             finally:

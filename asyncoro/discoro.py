@@ -1,0 +1,1082 @@
+"""asyncoro.discoro: ship computations to server processes on nodes.
+
+What it owns: `Computation` (the client's side: components, `schedule`,
+`run*`, `close`), `Scheduler` (the private scheduler, run inside the client),
+the status messages and data classes (`DiscoroStatus`, `DiscoroCoroInfo`,
+`DiscoroNodeInfo`, `DiscoroNodeAvailInfo`, `DiscoroNodeAllocate`), and
+`_Service`, the request/reply pattern the scheduler, the nodes
+(asyncoro.discoronode) and the servers all use.
+
+How it works:
+
+- Each role is a system coroutine with a name: the scheduler
+  (`discoro_scheduler`), each node (`discoro_node`), each server
+  (`discoro_server`) and each scheduled computation's client side. A request
+  is the tuple `(op, request id, reply-to coroutine, *args)`; `_Service`
+  dispatches it to its `on_<op>` method in a greenlet of its own, and the
+  answer comes back as `(REPLY, request id, value)`.
+- The scheduler learns of peers through `peer_status`, asks each new one
+  whether it runs `discoro_node`, and uses the nodes for the computation it
+  is running (one at a time; later ones wait in order). For each node it
+  reserves it, sends the component files, and has it start servers; each
+  server introduces itself to the scheduler.
+- Jobs: `run*` asks the scheduler, which picks a server (API.md §11.13: CPU
+  jobs one per server, first come first served; async jobs anywhere) and has
+  that server start the coroutine, monitored by the scheduler. A job's end
+  (its MonitorException) frees the server, answers `run_result*` and goes on
+  to `status_coro`.
+- Faults: a node reports a server process that died at once; the scheduler
+  also sees a server's or node's connection go. Nodes pulse the scheduler
+  every pulse_interval; a node whose scheduler misses 5 pulses closes the
+  computation there.
+"""
+
+import collections
+import functools
+import inspect
+import itertools
+import logging
+import os
+import re
+import sys
+import time
+import traceback
+import types
+
+import gevent
+import gevent.event
+
+import asyncoro.disasyncoro as asyncoro
+from asyncoro.disasyncoro import (Coro, Location, MonitorException, PeerStatus, SysCoro,
+                                  Singleton)
+
+__all__ = ['Scheduler', 'Computation', 'DiscoroStatus', 'DiscoroCoroInfo', 'CoroInfo',
+           'DiscoroNodeInfo', 'DiscoroNodeAvailInfo', 'DiscoroNodeAllocate']
+
+log = logging.getLogger(__name__)
+
+MinPulseInterval = 10
+MaxPulseInterval = 100
+MsgTimeout = asyncoro.MsgTimeout
+DEFAULT_NODE_PORT = 51351
+REPLY = 'reply'
+
+
+class DiscoroError(asyncoro.AsyncoroError):
+    """A computation was used wrongly (not scheduled, closed, bad argument)."""
+
+
+# ---------------------------------------------------------------- status and data
+
+DiscoroStatus = collections.namedtuple('DiscoroStatus', ['status', 'info'])
+DiscoroCoroInfo = collections.namedtuple('DiscoroCoroInfo', ['coro', 'args', 'kwargs',
+                                                             'start_time'])
+CoroInfo = DiscoroCoroInfo
+
+
+class DiscoroNodeAvailInfo:
+    """What a node has free: `cpu` (percent of CPU idle), `memory` (bytes
+    available), `disk` (bytes free where the node keeps files), `swap`
+    (percent of swap free); `location` is the node process's Location. The
+    figures are None where psutil cannot tell."""
+
+    __slots__ = ('location', 'cpu', 'memory', 'disk', 'swap')
+
+    def __init__(self, location, cpu, memory, disk, swap):
+        self.location = location
+        self.cpu = cpu
+        self.memory = memory
+        self.disk = disk
+        self.swap = swap
+
+    def __reduce__(self):
+        return (DiscoroNodeAvailInfo, (self.location, self.cpu, self.memory, self.disk,
+                                       self.swap))
+
+    def __repr__(self):
+        return ('DiscoroNodeAvailInfo(%s, cpu=%s, memory=%s, disk=%s, swap=%s)'
+                % (self.location, self.cpu, self.memory, self.disk, self.swap))
+
+
+class DiscoroNodeInfo(collections.namedtuple('DiscoroNodeInfo',
+                                             ['name', 'addr', 'cpus', 'platform', 'avail_info'])):
+    """A node as the scheduler sees it; the seed's names (`location`, `cpu`,
+    `memory`, `disk`, `swap`) read its avail_info."""
+
+    __slots__ = ()
+
+    location = property(lambda self: self.avail_info.location if self.avail_info else None)
+    cpu = property(lambda self: self.avail_info.cpu if self.avail_info else None)
+    memory = property(lambda self: self.avail_info.memory if self.avail_info else None)
+    disk = property(lambda self: self.avail_info.disk if self.avail_info else None)
+    swap = property(lambda self: self.avail_info.swap if self.avail_info else None)
+
+
+class DiscoroNodeAllocate:
+    """Which nodes a computation uses, and how many of their servers.
+
+    `node`: a host name, an IP address or a pattern with `*` ('192.168.1.*',
+    '*'); `platform`: a regular expression searched (ignoring case) in the
+    node's platform string; `cpus`, `memory`, `disk`: what the node must have.
+    `allocate()` returns how many servers to use: > 0 that many, 0 not this
+    node, < 0 this rule does not apply (the next one is asked). As in asyncoro
+    4.5, cpus=0 *excludes* matching nodes (API.md §9 #6); subclasses may
+    override `allocate`."""
+
+    def __init__(self, node, platform='', cpus=0, memory=0, disk=0):
+        if not isinstance(node, str) or not node:
+            raise TypeError('DiscoroNodeAllocate node must be a host, an IP address or a '
+                            'pattern such as "192.168.1.*", not %r' % (node,))
+        if '*' not in node and not re.fullmatch(r'[0-9a-fA-F.:]+', node):
+            node = Location(node, 0).addr        # a host name: its address
+        self.node = node
+        self.ip_rex = re.compile('^' + re.escape(node).replace(r'\*', '.*') + '$')
+        self.platform = re.compile(platform, re.IGNORECASE) if platform else None
+        self.cpus = int(cpus)
+        self.memory = memory or 0
+        self.disk = disk or 0
+
+    def allocate(self, ip_addr, name, platform, cpus, memory, disk):
+        if not self.ip_rex.match(ip_addr):
+            return -1
+        if self.platform is not None and not self.platform.search(platform or ''):
+            return -1
+        if (self.memory and memory is not None and memory < self.memory) or \
+                (self.disk and disk is not None and disk < self.disk):
+            return 0
+        if self.cpus > 0:
+            return self.cpus if cpus >= self.cpus else 0
+        if self.cpus == 0:
+            return 0
+        return max(cpus + self.cpus, 0)
+
+    def __repr__(self):
+        return 'DiscoroNodeAllocate(%r, cpus=%s)' % (self.node, self.cpus)
+
+
+def _servers_for(allocations, info):
+    """How many servers of the node `info` a computation uses (API.md §5.5)."""
+    avail = info.avail_info
+    for rule in allocations:
+        n = rule.allocate(info.addr, info.name, info.platform, info.cpus,
+                          avail.memory if avail else None, avail.disk if avail else None)
+        if n >= 0:
+            return min(n, info.cpus)
+    return info.cpus
+
+
+# ---------------------------------------------------------------- request/reply services
+
+class _Failure:
+    """A reply that says the request failed, and why."""
+
+    __slots__ = ('reason',)
+
+    def __init__(self, reason):
+        self.reason = reason
+
+    def __reduce__(self):
+        return (_Failure, (self.reason,))
+
+    def __repr__(self):
+        return '<failed: %s>' % self.reason
+
+
+_TIMEOUT = _Failure('no answer in time')
+
+
+class _Service:
+    """A system coroutine that serves requests `(op, id, reply_to, *args)` with
+    its `on_<op>` methods (each in a greenlet of its own, so they may block)
+    and makes requests of other services with `call`/`tell`.
+    MonitorExceptions go to `on_monitor`, PeerStatus to `on_peer`; both run in
+    the coroutine itself and must not block."""
+
+    def __init__(self, name=None):
+        self._waiting = {}              # request id -> AsyncResult
+        self._ids = itertools.count(1)
+        self.coro = SysCoro(self._serve)
+        if name is not None:
+            self.coro.register(name)
+
+    def _serve(self, coro=None):
+        while True:
+            msg = yield coro.receive()
+            if type(msg) is tuple and msg:
+                if msg[0] == REPLY:
+                    waiter = self._waiting.pop(msg[1], None)
+                    if waiter is not None:
+                        waiter.set(msg[2])
+                    continue
+                handler = getattr(self, 'on_' + msg[0], None) if isinstance(msg[0], str) else None
+                if handler is not None and len(msg) >= 3:
+                    gevent.spawn(self._handle, handler, msg)
+                    continue
+            if isinstance(msg, MonitorException):
+                self._guarded(self.on_monitor, msg)
+            elif isinstance(msg, PeerStatus):
+                self._guarded(self.on_peer, msg)
+            else:
+                log.warning('%s: unexpected message %.200r', self.coro, msg)
+
+    def _guarded(self, func, *args):
+        try:
+            func(*args)
+        except Exception:       # our bug: log it, keep serving
+            log.error('%s: %s failed', self.coro, func.__name__, exc_info=True)
+
+    def _handle(self, handler, msg):
+        op, request_id, reply_to = msg[:3]
+        try:
+            value = handler(*msg[3:])
+        except Exception as exc:     # our bug or bad input: the caller gets the reason
+            log.warning('%s: %s failed', self.coro, op, exc_info=True)
+            value = _Failure('%s: %s: %s' % (op, type(exc).__name__, exc))
+        if request_id is not None and isinstance(reply_to, Coro):
+            reply_to.send((REPLY, request_id, value))
+
+    def call(self, target, op, *args, timeout=None):
+        """Ask `target` (a service's coroutine) to do `op`; its answer, or
+        _TIMEOUT. Blocks the calling greenlet."""
+        request_id = next(self._ids)
+        waiter = self._waiting[request_id] = gevent.event.AsyncResult()
+        if target.send((op, request_id, self.coro) + args) < 0:
+            self._waiting.pop(request_id, None)
+            return _Failure('%s cannot be reached' % target)
+        try:
+            return waiter.get(timeout=timeout)
+        except gevent.Timeout:
+            return _TIMEOUT
+        finally:
+            self._waiting.pop(request_id, None)
+
+    def tell(self, target, op, *args):
+        """`op` for `target`, wanting no answer."""
+        return target.send((op, None, self.coro) + args)
+
+    def on_monitor(self, msg):
+        log.warning('%s: unexpected %r', self.coro, msg)
+
+    def on_peer(self, status):
+        pass
+
+
+def _run_sync(gen):
+    """Run a setup generator with no runtime (node_setup runs in a process
+    that must stay without hub and threads): yielded values come straight
+    back, yielded generators run as sub-generators. Its value (API.md §11.2)."""
+    stack, value, last, exc = [gen], None, None, None
+    while stack:
+        top = stack[-1]
+        try:
+            yielded = top.throw(exc) if exc is not None else top.send(value)
+            exc = None
+        except StopIteration as stop:
+            stack.pop()
+            value = last if not stop.args else (stop.args[0] if len(stop.args) == 1 else stop.args)
+            last = value
+            continue
+        except RuntimeError as error:
+            if isinstance(error.__cause__, StopIteration):
+                stop = error.__cause__
+                stack.pop()
+                value = last if not stop.args else (stop.args[0] if len(stop.args) == 1
+                                                    else stop.args)
+                last = value
+                continue
+            stack.pop()
+            if not stack:
+                raise
+            exc, value = error, None
+            continue
+        except Exception as error:     # into the caller generator, or out
+            stack.pop()
+            if not stack:
+                raise
+            exc, value = error, None
+            continue
+        if isinstance(yielded, types.GeneratorType):
+            stack.append(yielded)
+            value = None
+        else:
+            value = last = yielded
+    return value
+
+
+# ---------------------------------------------------------------- the computation (client side)
+
+def _source(obj, what):
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError) as exc:
+        raise DiscoroError('%s %r: its source code is not available (%s); define it in a '
+                           'file' % (what, obj, exc)) from exc
+
+
+def _dedent(text):
+    lines = text.splitlines(True)
+    indent = min((len(line) - len(line.lstrip()) for line in lines if line.strip()), default=0)
+    return ''.join(line[indent:] for line in lines)
+
+
+class Computation:
+    """A computation: code and files (`components`) to ship to servers, and
+    the jobs run with them. See API.md §5.3 for every argument.
+
+    Raises DiscoroError (an Exception) for a bad argument, with the reason."""
+
+    def __init__(self, components, pulse_interval=(5 * MinPulseInterval),
+                 node_allocations=[],         # noqa: B006 - API.md's signature; never mutated
+                 status_coro=None, node_setup=None, server_setup=None, disable_nodes=False,
+                 disable_servers=False, peers_communicate=False):
+        if not isinstance(components, (list, tuple)):
+            components = [components]
+        if not isinstance(pulse_interval, (int, float)) or \
+                not MinPulseInterval <= pulse_interval <= MaxPulseInterval:
+            raise DiscoroError('pulse_interval must be between %s and %s, not %r'
+                               % (MinPulseInterval, MaxPulseInterval, pulse_interval))
+        allocations = []
+        for rule in node_allocations or []:
+            if isinstance(rule, str):
+                rule = DiscoroNodeAllocate(rule)
+            if not isinstance(rule, DiscoroNodeAllocate):
+                raise DiscoroError('node_allocations must be DiscoroNodeAllocate objects or '
+                                   'strings, not %r' % (rule,))
+            allocations.append(rule)
+        if status_coro is not None and not isinstance(status_coro, Coro):
+            raise DiscoroError('status_coro must be a Coro, not %r' % (status_coro,))
+        for name, setup in (('node_setup', node_setup), ('server_setup', server_setup)):
+            if setup is not None and not inspect.isgeneratorfunction(setup):
+                raise DiscoroError('%s must be a generator function, not %r' % (name, setup))
+        if (disable_nodes or disable_servers) and status_coro is None:
+            raise DiscoroError('disable_nodes and disable_servers need a status_coro (to hear '
+                               'of the nodes and servers to enable)')
+        code, files, names = [], [], set()
+        for item in list(components) + [s for s in (node_setup, server_setup) if s is not None]:
+            if isinstance(item, (types.FunctionType, type)):
+                if item.__name__ not in names:
+                    code.append(_dedent(_source(item, 'component')))
+                    names.add(item.__name__)
+            elif isinstance(item, types.ModuleType):
+                path = getattr(item, '__file__', None) or ''
+                if not path.endswith('.py'):
+                    raise DiscoroError('module component %r has no .py source' % item.__name__)
+                files.append(self._file(path, os.path.join(*item.__name__.split('.')[:-1])
+                                        if '.' in item.__name__ else None))
+            elif isinstance(item, str):
+                if not os.path.isfile(item):
+                    raise DiscoroError('file component %r does not exist' % item)
+                files.append(self._file(item, None))
+            elif isinstance(item, (types.BuiltinFunctionType, functools.partial,
+                                   types.MethodType)) or callable(item) and not hasattr(item, '__class__'):
+                raise DiscoroError('component %r is not a function, class, module or file' % item)
+            elif type(item).__module__ in ('builtins',):
+                raise DiscoroError('component %r is not a function, class, module or file'
+                                   % (item,))
+            else:
+                cls = type(item)
+                if cls.__name__ not in names:
+                    code.append(_dedent(_source(cls, 'class of component')))
+                    names.add(cls.__name__)
+        self._code = '\n'.join(code)
+        try:
+            compile(self._code, '<computation components>', 'exec')
+        except SyntaxError as exc:
+            raise DiscoroError('components do not compile: %s' % exc) from exc
+        self._names = names
+        self._files = files
+        self._pulse_interval = pulse_interval
+        self._allocations = allocations
+        self.status_coro = status_coro
+        self._node_setup = node_setup.__name__ if node_setup else None
+        self._server_setup = server_setup.__name__ if server_setup else None
+        self._disable_nodes = bool(disable_nodes)
+        self._disable_servers = bool(disable_servers)
+        self._peers_communicate = bool(peers_communicate)
+        self._id = id(self)
+        self.scheduler = None
+        self._client = None
+        self._closed = False
+
+    @staticmethod
+    def _file(path, rel):
+        path = os.path.abspath(path)
+        if rel is None:
+            cwd = os.getcwd()
+            parent = os.path.dirname(path)
+            rel = os.path.relpath(parent, cwd) if os.path.commonpath([cwd, parent]) == cwd else ''
+            rel = '' if rel == '.' else rel
+        return (path, rel)
+
+    def _package(self):
+        """What the scheduler (and through it the nodes) needs of this."""
+        return _Package(self._id, self._code, self._files, self._pulse_interval,
+                        self._allocations, self.status_coro, self._node_setup,
+                        self._server_setup, self._disable_nodes, self._disable_servers,
+                        self._peers_communicate, self._client.coro,
+                        asyncoro.AsynCoro.instance().location)
+
+    # -------------------------------------------- scheduling
+
+    def schedule(self, location=None, timeout=None):
+        """Find the scheduler (at `location`, or anywhere, within MsgTimeout)
+        and submit this computation; wait (with no limit) until the scheduler
+        starts it. 0, or -1 if no scheduler was found.
+        `yield computation.schedule()`. (`timeout` is accepted and unused.)"""
+        if self.scheduler is not None:
+            return 0
+        if self._closed:
+            raise DiscoroError('computation %s was closed' % self._id)
+        rt = asyncoro.AsynCoro.instance()
+        scheduler = rt._run_here(SysCoro.locate, 'discoro_scheduler', location,
+                                 asyncoro._msg_timeout())
+        if scheduler is None:
+            log.warning('no scheduler answered at %s within %ss (is discoro.py running, or '
+                        'Scheduler() called? same secret?)', location or 'any peer',
+                        asyncoro._msg_timeout())
+            return -1
+        self._client = rt._run_here(_ClientService, self)
+        answer = rt._run_here(self._client.call, scheduler, 'schedule', self._package())
+        if isinstance(answer, _Failure):
+            log.warning('scheduling computation %s failed: %s', self._id, answer.reason)
+            return -1
+        self.scheduler = scheduler
+        rt.atexit(10, self._close_at_exit)
+        return 0
+
+    def _close_at_exit(self):
+        if self.scheduler is not None and not self._closed:
+            self.close()
+
+    def _ask(self, op, *args, timeout=None):
+        if self.scheduler is None:
+            raise DiscoroError('computation %s is not scheduled (call schedule() first)'
+                               % self._id)
+        rt = asyncoro.AsynCoro.instance()
+        return rt._run_here(self._client.call, self.scheduler, op, self._id, *args,
+                            timeout=timeout)
+
+    # -------------------------------------------- jobs
+
+    def _job_spec(self, gen):
+        if isinstance(gen, str):
+            return gen, None
+        if not callable(gen) or not hasattr(gen, '__name__'):
+            raise DiscoroError('%r is not a function (or the name of one)' % (gen,))
+        if gen.__name__ in self._names:
+            return gen.__name__, None
+        return gen.__name__, _dedent(_source(gen, 'job function'))
+
+    def _run(self, kind, where, gen, args, kwargs, want_result):
+        name, source = self._job_spec(gen)
+        if where is not None and not isinstance(where, (str, Location)):
+            raise DiscoroError('where must be a node address or a server Location, not %r'
+                               % (where,))
+        answer = self._ask('run', kind, where, name, source, args, kwargs, want_result)
+        if isinstance(answer, _Failure):
+            log.warning('job %s of computation %s not run: %s', name, self._id, answer.reason)
+            return None
+        if isinstance(answer, Coro) and self.status_coro is not None:
+            self.status_coro.send(DiscoroStatus(Scheduler.CoroCreated,
+                                                DiscoroCoroInfo(answer, args, kwargs, time.time())))
+        return answer
+
+    def run_at(self, where, gen, *args, **kwargs):
+        """A CPU-bound job on node `where` (an IP address) or server `where` (a
+        Location): the remote Coro, None if it could not be placed, or
+        (exc_type, name, traceback) if the server could not create it."""
+        return self._run('cpu', where, gen, args, kwargs, False)
+
+    def run(self, gen, *args, **kwargs):
+        """A CPU-bound job on the least-loaded server, once one is free."""
+        return self._run('cpu', None, gen, args, kwargs, False)
+
+    def run_async_at(self, where, gen, *args, **kwargs):
+        """A job that does not reserve its server, on node or server `where`."""
+        return self._run('async', where, gen, args, kwargs, False)
+
+    def run_async(self, gen, *args, **kwargs):
+        """A job that does not reserve its server, on any server."""
+        return self._run('async', None, gen, args, kwargs, False)
+
+    def run_result_at(self, where, gen, *args, **kwargs):
+        """run_at and wait: the job's value, the exception it raised, or None
+        (with the failure logged) if it could not run."""
+        return self._result(self._run('cpu', where, gen, args, kwargs, True))
+
+    def run_result(self, gen, *args, **kwargs):
+        """run and wait for the value (see run_result_at)."""
+        return self._result(self._run('cpu', None, gen, args, kwargs, True))
+
+    def _result(self, rcoro):
+        if not isinstance(rcoro, Coro):
+            return rcoro
+        rt = asyncoro.AsynCoro.instance()
+        return rt._run_here(self._client.result, rcoro)
+
+    def run_results(self, gen, iterable):
+        """run_result for each item (a tuple: the positional arguments; another
+        iterable: tuple(item); anything else: the one argument), concurrently;
+        the values in the items' order."""
+        calls = []
+        for item in iterable:
+            if isinstance(item, tuple):
+                args = item
+            elif isinstance(item, (list, str, bytes, set, frozenset, dict, range)) or \
+                    hasattr(item, '__iter__'):
+                args = tuple(item)
+            else:
+                args = (item,)
+            calls.append(args)
+        rt = asyncoro.AsynCoro.instance()
+
+        def all_results():
+            jobs = [gevent.spawn(self.run_result, gen, *args) for args in calls]
+            gevent.joinall(jobs)
+            return [job.value if job.successful() else job.exception for job in jobs]
+        return rt._run_here(all_results)
+
+    # -------------------------------------------- nodes and servers
+
+    def enable_node(self, ip_addr, *setup_args):
+        """With disable_nodes: let the scheduler set up node `ip_addr` (or a
+        Location's addr), running node_setup(*setup_args) there."""
+        addr = ip_addr.addr if isinstance(ip_addr, Location) else ip_addr
+        self._tell('enable_node', addr, setup_args)
+
+    def enable_server(self, location, *setup_args):
+        """With disable_servers: set up server `location` with
+        server_setup(*setup_args)."""
+        self._tell('enable_server', location, setup_args)
+
+    def _tell(self, op, *args):
+        if self.scheduler is None:
+            raise DiscoroError('computation %s is not scheduled' % self._id)
+        rt = asyncoro.AsynCoro.instance()
+        rt._run_here(self._client.tell, self.scheduler, op, self._id, *args)
+
+    def nodes(self):
+        """The IP addresses of the nodes set up for this computation."""
+        answer = self._ask('nodes', timeout=asyncoro._msg_timeout())
+        return [] if isinstance(answer, _Failure) else answer
+
+    def servers(self):
+        """The Locations of the servers ready for jobs."""
+        answer = self._ask('servers', timeout=asyncoro._msg_timeout())
+        return [] if isinstance(answer, _Failure) else answer
+
+    def close(self, await_async=False):
+        """Wait for the CPU-bound jobs (and the async ones too with
+        await_async; otherwise they are terminated), close the servers,
+        release the nodes, delete the files. `yield computation.close()`."""
+        if self.scheduler is None or self._closed:
+            return 0
+        self._closed = True
+        answer = self._ask('close', bool(await_async))
+        if isinstance(answer, _Failure):
+            log.warning('closing computation %s: %s', self._id, answer.reason)
+            return -1
+        return 0
+
+
+class _Package:
+    """The computation as the scheduler holds it (pickles for a remote one)."""
+
+    def __init__(self, comp_id, code, files, pulse_interval, allocations, status_coro,
+                 node_setup, server_setup, disable_nodes, disable_servers, peers_communicate,
+                 client, client_location):
+        self.id = comp_id
+        self.code = code
+        self.files = files
+        self.pulse_interval = pulse_interval
+        self.allocations = allocations
+        self.status_coro = status_coro
+        self.node_setup = node_setup
+        self.server_setup = server_setup
+        self.disable_nodes = disable_nodes
+        self.disable_servers = disable_servers
+        self.peers_communicate = peers_communicate
+        self.client = client
+        self.client_location = client_location
+
+
+class _ClientService(_Service):
+    """The client side of one computation: answers come here, and job
+    results for run_result*."""
+
+    def __init__(self, computation):
+        super().__init__()
+        self._results = {}          # remote Coro -> AsyncResult of its value
+
+    def _slot(self, rcoro):
+        slot = self._results.get(rcoro)
+        if slot is None:
+            slot = self._results[rcoro] = gevent.event.AsyncResult()
+        return slot
+
+    def on_result(self, rcoro, value):
+        self._slot(rcoro).set(value)
+
+    def result(self, rcoro):
+        value = self._slot(rcoro).get()
+        self._results.pop(rcoro, None)
+        return value
+
+
+# ---------------------------------------------------------------- the scheduler
+
+class _Node:
+    __slots__ = ('info', 'coro', 'location', 'servers', 'cpus', 'status', 'enabled', 'load')
+
+    def __init__(self, info, coro):
+        self.info = info
+        self.coro = coro                    # the node's service
+        self.location = coro.location
+        self.servers = {}                   # Location -> _Server
+        self.cpus = 0                       # servers used for the current computation
+        self.status = None
+        self.enabled = None                 # AsyncResult while waiting for enable_node
+
+
+class _Server:
+    __slots__ = ('location', 'coro', 'node', 'jobs', 'busy', 'ready', 'enabled')
+
+    def __init__(self, location, coro, node):
+        self.location = location
+        self.coro = coro
+        self.node = node
+        self.jobs = {}                      # remote Coro -> _Job
+        self.busy = False                   # running a CPU-bound job
+        self.ready = False
+        self.enabled = None
+
+
+class _Job:
+    __slots__ = ('kind', 'server', 'want_result')
+
+    def __init__(self, kind, server, want_result):
+        self.kind = kind
+        self.server = server
+        self.want_result = want_result
+
+
+class Scheduler(metaclass=Singleton):
+    """The discoro scheduler inside this (client) process: `Scheduler()`, once,
+    before `computation.schedule()`. It takes AsynCoro's options (ignored if a
+    runtime exists already) plus pulse_interval, ping_interval, zombie_period,
+    discoronode_port, clean and nodes (API.md §5.2)."""
+
+    NodeDiscovered = 1
+    NodeInitialized = 2
+    NodeClosed = 3
+    NodeIgnore = 4
+    NodeDisconnected = 5
+    ServerDiscovered = 11
+    ServerInitialized = 12
+    ServerClosed = 13
+    ServerIgnore = 14
+    ServerDisconnected = 15
+    CoroCreated = 20
+    ComputationScheduled = 23
+    ComputationClosed = 25
+
+    def __init__(self, **kwargs):
+        self._node_port = kwargs.pop('discoronode_port', DEFAULT_NODE_PORT)
+        kwargs.pop('pulse_interval', None)
+        kwargs.pop('ping_interval', None)
+        kwargs.pop('zombie_period', None)
+        kwargs.pop('clean', None)
+        nodes = kwargs.pop('nodes', [])
+        kwargs['name'] = 'discoro_scheduler'
+        rt = asyncoro.AsynCoro.instance(**kwargs)
+        if not isinstance(rt, asyncoro.AsynCoro):
+            raise DiscoroError('the runtime of this process was started without networking; '
+                               'call Scheduler() (or asyncoro.disasyncoro.AsynCoro) before '
+                               'creating coroutines')
+        rt.dest_path = os.path.join('discoro', 'discoroscheduler')
+        self._rt = rt
+        self._service = rt._run_here(_SchedulerService, self)
+        rt.peer_status(self._service.coro)
+        rt.discover_peers(port=self._node_port)
+        for node in nodes:
+            rt.peer(node, udp_port=self._node_port, broadcast=True)
+
+    def status(self):
+        return self._rt._run_here(self._service.status)
+
+    def print_status(self):
+        print(self.status())
+
+    def close(self):
+        """Close the current computation."""
+        service = self._service
+        if service.current is None:
+            return 0
+        return self._rt._run_here(service.on_close, service.current.id, False)
+
+
+class _SchedulerService(_Service):
+
+    def __init__(self, scheduler):
+        super().__init__('discoro_scheduler')
+        self._scheduler = scheduler
+        self._rt = scheduler._rt
+        self.nodes = {}                     # addr -> _Node (every node known)
+        self.servers = {}                   # Location -> _Server (current computation)
+        self.jobs = {}                      # remote Coro -> _Job
+        self.early_ends = {}                # MonitorExceptions of jobs not yet recorded
+        self.queue = collections.deque()    # (package, AsyncResult) waiting their turn
+        self.current = None                 # the package running now
+        self.placements = collections.deque()   # CPU-bound requests waiting for a server
+        self.probing = set()
+
+    # ---------------- status
+
+    def status(self):
+        current = self.current
+        return {'Client': current.client_location if current else None,
+                'Pending': len(self.queue),
+                'Nodes': [node.info for node in self.nodes.values() if node.status],
+                'Servers': {str(loc): len(server.jobs) for loc, server in self.servers.items()}}
+
+    def _status(self, status, info):
+        current = self.current
+        if current is not None and current.status_coro is not None:
+            current.status_coro.send(DiscoroStatus(status, info))
+
+    # ---------------- peers and nodes
+
+    def on_peer(self, status):
+        location = status.location
+        if status.status == PeerStatus.Online:
+            if location not in self.probing and not any(
+                    node.location == location for node in self.nodes.values()):
+                self.probing.add(location)
+                gevent.spawn(self._probe, location)
+        else:
+            server = self.servers.get(location)
+            if server is not None:
+                self._server_gone(server, Scheduler.ServerDisconnected)
+            for node in list(self.nodes.values()):
+                if node.location == location:
+                    self._node_gone(node)
+
+    def _probe(self, location):
+        try:
+            coro = SysCoro.locate('discoro_node', location, asyncoro._msg_timeout())
+            if coro is None:
+                return
+            info = self.call(coro, 'info', timeout=asyncoro._msg_timeout())
+            if isinstance(info, _Failure):
+                log.warning('node at %s did not describe itself: %s', location, info.reason)
+                return
+            node = _Node(info, coro)
+            self.nodes[info.addr] = node
+            log.debug('node %s (%s) with %d servers discovered', info.name, info.addr, info.cpus)
+            if self.current is not None:
+                self._use_node(node)
+        finally:
+            self.probing.discard(location)
+
+    def _use_node(self, node):
+        package = self.current
+        cpus = _servers_for(package.allocations, node.info)
+        if cpus <= 0:
+            log.debug('node %s not used for computation %s', node.info.addr, package.id)
+            return
+        answer = self.call(node.coro, 'reserve', package.id, package.client_location,
+                           package.pulse_interval, cpus, timeout=asyncoro._msg_timeout())
+        if answer != 0:
+            log.warning('node %s refused computation %s: %s', node.info.addr, package.id, answer)
+            return
+        node.cpus = cpus
+        node.status = Scheduler.NodeDiscovered
+        for path, rel in package.files:
+            if self._rt.send_file(node.location, path, dir=rel or None, overwrite=True,
+                                  timeout=asyncoro._msg_timeout()) < 0:
+                log.warning('could not send %s to node %s; node not used', path, node.info.addr)
+                self.tell(node.coro, 'close', package.id)
+                node.status = None
+                return
+        self._status(Scheduler.NodeDiscovered, node.info)
+        args = ()
+        if package.disable_nodes:
+            node.enabled = gevent.event.AsyncResult()
+            args = node.enabled.get()
+            node.enabled = None
+            if package is not self.current:
+                return
+        answer = self.call(node.coro, 'setup', package.id, package.code, package.node_setup,
+                           args, self.coro, package.client, package.client_location,
+                           package.server_setup)
+        if answer != 0:
+            log.warning('node %s not used for computation %s: %s', node.info.addr, package.id,
+                        answer)
+            self.tell(node.coro, 'close', package.id)
+            node.status = None
+            return
+        node.status = Scheduler.NodeInitialized
+        self._status(Scheduler.NodeInitialized, node.info)
+        for server in node.servers.values():     # servers that were ready before their node
+            if server.ready:
+                self._status(Scheduler.ServerInitialized, server.location)
+        self._place()
+
+    def _node_gone(self, node):
+        self.nodes.pop(node.info.addr, None)
+        for server in list(node.servers.values()):
+            self._server_gone(server, Scheduler.ServerDisconnected)
+        if node.status:
+            self._status(Scheduler.NodeClosed, node.info)
+        node.status = None
+
+    # ---------------- computations
+
+    def on_schedule(self, package):
+        turn = gevent.event.AsyncResult()
+        self.queue.append((package, turn))
+        if self.current is None:
+            self._next()
+        turn.get()
+        return 0
+
+    def _next(self):
+        while self.queue and self.current is None:
+            package, turn = self.queue.popleft()
+            self.current = package
+            log.debug('computation %s of %s starts', package.id, package.client_location)
+            turn.set(0)
+            for node in list(self.nodes.values()):
+                gevent.spawn(self._use_node, node)
+
+    def _current(self, comp_id):
+        if self.current is None or self.current.id != comp_id:
+            raise DiscoroError('computation %s is not the one scheduled' % comp_id)
+        return self.current
+
+    # ---------------- servers
+
+    def on_server_up(self, comp_id, location, node_addr, coro):
+        package = self._current(comp_id)
+        node = self.nodes.get(node_addr)
+        if node is None:
+            return _Failure('node %s is unknown' % node_addr)
+        server = _Server(location, coro, node)
+        node.servers[location] = server
+        self.servers[location] = server
+        self._status(Scheduler.ServerDiscovered, location)
+        args = ()
+        if package.disable_servers:
+            server.enabled = gevent.event.AsyncResult()
+            args = server.enabled.get()
+            server.enabled = None
+        if package.server_setup is not None:
+            answer = self.call(coro, 'setup', args)
+            if answer != 0:
+                log.warning('server %s not used: server_setup gave %r', location, answer)
+                self.tell(coro, 'close')
+                return 0
+        server.ready = True
+        if node.status == Scheduler.NodeInitialized:
+            self._status(Scheduler.ServerInitialized, location)
+        if package.peers_communicate:
+            others = [s.location for s in self.servers.values() if s is not server]
+            self.tell(coro, 'peers', others)
+        self._place()
+        return 0
+
+    def _server_gone(self, server, status):
+        if self.servers.pop(server.location, None) is None:
+            return
+        server.node.servers.pop(server.location, None)
+        server.ready = False
+        for rcoro in list(server.jobs):
+            self._job_end(MonitorException(rcoro, (Scheduler.ServerClosed, None)))
+        self._status(status, server.location)
+
+    def on_server_closed(self, comp_id, location):
+        server = self.servers.get(location)
+        if server is not None:
+            self._server_gone(server, Scheduler.ServerClosed)
+        return 0
+
+    def on_enable_node(self, comp_id, addr, args):
+        node = self.nodes.get(addr)
+        if node is not None and node.enabled is not None:
+            node.enabled.set(args)
+        return 0
+
+    def on_enable_server(self, comp_id, location, args):
+        server = self.servers.get(location)
+        if server is not None and server.enabled is not None:
+            server.enabled.set(args)
+        return 0
+
+    def on_nodes(self, comp_id):
+        self._current(comp_id)
+        return [addr for addr, node in self.nodes.items()
+                if node.status == Scheduler.NodeInitialized]
+
+    def on_servers(self, comp_id):
+        self._current(comp_id)
+        return [loc for loc, server in self.servers.items() if server.ready]
+
+    def on_pulse(self, comp_id, addr, avail_info):
+        node = self.nodes.get(addr)
+        if self.current is None or self.current.id != comp_id or node is None:
+            return _Failure('not scheduled here')
+        if avail_info is not None:
+            node.info = node.info._replace(avail_info=avail_info)
+            if self.current.status_coro is not None:
+                self.current.status_coro.send(avail_info)
+        return sum(len(server.jobs) for server in node.servers.values())
+
+    # ---------------- jobs
+
+    def _free(self, server):
+        return server.ready and not server.busy
+
+    def _pick(self, kind, where):
+        """A server for a job, or None: API.md §11.13."""
+        if isinstance(where, Location):
+            server = self.servers.get(where)
+            if server is None or not server.ready:
+                return None
+            return server if kind == 'async' or not server.busy else None
+        nodes = [node for node in self.nodes.values() if node.status == Scheduler.NodeInitialized
+                 and (where is None or node.info.addr == where)]
+        best = None
+        for node in nodes:
+            candidates = [s for s in node.servers.values()
+                          if s.ready and (kind == 'async' or not s.busy)]
+            if not candidates:
+                continue
+            load = sum(1 for s in node.servers.values() if s.busy) / max(len(node.servers), 1)
+            server = min(candidates, key=lambda s: len(s.jobs))
+            if best is None or load < best[0]:
+                best = (load, server)
+        return best[1] if best else None
+
+    def _known_where(self, where):
+        if isinstance(where, Location):
+            return where in self.servers
+        return where is None or any(node.info.addr == where for node in self.nodes.values()
+                                    if node.status == Scheduler.NodeInitialized)
+
+    def _place(self):
+        """Give waiting CPU-bound requests the servers that are free, in order."""
+        while self.placements:
+            where, waiter = self.placements[0]
+            server = self._pick('cpu', where)
+            if server is None:
+                if not self._known_where(where):
+                    self.placements.popleft()
+                    waiter.set(None)
+                    continue
+                return
+            self.placements.popleft()
+            server.busy = True
+            waiter.set(server)
+
+    def on_run(self, comp_id, kind, where, name, source, args, kwargs, want_result):
+        package = self._current(comp_id)
+        if kind == 'cpu':
+            if isinstance(where, str) and not self._known_where(where):
+                return _Failure('node %s is not running this computation' % where)
+            if isinstance(where, Location) and where not in self.servers:
+                return _Failure('server %s is not running this computation' % where)
+            if isinstance(where, str) and self._pick('cpu', where) is None:
+                return _Failure('no free server on node %s' % where)    # as the original: at once
+            waiter = gevent.event.AsyncResult()
+            self.placements.append((where, waiter))
+            self._place()
+            server = waiter.get()
+            if server is None:
+                return _Failure('no server for the job at %s' % where)
+        else:
+            server = self._pick('async', where)
+            if server is None:
+                return _Failure('no server available%s' % (' at %s' % where if where else ''))
+        if package is not self.current:
+            server.busy = False
+            return _Failure('computation closed')
+        answer = self.call(server.coro, 'job', name, source, args, kwargs, self.coro)
+        if not isinstance(answer, Coro):
+            if kind == 'cpu':
+                server.busy = False
+                self._place()
+            return answer if isinstance(answer, tuple) else _Failure('server %s: %s'
+                                                                   % (server.location, answer))
+        job = _Job(kind, server, want_result)
+        server.jobs[answer] = job
+        self.jobs[answer] = job
+        early = self.early_ends.pop(answer, None)
+        if early is not None:
+            self._job_end(early)
+        return answer
+
+    def on_monitor(self, msg):
+        rcoro = msg.args[0]
+        if rcoro not in self.jobs:
+            self.early_ends[rcoro] = msg      # its run() answer is still on its way
+            return
+        self._job_end(msg)
+
+    def _job_end(self, msg):
+        rcoro, (kind, value) = msg.args[0], msg.args[1]
+        job = self.jobs.pop(rcoro, None)
+        if job is None:
+            return
+        job.server.jobs.pop(rcoro, None)
+        if job.kind == 'cpu':
+            job.server.busy = False
+        current = self.current
+        if current is not None:
+            if current.status_coro is not None:
+                current.status_coro.send(msg)
+            if job.want_result:
+                result = value if kind is StopIteration else (
+                    value if isinstance(value, BaseException) else kind(value)
+                    if isinstance(kind, type) and issubclass(kind, BaseException) else value)
+                self.tell(current.client, 'result', rcoro, result)
+        if job.kind == 'cpu':
+            self._place()
+
+    # ---------------- closing
+
+    def on_close(self, comp_id, await_async):
+        package = self._current(comp_id)
+        deadline_log = time.monotonic()
+
+        def pending(kinds):
+            return [rcoro for rcoro, job in self.jobs.items() if job.kind in kinds]
+        while pending(('cpu', 'async') if await_async else ('cpu',)):
+            if time.monotonic() - deadline_log > 5:
+                log.info('waiting for %d remote coroutines to finish',
+                         len(pending(('cpu', 'async'))))
+                deadline_log = time.monotonic()
+            gevent.sleep(0.05)
+        for rcoro in pending(('async',)):
+            rcoro.terminate()
+        stop = time.monotonic() + asyncoro._msg_timeout()
+        while pending(('async',)) and time.monotonic() < stop:
+            gevent.sleep(0.05)
+        for node in list(self.nodes.values()):
+            if node.status:
+                answer = self.call(node.coro, 'close', package.id,
+                                   timeout=asyncoro._msg_timeout() * 2)
+                if answer != 0:
+                    log.warning('node %s did not close computation %s: %s', node.info.addr,
+                                package.id, answer)
+                for server in list(node.servers.values()):
+                    self._server_gone(server, Scheduler.ServerClosed)
+                node.status = None
+                node.servers.clear()
+        for rcoro in list(self.jobs):
+            self._job_end(MonitorException(rcoro, (Scheduler.ServerClosed, None)))
+        self._status(Scheduler.ComputationClosed, package.id)
+        self.current = None
+        self.placements.clear()
+        self.early_ends.clear()
+        self._next()
+        return 0

@@ -1,0 +1,717 @@
+"""asyncoro.discoronode: the node program (`discoronode.py`) and its servers.
+
+What it owns: the node process (the `discoro_node` service: describe the
+node, take one computation at a time from a scheduler, pulse that scheduler,
+close the computation), the zygote, the computation process that runs
+`node_setup`, and the server processes (the `discoro_server` service, which
+runs jobs). `main()` is the program.
+
+How it works (process tree):
+
+    node process (runtime <name>_proc-0)
+     `- zygote: forked first thing in main(), before any hub, thread or
+        socket exists; it only forks, on the node's command
+         `- computation process (one per computation, its own process group):
+            execs the components into one namespace, runs node_setup
+            there (synchronously: no runtime may exist in it), then forks
+             `- server i (runtime <name>_proc-<i>, cwd <node dir>/discoroproc-<i>)
+
+So the globals node_setup makes are in every server, and no process ever
+forks from one with a running hub. The zygote and its descendants report to
+the node over a pipe (pickled tuples, each written whole): node_setup's
+result, server PIDs, and each server's exit, at once. Closing a computation
+kills its process group and empties the node directory.
+"""
+
+import argparse
+import builtins
+import collections
+import logging
+import os
+import platform
+import select
+import shutil
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+
+import asyncoro
+import asyncoro.disasyncoro as disasyncoro
+from asyncoro import Location
+from asyncoro.discoro import (DiscoroNodeAvailInfo, DiscoroNodeInfo, _Failure, _Service,
+                              _run_sync, MinPulseInterval, MaxPulseInterval, DEFAULT_NODE_PORT)
+
+__all__ = []
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct('>I')
+_PIPE_MESSAGE_LIMIT = 3800      # reports stay below PIPE_BUF, so each write is whole
+
+
+# ---------------------------------------------------------------- pipes between node and zygote
+
+def _write_msg(fd, msg):
+    data = disasyncoro.netio.dumps(msg)
+    if len(data) > _PIPE_MESSAGE_LIMIT and msg[0] != 'start':
+        msg = msg[:-1] + (str(msg[-1])[:1000],)
+        data = disasyncoro.netio.dumps(msg)
+    os.write(fd, _HEADER.pack(len(data)) + data)
+
+
+def _read_exact(fd, size):
+    chunks = []
+    while size:
+        chunk = os.read(fd, size)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b''.join(chunks)
+
+
+def _read_msg(fd):
+    header = _read_exact(fd, 4)
+    if header is None:
+        return None
+    data = _read_exact(fd, _HEADER.unpack(header)[0])
+    return None if data is None else disasyncoro.netio.loads(data)
+
+
+def _start_zygote():
+    """Fork the zygote; returns (pid, command fd, report fd) in the node."""
+    cmd_r, cmd_w = os.pipe()
+    report_r, report_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(cmd_w)
+        os.close(report_r)
+        code = 0
+        try:
+            _zygote_main(cmd_r, report_w)
+        except Exception:      # the zygote's edge: say why, then go
+            traceback.print_exc()
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(cmd_r)
+    os.close(report_w)
+    return pid, cmd_w, report_r
+
+
+def _zygote_main(cmd_fd, report_fd):
+    asyncoro._NO_RUNTIME[0] = 'discoronode zygote (it forks servers)'
+    signal.signal(signal.SIGINT, signal.SIG_IGN)    # the node decides when it ends
+    while True:
+        ready = select.select([cmd_fd], [], [], 1.0)[0]
+        _reap()
+        if not ready:
+            continue
+        msg = _read_msg(cmd_fd)
+        if msg is None or msg[0] == 'quit':
+            return
+        if msg[0] == 'start':
+            pid = os.fork()
+            if pid == 0:
+                os.close(cmd_fd)
+                code = 0
+                try:
+                    _computation_main(msg[1], report_fd)
+                except Exception:      # the computation process's edge
+                    traceback.print_exc()
+                    code = 1
+                finally:
+                    os._exit(code)
+            _write_msg(report_fd, ('computation', msg[1]['id'], pid))
+
+
+def _reap():
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _computation_main(spec, report_fd):
+    os.setpgid(0, 0)        # the node ends the computation by killing this group
+    os.chdir(spec['node_dir'])
+    namespace = {'__name__': '__main__', '__builtins__': builtins, 'asyncoro': disasyncoro}
+    try:
+        exec(compile(spec['code'], '<computation %s>' % spec['id'], 'exec'), namespace)
+        result = 0
+        if spec['node_setup']:
+            result = _run_sync(namespace[spec['node_setup']](*spec['setup_args']))
+    except Exception:      # user code failed: the scheduler hears why
+        result = 'node_setup failed: %s' % traceback.format_exc()[-1500:]
+    _write_msg(report_fd, ('node_setup', spec['id'], result))
+    if result != 0:
+        return
+    servers = {}
+    for index, port in spec['servers']:
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                _server_main(spec, index, port, namespace)
+            except Exception:      # the server's edge
+                traceback.print_exc()
+                code = 1
+            finally:
+                os._exit(code)
+        servers[pid] = index
+        _write_msg(report_fd, ('server_pid', spec['id'], index, pid))
+    while servers:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        index = servers.pop(pid, None)
+        if index is not None:
+            _write_msg(report_fd, ('server_exit', spec['id'], index, pid, status))
+
+
+# ---------------------------------------------------------------- servers
+
+def _server_dir(node_dir, index):
+    return os.path.join(node_dir, 'discoroproc-%d' % index)
+
+
+def _server_main(spec, index, port, namespace):
+    asyncoro._NO_RUNTIME[0] = None
+    node_dir = spec['node_dir']
+    path = _server_dir(node_dir, index)
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    os.chdir(path)
+    sys.path[:0] = [path, node_dir]
+    os.environ['PATH'] = node_dir + os.pathsep + os.environ.get('PATH', '')
+    pid_file = os.path.join(node_dir, 'discoroproc-%d.pid' % index)
+    with open(pid_file, 'w') as f:
+        f.write(str(os.getpid()))
+    disasyncoro.MsgTimeout = spec['msg_timeout']
+    rt = disasyncoro.AsynCoro(node=spec['bind_addr'], tcp_port=port, udp_port=spec['udp_port'],
+                              ext_ip_addr=spec['ext_ip_addr'],
+                              name='%s_proc-%d' % (spec['name'], index), discover_peers=False,
+                              secret=spec['secret'], certfile=spec['certfile'],
+                              keyfile=spec['keyfile'], dest_path=path,
+                              max_file_size=spec['max_file_size'])
+    done = asyncoro._allocate_lock()
+    done.acquire()
+    rt._run_here(_ServerService, spec, index, namespace, done)
+    log.info('discoro server %d started at %s; computation files will be saved in "%s"',
+             index, rt.location, path)
+    done.acquire()
+    rt.terminate()
+    try:
+        os.remove(pid_file)
+    except OSError:      # the node may have cleaned up already
+        pass
+
+
+class _ServerService(_Service):
+    """One server of a computation: runs its jobs in the shared namespace."""
+
+    def __init__(self, spec, index, namespace, done):
+        super().__init__('discoro_server')
+        self._spec = spec
+        self._namespace = namespace
+        self._done = done
+        self.jobs = set()
+        gevent_spawn(self._introduce, index)
+
+    def _introduce(self, index):
+        rt = disasyncoro.AsynCoro.instance()
+        scheduler = asyncoro._rebuild_coro(*self._spec['scheduler'])
+        node = asyncoro._rebuild_coro(*self._spec['node'])
+        for location in (scheduler.location, self._spec['client_location'], node.location):
+            if location is not None and location != rt.location:
+                rt.peer(location)
+        self.tell(node, 'server_started', self._spec['id'], index, rt.location)
+        answer = self.call(scheduler, 'server_up', self._spec['id'], rt.location,
+                           self._spec['addr'], self.coro)
+        if answer != 0:
+            log.warning('scheduler did not take server %s: %s', rt.location, answer)
+
+    def on_setup(self, args):
+        setup = self._namespace.get(self._spec['server_setup_name'] or '')
+        if setup is None:
+            return 0
+        coro = asyncoro.Coro(setup, *args)
+        return coro.finish()
+
+    def on_job(self, name, source, args, kwargs, monitor):
+        try:
+            if source is not None:
+                exec(compile(source, '<job %s>' % name, 'exec'), self._namespace)
+            func = self._namespace.get(name)
+            if not callable(func):
+                raise NameError('%r is not defined on this server (not in the components, '
+                                'and no source sent)' % name)
+            rcoro = asyncoro.Coro(func, *args, **kwargs)
+        except Exception as exc:      # the client gets (type, name, traceback text)
+            return (type(exc), name, traceback.format_exc())
+        rcoro.notify(monitor)
+        self.jobs.add(rcoro)
+        return rcoro
+
+    def on_peers(self, locations):
+        rt = disasyncoro.AsynCoro.instance()
+        for location in locations:
+            rt.peer(location)
+        return 0
+
+    def on_close(self):
+        for rcoro in list(self.jobs):
+            rcoro.terminate()
+        self._done.release()
+        return 0
+
+
+def gevent_spawn(func, *args):
+    import gevent
+    return gevent.spawn(func, *args)
+
+
+# ---------------------------------------------------------------- the node
+
+def _avail_info(location, path):
+    try:
+        import psutil
+    except ImportError:     # figures unknown without psutil
+        return DiscoroNodeAvailInfo(location, None, None, None, None)
+    return DiscoroNodeAvailInfo(location, 100.0 - psutil.cpu_percent(),
+                                psutil.virtual_memory().available,
+                                psutil.disk_usage(path).free,
+                                100.0 - psutil.swap_memory().percent)
+
+
+class _Computation:
+    __slots__ = ('id', 'client_location', 'pulse_interval', 'cpus', 'scheduler', 'pid',
+                 'servers', 'locations', 'closing', 'setup_result', 'last_active')
+
+    def __init__(self, comp_id, client_location, pulse_interval, cpus):
+        self.id = comp_id
+        self.client_location = client_location
+        self.pulse_interval = pulse_interval
+        self.cpus = cpus
+        self.scheduler = None
+        self.pid = None                 # the computation process (its group is killed)
+        self.servers = {}               # index -> pid
+        self.locations = {}             # index -> Location
+        self.closing = False
+        self.setup_result = None
+        self.last_active = time.monotonic()
+
+
+class _NodeService(_Service):
+
+    def __init__(self, options, zygote):
+        super().__init__('discoro_node')
+        import gevent.event
+        self._event = gevent.event
+        self.options = options
+        self.zygote_pid, self.zygote_cmd, self.zygote_reports = zygote
+        self.rt = disasyncoro.AsynCoro.instance()
+        self.comp = None
+        self.served = 0
+        self.rt.peer_status(self.coro)
+        gevent_spawn(self._read_reports)
+
+    # ---------------- describing the node
+
+    def info(self):
+        return DiscoroNodeInfo(self.options.name, self.rt.location.addr, self.options.cpus,
+                               platform.platform().lower(),
+                               _avail_info(self.rt.location, self.options.node_dir))
+
+    def on_info(self):
+        return self.info()
+
+    # ---------------- a computation's life here
+
+    def on_reserve(self, comp_id, client_location, pulse_interval, cpus):
+        if self.comp is not None:
+            if self.comp.id == comp_id:
+                return 0
+            return 'busy with computation %s' % self.comp.id
+        if not MinPulseInterval <= pulse_interval <= MaxPulseInterval:
+            pulse_interval = min(max(pulse_interval, MinPulseInterval), MaxPulseInterval)
+        self.comp = _Computation(comp_id, client_location, pulse_interval,
+                                 min(cpus, self.options.cpus))
+        log.debug('reserved for computation %s of %s', comp_id, client_location)
+        return 0
+
+    def on_setup(self, comp_id, code, node_setup, setup_args, scheduler, client, client_location,
+                 server_setup):
+        comp = self.comp
+        if comp is None or comp.id != comp_id:
+            return 'not reserved for computation %s' % comp_id
+        comp.scheduler = scheduler
+        opts = self.options
+        comp.setup_result = self._event.AsyncResult()
+        spec = {
+            'id': comp_id, 'code': code, 'node_setup': node_setup,
+            'setup_args': tuple(setup_args), 'node_dir': opts.node_dir, 'name': opts.name,
+            'bind_addr': opts.ip_addr, 'addr': self.rt.location.addr,
+            'ext_ip_addr': opts.ext_ip_addr, 'udp_port': opts.udp_port,
+            'secret': opts.secret, 'certfile': opts.certfile, 'keyfile': opts.keyfile,
+            'max_file_size': opts.max_file_size, 'msg_timeout': opts.msg_timeout,
+            'servers': [(i, opts.server_ports[i - 1]) for i in range(1, comp.cpus + 1)],
+            'scheduler': scheduler.__reduce__()[1], 'node': self.coro.__reduce__()[1],
+            'client_location': client_location, 'server_setup_name': server_setup,
+        }
+        _write_msg(self.zygote_cmd, ('start', spec))
+        result = comp.setup_result.get()
+        if result != 0:
+            self._end_computation(comp, 'node_setup failed')
+            return result
+        gevent_spawn(self._pulse, comp)
+        return 0
+
+    def on_server_started(self, comp_id, index, location):
+        if self.comp is not None and self.comp.id == comp_id:
+            self.comp.locations[index] = location
+        return 0
+
+    def on_close(self, comp_id):
+        comp = self.comp
+        if comp is None or comp.id != comp_id:
+            return 0
+        self._end_computation(comp, 'closed by the scheduler')
+        return 0
+
+    def _end_computation(self, comp, why):
+        if comp.closing:
+            return
+        comp.closing = True
+        log.debug('computation %s ends here: %s', comp.id, why)
+        if comp.pid:
+            try:
+                os.killpg(comp.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):    # already gone
+                pass
+        self._clean()
+        if self.comp is comp:
+            self.comp = None
+        self.served += 1
+        if self.options.serve > 0 and self.served >= self.options.serve:
+            log.info('served %d computations; quitting', self.served)
+            _quit_event.set()
+        else:
+            self.rt.discover_peers(port=self.options.scheduler_port)    # available again
+
+    def _clean(self):
+        node_dir = self.options.node_dir
+        for entry in os.listdir(node_dir):
+            path = os.path.join(node_dir, entry)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.remove(path)
+                except OSError as exc:
+                    log.warning('could not remove %s: %s', path, exc)
+
+    # ---------------- reports from the zygote's processes
+
+    def _read_reports(self):
+        from asyncoro.netio import _FdWaiter, _READ
+        waiter = _FdWaiter()
+        fd = self.zygote_reports
+        os.set_blocking(fd, True)
+        while True:
+            waiter.wait(fd, _READ, None, TimeoutError)
+            msg = _read_msg(fd)
+            if msg is None:
+                log.error('the zygote is gone; no more computations can start here')
+                return
+            self._report(msg)
+
+    def _report(self, msg):
+        kind, comp_id = msg[0], msg[1]
+        comp = self.comp
+        if comp is None or comp.id != comp_id:
+            return
+        if kind == 'computation':
+            comp.pid = msg[2]
+        elif kind == 'node_setup':
+            comp.setup_result.set(msg[2])
+        elif kind == 'server_pid':
+            comp.servers[msg[2]] = msg[3]
+        elif kind == 'server_exit':
+            index, status = msg[2], msg[4]
+            comp.servers.pop(index, None)
+            location = comp.locations.pop(index, None)
+            if not comp.closing:
+                log.warning('server %d (pid %d) of computation %s died (status %s)',
+                            index, msg[3], comp_id, status)
+                if location is not None and comp.scheduler is not None:
+                    self.tell(comp.scheduler, 'server_closed', comp_id, location)
+
+    # ---------------- pulses and faults
+
+    def _pulse(self, comp):
+        misses = 0
+        idle_since = time.monotonic()
+        while self.comp is comp and not comp.closing:
+            answer = self.call(comp.scheduler, 'pulse', comp.id, self.rt.location.addr,
+                               _avail_info(self.rt.location, self.options.node_dir),
+                               timeout=asyncoro.MsgTimeout)
+            if isinstance(answer, int):
+                misses = 0
+                if answer > 0:
+                    idle_since = time.monotonic()
+                elif self.options.zombie_period and \
+                        time.monotonic() - idle_since > self.options.zombie_period:
+                    self._end_computation(comp, 'idle for %ss (zombie_period)'
+                                          % self.options.zombie_period)
+                    return
+            else:
+                misses += 1
+                if misses >= 5:
+                    self._end_computation(comp, 'the scheduler missed 5 pulses')
+                    return
+            gevent_sleep(comp.pulse_interval)
+
+    def on_peer(self, status):
+        comp = self.comp
+        if status.status == disasyncoro.PeerStatus.Offline and comp is not None and \
+                comp.scheduler is not None and status.location == comp.scheduler.location:
+            gevent_spawn(self._end_computation, comp, 'the scheduler went away')
+
+    def quit(self):
+        if self.comp is not None:
+            self._end_computation(self.comp, 'the node quits')
+        _write_msg(self.zygote_cmd, ('quit',))
+
+    def print_status(self):
+        comp = self.comp
+        if comp is None:
+            print('discoronode "%s" @ %s: idle' % (self.options.name, self.rt.location))
+            return
+        for index, pid in sorted(comp.servers.items()):
+            print('discoro server "%s_proc-%d" @ %s with PID %s for computation %s of %s'
+                  % (self.options.name, index, comp.locations.get(index), pid, comp.id,
+                     comp.client_location))
+
+
+def gevent_sleep(seconds):
+    import gevent
+    gevent.sleep(seconds)
+
+
+_quit_event = threading.Event()
+
+
+# ---------------------------------------------------------------- the program
+
+def _ports(specs, count):
+    """The TCP ports for the node (first) and `count` servers: ranges and
+    single ports as given, continued past the highest one (0: any)."""
+    ports = []
+    for spec in specs or []:
+        for part in str(spec).split(','):
+            if '-' in part:
+                low, high = (int(x) for x in part.split('-', 1))
+                if low > high:
+                    raise ValueError('tcp port range %s is backwards' % part)
+                ports.extend(range(low, high + 1))
+            elif part:
+                ports.append(int(part))
+    if not ports:
+        return [0] * (count + 1)
+    while len(ports) < count + 1:
+        ports.append(max(ports) + 1)
+    return ports[:count + 1]
+
+
+def _cpus(value):
+    total = os.cpu_count() or 1
+    if value == 0:
+        return total
+    if value > 0:
+        return value
+    if total + value < 1:
+        raise ValueError('-c %d leaves no server on %d CPUs' % (value, total))
+    return total + value
+
+
+def _size(text):
+    if text is None:
+        return 0
+    text = str(text).strip().lower()
+    factor = 1
+    if text and text[-1] in 'kmgt':
+        factor = 1024 ** ('kmgt'.index(text[-1]) + 1)
+        text = text[:-1]
+    return int(float(text) * factor)
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog='discoronode.py',
+                                     description='Run discoro servers on this node.')
+    add = parser.add_argument
+    add('-c', '--cpus', type=int, default=0,
+        help='servers to run: 0 one per CPU, n > 0 that many, n < 0 all CPUs but n')
+    add('-i', '--ip_addr', default=None, help='address to bind to (default: $ASYNCORO_NODE)')
+    add('--ext_ip_addr', default=None)
+    add('-u', '--udp_port', type=int, default=DEFAULT_NODE_PORT)
+    add('--scheduler_port', type=int, default=51350)
+    add('--tcp_ports', action='append', default=[])
+    add('-n', '--name', default=None)
+    add('--dest_path', default=None)
+    add('--max_file_size', default=None)
+    add('-s', '--secret', default='')
+    add('--certfile', default=None)
+    add('--keyfile', default=None)
+    add('--min_pulse_interval', type=float, default=MinPulseInterval)
+    add('--max_pulse_interval', type=float, default=MaxPulseInterval)
+    add('--zombie_period', type=float, default=10 * MaxPulseInterval)
+    add('--ping_interval', type=float, default=0)
+    add('--msg_timeout', type=float, default=asyncoro.MsgTimeout)
+    add('--serve', type=int, default=-1)
+    add('--clean', action='store_true')
+    add('--peer', action='append', default=[])
+    add('--daemon', action='store_true')
+    add('-d', '--debug', action='store_true')
+    return parser
+
+
+def _options(argv):
+    parser = _parser()
+    options = parser.parse_args(argv)
+    try:
+        options.cpus = _cpus(options.cpus)
+        options.server_ports = _ports(options.tcp_ports, options.cpus)[1:]
+        options.node_port = _ports(options.tcp_ports, options.cpus)[0]
+        options.max_file_size = _size(options.max_file_size)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if options.msg_timeout < 1:
+        parser.error('--msg_timeout must be at least 1')
+    if options.max_pulse_interval < options.min_pulse_interval:
+        parser.error('--max_pulse_interval must be >= --min_pulse_interval')
+    if options.zombie_period and options.zombie_period < options.min_pulse_interval:
+        parser.error('--zombie_period must be 0 or >= --min_pulse_interval')
+    options.name = options.name or socket.gethostname()
+    base = options.dest_path or os.path.join(__import__('tempfile').gettempdir(), 'asyncoro')
+    options.node_dir = os.path.join(os.path.abspath(base), 'discoro')
+    return options
+
+
+def _stale_servers(node_dir, clean):
+    """Deal with pid files of servers from an earlier run: kill them with
+    --clean, otherwise refuse to start while one still runs."""
+    for entry in os.listdir(node_dir):
+        if not (entry.startswith('discoroproc-') and entry.endswith('.pid')):
+            continue
+        path = os.path.join(node_dir, entry)
+        try:
+            with open(path) as f:
+                pid = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            pid = 0
+        alive = False
+        if pid:
+            try:
+                os.kill(pid, 0)
+                alive = True
+            except ProcessLookupError:
+                alive = False
+            except PermissionError:
+                alive = True
+        if alive and not clean:
+            raise SystemExit('a server from an earlier run (pid %d, %s) is still running; '
+                             'stop it or start with --clean' % (pid, path))
+        if alive:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        os.remove(path)
+
+
+def main(argv=None):
+    """The discoronode.py program. Returns its exit status."""
+    options = _options(argv)
+    os.makedirs(options.node_dir, exist_ok=True)
+    _stale_servers(options.node_dir, options.clean)
+    # before any runtime, thread or socket: the zygote that forks servers
+    zygote = _start_zygote()
+    level = logging.DEBUG if options.debug else logging.INFO
+    asyncoro.logger.setLevel(level)
+    asyncoro.MsgTimeout = disasyncoro.MsgTimeout = options.msg_timeout
+    if not options.ip_addr:
+        options.ip_addr = disasyncoro._default_node()
+    try:
+        rt = disasyncoro.AsynCoro(node=options.ip_addr, tcp_port=options.node_port,
+                                  udp_port=options.udp_port, ext_ip_addr=options.ext_ip_addr,
+                                  name='%s_proc-0' % options.name, discover_peers=False,
+                                  secret=options.secret, certfile=options.certfile,
+                                  keyfile=options.keyfile, dest_path=options.node_dir,
+                                  max_file_size=options.max_file_size)
+    except OSError as exc:
+        os.kill(zygote[0], signal.SIGKILL)
+        print('discoronode: %s' % exc, file=sys.stderr)
+        return 1
+    node = rt._run_here(_NodeService, options, zygote)
+    log.info('network server "%s_proc-0" @ %s, udp_port=%s', options.name, rt.location,
+             options.udp_port)
+    print('discoronode ready %s pid=%d servers=%d' % (rt.location, os.getpid(), options.cpus),
+          flush=True)
+    rt.discover_peers(port=options.scheduler_port)
+    for peer in options.peer:
+        host, _, port = peer.rpartition(':')
+        rt.peer(Location(host, int(port)))
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(sig, lambda *_: _quit_event.set())
+    try:
+        if options.daemon:
+            while not _quit_event.wait(1):
+                pass
+        else:
+            _read_commands(node)
+    except KeyboardInterrupt:
+        pass
+    rt._run_here(node.quit)
+    rt.terminate()
+    return 0
+
+
+def _read_commands(node):
+    rt = disasyncoro.AsynCoro.instance()
+    reader = threading.Thread(target=_stdin_loop, args=(node, rt), daemon=True)
+    reader.start()
+    while not _quit_event.wait(0.5):
+        pass
+
+
+def _stdin_loop(node, rt):
+    while True:
+        line = sys.stdin.readline()
+        if not line:
+            _quit_event.set()
+            return
+        command = line.strip().lower()
+        if command in ('', 'status'):
+            rt._run_here(node.print_status)
+        elif command == 'close':
+            comp = node.comp
+            if comp is not None:
+                rt._run_here(node._end_computation, comp, 'closed from the console')
+        elif command in ('quit', 'exit', 'terminate'):
+            _quit_event.set()
+            return
+        else:
+            print('commands: status, close, quit (or exit), terminate', flush=True)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
