@@ -55,6 +55,10 @@ __all__ = ['Scheduler', 'Computation', 'DiscoroStatus', 'DiscoroCoroInfo', 'Coro
 
 log = logging.getLogger(__name__)
 
+# programs read asyncoro.discoro.MinPulseInterval with `asyncoro` bound to either
+# the package or asyncoro.disasyncoro
+asyncoro.discoro = sys.modules[__name__]
+
 MinPulseInterval = 10
 MaxPulseInterval = 100
 MsgTimeout = asyncoro.MsgTimeout
@@ -64,6 +68,10 @@ REPLY = 'reply'
 
 class DiscoroError(asyncoro.AsyncoroError):
     """A computation was used wrongly (not scheduled, closed, bad argument)."""
+
+
+class ServerLost(DiscoroError):
+    """What run_result* gives for a job whose server closed or died under it."""
 
 
 # ---------------------------------------------------------------- status and data
@@ -242,7 +250,7 @@ class _Service:
         waiter = self._waiting[request_id] = gevent.event.AsyncResult()
         if target.send((op, request_id, self.coro) + args) < 0:
             self._waiting.pop(request_id, None)
-            return _Failure('%s cannot be reached' % target)
+            return _Failure('%s could not be sent to %s (the log says why)' % (op, target))
         try:
             return waiter.get(timeout=timeout)
         except gevent.Timeout:
@@ -472,6 +480,12 @@ class Computation:
         if where is not None and not isinstance(where, (str, Location)):
             raise DiscoroError('where must be a node address or a server Location, not %r'
                                % (where,))
+        try:
+            asyncoro.netio.dumps((args, kwargs))
+        except Exception as exc:       # whatever pickling raises: the arguments are at fault
+            log.warning('job %s not run: its arguments cannot be pickled: %s: %s',
+                        name, type(exc).__name__, exc)
+            return None
         answer = self._ask('run', kind, where, name, source, args, kwargs, want_result)
         if isinstance(answer, _Failure):
             log.warning('job %s of computation %s not run: %s', name, self._id, answer.reason)
@@ -1035,9 +1049,15 @@ class _SchedulerService(_Service):
             if current.status_coro is not None:
                 current.status_coro.send(msg)
             if job.want_result:
-                result = value if kind is StopIteration else (
-                    value if isinstance(value, BaseException) else kind(value)
-                    if isinstance(kind, type) and issubclass(kind, BaseException) else value)
+                if kind is StopIteration:
+                    result = value
+                elif kind == Scheduler.ServerClosed:
+                    result = ServerLost('server %s closed while job %s ran'
+                                        % (job.server.location, rcoro))
+                elif isinstance(value, BaseException):
+                    result = value
+                else:       # the exception could not travel: its type did
+                    result = kind(value) if isinstance(kind, type) else value
                 self.tell(current.client, 'result', rcoro, result)
         if job.kind == 'cpu':
             self._place()

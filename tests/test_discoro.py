@@ -1,0 +1,396 @@
+"""discoro with real discoronode processes on 127.0.0.1 (API.md §5, §6.1, §11.12–§11.15).
+
+Each test starts its own node (2 servers unless it says otherwise) with UDP
+ports of its own, and client programs with a private Scheduler that find it
+by discovery.
+"""
+
+import json
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+from asyncoro.discoro import DiscoroNodeAllocate, _servers_for, DiscoroNodeInfo, \
+    DiscoroNodeAvailInfo
+from conftest import read_line, split_log, wait_until
+from test_disasyncoro import run_client
+
+HEAD = r'''
+import sys, json, os, time
+import asyncoro.disasyncoro as asyncoro
+from asyncoro.discoro import *
+ports = json.loads(sys.argv[1])
+Scheduler(udp_port=ports['scheduler'], discoronode_port=ports['node'])
+'''
+
+
+def client(processes, ports, body, *argv, timeout=60, logs=None):
+    return run_client(processes, HEAD + body, json.dumps(ports), *argv, timeout=timeout,
+                      logs=logs)
+
+
+def test_run_results_in_order_on_both_servers_and_files_gone_after_close(
+        processes, discoronode, tmp_path):
+    node, ports = discoronode()
+    data = tmp_path / 'data' / 'numbers.txt'
+    data.parent.mkdir()
+    data.write_text('\n'.join(str(i) for i in range(10)) + '\n')
+    lines = client(processes, ports, r'''
+def compute(i, coro=None):
+    import os       # jobs have only `asyncoro` to begin with (API.md §5.6)
+    # component files are in the node directory, one level up, under their subdir
+    with open(os.path.join('..', 'data', 'numbers.txt')) as f:
+        numbers = [int(x) for x in f]
+    yield coro.sleep(0.05)
+    return (i, numbers[i] * 10, str(coro.location), os.path.basename(os.getcwd()))
+
+def main(coro=None):
+    computation = Computation([compute, 'data/numbers.txt'])
+    assert (yield computation.schedule()) == 0
+    results = yield computation.run_results(compute, [(i,) for i in range(10)])
+    for r in results:
+        print(*r)
+    print('servers', len((yield computation.servers())))
+    yield computation.close()
+
+asyncoro.Coro(main)
+''')
+    assert lines[-1] == 'servers 2'
+    rows = [line.split() for line in lines[:-1]]
+    assert [(int(r[0]), int(r[1])) for r in rows] == [(i, i * 10) for i in range(10)]
+    assert len({r[2] for r in rows}) == 2            # both servers ran jobs
+    assert {r[3] for r in rows} == {'discoroproc-1', 'discoroproc-2'}
+    assert os.listdir(node.node_dir) == []           # files and server dirs gone after close
+
+
+def test_status_messages_run_at_servers_and_monitor_values(processes, discoronode):
+    node, ports = discoronode()
+    lines = client(processes, ports, r'''
+def rcoro_proc(n, coro=None):
+    yield coro.sleep(0.01)
+    raise StopIteration(n * 2)
+
+def status_proc(computation, coro=None):
+    started = 0
+    done = 0
+    seen = []
+    while done < 4:
+        msg = yield coro.receive(timeout=30)
+        if isinstance(msg, DiscoroStatus):
+            seen.append(msg.status)
+            if msg.status == Scheduler.ServerInitialized and started < 4:
+                for _ in range(2):
+                    rcoro = yield computation.run_at(msg.info, rcoro_proc, started)
+                    print('started', isinstance(rcoro, asyncoro.Coro), started)
+                    started += 1
+        elif isinstance(msg, asyncoro.MonitorException):
+            kind, value = msg.args[1]
+            print('finished', kind is StopIteration, value)
+            done += 1
+    assert Scheduler.NodeDiscovered in seen and Scheduler.NodeInitialized in seen
+    assert seen.index(Scheduler.NodeInitialized) < seen.index(Scheduler.ServerInitialized)
+    assert seen.count(Scheduler.CoroCreated) == 4
+    print('nodes', (yield computation.nodes()) == [ports['addr']])
+
+def main(coro=None):
+    computation = Computation([rcoro_proc], pulse_interval=asyncoro.discoro.MinPulseInterval)
+    computation.status_coro = asyncoro.Coro(status_proc, computation)
+    assert (yield computation.schedule()) == 0
+    yield computation.status_coro.finish()
+    yield computation.close()
+
+asyncoro.Coro(main)
+''' .replace("ports['addr']", repr(node.location.split(':')[0])))
+    started = sorted(int(line.split()[2]) for line in lines if line.startswith('started'))
+    assert started == [0, 1, 2, 3]
+    assert all(line.split()[1] == 'True' for line in lines if line.startswith('started'))
+    finished = sorted(int(line.split()[2]) for line in lines if line.startswith('finished'))
+    assert finished == [0, 2, 4, 6]
+    assert 'nodes True' in lines
+
+
+def test_node_setup_globals_reach_every_server_after_its_file_is_gone(
+        processes, discoronode, tmp_path):
+    node, ports = discoronode()
+    lines = client(processes, ports, r'''
+def node_setup(data_file):
+    global data, loaded_from
+    import os
+    with open(data_file) as f:
+        data = f.read()
+    loaded_from = data_file
+    os.remove(data_file)              # the servers must still see `data`
+    yield 0
+
+def compute(i, coro=None):
+    import os
+    yield coro.sleep(0.1)
+    raise StopIteration((data.strip(), os.path.exists(os.path.join('..', loaded_from)),
+                         str(coro.location)))
+
+def status(coro=None):
+    coro.set_daemon()
+    computation = None
+    while True:
+        msg = yield coro.receive()
+        if isinstance(msg, DiscoroStatus):      # (a namedtuple: test it first)
+            if msg.status != Scheduler.NodeDiscovered:
+                continue
+            path = os.path.join(os.path.dirname(sys.argv[0]), 'node-data.txt')
+            with open(path, 'w') as f:
+                f.write('loaded by node_setup\n')
+            loc = msg.info.avail_info.location
+            assert (yield asyncoro.AsynCoro().send_file(loc, path, overwrite=True, timeout=10)) == 0
+            computation.enable_node(msg.info.addr, 'node-data.txt')
+        elif isinstance(msg, tuple) and msg[0] == 'computation':
+            computation = msg[1]
+
+def main(coro=None):
+    st = asyncoro.Coro(status)
+    computation = Computation([compute], status_coro=st, node_setup=node_setup,
+                              disable_nodes=True)
+    st.send(('computation', computation))
+    assert (yield computation.schedule()) == 0
+    for result in (yield computation.run_results(compute, range(6))):
+        print(*result)
+    yield computation.close()
+
+asyncoro.Coro(main)
+''')
+    assert len(lines) == 6
+    for line in lines:
+        text1, text2, text3, file_exists, server = line.split()
+        assert (text1, text2, text3, file_exists) == ('loaded', 'by', 'node_setup', 'False')
+    assert len({line.split()[-1] for line in lines}) == 2     # both servers
+
+
+def test_node_setup_failure_keeps_the_node_out(processes, discoronode):
+    node, ports = discoronode()
+    lines = client(processes, ports, r'''
+def node_setup():
+    yield 'not zero'
+
+def compute(coro=None):
+    yield 0
+
+def status(coro=None):
+    coro.set_daemon()
+    while True:
+        msg = yield coro.receive()
+        if isinstance(msg, DiscoroStatus):
+            print('status', msg.status, flush=True)
+
+def main(coro=None):
+    computation = Computation([compute], node_setup=node_setup,
+                              status_coro=asyncoro.Coro(status))
+    assert (yield computation.schedule()) == 0
+    deadline = time.time() + 20
+    while not Scheduler()._service.nodes and time.time() < deadline:
+        yield coro.sleep(0.05)       # until the scheduler has met the node
+    yield coro.sleep(1)              # and has had time to set it up
+    print('nodes', (yield computation.nodes()), 'servers', (yield computation.servers()))
+    rcoro = yield computation.run_at(%r, compute)
+    print('run_at', rcoro)
+    yield computation.close()
+
+asyncoro.Coro(main)
+''' % node.location.split(':')[0])
+    assert 'nodes [] servers []' in lines
+    assert 'run_at None' in lines
+    assert 'status 2' not in lines and 'status 12' not in lines    # never initialized
+
+
+def test_allocation_rules():
+    info = DiscoroNodeInfo('n1', '10.1.2.15', 8, 'linux-6.1-x86_64',
+                           DiscoroNodeAvailInfo(None, 90.0, 2 * 1024 ** 3, 10 ** 12, 100.0))
+    assert _servers_for([], info) == 8
+    assert _servers_for([DiscoroNodeAllocate('*', platform='windows', cpus=0)], info) == 8
+    assert _servers_for([DiscoroNodeAllocate('*', platform='LINUX', cpus=0)], info) == 0
+    assert _servers_for([DiscoroNodeAllocate('10.1.2.*', cpus=3)], info) == 3
+    assert _servers_for([DiscoroNodeAllocate('10.1.2.1', cpus=3)], info) == 8   # anchored
+    assert _servers_for([DiscoroNodeAllocate('*', memory=4 * 1024 ** 3, cpus=2)], info) == 0
+    assert _servers_for([DiscoroNodeAllocate('*', memory=1024 ** 3, cpus=2)], info) == 2
+    assert _servers_for([DiscoroNodeAllocate('*', cpus=-3)], info) == 5
+    assert _servers_for([DiscoroNodeAllocate('*', cpus=20)], info) == 0
+    assert _servers_for([DiscoroNodeAllocate('10.9.*', cpus=1),
+                         DiscoroNodeAllocate('*', cpus=-1)], info) == 7
+
+
+def test_allocation_limits_servers_and_platform_excludes(processes, discoronode):
+    node, ports = discoronode()
+    lines = client(processes, ports, r'''
+def compute(coro=None):
+    yield coro.sleep(0.01)
+    return str(coro.location)
+
+def main(coro=None):
+    rule = DiscoroNodeAllocate('127.0.0.*', platform='linux', cpus=1)
+    computation = Computation([compute], node_allocations=[rule])
+    assert (yield computation.schedule()) == 0
+    results = yield computation.run_results(compute, [()] * 4)
+    print('one server', len(set(results)), len((yield computation.servers())))
+    yield computation.close()
+    excluded = Computation([compute], node_allocations=[
+        DiscoroNodeAllocate('*', platform='linux', cpus=0)])
+    assert (yield excluded.schedule()) == 0
+    yield coro.sleep(1)
+    print('excluded', (yield excluded.nodes()))
+    yield excluded.close()
+
+asyncoro.Coro(main)
+''')
+    assert lines == ['one server 1 1', 'excluded []']
+
+
+def test_bad_input_gives_clear_errors_and_the_node_keeps_serving(processes, discoronode):
+    node, ports = discoronode()
+    logs = []
+    lines = client(processes, ports, r'''
+import threading
+
+def compute(x, coro=None):
+    yield coro.sleep(0.01)
+    return x + 1
+
+def broken(coro=None):
+    yield undefined_name
+
+def main(coro=None):
+    for bad in [lambda: Computation([compute], pulse_interval=1),
+                lambda: Computation([42]),
+                lambda: Computation(['no/such/file.txt']),
+                lambda: Computation([compute], node_setup=compute_plain),
+                lambda: Computation([compute], disable_nodes=True)]:
+        try:
+            bad()
+            print('accepted')
+        except Exception as exc:
+            print('refused:', str(exc)[:60])
+    computation = Computation([compute])
+    assert (yield computation.schedule()) == 0
+    print('unpicklable', (yield computation.run(compute, threading.Lock())))
+    print('unknown node', (yield computation.run_at('127.9.9.9', compute, 1)))
+    print('not defined', (yield computation.run('no_such_function', 1))[0].__name__)
+    print('still serves', (yield computation.run_result(compute, 41)))
+    rcoro = yield computation.run(broken)
+    print('job raised', type((yield computation.run_result(broken))).__name__)
+    yield computation.close()
+
+def compute_plain(x):
+    return x
+
+asyncoro.Coro(main)
+''', logs=logs)
+    expected = ['refused: pulse_interval must be between 10 and 100, not 1',
+                'refused: component 42 is not a function, class, module or file',
+                "refused: file component 'no/such/file.txt' does not exist",
+                'refused: node_setup must be a generator function, not <function',
+                'refused: disable_nodes and disable_servers need a status_coro']
+    assert len(lines) >= 5 and all(line.startswith(prefix)
+                                   for line, prefix in zip(lines[:5], expected)), lines[:5]
+    assert lines[5:] == ['unpicklable None', 'unknown node None', 'not defined NameError',
+                         'still serves 42', 'job raised NameError']
+    assert any("arguments cannot be pickled: TypeError: cannot pickle '_thread.lock'" in line
+               for line in logs)
+    assert any('node 127.9.9.9 is not running this computation' in line for line in logs)
+
+
+@pytest.mark.deadline(60)
+def test_killing_a_server_mid_job_gives_an_error_result_quickly(processes, discoronode):
+    node, ports = discoronode()
+    proc = processes(HEAD + r'''
+def compute(coro=None):
+    import os
+    print('job running', os.getpid(), flush=True)
+    yield coro.sleep(60)
+
+def other(coro=None):
+    yield coro.sleep(0.01)
+    return 'other server still works'
+
+def main(coro=None):
+    computation = Computation([compute, other])
+    assert (yield computation.schedule()) == 0
+    t0 = time.time()
+    result = yield computation.run_result(compute)
+    print('result', type(result).__name__, round(time.time() - t0), flush=True)
+    print('then', (yield computation.run_result(other)), flush=True)
+    yield computation.close()
+
+asyncoro.Coro(main)
+''', json.dumps(ports), ready=False)
+    line = read_line(node, 30, 'the job start')
+    while not line.startswith('job running'):
+        line = read_line(node, 30, 'the job start')
+    server_pid = int(line.split()[2])
+    t0 = time.monotonic()
+    os.kill(server_pid, signal.SIGKILL)
+    out, err = proc.communicate(b'', timeout=30)
+    lines = split_log(out.decode())[0]
+    assert lines[0].startswith('result ServerLost'), (lines, err.decode()[-2000:])
+    assert time.monotonic() - t0 < 5
+    assert lines[1] == 'then other server still works'
+
+
+@pytest.mark.deadline(60)
+def test_killing_the_client_frees_the_node(processes, discoronode):
+    node, ports = discoronode()
+    first = processes(HEAD + r'''
+def compute(coro=None):
+    yield coro.sleep(60)
+
+def main(coro=None):
+    computation = Computation([compute])
+    assert (yield computation.schedule()) == 0
+    rcoro = yield computation.run(compute)
+    print('ready running', flush=True)
+
+asyncoro.Coro(main)
+''', json.dumps(ports))[0]
+    servers = lambda: [p for p in psutil.Process(node.pid).children(recursive=True)
+                       if 'discoroproc' in ' '.join(p.cwd() for _ in [0] if p.is_running())]
+    first.kill()
+    first.wait(10)
+    # the node notices its scheduler is gone (connection closed), ends the
+    # computation and is free for the next client at once
+    lines = client(processes, ports, r'''
+def compute(x, coro=None):
+    yield coro.sleep(0.01)
+    return x * 3
+
+def main(coro=None):
+    computation = Computation([compute])
+    assert (yield computation.schedule()) == 0
+    print('second client', (yield computation.run_result(compute, 5)))
+    yield computation.close()
+
+asyncoro.Coro(main)
+''', timeout=30)
+    assert lines == ['second client 15']
+
+
+@pytest.mark.deadline(150)
+def test_a_minute_of_pure_cpu_is_not_taken_for_a_fault(processes, discoronode):
+    node, ports = discoronode(cpus=1)
+    lines = client(processes, ports, r'''
+def hog(seconds, coro=None):
+    import time
+    end = time.time() + seconds
+    n = 0
+    while time.time() < end:        # never yields
+        n += 1
+    yield 0
+    return 'computed for %d s' % seconds
+
+def main(coro=None):
+    computation = Computation([hog], pulse_interval=asyncoro.discoro.MinPulseInterval)
+    assert (yield computation.schedule()) == 0
+    print((yield computation.run_result(hog, 60)))
+    yield computation.close()
+
+asyncoro.Coro(main)
+''', timeout=120)
+    assert lines == ['computed for 60 s']
