@@ -10,7 +10,6 @@ import os
 import signal
 import time
 
-import psutil
 import pytest
 
 from asyncoro.discoro import DiscoroNodeAllocate, _servers_for, DiscoroNodeInfo, \
@@ -289,8 +288,8 @@ asyncoro.Coro(main)
                 "refused: file component 'no/such/file.txt' does not exist",
                 'refused: node_setup must be a generator function, not <function',
                 'refused: disable_nodes and disable_servers need a status_coro']
-    assert len(lines) >= 5 and all(line.startswith(prefix)
-                                   for line, prefix in zip(lines[:5], expected)), lines[:5]
+    assert len(lines) >= 5 and all(lines[i].startswith(prefix)
+                                   for i, prefix in enumerate(expected)), lines[:5]
     assert lines[5:] == ['unpicklable None', 'unknown node None', 'not defined NameError',
                          'still serves 42', 'job raised NameError']
     assert any("arguments cannot be pickled: TypeError: cannot pickle '_thread.lock'" in line
@@ -350,8 +349,6 @@ def main(coro=None):
 
 asyncoro.Coro(main)
 ''', json.dumps(ports))[0]
-    servers = lambda: [p for p in psutil.Process(node.pid).children(recursive=True)
-                       if 'discoroproc' in ' '.join(p.cwd() for _ in [0] if p.is_running())]
     first.kill()
     first.wait(10)
     # the node notices its scheduler is gone (connection closed), ends the
