@@ -321,6 +321,7 @@ class _NodeService(_Service):
         self.rt = disasyncoro.AsynCoro.instance()
         self.comp = None
         self.served = 0
+        self.quitting = False
         self.rt.peer_status(self.coro)
         gevent_spawn(self._read_reports)
 
@@ -430,7 +431,8 @@ class _NodeService(_Service):
             waiter.wait(fd, _READ, None, TimeoutError)
             msg = _read_msg(fd)
             if msg is None:
-                log.error('the zygote is gone; no more computations can start here')
+                if not self.quitting:
+                    log.error('the zygote is gone; no more computations can start here')
                 return
             self._report(msg)
 
@@ -487,6 +489,7 @@ class _NodeService(_Service):
             gevent_spawn(self._end_computation, comp, 'the scheduler went away')
 
     def quit(self):
+        self.quitting = True
         if self.comp is not None:
             self._end_computation(self.comp, 'the node quits')
         _write_msg(self.zygote_cmd, ('quit',))

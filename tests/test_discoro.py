@@ -391,3 +391,34 @@ def main(coro=None):
 asyncoro.Coro(main)
 ''', timeout=120)
     assert lines == ['computed for 60 s']
+
+
+def test_quickstart_runs_a_computation_and_leaves_no_process(tmp_path):
+    """The README's demo command (after install): examples/quickstart.py."""
+    import subprocess
+    import sys
+    from conftest import ROOT, program_env
+    result = subprocess.run([sys.executable, os.path.join(ROOT, 'examples', 'quickstart.py'),
+                             '4'], capture_output=True, timeout=60, env=program_env(),
+                            cwd=str(tmp_path))
+    out = result.stdout.decode().splitlines()
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert out[0].startswith('discoronode ready 127.0.0.1:')
+    jobs = [line for line in out if line.startswith('job ')]
+    assert [int(line.split()[1].rstrip(':')) for line in jobs] == [1, 2, 3, 4]
+    assert len({line.split()[-4] for line in jobs}) == 2      # both servers
+    assert out[-1] == 'done: node and servers stopped'
+    node_pid = int(out[0].split('pid=')[1].split()[0])
+    wait_until(lambda: not _alive(node_pid), 10, 'the node process ending')
+    import psutil
+    left = [p.pid for p in psutil.process_iter(['cmdline'])
+            if 'asyncoro-quickstart-' in ' '.join(p.info['cmdline'] or [])]
+    assert left == []
+
+
+def _alive(pid):
+    import psutil
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
