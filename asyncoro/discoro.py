@@ -743,6 +743,7 @@ class _SchedulerService(_Service):
         self.current = None                 # the package running now
         self.placements = collections.deque()   # CPU-bound requests waiting for a server
         self.probing = set()
+        self.server_ready = gevent.event.Event()    # set while some server is ready
 
     # ---------------- status
 
@@ -902,6 +903,8 @@ class _SchedulerService(_Service):
     def _server_gone(self, server, status):
         if self.servers.pop(server.location, None) is None:
             return
+        if not any(s.ready for s in self.servers.values()):
+            self.server_ready.clear()
         server.node.servers.pop(server.location, None)
         server.ready = False
         for rcoro in list(server.jobs):
@@ -979,6 +982,8 @@ class _SchedulerService(_Service):
 
     def _place(self):
         """Give waiting CPU-bound requests the servers that are free, in order."""
+        if any(server.ready for server in self.servers.values()):
+            self.server_ready.set()
         while self.placements:
             where, waiter = self.placements[0]
             server = self._pick('cpu', where)
@@ -1009,6 +1014,9 @@ class _SchedulerService(_Service):
                 return _Failure('no server for the job at %s' % where)
         else:
             server = self._pick('async', where)
+            if server is None and where is None:     # the computation's servers are starting
+                self.server_ready.wait(asyncoro._msg_timeout())
+                server = self._pick('async', where)
             if server is None:
                 return _Failure('no server available%s' % (' at %s' % where if where else ''))
         if package is not self.current:

@@ -460,12 +460,16 @@ class _NodeService(_Service):
     # ---------------- pulses and faults
 
     def _pulse(self, comp):
+        """Pulse the scheduler every min(pulse_interval, --max_pulse_interval)
+        seconds; 5 pulses in a row without an answer (within an interval each)
+        end the computation, and so does zombie_period without a job."""
+        interval = min(comp.pulse_interval, self.options.max_pulse_interval)
         misses = 0
         idle_since = time.monotonic()
         while self.comp is comp and not comp.closing:
             answer = self.call(comp.scheduler, 'pulse', comp.id, self.rt.location.addr,
                                _avail_info(self.rt.location, self.options.node_dir),
-                               timeout=asyncoro.MsgTimeout)
+                               timeout=max(interval, 1))
             if isinstance(answer, int):
                 misses = 0
                 if answer > 0:
@@ -480,7 +484,7 @@ class _NodeService(_Service):
                 if misses >= 5:
                     self._end_computation(comp, 'the scheduler missed 5 pulses')
                     return
-            gevent_sleep(comp.pulse_interval)
+            gevent_sleep(interval)
 
     def on_peer(self, status):
         comp = self.comp

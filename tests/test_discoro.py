@@ -422,3 +422,185 @@ def _alive(pid):
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_node_option_parsing():
+    from asyncoro.discoronode import _ports, _cpus, _size
+    assert _ports([], 2) == [0, 0, 0]
+    assert _ports(['2345-2347', '3799'], 8) == [2345, 2346, 2347, 3799, 3800, 3801, 3802,
+                                                3803, 3804]
+    assert _ports(['5000'], 2) == [5000, 5001, 5002]
+    with pytest.raises(ValueError):
+        _ports(['10-5'], 1)
+    cpus = os.cpu_count()
+    assert (_cpus(0), _cpus(4), _cpus(-1)) == (cpus, 4, max(cpus - 1, 0) or cpus - 1)
+    assert (_size('10k'), _size('2m'), _size('1g'), _size(None)) == (10240, 2 * 1024 ** 2,
+                                                                      1024 ** 3, 0)
+
+
+def test_server_setup_with_enable_server_and_files_sent_to_servers(processes, discoronode,
+                                                                   tmp_path):
+    node, ports = discoronode()
+    lines = client(processes, ports, r'''
+def setup_server(data_file, coro=None):
+    global data, name
+    with open(data_file) as f:          # sent to this server: in its cwd
+        data = f.read().strip()
+    name = data_file
+    yield 0
+
+def compute(i, coro=None):
+    yield coro.sleep(0.05)
+    return '%s:%s' % (name, data)
+
+def status(coro=None):
+    coro.set_daemon()
+    computation, count = None, 0
+    while True:
+        msg = yield coro.receive()
+        if isinstance(msg, DiscoroStatus):
+            if msg.status == Scheduler.ServerDiscovered:
+                count += 1
+                path = os.path.join(os.path.dirname(sys.argv[0]), 'server%d.txt' % count)
+                with open(path, 'w') as f:
+                    f.write('content %d\n' % count)
+                assert (yield asyncoro.AsynCoro().send_file(msg.info, path, overwrite=True,
+                                                            timeout=10)) == 0
+                computation.enable_server(msg.info, os.path.basename(path))
+        elif isinstance(msg, tuple) and msg[0] == 'computation':
+            computation = msg[1]
+
+def main(coro=None):
+    st = asyncoro.Coro(status)
+    computation = Computation([compute], status_coro=st, server_setup=setup_server,
+                              disable_servers=True)
+    st.send(('computation', computation))
+    assert (yield computation.schedule()) == 0
+    print(sorted(set((yield computation.run_results(compute, range(8))))))
+    yield computation.close()
+
+asyncoro.Coro(main)
+''')
+    assert lines == ["['server1.txt:content 1', 'server2.txt:content 2']"]
+
+
+def test_run_async_and_close_terminates_async_jobs(processes, discoronode):
+    node, ports = discoronode()
+    lines = client(processes, ports, r'''
+def waiter(seconds, coro=None):
+    yield 'started'
+    yield coro.sleep(seconds)
+    return 'slept'
+
+def status(coro=None):
+    coro.set_daemon()
+    while True:
+        msg = yield coro.receive()
+        if isinstance(msg, asyncoro.MonitorException):
+            print('ended', msg.args[1][0].__name__, msg.args[1][1], flush=True)
+        elif isinstance(msg, DiscoroStatus) and msg.status == Scheduler.CoroCreated:
+            print('created', msg.info.args, flush=True)
+        elif isinstance(msg, DiscoroStatus) and msg.status == Scheduler.ComputationClosed:
+            print('closed', flush=True)
+
+def main(coro=None):
+    computation = Computation([waiter], status_coro=asyncoro.Coro(status))
+    assert (yield computation.schedule()) == 0
+    jobs = []
+    for seconds in (30, 30, 30):         # more async jobs than servers: all at once
+        jobs.append((yield computation.run_async(waiter, seconds)))
+    print('all started', all(isinstance(j, asyncoro.Coro) for j in jobs), flush=True)
+    quick = yield computation.run_async_at(jobs[0].location, waiter, 0.1)
+    print('same server', quick.location == jobs[0].location, flush=True)
+    yield coro.sleep(0.5)
+    yield computation.close()            # terminates the three 30 s jobs
+    yield coro.sleep(0.2)
+
+asyncoro.Coro(main)
+''')
+    created = [line for line in lines if line.startswith('created')]
+    assert sorted(created) == ['created (0.1,)'] + ['created (30,)'] * 3
+    ended = [line for line in lines if line.startswith('ended')]
+    # terminate() looks like a normal end with the last value (API.md §11.8)
+    assert sorted(ended) == ['ended StopIteration slept'] + ['ended StopIteration started'] * 3
+    assert 'all started True' in lines and 'same server True' in lines
+    assert lines.index('closed') > max(lines.index(line) for line in ended)
+
+
+def test_peers_communicate_and_tcp_ports(processes, discoronode):
+    from conftest import free_udp_port
+    base = 20000 + free_udp_port() % 20000
+    node, ports = discoronode('--tcp_ports', '%d-%d' % (base, base + 1))
+    assert node.location.endswith(':%d' % base)
+    lines = client(processes, ports, r'''
+def peers(coro=None):
+    yield coro.sleep(0.2)
+    rt = asyncoro.AsynCoro()
+    return sorted(str(loc) for loc in rt.peers())
+
+def main(coro=None):
+    computation = Computation([peers], peers_communicate=True)
+    assert (yield computation.schedule()) == 0
+    seen = yield computation.run_results(peers, [(), ()])    # waits for the servers
+    servers = sorted(str(s) for s in (yield computation.servers()))
+    print('servers', *servers)
+    for peers_seen in seen:
+        print('sees other server', any(s in peers_seen for s in servers))
+    yield computation.close()
+
+asyncoro.Coro(main)
+''')
+    assert lines[0] == 'servers 127.0.0.1:%d 127.0.0.1:%d' % (base + 1, base + 2)
+    assert lines[1:] == ['sees other server True'] * 2
+
+
+ZOMBIE_CLIENT = r'''
+def compute(coro=None):
+    yield coro.sleep(0.01)
+    return 'ran'
+
+def status(coro=None):
+    coro.set_daemon()
+    while True:
+        msg = yield coro.receive()
+        if isinstance(msg, DiscoroStatus) and msg.status in (Scheduler.ServerClosed,
+                                                             Scheduler.ServerDisconnected):
+            print('server gone', flush=True)
+
+def main(coro=None):
+    computation = Computation([compute], status_coro=asyncoro.Coro(status))
+    assert (yield computation.schedule()) == 0
+    print('ready', (yield computation.run_result(compute)), flush=True)
+    yield coro.sleep(60)
+
+asyncoro.Coro(main)
+'''
+
+
+@pytest.mark.deadline(60)
+def test_idle_computation_is_closed_after_zombie_period(processes, discoronode):
+    node, ports = discoronode('--min_pulse_interval', '1', '--max_pulse_interval', '1',
+                              '--zombie_period', '2')
+    proc, rest = processes(HEAD + ZOMBIE_CLIENT, json.dumps(ports))
+    assert rest == 'ran'
+    t0 = time.monotonic()
+    assert [read_line(proc, 20), read_line(proc, 20)] == ['server gone', 'server gone']
+    assert time.monotonic() - t0 < 10
+    wait_until(lambda: os.listdir(node.node_dir) == [], 10, 'the node directory emptied')
+
+
+@pytest.mark.deadline(60)
+def test_a_silent_client_is_dropped_after_five_missed_pulses(processes, discoronode):
+    node, ports = discoronode('--min_pulse_interval', '1', '--max_pulse_interval', '1')
+    proc, rest = processes(HEAD + ZOMBIE_CLIENT, json.dumps(ports))
+    assert rest == 'ran'
+    wait_until(lambda: any(e.startswith('discoroproc-') for e in os.listdir(node.node_dir)),
+               10, 'the servers of the computation existing')
+    os.kill(proc.pid, signal.SIGSTOP)      # silent, not dead: its connections stay open
+    try:
+        t0 = time.monotonic()
+        wait_until(lambda: os.listdir(node.node_dir) == [], 30,
+                   'the node ending the computation of a silent client')
+        assert 4 < time.monotonic() - t0 < 20
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
