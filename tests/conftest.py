@@ -44,6 +44,9 @@ def deadline(request):
     def expire():
         sys.stderr.write('\n'.join(gevent.util.format_run_info()))
         gevent.kill(main, TestHang('%s ran past %ss' % (request.node.nodeid, seconds)))
+    # the loop's clock is stale if this thread blocked outside the hub (a test
+    # that waited in communicate()): refresh it, or the timer fires early
+    gevent.get_hub().loop.update_now()
     watchdog = gevent.spawn_later(seconds, expire)
     yield
     watchdog.kill()

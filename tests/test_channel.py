@@ -115,8 +115,10 @@ def test_locate_register_and_names():
         again = yield asyncoro.Channel.locate('weird-name')
         channel.close()
         dup.close()
-        return found is channel, again is channel, repr(channel)
-    assert run_coro(main) == (True, True, '~weird-name')
+        return found is channel, again is channel, repr(channel), channel.location
+    found, again, text, location = run_coro(main)
+    assert (found, again) == (True, True)
+    assert text == ('~weird-name' if location is None else '~weird-name@%s' % location)
 
 
 def test_send_from_the_main_thread():

@@ -12,8 +12,6 @@ import time
 
 import pytest
 
-from asyncoro.discoro import DiscoroNodeAllocate, _servers_for, DiscoroNodeInfo, \
-    DiscoroNodeAvailInfo
 from conftest import read_line, split_log, wait_until
 from test_disasyncoro import run_client
 
@@ -203,6 +201,10 @@ asyncoro.Coro(main)
 
 
 def test_allocation_rules():
+    # imported here: importing asyncoro.discoro makes the next runtime of this
+    # (test) process a distributed one, which tests of the core do not expect
+    from asyncoro.discoro import (DiscoroNodeAllocate, DiscoroNodeAvailInfo, DiscoroNodeInfo,
+                                  _servers_for)
     info = DiscoroNodeInfo('n1', '10.1.2.15', 8, 'linux-6.1-x86_64',
                            DiscoroNodeAvailInfo(None, 90.0, 2 * 1024 ** 3, 10 ** 12, 100.0))
     assert _servers_for([], info) == 8
