@@ -606,3 +606,58 @@ def test_a_silent_client_is_dropped_after_five_missed_pulses(processes, discoron
         assert 4 < time.monotonic() - t0 < 20
     finally:
         os.kill(proc.pid, signal.SIGCONT)
+
+
+def test_secret_name_run_result_at_avail_info_and_close_awaiting_async(processes, discoronode):
+    node, ports = discoronode('-s', 'node secret', '-n', 'testnode', '--max_file_size', '1m',
+                              '--min_pulse_interval', '1', '--max_pulse_interval', '1')
+    body = r'''
+asyncoro.AsynCoro().peer(asyncoro.Location(*sys.argv[2].split(':')))
+
+def slow(x, coro=None):
+    yield coro.sleep(1)
+    return x * 2
+
+def status(coro=None):
+    coro.set_daemon()
+    while True:
+        msg = yield coro.receive()
+        if isinstance(msg, DiscoroNodeAvailInfo):
+            print('avail', msg.location is not None, 0 <= msg.cpu <= 100, msg.memory > 0,
+                  msg.disk > 0, flush=True)
+        elif isinstance(msg, asyncoro.MonitorException):
+            print('ended', msg.args[1][0].__name__, msg.args[1][1], flush=True)
+        elif isinstance(msg, DiscoroStatus) and msg.status == Scheduler.NodeDiscovered:
+            print('node', msg.info.name, msg.info.cpus, flush=True)
+
+def main(coro=None):
+    computation = Computation([slow], status_coro=asyncoro.Coro(status),
+                              pulse_interval=asyncoro.discoro.MinPulseInterval)
+    assert (yield computation.schedule()) == 0
+    rcoro = yield computation.run_async(slow, 21)
+    server = rcoro.location
+    print('result_at', (yield computation.run_result_at(server, slow, 5)))
+    yield computation.close(await_async=True)     # waits for the async job's 1 s
+
+asyncoro.Coro(main)
+'''
+    head = HEAD.replace("Scheduler(udp_port=ports['scheduler']",
+                        "Scheduler(secret=sys.argv[3], udp_port=ports['scheduler']")
+    lines = run_client(processes, head + body, json.dumps(ports), node.location, 'node secret')
+    assert 'node testnode 2' in lines
+    assert 'result_at 10' in lines
+    assert any(line == 'avail True True True True' for line in lines)
+    # close(await_async=True) let the async job finish (value 42), not terminated
+    assert 'ended StopIteration 42' in lines and 'ended StopIteration 10' in lines
+    logs = []
+    wrong = run_client(processes, head + r'''
+def main(coro=None):
+    computation = Computation([])
+    assert (yield computation.schedule()) == 0
+    yield coro.sleep(1)
+    print('nodes with the wrong secret', (yield computation.nodes()))
+    yield computation.close()
+
+asyncoro.Coro(main)
+''', json.dumps(ports), node.location, 'wrong secret', logs=logs)
+    assert wrong == ['nodes with the wrong secret []']
