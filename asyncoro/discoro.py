@@ -40,7 +40,6 @@ import os
 import re
 import sys
 import time
-import traceback
 import types
 
 import gevent

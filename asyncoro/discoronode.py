@@ -25,7 +25,6 @@ kills its process group and empties the node directory.
 
 import argparse
 import builtins
-import collections
 import logging
 import os
 import platform
@@ -42,7 +41,7 @@ import traceback
 import asyncoro
 import asyncoro.disasyncoro as disasyncoro
 from asyncoro import Location
-from asyncoro.discoro import (DiscoroNodeAvailInfo, DiscoroNodeInfo, _Failure, _Service,
+from asyncoro.discoro import (DiscoroNodeAvailInfo, DiscoroNodeInfo, _Service,
                               _run_sync, MinPulseInterval, MaxPulseInterval, DEFAULT_NODE_PORT)
 
 __all__ = []

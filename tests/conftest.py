@@ -106,27 +106,6 @@ def kill_tree(proc, timeout=5):
     proc.wait(timeout)
 
 
-@pytest.fixture
-def program(tmp_path):
-    """Start Python programs (source text) as subprocesses; killed at the end."""
-    procs = []
-
-    def start(source, *argv, stdin=subprocess.DEVNULL):
-        script = tmp_path / ('prog%d.py' % len(procs))
-        script.write_text(source)
-        proc = subprocess.Popen([sys.executable, str(script)] + list(argv), stdin=stdin,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=program_env(), cwd=str(tmp_path))
-        procs.append(proc)
-        return proc
-    yield start
-    for proc in procs:
-        kill_tree(proc)
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
 @pytest.fixture(scope='session')
 def certs(tmp_path_factory):
     """Two self-signed certificates: {'good': (certfile, keyfile), 'other': ...}."""
@@ -254,3 +233,12 @@ def discoronode(tmp_path):
         kill_tree(proc)
         for stream in (proc.stdout, proc.stderr):
             stream.close()
+
+
+@pytest.fixture
+def program(processes):
+    """Start a Python program (source text) as a subprocess, not waiting for a
+    ready line; its stdin is a pipe. Killed by PID at the end."""
+    def start(source, *argv):
+        return processes(source, *argv, ready=False)
+    return start

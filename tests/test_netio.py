@@ -7,10 +7,8 @@ binds to 127.0.0.1, port 0, and every wait has a timeout.
 
 import errno
 import pickle
-import shutil
 import socket
 import ssl
-import subprocess
 
 import gevent
 import pytest

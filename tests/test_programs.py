@@ -5,7 +5,6 @@ These are API.md §11.3/§11.4: most existing programs end with a bare
 module-level `asyncoro.Coro(...)`, and many block their main thread.
 """
 
-import subprocess
 
 
 TIMEOUT = 30
@@ -78,7 +77,7 @@ asyncoro.Coro(ticker)
 r = asyncoro.Coro(reader)
 line = input()
 r.send(line)
-''', stdin=subprocess.PIPE)
+''')
     ticks = []
     for _ in range(5):             # ticks keep coming while the main thread is in input()
         line = proc.stdout.readline().decode()
