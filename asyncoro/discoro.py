@@ -375,9 +375,7 @@ class Computation:
                     raise DiscoroError('file component %r does not exist' % item)
                 files.append(self._file(item, None))
             elif isinstance(item, (types.BuiltinFunctionType, functools.partial,
-                                   types.MethodType)) or callable(item) and not hasattr(item, '__class__'):
-                raise DiscoroError('component %r is not a function, class, module or file' % item)
-            elif type(item).__module__ in ('builtins',):
+                                   types.MethodType)) or type(item).__module__ == 'builtins':
                 raise DiscoroError('component %r is not a function, class, module or file'
                                    % (item,))
             else:
@@ -639,7 +637,7 @@ class _ClientService(_Service):
 # ---------------------------------------------------------------- the scheduler
 
 class _Node:
-    __slots__ = ('info', 'coro', 'location', 'servers', 'cpus', 'status', 'enabled', 'load')
+    __slots__ = ('info', 'coro', 'location', 'servers', 'cpus', 'status', 'enabled')
 
     def __init__(self, info, coro):
         self.info = info

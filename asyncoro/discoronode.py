@@ -38,6 +38,9 @@ import threading
 import time
 import traceback
 
+import gevent
+import gevent.event
+
 import asyncoro
 import asyncoro.disasyncoro as disasyncoro
 from asyncoro import Location
@@ -223,7 +226,7 @@ class _ServerService(_Service):
         self._namespace = namespace
         self._done = done
         self.jobs = set()
-        gevent_spawn(self._introduce, index)
+        gevent.spawn(self._introduce, index)
 
     def _introduce(self, index):
         rt = disasyncoro.AsynCoro.instance()
@@ -273,11 +276,6 @@ class _ServerService(_Service):
         return 0
 
 
-def gevent_spawn(func, *args):
-    import gevent
-    return gevent.spawn(func, *args)
-
-
 # ---------------------------------------------------------------- the node
 
 def _avail_info(location, path):
@@ -313,8 +311,6 @@ class _NodeService(_Service):
 
     def __init__(self, options, zygote):
         super().__init__('discoro_node')
-        import gevent.event
-        self._event = gevent.event
         self.options = options
         self.zygote_pid, self.zygote_cmd, self.zygote_reports = zygote
         self.rt = disasyncoro.AsynCoro.instance()
@@ -322,7 +318,7 @@ class _NodeService(_Service):
         self.served = 0
         self.quitting = False
         self.rt.peer_status(self.coro)
-        gevent_spawn(self._read_reports)
+        gevent.spawn(self._read_reports)
 
     # ---------------- describing the node
 
@@ -355,7 +351,7 @@ class _NodeService(_Service):
             return 'not reserved for computation %s' % comp_id
         comp.scheduler = scheduler
         opts = self.options
-        comp.setup_result = self._event.AsyncResult()
+        comp.setup_result = gevent.event.AsyncResult()
         spec = {
             'id': comp_id, 'code': code, 'node_setup': node_setup,
             'setup_args': tuple(setup_args), 'node_dir': opts.node_dir, 'name': opts.name,
@@ -372,7 +368,7 @@ class _NodeService(_Service):
         if result != 0:
             self._end_computation(comp, 'node_setup failed')
             return result
-        gevent_spawn(self._pulse, comp)
+        gevent.spawn(self._pulse, comp)
         return 0
 
     def on_server_started(self, comp_id, index, location):
@@ -483,13 +479,13 @@ class _NodeService(_Service):
                 if misses >= 5:
                     self._end_computation(comp, 'the scheduler missed 5 pulses')
                     return
-            gevent_sleep(interval)
+            gevent.sleep(interval)
 
     def on_peer(self, status):
         comp = self.comp
         if status.status == disasyncoro.PeerStatus.Offline and comp is not None and \
                 comp.scheduler is not None and status.location == comp.scheduler.location:
-            gevent_spawn(self._end_computation, comp, 'the scheduler went away')
+            gevent.spawn(self._end_computation, comp, 'the scheduler went away')
 
     def quit(self):
         self.quitting = True
@@ -506,11 +502,6 @@ class _NodeService(_Service):
             print('discoro server "%s_proc-%d" @ %s with PID %s for computation %s of %s'
                   % (self.options.name, index, comp.locations.get(index), pid, comp.id,
                      comp.client_location))
-
-
-def gevent_sleep(seconds):
-    import gevent
-    gevent.sleep(seconds)
 
 
 _quit_event = threading.Event()
