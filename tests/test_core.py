@@ -324,8 +324,7 @@ def test_throw_accepts_every_form(form):
             yield coro.sleep(10)
         except KeyError as exc:
             return exc.args
-    g = asyncoro.Coro(gen)
-    time.sleep(0)   # let it start; the throw is delivered wherever it is
+    g = asyncoro.Coro(gen)      # started or not: the throw is delivered wherever it is
     if form == 'instance':
         g.throw(KeyError('k'))
     elif form == 'type-value':

@@ -403,7 +403,10 @@ rt = asyncoro.AsynCoro(node='127.0.0.1', udp_port=int(sys.argv[1]), discover_pee
 for _ in range(3):
     rt.discover_peers()
 rt.peer('127.0.0.1')            # a unicast ping to a host
-time.sleep(0.5)                 # (capturing: nothing to wait for but the packets)
+deadline = time.monotonic() + 10
+while sum(1 for _, dst in seen if dst == '127.255.255.255') < 4 and time.monotonic() < deadline:
+    time.sleep(0.01)            # polling the capture thread's list, with a deadline
+time.sleep(0.2)                 # and whatever else those pings set off
 raw.close()
 print(json.dumps(seen))
 '''
@@ -411,12 +414,12 @@ print(json.dumps(seen))
 
 def test_discovery_sends_nothing_outside_loopback(tmp_path):
     """In a network namespace with a default route (so that a packet to
-    255.255.255.255 or any other address would really be sent), capture every
+    the all-ones broadcast address or any other would really be sent), capture every
     IPv4 packet while a runtime bound to 127.0.0.1 discovers."""
     script = tmp_path / 'capture.py'
     script.write_text(CAPTURE)
     # lo gets a second address and the default route: a packet to anywhere
-    # else (255.255.255.255 included) would then be captured with that
+    # else (the all-ones broadcast address included) would then be captured with that
     # destination instead of failing to route
     setup = ('ip link set lo up && ip addr add 10.253.0.1/24 dev lo && '
              'ip route add default dev lo && exec "$0" "$@"')
