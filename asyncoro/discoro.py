@@ -637,7 +637,8 @@ class _ClientService(_Service):
 # ---------------------------------------------------------------- the scheduler
 
 class _Node:
-    __slots__ = ('info', 'coro', 'location', 'servers', 'cpus', 'status', 'enabled')
+    __slots__ = ('info', 'coro', 'location', 'servers', 'cpus', 'status', 'enabled',
+                 'last_pulse')
 
     def __init__(self, info, coro):
         self.info = info
@@ -647,6 +648,7 @@ class _Node:
         self.cpus = 0                       # servers used for the current computation
         self.status = None
         self.enabled = None                 # AsyncResult while waiting for enable_node
+        self.last_pulse = time.monotonic()
 
 
 class _Server:
@@ -828,6 +830,7 @@ class _SchedulerService(_Service):
             node.status = None
             return
         node.status = Scheduler.NodeInitialized
+        node.last_pulse = time.monotonic()
         self._status(Scheduler.NodeInitialized, node.info)
         for server in node.servers.values():     # servers that were ready before their node
             if server.ready:
@@ -860,6 +863,21 @@ class _SchedulerService(_Service):
             turn.set(0)
             for node in list(self.nodes.values()):
                 gevent.spawn(self._use_node, node)
+            gevent.spawn(self._watch_nodes, package)
+
+    def _watch_nodes(self, package):
+        """Drop the nodes of this computation that stay silent (no pulse) for
+        5 x pulse_interval: a node whose process hangs or whose host is cut
+        off closes no connection, so only the missing pulses tell."""
+        limit = 5 * package.pulse_interval
+        while self.current is package:
+            gevent.sleep(package.pulse_interval)
+            now = time.monotonic()
+            for node in list(self.nodes.values()):
+                if node.status == Scheduler.NodeInitialized and now - node.last_pulse > limit:
+                    log.warning('node %s sent no pulse for %.0f s; dropped', node.info.addr,
+                                now - node.last_pulse)
+                    self._node_gone(node)
 
     def _current(self, comp_id):
         if self.current is None or self.current.id != comp_id:
@@ -939,6 +957,7 @@ class _SchedulerService(_Service):
         node = self.nodes.get(addr)
         if self.current is None or self.current.id != comp_id or node is None:
             return _Failure('not scheduled here')
+        node.last_pulse = time.monotonic()
         if avail_info is not None:
             node.info = node.info._replace(avail_info=avail_info)
             if self.current.status_coro is not None:

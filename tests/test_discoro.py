@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import read_line, split_log, wait_until
+from conftest import LOG_LINE, read_line, split_log, wait_until
 from test_disasyncoro import run_client
 
 HEAD = r'''
@@ -661,3 +661,52 @@ def main(coro=None):
 asyncoro.Coro(main)
 ''', json.dumps(ports), node.location, 'wrong secret', logs=logs)
     assert wrong == ['nodes with the wrong secret []']
+
+
+@pytest.mark.deadline(120)
+def test_a_silent_node_is_dropped_after_five_pulse_intervals(processes, discoronode):
+    node, ports = discoronode()
+    proc, rest = processes(HEAD + r'''
+def compute(coro=None):
+    yield coro.sleep(300)
+
+def extra(x):                   # not a component: its source goes with the call
+    return x
+
+def status(coro=None):
+    coro.set_daemon()
+    while True:
+        msg = yield coro.receive()
+        if isinstance(msg, DiscoroStatus) and msg.status == Scheduler.NodeClosed:
+            print('node closed', msg.info.addr, flush=True)
+        elif isinstance(msg, asyncoro.MonitorException):
+            print('job ended', msg.args[1][0] == Scheduler.ServerClosed, flush=True)
+
+def main(coro=None):
+    computation = Computation([compute], status_coro=asyncoro.Coro(status),
+                              pulse_interval=asyncoro.discoro.MinPulseInterval)
+    assert (yield computation.schedule()) == 0
+    print('ready', (yield computation.run_result(extra, 'sent with the call')), flush=True)
+    result = yield computation.run_result(compute)
+    print('result', type(result).__name__, flush=True)
+
+asyncoro.Coro(main)
+''', json.dumps(ports))
+    assert rest == 'sent with the call'
+    os.kill(node.pid, signal.SIGSTOP)          # hung, not dead: its connections stay open
+    try:
+        t0 = time.monotonic()
+        got, logged = [], []
+        while len(got) < 3:
+            try:
+                line = read_line(proc, 90, 'the scheduler dropping the node')
+            except AssertionError as exc:
+                raise AssertionError('%s; read so far: %s %s' % (exc, got, logged)) from None
+            if line == 'job ended False':       # the `extra` job's normal end
+                continue
+            (logged if LOG_LINE.match(line) else got).append(line)
+        assert sorted(got) == ['job ended True', 'node closed 127.0.0.1', 'result ServerLost']
+        assert any('sent no pulse for' in line for line in logged)
+        assert 45 < time.monotonic() - t0 < 75      # 5 x pulse_interval (10 s), checked each 10 s
+    finally:
+        os.kill(node.pid, signal.SIGCONT)
