@@ -710,3 +710,33 @@ asyncoro.Coro(main)
         assert 45 < time.monotonic() - t0 < 75      # 5 x pulse_interval (10 s), checked each 10 s
     finally:
         os.kill(node.pid, signal.SIGCONT)
+
+
+def test_node_found_by_peer_over_tls(processes, discoronode, certs):
+    from conftest import free_udp_port
+    certfile, keyfile = certs['good']
+    nobody = free_udp_port()        # the scheduler's discovery goes where no node listens
+    ports = {'scheduler': free_udp_port(), 'node': nobody}
+    client_proc, where = processes(HEAD.replace(
+        "Scheduler(udp_port=ports['scheduler']",
+        "Scheduler(certfile=sys.argv[2], keyfile=sys.argv[3], udp_port=ports['scheduler']")
+        + r'''
+def compute(x, coro=None):
+    yield coro.sleep(0.01)
+    return x * 7
+
+def main(coro=None):
+    computation = Computation([compute])
+    assert (yield computation.schedule()) == 0
+    print('result', (yield computation.run_result(compute, 6)), flush=True)
+    yield computation.close()
+
+print('ready', asyncoro.AsynCoro().location, flush=True)
+asyncoro.Coro(main)
+''', json.dumps(ports), certfile, keyfile)
+    # the node broadcasts to yet another port: only --peer brings the two together
+    node, _ = discoronode('--peer', where, '--certfile', certfile, '--keyfile', keyfile,
+                          '--msg_timeout', '5', '-d',
+                          ports={'scheduler': free_udp_port(), 'node': free_udp_port()})
+    assert read_line(client_proc, 30, 'the job result') == 'result 42'
+    assert client_proc.wait(30) == 0
