@@ -1202,6 +1202,15 @@ class AsynCoro(metaclass=Singleton):
 
     # ------------------------------------------------ names
 
+    def _add_channel(self, channel):
+        """Put a new channel in the process table, unless a live one has its name."""
+        held = self._channels.get(channel._name)
+        if held is not None and not held._closed:
+            log.warning('channel name %r is in use; the new channel is not put in the '
+                        'process table', channel._name)
+            return
+        self._channels[channel._name] = channel
+
     def _register(self, kind, name, obj):
         key = (kind, name)
         held = self._registry.get(key)

@@ -240,16 +240,6 @@ def _rebuild_channel(name, location):
     return _remote_factory('channel')(name, location)
 
 
-def _add_channel(rt, channel):
-    held = rt._channels.get(channel._name)
-    if held is not None and not held._closed:
-        log.warning('channel name %r is in use; the new channel is not put in the '
-                    'process table', channel._name)
-        return
-    rt._channels[channel._name] = channel
-
-
-AsynCoro._add_channel = _add_channel   # the table is the runtime's; the rule is the channel's
 
 
 # ---------------------------------------------------------------- categories

@@ -53,7 +53,7 @@ from asyncoro import (AsyncSocket, AsynCoroSocket, AsyncThreadPool, AsyncDBCurso
                       HotSwapException, Location, Lock, Logger, MonitorException, RLock,
                       Semaphore, Singleton, deserialize, logger, serialize, unserialize,
                       AsyncoroError, WrongContextError, _current_coro, _get_ident,
-                      _REMOTE_FACTORIES)
+                      _REMOTE_FACTORIES, _runtime)
 from asyncoro import netio
 
 __all__ = asyncoro.__all__ + ['PeerStatus', 'RCI', 'SysCoro', 'MsgTimeout',
@@ -389,10 +389,6 @@ def _rebuild_rci(name, location):
     rci = RCI(None, name)
     rci._where = location
     return rci
-
-
-def _runtime():
-    return asyncoro._runtime()
 
 
 # ---------------------------------------------------------------- peers
@@ -769,8 +765,8 @@ class AsynCoro(asyncoro.AsynCoro):
             return
         if kind == SEND or kind == DELIVER:
             coro_id, name, message = request[-3:]
-            coro = self._coros.get(coro_id)
-            alive = coro is not None and coro._name == name[1:] and coro.is_alive()
+            coro = _local_coro(self, coro_id, name)
+            alive = coro is not None and coro.is_alive()
             if alive:
                 self._call_threadsafe(coro._send_here, message)
             elif kind == SEND:
@@ -1126,8 +1122,8 @@ def _handle_bye(rt, conn, request):
 @handler(SEND)
 def _handle_send(rt, conn, request):       # the path of every remote message: keep it lean
     _, coro_id, name, message = request
-    coro = rt._coros.get(coro_id)
-    if coro is not None and coro._name == name[1:]:
+    coro = _local_coro(rt, coro_id, name)
+    if coro is not None:
         coro.send(message)
     else:
         log.warning('message from %s for %s/%s dropped: no such coroutine here',

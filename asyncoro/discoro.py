@@ -46,6 +46,7 @@ import gevent
 import gevent.event
 
 import asyncoro.disasyncoro as asyncoro
+from asyncoro import _stop_value
 from asyncoro.disasyncoro import (Coro, Location, MonitorException, PeerStatus, SysCoro,
                                   Singleton)
 
@@ -278,26 +279,12 @@ def _run_sync(gen):
         try:
             yielded = top.throw(exc) if exc is not None else top.send(value)
             exc = None
-        except StopIteration as stop:
+        except Exception as error:     # its end: a value, or an error for the caller
             stack.pop()
-            value = last if not stop.args else (stop.args[0] if len(stop.args) == 1 else stop.args)
-            last = value
-            continue
-        except RuntimeError as error:
-            if isinstance(error.__cause__, StopIteration):
-                stop = error.__cause__
-                stack.pop()
-                value = last if not stop.args else (stop.args[0] if len(stop.args) == 1
-                                                    else stop.args)
-                last = value
+            stop = error if isinstance(error, StopIteration) else error.__cause__
+            if isinstance(stop, StopIteration):          # `return`, or PEP 479's wrapping
+                value = last = _stop_value(stop, last)
                 continue
-            stack.pop()
-            if not stack:
-                raise
-            exc, value = error, None
-            continue
-        except Exception as error:     # into the caller generator, or out
-            stack.pop()
             if not stack:
                 raise
             exc, value = error, None
@@ -440,7 +427,7 @@ class Computation:
                         'Scheduler() called? same secret?)', location or 'any peer',
                         asyncoro._msg_timeout())
             return -1
-        self._client = rt._run_here(_ClientService, self)
+        self._client = rt._run_here(_ClientService)
         answer = rt._run_here(self._client.call, scheduler, 'schedule', self._package())
         if isinstance(answer, _Failure):
             log.warning('scheduling computation %s failed: %s', self._id, answer.reason)
@@ -615,7 +602,7 @@ class _ClientService(_Service):
     """The client side of one computation: answers come here, and job
     results for run_result*."""
 
-    def __init__(self, computation):
+    def __init__(self):
         super().__init__()
         self._results = {}          # remote Coro -> AsyncResult of its value
 

@@ -432,25 +432,30 @@ class _NodeService(_Service):
             self._report(msg)
 
     def _report(self, msg):
-        kind, comp_id = msg[0], msg[1]
+        """A report (kind, computation id, ...) for the current computation."""
         comp = self.comp
-        if comp is None or comp.id != comp_id:
+        handle = getattr(self, '_report_' + msg[0], None)
+        if comp is None or comp.id != msg[1] or handle is None:
             return
-        if kind == 'computation':
-            comp.pid = msg[2]
-        elif kind == 'node_setup':
-            comp.setup_result.set(msg[2])
-        elif kind == 'server_pid':
-            comp.servers[msg[2]] = msg[3]
-        elif kind == 'server_exit':
-            index, status = msg[2], msg[4]
-            comp.servers.pop(index, None)
-            location = comp.locations.pop(index, None)
-            if not comp.closing:
-                log.warning('server %d (pid %d) of computation %s died (status %s)',
-                            index, msg[3], comp_id, status)
-                if location is not None and comp.scheduler is not None:
-                    self.tell(comp.scheduler, 'server_closed', comp_id, location)
+        handle(comp, *msg[2:])
+
+    def _report_computation(self, comp, pid):
+        comp.pid = pid
+
+    def _report_node_setup(self, comp, result):
+        comp.setup_result.set(result)
+
+    def _report_server_pid(self, comp, index, pid):
+        comp.servers[index] = pid
+
+    def _report_server_exit(self, comp, index, pid, status):
+        comp.servers.pop(index, None)
+        location = comp.locations.pop(index, None)
+        if not comp.closing:
+            log.warning('server %d (pid %d) of computation %s died (status %s)',
+                        index, pid, comp.id, status)
+            if location is not None and comp.scheduler is not None:
+                self.tell(comp.scheduler, 'server_closed', comp.id, location)
 
     # ---------------- pulses and faults
 
