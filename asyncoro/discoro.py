@@ -38,9 +38,11 @@ import itertools
 import logging
 import os
 import re
+import shutil
 import sys
 import time
 import types
+import uuid
 
 import gevent
 import gevent.event
@@ -385,7 +387,9 @@ class Computation:
         self._disable_nodes = bool(disable_nodes)
         self._disable_servers = bool(disable_servers)
         self._peers_communicate = bool(peers_communicate)
-        self._id = id(self)
+        # the key of this computation everywhere: id(self) alone is not unique
+        # across client processes, which share one scheduler program
+        self._id = uuid.uuid4().int >> 65
         self.scheduler = None
         self._client = None
         self._closed = False
@@ -406,7 +410,17 @@ class Computation:
                         self._allocations, self.status_coro, self._node_setup,
                         self._server_setup, self._disable_nodes, self._disable_servers,
                         self._peers_communicate, self._client.coro,
-                        asyncoro.AsynCoro.instance().location)
+                        asyncoro.AsynCoro.instance().location, id(self))
+
+    def _upload(self, rt, scheduler):
+        """A scheduler in another process gets the component files first:
+        it sends them on to the nodes. 0, or the reason it failed."""
+        for path, rel in self._files:
+            folder = os.path.join(_upload_dir(self._id), rel) if rel else _upload_dir(self._id)
+            if rt.send_file(scheduler.location, path, dir=folder, overwrite=True,
+                            timeout=asyncoro._msg_timeout()) < 0:
+                return 'could not send %s to the scheduler at %s' % (path, scheduler.location)
+        return 0
 
     # -------------------------------------------- scheduling
 
@@ -427,6 +441,11 @@ class Computation:
                         'Scheduler() called? same secret?)', location or 'any peer',
                         asyncoro._msg_timeout())
             return -1
+        if scheduler.location != rt.location:
+            failed = self._upload(rt, scheduler)
+            if failed:
+                log.warning('scheduling computation %s failed: %s', self._id, failed)
+                return -1
         self._client = rt._run_here(_ClientService)
         answer = rt._run_here(self._client.call, scheduler, 'schedule', self._package())
         if isinstance(answer, _Failure):
@@ -577,12 +596,17 @@ class Computation:
         return 0
 
 
+def _upload_dir(comp_id):
+    """Where a scheduler program keeps a computation's files (under its dest_path)."""
+    return 'computation-%x' % comp_id
+
+
 class _Package:
     """The computation as the scheduler holds it (pickles for a remote one)."""
 
     def __init__(self, comp_id, code, files, pulse_interval, allocations, status_coro,
                  node_setup, server_setup, disable_nodes, disable_servers, peers_communicate,
-                 client, client_location):
+                 client, client_location, public_id):
         self.id = comp_id
         self.code = code
         self.files = files
@@ -596,6 +620,10 @@ class _Package:
         self.peers_communicate = peers_communicate
         self.client = client
         self.client_location = client_location
+        self.public_id = public_id          # id(computation), for ComputationClosed
+        self.last_contact = time.monotonic()    # the client last answered (or asked)
+        self.last_active = time.monotonic()     # a job ran or ended, or the client asked
+        self.closing = False
 
 
 class _ClientService(_Service):
@@ -615,6 +643,9 @@ class _ClientService(_Service):
     def on_result(self, rcoro, value):
         self._slot(rcoro).set(value)
 
+    def on_ping(self):
+        return 0
+
     def result(self, rcoro):
         value = self._slot(rcoro).get()
         self._results.pop(rcoro, None)
@@ -625,7 +656,7 @@ class _ClientService(_Service):
 
 class _Node:
     __slots__ = ('info', 'coro', 'location', 'servers', 'cpus', 'status', 'enabled',
-                 'last_pulse')
+                 'last_pulse', 'draining')
 
     def __init__(self, info, coro):
         self.info = info
@@ -636,6 +667,7 @@ class _Node:
         self.status = None
         self.enabled = None                 # AsyncResult while waiting for enable_node
         self.last_pulse = time.monotonic()
+        self.draining = False               # finishing its jobs: give it no more
 
 
 class _Server:
@@ -652,12 +684,14 @@ class _Server:
 
 
 class _Job:
-    __slots__ = ('kind', 'server', 'want_result')
+    __slots__ = ('kind', 'server', 'want_result', 'name', 'info')
 
-    def __init__(self, kind, server, want_result):
+    def __init__(self, kind, server, want_result, name, info):
         self.kind = kind
         self.server = server
         self.want_result = want_result
+        self.name = name
+        self.info = info                    # DiscoroCoroInfo
 
 
 class Scheduler(metaclass=Singleton):
@@ -682,11 +716,13 @@ class Scheduler(metaclass=Singleton):
 
     def __init__(self, **kwargs):
         self._node_port = kwargs.pop('discoronode_port', DEFAULT_NODE_PORT)
-        kwargs.pop('pulse_interval', None)
-        kwargs.pop('ping_interval', None)
-        kwargs.pop('zombie_period', None)
-        kwargs.pop('clean', None)
-        nodes = kwargs.pop('nodes', [])
+        kwargs.pop('pulse_interval', None)     # the timer period before a computation: unused
+        self._ping_interval = kwargs.pop('ping_interval', 0) or 0
+        self._zombie_period = kwargs.pop('zombie_period', 100 * MaxPulseInterval) or 0
+        clean = kwargs.pop('clean', False)
+        nodes = kwargs.pop('nodes', None) or []
+        if isinstance(nodes, str):
+            nodes = [nodes]
         kwargs['name'] = 'discoro_scheduler'
         rt = asyncoro.AsynCoro.instance(**kwargs)
         if not isinstance(rt, asyncoro.AsynCoro):
@@ -694,12 +730,21 @@ class Scheduler(metaclass=Singleton):
                                'call Scheduler() (or asyncoro.disasyncoro.AsynCoro) before '
                                'creating coroutines')
         rt.dest_path = os.path.join('discoro', 'discoroscheduler')
+        if clean:
+            for entry in os.listdir(rt.dest_path):
+                path = os.path.join(rt.dest_path, entry)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.remove(path)
         self._rt = rt
         self._service = rt._run_here(_SchedulerService, self)
         rt.peer_status(self._service.coro)
         rt.discover_peers(port=self._node_port)
         for node in nodes:
             rt.peer(node, udp_port=self._node_port, broadcast=True)
+        if self._ping_interval:
+            rt._run_here(gevent.spawn, self._service.rebroadcast, self._ping_interval)
 
     def status(self):
         return self._rt._run_here(self._service.status)
@@ -712,7 +757,7 @@ class Scheduler(metaclass=Singleton):
         service = self._service
         if service.current is None:
             return 0
-        return self._rt._run_here(service.on_close, service.current.id, False)
+        return self._rt._run_here(service.close, service.current, False, 'closed by the scheduler')
 
 
 class _SchedulerService(_Service):
@@ -730,6 +775,9 @@ class _SchedulerService(_Service):
         self.placements = collections.deque()   # CPU-bound requests waiting for a server
         self.probing = set()
         self.server_ready = gevent.event.Event()    # set while some server is ready
+        self.watchers = set()               # monitors (httpd.py) that get every status message
+        self.starting = False               # _advance is choosing the next computation
+        self.job_ended = gevent.event.Event()
 
     # ---------------- status
 
@@ -741,9 +789,32 @@ class _SchedulerService(_Service):
                 'Servers': {str(loc): len(server.jobs) for loc, server in self.servers.items()}}
 
     def _status(self, status, info):
+        self._notify(DiscoroStatus(status, info))
+
+    def _notify(self, msg, client=True):
+        """A status message for the current computation's status_coro (unless
+        `client` is false: the client made it itself) and every watcher."""
         current = self.current
-        if current is not None and current.status_coro is not None:
-            current.status_coro.send(DiscoroStatus(status, info))
+        if client and current is not None and current.status_coro is not None:
+            current.status_coro.send(msg)
+        for watcher in list(self.watchers):
+            watcher.send(msg)
+
+    def on_watch(self, watcher):
+        """Send `watcher` every status message from now on; the state so far
+        is the answer."""
+        self.watchers.add(watcher)
+        current = self.current
+        return {'computation': current.id if current else None,
+                'client': current.client_location if current else None,
+                'queue': [(package.id, package.client_location) for package, _ in self.queue],
+                'nodes': [node.info for node in self.nodes.values() if node.status],
+                'servers': [loc for loc, server in self.servers.items() if server.ready],
+                'jobs': [(job.info, job.name) for job in self.jobs.values()]}
+
+    def on_unwatch(self, watcher):
+        self.watchers.discard(watcher)
+        return 0
 
     # ---------------- peers and nodes
 
@@ -755,6 +826,7 @@ class _SchedulerService(_Service):
                 self.probing.add(location)
                 gevent.spawn(self._probe, location)
         else:
+            self.watchers = {w for w in self.watchers if w.location != location}
             server = self.servers.get(location)
             if server is not None:
                 self._server_gone(server, Scheduler.ServerDisconnected)
@@ -786,7 +858,8 @@ class _SchedulerService(_Service):
             log.debug('node %s not used for computation %s', node.info.addr, package.id)
             return
         answer = self.call(node.coro, 'reserve', package.id, package.client_location,
-                           package.pulse_interval, cpus, timeout=asyncoro._msg_timeout())
+                           package.pulse_interval, cpus, self.coro,
+                           timeout=asyncoro._msg_timeout())
         if answer != 0:
             log.warning('node %s refused computation %s: %s', node.info.addr, package.id, answer)
             return
@@ -835,22 +908,83 @@ class _SchedulerService(_Service):
     # ---------------- computations
 
     def on_schedule(self, package):
+        if package.client_location != self._rt.location:     # its files came ahead of it
+            folder = os.path.join(self._rt.dest_path, _upload_dir(package.id))
+            package.files = [(os.path.join(folder, rel, os.path.basename(path)), rel)
+                             for path, rel in package.files]
         turn = gevent.event.AsyncResult()
         self.queue.append((package, turn))
-        if self.current is None:
-            self._next()
-        turn.get()
-        return 0
+        self._log(package, 'queued (%d waiting)' % len(self.queue))
+        self._next()
+        return turn.get()
+
+    def _log(self, package, what):
+        """A computation's progress: news in a scheduler program, detail in a client."""
+        log.log(logging.INFO if package.client_location != self._rt.location else logging.DEBUG,
+                'computation %x of %s: %s', package.id, package.client_location, what)
 
     def _next(self):
-        while self.queue and self.current is None:
-            package, turn = self.queue.popleft()
-            self.current = package
-            log.debug('computation %s of %s starts', package.id, package.client_location)
-            turn.set(0)
-            for node in list(self.nodes.values()):
-                gevent.spawn(self._use_node, node)
-            gevent.spawn(self._watch_nodes, package)
+        if self.current is None and self.queue and not self.starting:
+            self.starting = True
+            gevent.spawn(self._advance)
+
+    def _advance(self):
+        """Start the first queued computation whose client still answers."""
+        try:
+            while self.queue and self.current is None:
+                package, turn = self.queue.popleft()
+                if package.client_location != self._rt.location and isinstance(
+                        self.call(package.client, 'ping', timeout=asyncoro._msg_timeout()),
+                        _Failure):
+                    log.warning('client %s of computation %s is gone; skipped',
+                                package.client_location, package.id)
+                    self._remove_files(package)
+                    turn.set(_Failure('client gone'))
+                    continue
+                package.last_contact = package.last_active = time.monotonic()
+                self.current = package
+                self._log(package, 'starts')
+                self._notify(DiscoroStatus(Scheduler.ComputationScheduled,
+                                           (package.id, package.client_location)), client=False)
+                turn.set(0)
+                for node in list(self.nodes.values()):
+                    gevent.spawn(self._use_node, node)
+                gevent.spawn(self._watch_nodes, package)
+                if self._scheduler._zombie_period:
+                    gevent.spawn(self._watch_client, package, self._scheduler._zombie_period)
+        finally:
+            self.starting = False
+
+    def rebroadcast(self, interval):
+        """Ask for nodes again every `interval` seconds (ping_interval)."""
+        while True:
+            gevent.sleep(interval)
+            self._rt.discover_peers(port=self._scheduler._node_port)
+
+    def _watch_client(self, package, zombie_period):
+        """Close the computation when its client has not answered, or it has
+        had no job and no request, for zombie_period seconds."""
+        remote = package.client_location != self._rt.location
+        check = max(1.0, min(package.pulse_interval, zombie_period / 5.0))
+        while self.current is package:
+            gevent.sleep(check)
+            if self.current is not package:
+                return
+            now = time.monotonic()
+            if remote and not isinstance(self.call(package.client, 'ping', timeout=check),
+                                         _Failure):
+                package.last_contact = time.monotonic()
+            if self.jobs:
+                package.last_active = now
+            silent = now - package.last_contact
+            idle = now - package.last_active
+            if silent > zombie_period or idle > zombie_period:
+                log.warning('computation %s of %s closed: %s for %.0f s (zombie_period %s)',
+                            package.id, package.client_location,
+                            'client unreachable' if silent > zombie_period else 'idle',
+                            max(silent, idle), zombie_period)
+                self.close(package, False, 'zombie', wait=False)
+                return
 
     def _watch_nodes(self, package):
         """Drop the nodes of this computation that stay silent (no pulse) for
@@ -867,9 +1001,11 @@ class _SchedulerService(_Service):
                     self._node_gone(node)
 
     def _current(self, comp_id):
-        if self.current is None or self.current.id != comp_id:
+        current = self.current
+        if current is None or current.id != comp_id:
             raise DiscoroError('computation %s is not the one scheduled' % comp_id)
-        return self.current
+        current.last_contact = current.last_active = time.monotonic()
+        return current
 
     # ---------------- servers
 
@@ -934,11 +1070,43 @@ class _SchedulerService(_Service):
     def on_nodes(self, comp_id):
         self._current(comp_id)
         return [addr for addr, node in self.nodes.items()
-                if node.status == Scheduler.NodeInitialized]
+                if node.status == Scheduler.NodeInitialized and not node.draining]
 
     def on_servers(self, comp_id):
         self._current(comp_id)
-        return [loc for loc, server in self.servers.items() if server.ready]
+        return [loc for loc, server in self.servers.items()
+                if server.ready and not server.node.draining]
+
+    # ---------------- a node ends its part on its own (its console, service window, zombie)
+
+    def on_node_draining(self, comp_id, addr):
+        """The node finishes the jobs it runs and takes no more."""
+        node = self.nodes.get(addr)
+        if node is not None and self.current is not None and self.current.id == comp_id:
+            node.draining = True
+            self._place()       # requests waiting for that node only fail now
+        return 0
+
+    def on_node_closed(self, comp_id, addr):
+        """The node closed the computation (its servers are gone)."""
+        node = self.nodes.get(addr)
+        if node is None or self.current is None or self.current.id != comp_id:
+            return 0
+        for server in list(node.servers.values()):
+            self._server_gone(server, Scheduler.ServerClosed)
+        if node.status:
+            self._status(Scheduler.NodeClosed, node.info)
+        node.status = None
+        node.draining = False
+        self._place()
+        return 0
+
+    def on_node_available(self, addr):
+        """The node takes computations again (e.g. its service window opened)."""
+        node = self.nodes.get(addr)
+        if node is not None and self.current is not None and not node.status:
+            gevent.spawn(self._use_node, node)
+        return 0
 
     def on_pulse(self, comp_id, addr, avail_info):
         node = self.nodes.get(addr)
@@ -947,8 +1115,7 @@ class _SchedulerService(_Service):
         node.last_pulse = time.monotonic()
         if avail_info is not None:
             node.info = node.info._replace(avail_info=avail_info)
-            if self.current.status_coro is not None:
-                self.current.status_coro.send(avail_info)
+            self._notify(avail_info)
         return sum(len(server.jobs) for server in node.servers.values())
 
     # ---------------- jobs
@@ -960,11 +1127,11 @@ class _SchedulerService(_Service):
         """A server for a job, or None: API.md §11.13."""
         if isinstance(where, Location):
             server = self.servers.get(where)
-            if server is None or not server.ready:
+            if server is None or not server.ready or server.node.draining:
                 return None
             return server if kind == 'async' or not server.busy else None
         nodes = [node for node in self.nodes.values() if node.status == Scheduler.NodeInitialized
-                 and (where is None or node.info.addr == where)]
+                 and not node.draining and (where is None or node.info.addr == where)]
         best = None
         for node in nodes:
             candidates = [s for s in node.servers.values()
@@ -979,9 +1146,11 @@ class _SchedulerService(_Service):
 
     def _known_where(self, where):
         if isinstance(where, Location):
-            return where in self.servers
+            server = self.servers.get(where)
+            return server is not None and not server.node.draining
         return where is None or any(node.info.addr == where for node in self.nodes.values()
-                                    if node.status == Scheduler.NodeInitialized)
+                                    if node.status == Scheduler.NodeInitialized
+                                    and not node.draining)
 
     def _place(self):
         """Give waiting CPU-bound requests the servers that are free, in order."""
@@ -1032,9 +1201,12 @@ class _SchedulerService(_Service):
                 self._place()
             return answer if isinstance(answer, tuple) else _Failure('server %s: %s'
                                                                    % (server.location, answer))
-        job = _Job(kind, server, want_result)
+        job = _Job(kind, server, want_result, name,
+                   DiscoroCoroInfo(answer, args, kwargs, time.time()))
         server.jobs[answer] = job
         self.jobs[answer] = job
+        if self.watchers:
+            self._notify(DiscoroStatus(Scheduler.CoroCreated, job.info), client=False)
         early = self.early_ends.pop(answer, None)
         if early is not None:
             self._job_end(early)
@@ -1053,12 +1225,12 @@ class _SchedulerService(_Service):
         if job is None:
             return
         job.server.jobs.pop(rcoro, None)
+        self.job_ended.set()
         if job.kind == 'cpu':
             job.server.busy = False
         current = self.current
         if current is not None:
-            if current.status_coro is not None:
-                current.status_coro.send(msg)
+            self._notify(msg)
             if job.want_result:
                 if kind is StopIteration:
                     result = value
@@ -1076,22 +1248,38 @@ class _SchedulerService(_Service):
     # ---------------- closing
 
     def on_close(self, comp_id, await_async):
-        package = self._current(comp_id)
-        deadline_log = time.monotonic()
+        return self.close(self._current(comp_id), await_async, 'closed by its client')
+
+    def _remove_files(self, package):
+        if package.client_location != self._rt.location:
+            shutil.rmtree(os.path.join(self._rt.dest_path, _upload_dir(package.id)),
+                          ignore_errors=True)
+
+    def close(self, package, await_async, why, wait=True):
+        """Close `package` (the current computation): wait for its CPU-bound
+        jobs (with `wait`; and the async ones with `await_async`), terminate
+        the rest, close it on every node."""
+        if self.current is not package or package.closing:
+            return 0
+        package.closing = True
+        self._log(package, why)
 
         def pending(kinds):
             return [rcoro for rcoro, job in self.jobs.items() if job.kind in kinds]
-        while pending(('cpu', 'async') if await_async else ('cpu',)):
-            if time.monotonic() - deadline_log > 5:
-                log.info('waiting for %d remote coroutines to finish',
-                         len(pending(('cpu', 'async'))))
-                deadline_log = time.monotonic()
-            gevent.sleep(0.05)
-        for rcoro in pending(('async',)):
+
+        def wait_for(kinds, limit):
+            while pending(kinds):
+                self.job_ended.clear()
+                if not self.job_ended.wait(limit):
+                    return
+        if wait:
+            waiting = ('cpu', 'async') if await_async else ('cpu',)
+            while pending(waiting):
+                log.info('waiting for %d remote coroutines to finish', len(pending(waiting)))
+                wait_for(waiting, 5)
+        for rcoro in pending(('cpu', 'async')):
             rcoro.terminate()
-        stop = time.monotonic() + asyncoro._msg_timeout()
-        while pending(('async',)) and time.monotonic() < stop:
-            gevent.sleep(0.05)
+        wait_for(('cpu', 'async'), asyncoro._msg_timeout())
         for node in list(self.nodes.values()):
             if node.status:
                 answer = self.call(node.coro, 'close', package.id,
@@ -1105,9 +1293,14 @@ class _SchedulerService(_Service):
                 node.servers.clear()
         for rcoro in list(self.jobs):
             self._job_end(MonitorException(rcoro, (Scheduler.ServerClosed, None)))
-        self._status(Scheduler.ComputationClosed, package.id)
+        self._status(Scheduler.ComputationClosed, package.public_id)
+        self._remove_files(package)
         self.current = None
+        for _where, waiter in self.placements:
+            waiter.set(None)
         self.placements.clear()
         self.early_ends.clear()
+        for node in self.nodes.values():
+            node.draining = False
         self._next()
         return 0

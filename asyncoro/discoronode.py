@@ -25,9 +25,12 @@ kills its process group and empties the node directory.
 
 import argparse
 import builtins
+import configparser
+import errno
 import logging
 import os
 import platform
+import re
 import select
 import shutil
 import signal
@@ -225,7 +228,10 @@ class _ServerService(_Service):
         self._spec = spec
         self._namespace = namespace
         self._done = done
-        self.jobs = set()
+        self._index = index
+        self._node = asyncoro._rebuild_coro(*spec['node'])
+        self.jobs = set()               # the jobs running here
+        self.draining = False           # finishing the jobs it has, taking no more
         gevent.spawn(self._introduce, index)
 
     def _introduce(self, index):
@@ -235,7 +241,7 @@ class _ServerService(_Service):
         for location in (scheduler.location, self._spec['client_location'], node.location):
             if location is not None and location != rt.location:
                 rt.peer(location)
-        self.tell(node, 'server_started', self._spec['id'], index, rt.location)
+        self.tell(node, 'server_started', self._spec['id'], index, rt.location, self.coro)
         answer = self.call(scheduler, 'server_up', self._spec['id'], rt.location,
                            self._spec['addr'], self.coro)
         if answer != 0:
@@ -249,6 +255,9 @@ class _ServerService(_Service):
         return coro.finish()
 
     def on_job(self, name, source, args, kwargs, monitor):
+        if self.draining:
+            return 'server %s takes no more jobs (its node is closing)' % (
+                disasyncoro.AsynCoro.instance().location,)
         try:
             if source is not None:
                 exec(compile(source, '<job %s>' % name, 'exec'), self._namespace)
@@ -260,8 +269,21 @@ class _ServerService(_Service):
         except Exception as exc:      # the client gets (type, name, traceback text)
             return (type(exc), name, traceback.format_exc())
         rcoro.notify(monitor)
+        rcoro.notify(self.coro)
         self.jobs.add(rcoro)
         return rcoro
+
+    def on_monitor(self, msg):
+        self.jobs.discard(msg.args[0])
+        if self.draining and not self.jobs:
+            self.tell(self._node, 'server_idle', self._spec['id'], self._index)
+
+    def on_status(self):
+        return len(self.jobs)
+
+    def on_drain(self):
+        self.draining = True
+        return len(self.jobs)
 
     def on_peers(self, locations):
         rt = disasyncoro.AsynCoro.instance()
@@ -291,7 +313,8 @@ def _avail_info(location, path):
 
 class _Computation:
     __slots__ = ('id', 'client_location', 'pulse_interval', 'cpus', 'scheduler', 'pid',
-                 'servers', 'locations', 'closing', 'setup_result', 'last_active')
+                 'servers', 'locations', 'closing', 'setup_result', 'last_active',
+                 'server_coros', 'draining', 'busy', 'drain_reason')
 
     def __init__(self, comp_id, client_location, pulse_interval, cpus):
         self.id = comp_id
@@ -302,6 +325,10 @@ class _Computation:
         self.pid = None                 # the computation process (its group is killed)
         self.servers = {}               # index -> pid
         self.locations = {}             # index -> Location
+        self.server_coros = {}          # index -> the server's service
+        self.draining = False           # its servers finish their jobs, then it ends
+        self.busy = set()               # while draining: servers still running jobs
+        self.drain_reason = None        # (why, rejoin) for when they are done
         self.closing = False
         self.setup_result = None
         self.last_active = time.monotonic()
@@ -316,9 +343,16 @@ class _NodeService(_Service):
         self.rt = disasyncoro.AsynCoro.instance()
         self.comp = None
         self.served = 0
-        self.quitting = False
+        self.quitting = False           # the zygote is told to go; its pipe closing is no fault
+        self.quit_after = False         # quit once the current computation has ended
+        self.closed_ids = set()         # computations closed here, not to be taken again
+        self.schedulers = set()         # told when this node takes computations again
+        self.windows = options.windows
+        self.accepting = self.windows.state() == 'open'
         self.rt.peer_status(self.coro)
         gevent.spawn(self._read_reports)
+        if self.windows.given:
+            gevent.spawn(self._keep_windows)
 
     # ---------------- describing the node
 
@@ -332,11 +366,17 @@ class _NodeService(_Service):
 
     # ---------------- a computation's life here
 
-    def on_reserve(self, comp_id, client_location, pulse_interval, cpus):
+    def on_reserve(self, comp_id, client_location, pulse_interval, cpus, scheduler=None):
+        if scheduler is not None:
+            self.schedulers.add(scheduler)
+        if not self.accepting:
+            return 'not in service now%s' % self.windows.next_start()
         if self.comp is not None:
             if self.comp.id == comp_id:
                 return 0
             return 'busy with computation %s' % self.comp.id
+        if comp_id in self.closed_ids:
+            return 'computation %s was closed on this node' % comp_id
         if not MinPulseInterval <= pulse_interval <= MaxPulseInterval:
             pulse_interval = min(max(pulse_interval, MinPulseInterval), MaxPulseInterval)
         self.comp = _Computation(comp_id, client_location, pulse_interval,
@@ -371,23 +411,28 @@ class _NodeService(_Service):
         gevent.spawn(self._pulse, comp)
         return 0
 
-    def on_server_started(self, comp_id, index, location):
+    def on_server_started(self, comp_id, index, location, coro=None):
         if self.comp is not None and self.comp.id == comp_id:
             self.comp.locations[index] = location
+            if coro is not None:
+                self.comp.server_coros[index] = coro
         return 0
 
     def on_close(self, comp_id):
         comp = self.comp
         if comp is None or comp.id != comp_id:
             return 0
-        self._end_computation(comp, 'closed by the scheduler')
+        self._end_computation(comp, 'closed by the scheduler', by_scheduler=True)
         return 0
 
-    def _end_computation(self, comp, why):
+    def _end_computation(self, comp, why, by_scheduler=False, rejoin=False):
+        """Kill the computation's processes and clean up; tell the scheduler
+        unless it asked. A computation ended here (not by its scheduler) is
+        not taken again, unless `rejoin` (a service window that will open)."""
         if comp.closing:
             return
         comp.closing = True
-        log.debug('computation %s ends here: %s', comp.id, why)
+        log.info('computation %s ends here: %s', comp.id, why)
         if comp.pid:
             try:
                 os.killpg(comp.pid, signal.SIGKILL)
@@ -396,12 +441,84 @@ class _NodeService(_Service):
         self._clean()
         if self.comp is comp:
             self.comp = None
-        self.served += 1
+        if not by_scheduler and not rejoin:
+            self.closed_ids.add(comp.id)
+        if comp.scheduler is not None:
+            if not by_scheduler:
+                self.tell(comp.scheduler, 'node_closed', comp.id, self.rt.location.addr)
+            self.served += 1
         if self.options.serve > 0 and self.served >= self.options.serve:
             log.info('served %d computations; quitting', self.served)
             _quit_event.set()
+        elif self.quit_after:
+            _quit_event.set()
+        elif self.accepting:
+            self._announce()
+
+    def _announce(self):
+        """Tell schedulers that this node takes computations (again)."""
+        self.rt.discover_peers(port=self.options.scheduler_port)
+        for scheduler in list(self.schedulers):
+            self.tell(scheduler, 'node_available', self.rt.location.addr)
+
+    def drain(self, comp, why, rejoin=False):
+        """End `comp` once the jobs its servers run now are done; they take
+        no more (quit, exit, a service window's stop)."""
+        if comp.draining or comp.closing:
+            return
+        comp.draining = True
+        if comp.scheduler is None:
+            self._end_computation(comp, why, rejoin=rejoin)
+            return
+        log.info('computation %s: servers finish their jobs, then it ends here (%s)',
+                 comp.id, why)
+        self.tell(comp.scheduler, 'node_draining', comp.id, self.rt.location.addr)
+        for index, coro in list(comp.server_coros.items()):
+            running = self.call(coro, 'drain', timeout=asyncoro._msg_timeout())
+            if isinstance(running, int) and running > 0:
+                comp.busy.add(index)
+        if not comp.busy and self.comp is comp:
+            self._end_computation(comp, why, rejoin=rejoin)
         else:
-            self.rt.discover_peers(port=self.options.scheduler_port)    # available again
+            comp.drain_reason = (why, rejoin)
+
+    def on_server_idle(self, comp_id, index):
+        comp = self.comp
+        if comp is not None and comp.id == comp_id and comp.draining:
+            comp.busy.discard(index)
+            if not comp.busy:
+                why, rejoin = comp.drain_reason
+                self._end_computation(comp, why, rejoin=rejoin)
+        return 0
+
+    # ---------------- service windows
+
+    def _keep_windows(self):
+        state = self.windows.state()
+        if state != 'open':
+            log.info('not in service now%s', self.windows.next_start())
+        while not self.quitting:
+            gevent.sleep(0.2)
+            now = self.windows.state()
+            if now == state:
+                continue
+            state = now
+            comp = self.comp
+            if state == 'open':
+                log.info('service window opens')
+                self.accepting = not self.quit_after
+                if self.accepting:
+                    self._announce()
+            elif state == 'stopping':
+                log.info('service window stops: running jobs finish, no new ones')
+                self.accepting = False
+                if comp is not None:
+                    gevent.spawn(self.drain, comp, 'service window stopped', True)
+            else:
+                log.info('service window ends%s', self.windows.next_start())
+                self.accepting = False
+                if comp is not None:
+                    self._end_computation(comp, 'service window ended', rejoin=True)
 
     def _clean(self):
         node_dir = self.options.node_dir
@@ -488,9 +605,22 @@ class _NodeService(_Service):
 
     def on_peer(self, status):
         comp = self.comp
-        if status.status == disasyncoro.PeerStatus.Offline and comp is not None and \
-                comp.scheduler is not None and status.location == comp.scheduler.location:
-            gevent.spawn(self._end_computation, comp, 'the scheduler went away')
+        if status.status == disasyncoro.PeerStatus.Offline:
+            self.schedulers = {s for s in self.schedulers if s.location != status.location}
+            if comp is not None and comp.scheduler is not None and \
+                    status.location == comp.scheduler.location:
+                gevent.spawn(self._end_computation, comp, 'the scheduler went away',
+                             by_scheduler=True)
+
+    def finish(self):
+        """quit/exit: take no more jobs; quit when the running ones are done."""
+        self.accepting = False
+        self.quit_after = True
+        comp = self.comp
+        if comp is None:
+            _quit_event.set()
+        else:
+            gevent.spawn(self.drain, comp, 'the node quits')
 
     def quit(self):
         self.quitting = True
@@ -498,15 +628,22 @@ class _NodeService(_Service):
             self._end_computation(self.comp, 'the node quits')
         _write_msg(self.zygote_cmd, ('quit',))
 
-    def print_status(self):
+    def status_lines(self):
         comp = self.comp
         if comp is None:
-            print('discoronode "%s" @ %s: idle' % (self.options.name, self.rt.location))
-            return
+            state = 'idle' if self.accepting else 'not taking computations%s' % (
+                self.windows.next_start(),)
+            return ['discoronode "%s" @ %s: %s' % (self.options.name, self.rt.location, state)]
+        lines = []
         for index, pid in sorted(comp.servers.items()):
-            print('discoro server "%s_proc-%d" @ %s with PID %s for computation %s of %s'
-                  % (self.options.name, index, comp.locations.get(index), pid, comp.id,
-                     comp.client_location))
+            coro = comp.server_coros.get(index)
+            running = self.call(coro, 'status', timeout=2) if coro is not None else None
+            lines.append('discoro server "%s_proc-%d" @ %s with PID %s running %s coroutines '
+                         'for %s' % (self.options.name, index, comp.locations.get(index), pid,
+                                     running if isinstance(running, int) else '?',
+                                     comp.client_location))
+        return lines or ['discoronode "%s" @ %s: starting computation %s of %s'
+                         % (self.options.name, self.rt.location, comp.id, comp.client_location)]
 
 
 _quit_event = threading.Event()
@@ -556,6 +693,72 @@ def _size(text):
     return int(float(text) * factor)
 
 
+_DAY = 24 * 3600
+
+
+def _clock(option, text):
+    """Seconds into the day of 'HH:MM' (or 'HH:MM:SS'), local time."""
+    match = re.fullmatch(r'(\d{1,2}):(\d{2})(?::(\d{2}))?', text.strip())
+    if match:
+        hour, minute, second = (int(x or 0) for x in match.groups())
+        if hour < 24 and minute < 60 and second < 60:
+            return hour * 3600 + minute * 60 + second
+    raise ValueError('%s %r is not a time of day: use HH:MM (24-hour), e.g. 17:30'
+                     % (option, text))
+
+
+def _now():
+    now = time.localtime()
+    return now.tm_hour * 3600 + now.tm_min * 60 + now.tm_sec
+
+
+def _show_clock(seconds):
+    return '%02d:%02d' % divmod(seconds // 60, 60) + (':%02d' % (seconds % 60)
+                                                      if seconds % 60 else '')
+
+
+class _Windows:
+    """The daily service window: from start, computations are taken until
+    stop (then running jobs finish, no new ones) or end (running jobs are
+    killed); windows may span midnight. Without any of the three: always open."""
+
+    def __init__(self, start=None, stop=None, end=None):
+        self.given = any(x is not None for x in (start, stop, end))
+        self.start, self.stop, self.end = start, stop, end
+        if not self.given:
+            return
+        if stop is None and end is None:
+            raise ValueError('--service_start needs --service_stop or --service_end')
+        if start is None:
+            self.start = _now()
+        if any(x is not None and self._offset(x) == 0 for x in (stop, end)):
+            raise ValueError('the service window is empty: stop and end must differ from start')
+        if stop is not None and end is not None and self._offset(stop) > self._offset(end):
+            raise ValueError('--service_stop must come before --service_end '
+                             '(counting from --service_start)')
+
+    def _offset(self, seconds):
+        return (seconds - self.start) % _DAY
+
+    def state(self):
+        """'open', 'stopping' (running jobs finish) or 'closed' (none run)."""
+        if not self.given:
+            return 'open'
+        now = self._offset(_now())
+        stop = self._offset(self.stop) if self.stop is not None else None
+        end = self._offset(self.end) if self.end is not None else None
+        if now < (stop if stop is not None else end):
+            return 'open'
+        if end is None or now < end:
+            return 'stopping'
+        return 'closed'
+
+    def next_start(self):
+        if not self.given or self.state() == 'open':
+            return ''
+        return ' (service starts at %s)' % _show_clock(self.start)
+
+
 def _parser():
     parser = argparse.ArgumentParser(prog='discoronode.py',
                                      description='Run discoro servers on this node.')
@@ -566,34 +769,117 @@ def _parser():
     add('--ext_ip_addr', default=None)
     add('-u', '--udp_port', type=int, default=DEFAULT_NODE_PORT)
     add('--scheduler_port', type=int, default=51350)
-    add('--tcp_ports', action='append', default=[])
+    add('--tcp_ports', action='append', default=[],
+        help='n or n1-n2, repeatable: the first port is the node\'s, the rest the servers\'')
     add('-n', '--name', default=None)
     add('--dest_path', default=None)
-    add('--max_file_size', default=None)
+    add('--max_file_size', default=None, help='bytes, or with a k/m/g/t suffix')
     add('-s', '--secret', default='')
     add('--certfile', default=None)
     add('--keyfile', default=None)
     add('--min_pulse_interval', type=float, default=MinPulseInterval)
     add('--max_pulse_interval', type=float, default=MaxPulseInterval)
-    add('--zombie_period', type=float, default=10 * MaxPulseInterval)
+    add('--zombie_period', type=float, default=10 * MaxPulseInterval,
+        help='close a computation with no job for this many seconds (0: never)')
     add('--ping_interval', type=float, default=0)
     add('--msg_timeout', type=float, default=asyncoro.MsgTimeout)
-    add('--serve', type=int, default=-1)
-    add('--clean', action='store_true')
-    add('--peer', action='append', default=[])
-    add('--daemon', action='store_true')
+    add('--serve', type=int, default=-1, help='quit after this many computations (-1: never)')
+    add('--service_start', default=None, help='HH:MM: take computations from this time')
+    add('--service_stop', default=None, help='HH:MM: running jobs finish, no new ones')
+    add('--service_end', default=None, help='HH:MM: running jobs are killed')
+    add('--clean', action='store_true',
+        help='kill servers left from an earlier run (their PID files say which)')
+    add('--peer', action='append', default=[], help='node:port, repeatable')
+    add('--daemon', action='store_true', help='do not read commands from stdin')
+    add('--save_config', default=None, metavar='FILE',
+        help='save these options in FILE and exit')
+    add('--config', default=None, metavar='FILE', help='options from FILE (saved with '
+        '--save_config); the command line overrides them')
     add('-d', '--debug', action='store_true')
     return parser
+
+
+# options that belong to one node, never saved for the others
+_NODE_OWN = ('ip_addr', 'ext_ip_addr', 'name', 'save_config', 'config')
+_CONFIG_MARK = 'discoronode'
+
+
+def _save_config(parser, options, path):
+    config = configparser.ConfigParser(interpolation=None)
+    config['DEFAULT']['program'] = _CONFIG_MARK
+    for action in parser._actions:
+        value = getattr(options, action.dest, None)
+        if action.dest in _NODE_OWN or action.dest == 'help' or value is None:
+            continue
+        config['DEFAULT'][action.dest] = (' '.join(value) if isinstance(value, list)
+                                          else str(value))
+    with open(path, 'w') as f:
+        f.write('# discoronode.py options (discoronode.py --config %s)\n'
+                % os.path.basename(path))
+        config.write(f)
+
+
+def _load_config(parser, path):
+    """{dest: value} from a file _save_config wrote; ValueError says what is wrong."""
+    config = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path) as f:
+            config.read_file(f)
+    except (OSError, UnicodeDecodeError, configparser.Error) as exc:
+        raise ValueError('--config %s: not a discoronode.py config file (%s)'
+                         % (path, str(exc).splitlines()[0])) from exc
+    section = config['DEFAULT']
+    if section.get('program') != _CONFIG_MARK or config.sections():
+        raise ValueError('--config %s: not a discoronode.py config file (save one with '
+                         '--save_config)' % path)
+    actions = {action.dest: action for action in parser._actions}
+    values = {}
+    for key, text in section.items():
+        if key == 'program':
+            continue
+        action = actions.get(key)
+        if action is None or key in _NODE_OWN:
+            raise ValueError('--config %s: unknown option %r' % (path, key))
+        try:
+            if isinstance(action, argparse._StoreTrueAction):
+                values[key] = section.getboolean(key)
+            elif isinstance(action, argparse._AppendAction):
+                values[key] = text.split()
+            elif text == 'None':
+                values[key] = None
+            else:
+                values[key] = action.type(text) if action.type else text
+        except ValueError as exc:
+            raise ValueError('--config %s: bad value for %s: %r' % (path, key, text)) from exc
+    return values
 
 
 def _options(argv):
     parser = _parser()
     options = parser.parse_args(argv)
+    if options.config:
+        try:
+            values = _load_config(parser, options.config)
+        except ValueError as exc:
+            parser.error(str(exc))
+        # the command line wins; a repeatable option given there replaces the file's
+        for dest, value in list(values.items()):
+            if isinstance(value, list) and getattr(options, dest):
+                del values[dest]
+        options = parser.parse_args(argv, argparse.Namespace(**values))
+    if options.save_config:
+        _save_config(parser, options, options.save_config)
+        print('options saved in %s' % options.save_config)
+        raise SystemExit(0)
     try:
         options.cpus = _cpus(options.cpus)
         options.server_ports = _ports(options.tcp_ports, options.cpus)[1:]
         options.node_port = _ports(options.tcp_ports, options.cpus)[0]
         options.max_file_size = _size(options.max_file_size)
+        options.windows = _Windows(*(None if text is None else _clock('--service_' + name, text)
+                                     for name, text in (('start', options.service_start),
+                                                        ('stop', options.service_stop),
+                                                        ('end', options.service_end))))
     except ValueError as exc:
         parser.error(str(exc))
     if options.msg_timeout < 1:
@@ -602,10 +888,31 @@ def _options(argv):
         parser.error('--max_pulse_interval must be >= --min_pulse_interval')
     if options.zombie_period and options.zombie_period < options.min_pulse_interval:
         parser.error('--zombie_period must be 0 or >= --min_pulse_interval')
+    if options.serve == 0 or options.serve < -1:
+        parser.error('--serve must be -1 (no limit) or a positive number')
     options.name = options.name or socket.gethostname()
     base = options.dest_path or os.path.join(__import__('tempfile').gettempdir(), 'asyncoro')
     options.node_dir = os.path.join(os.path.abspath(base), 'discoro')
     return options
+
+
+def _is_server(pid):
+    """Whether `pid` runs a discoronode server (a PID file may outlive its
+    process, and the number may have gone to another program since)."""
+    try:
+        import psutil
+        return any('discoronode' in part for part in psutil.Process(pid).cmdline())
+    except ImportError:
+        pass
+    except Exception:      # psutil.NoSuchProcess, AccessDenied, ZombieProcess
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def _stale_servers(node_dir, clean):
@@ -620,15 +927,7 @@ def _stale_servers(node_dir, clean):
                 pid = int(f.read().strip() or 0)
         except (OSError, ValueError):
             pid = 0
-        alive = False
-        if pid:
-            try:
-                os.kill(pid, 0)
-                alive = True
-            except ProcessLookupError:
-                alive = False
-            except PermissionError:
-                alive = True
+        alive = bool(pid) and _is_server(pid)
         if alive and not clean:
             raise SystemExit('a server from an earlier run (pid %d, %s) is still running; '
                              'stop it or start with --clean' % (pid, path))
@@ -661,7 +960,14 @@ def main(argv=None):
                                   max_file_size=options.max_file_size)
     except OSError as exc:
         os.kill(zygote[0], signal.SIGKILL)
-        print('discoronode: %s' % exc, file=sys.stderr)
+        if exc.errno == errno.EADDRINUSE:
+            print('discoronode: a port on %s is already in use (TCP %s, UDP %s): is another '
+                  'discoronode running? Choose others with --tcp_ports / -u'
+                  % (options.ip_addr, options.node_port or 'any', options.udp_port),
+                  file=sys.stderr)
+        else:
+            print('discoronode: cannot start on %s: %s' % (options.ip_addr, exc),
+                  file=sys.stderr)
         return 1
     node = rt._run_here(_NodeService, options, zygote)
     log.info('network server "%s_proc-0" @ %s, udp_port=%s', options.name, rt.location,
@@ -674,12 +980,14 @@ def main(argv=None):
         rt.peer(Location(host, int(port)))
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(sig, lambda *_: _quit_event.set())
+    if not options.daemon and _in_background():
+        options.daemon = True
+    if not options.daemon:
+        reader = threading.Thread(target=_read_commands, args=(node, rt), daemon=True)
+        reader.start()
     try:
-        if options.daemon:
-            while not _quit_event.wait(1):
-                pass
-        else:
-            _read_commands(node)
+        while not _quit_event.wait(1):
+            pass
     except KeyboardInterrupt:
         pass
     rt._run_here(node.quit)
@@ -687,32 +995,41 @@ def main(argv=None):
     return 0
 
 
-def _read_commands(node):
-    rt = disasyncoro.AsynCoro.instance()
-    reader = threading.Thread(target=_stdin_loop, args=(node, rt), daemon=True)
-    reader.start()
-    while not _quit_event.wait(0.5):
-        pass
+def _in_background():
+    """Started in the background of a terminal (`&`): stdin is not ours."""
+    try:
+        return os.isatty(0) and os.tcgetpgrp(0) != os.getpgrp()
+    except OSError:
+        return False
 
 
-def _stdin_loop(node, rt):
-    while True:
+_COMMANDS = ('commands: status (or an empty line), close (the current computation), '
+             'quit or exit (when running jobs are done), terminate (now)')
+
+
+def _read_commands(node, rt):
+    """The console (a thread): EOF is `quit`."""
+    print(_COMMANDS, flush=True)
+    while not _quit_event.is_set():
         line = sys.stdin.readline()
-        if not line:
-            _quit_event.set()
-            return
-        command = line.strip().lower()
+        command = line.strip().lower() if line else 'quit'
         if command in ('', 'status'):
-            rt._run_here(node.print_status)
+            print('\n'.join(rt._run_here(node.status_lines)), flush=True)
         elif command == 'close':
             comp = node.comp
-            if comp is not None:
+            if comp is None:
+                print('no computation to close', flush=True)
+            else:
                 rt._run_here(node._end_computation, comp, 'closed from the console')
-        elif command in ('quit', 'exit', 'terminate'):
+        elif command in ('quit', 'exit'):
+            print('quitting when the running jobs are done', flush=True)
+            rt._run_here(node.finish)
+        elif command == 'terminate':
             _quit_event.set()
-            return
         else:
-            print('commands: status, close, quit (or exit), terminate', flush=True)
+            print(_COMMANDS, flush=True)
+        if not line:
+            return
 
 
 if __name__ == '__main__':
