@@ -1,0 +1,1086 @@
+"""asyncoro.httpd: the web monitor of a discoro computation, and the httpd.py program.
+
+What it owns: `HTTPServer` (API.md §7), the monitor's state (`_Monitor`: the
+nodes, servers and running coroutines of one computation, built from the
+status messages a scheduler sends), the bottle application that serves the
+pages in `data/` and the JSON the pages render, and `main()`, the standalone
+httpd.py program that attaches to a running discoro.py scheduler.
+
+How it works:
+
+- The monitor is fed by a coroutine (`HTTPServer.status_coro`) that the
+  computation's status messages go to: the constructor makes it the
+  computation's `status_coro`, and when the program had set its own, every
+  message is passed on to that one too, after the monitor took it.
+- gevent's WSGI server runs in the runtime's hub thread, the same thread as
+  that coroutine, so the state has one owner and needs no lock. bottle keeps
+  the request of the moment in thread-locals that every greenlet of a thread
+  shares, so requests are served one at a time (`_serialized`); a request
+  only ever waits for a terminate() being sent.
+- Every reader gets the full state: the pages poll `/api/...` endpoints that
+  answer with everything they show. The original's endpoints (`/cluster_status`,
+  `/cluster_updates`, `/node_info`, `/server_info`, `/terminate_coros`,
+  `/update`) stay; `/cluster_updates` keeps one cursor per reader (a `since`
+  parameter or a cookie) instead of one for everybody.
+- The standalone program (`python -m asyncoro.httpd`, scripts/httpd.py) asks
+  the scheduler's `discoro_scheduler` service to `watch`: the answer is a
+  snapshot of the current computation, after which the scheduler copies every
+  status message to the monitor's coroutine. Messages that overtake the
+  snapshot wait for it, so none is applied to a state older than itself.
+"""
+
+import argparse
+import collections
+import html
+import json
+import logging
+import os
+import ssl
+import string
+import sys
+import time
+
+import bottle
+import gevent
+import gevent.lock
+import gevent.pywsgi
+import gevent.ssl
+
+import asyncoro.disasyncoro as asyncoro
+from asyncoro.disasyncoro import Coro, Location, MonitorException, SysCoro
+from asyncoro.discoro import (DiscoroCoroInfo, DiscoroNodeAvailInfo, DiscoroNodeInfo,
+                              DiscoroStatus, Scheduler, _Failure, _Service)
+
+__all__ = ['HTTPServer']
+
+log = logging.getLogger(__name__)
+
+DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data')
+DEFAULT_PORT = 8181
+HISTORY = 720           # availability samples kept per node (2 hours at 10 s pulses)
+RECENT = 25             # finished coroutines listed per server
+ENDED = 20000           # finished coroutines remembered (to say "already finished")
+MAX_TEXT = 400          # characters of one argument shown
+MAX_BODY = 1 << 20      # bytes of a request body
+POLL_MIN, POLL_MAX = 1, 3600
+
+_NODE_STATUS = {Scheduler.NodeDiscovered: 'Discovered', Scheduler.NodeInitialized: 'Initialized',
+                Scheduler.NodeClosed: 'Closed', Scheduler.NodeIgnore: 'Ignore',
+                Scheduler.NodeDisconnected: 'Disconnected'}
+_SERVER_STATUS = {Scheduler.ServerDiscovered: 'Discovered',
+                  Scheduler.ServerInitialized: 'Initialized',
+                  Scheduler.ServerClosed: 'Closed', Scheduler.ServerIgnore: 'Ignore',
+                  Scheduler.ServerDisconnected: 'Disconnected'}
+_GONE = ('Closed', 'Disconnected', 'Ignore')
+
+
+class BadRequest(ValueError):
+    """A request the monitor cannot take; the message says why (a 400)."""
+
+
+# ---------------------------------------------------------------- state
+
+class _Node:
+    __slots__ = ('addr', 'name', 'status', 'platform', 'cpus', 'avail', 'history', 'servers',
+                 'submitted', 'done', 'update_time', 'seq')
+
+    def __init__(self, addr):
+        self.addr = addr
+        self.name = addr
+        self.status = None
+        self.platform = ''
+        self.cpus = 0
+        self.avail = None                   # the latest (cpu, memory, disk, swap)
+        self.history = collections.deque(maxlen=HISTORY)   # (time, cpu, memory, disk, swap)
+        self.servers = {}                   # str(Location) -> _Server
+        self.submitted = 0
+        self.done = 0
+        self.update_time = time.time()
+        self.seq = 0
+
+
+class _Server:
+    __slots__ = ('location', 'node', 'status', 'jobs', 'submitted', 'done', 'recent',
+                 'update_time')
+
+    def __init__(self, location, node):
+        self.location = location            # str(Location)
+        self.node = node
+        self.status = None
+        self.jobs = {}                      # str(rcoro) -> _Job, the running ones
+        self.submitted = 0
+        self.done = 0
+        self.recent = collections.deque(maxlen=RECENT)   # dicts of finished coroutines
+        self.update_time = time.time()
+
+
+class _Job:
+    __slots__ = ('coro', 'key', 'name', 'args', 'kwargs', 'start_time')
+
+    def __init__(self, info):
+        self.coro = info.coro
+        self.key = str(info.coro)
+        self.name = getattr(info.coro, 'name', '') or ''
+        self.args = info.args if isinstance(info.args, (tuple, list)) else (info.args,)
+        self.kwargs = info.kwargs if isinstance(info.kwargs, dict) else {}
+        self.start_time = info.start_time if isinstance(info.start_time, (int, float)) \
+            else time.time()
+
+
+class _Snapshot:
+    """From the standalone program to the monitor's coroutine: the scheduler's
+    `watch` answer (`full`: a new snapshot; else only its queue is news)."""
+
+    __slots__ = ('answer', 'full')
+
+    def __init__(self, answer, full):
+        self.answer = answer
+        self.full = full
+
+
+def _text(obj):
+    """str(obj) for the page: shortened, and never an exception."""
+    try:
+        text = str(obj)
+    except Exception as exc:        # a user class whose __str__ fails: say so, go on
+        text = '<%s: str() failed: %s>' % (type(obj).__name__, exc)
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT - 1] + '\u2026'
+
+
+def _ended_how(kind, value):
+    if kind is StopIteration:
+        return 'finished'
+    if kind == Scheduler.ServerClosed:
+        return 'server closed'
+    name = getattr(kind, '__name__', None) or _text(kind)
+    return 'failed: %s: %s' % (name, _text(value)) if value is not None else 'failed: ' + name
+
+
+class _Monitor:
+    """What the pages show: nodes, servers and running coroutines of one
+    computation, built from its status messages. Used in one thread only
+    (the hub's); see the module's docstring."""
+
+    def __init__(self, poll_sec=10, show_coro_args=True):
+        self.poll_sec = poll_sec
+        self.show_coro_args = bool(show_coro_args)
+        self.mode = 'client'
+        self.scheduler = None           # standalone: where the scheduler is, or None
+        self.computation = None         # {'id', 'client', 'status', 'since'}
+        self.queue = []                 # standalone: [{'id', 'client'}] waiting their turn
+        self.nodes = {}                 # addr -> _Node
+        self.servers = {}               # str(Location) -> _Server
+        self.ended = collections.OrderedDict()   # str(rcoro) -> {'how', 'end_time'}
+        self.early = collections.OrderedDict()   # the same, of ends that came before creation
+        self.terminating = set()        # str(rcoro) of the running ones terminated from a page
+        self.seq = 0                    # bumped at every change of a node
+        self.reset_seq = 0              # the seq at the last reset: older cursors see all
+        self.held = None                # messages that came before the awaited snapshot
+
+    # ---------------- messages
+
+    def update(self, msg):
+        """Take one status message (any other message is logged and dropped)."""
+        if isinstance(msg, _Snapshot):
+            self._snapshot(msg.answer, msg.full)
+            return
+        if self.held is not None:
+            self.held.append(msg)
+            return
+        if isinstance(msg, DiscoroStatus):
+            self._status(msg.status, msg.info)
+        elif isinstance(msg, MonitorException):
+            self._job_ended(msg)
+        elif isinstance(msg, DiscoroNodeAvailInfo):
+            if msg.location is not None:
+                self._sample(self._node(msg.location.addr), msg)
+        else:
+            log.debug('monitor: message %.200r is not a status message; ignored', msg)
+
+    def _status(self, status, info):
+        if status in _NODE_STATUS and isinstance(info, DiscoroNodeInfo):
+            node = self._node(info.addr)
+            node.name = info.name or info.addr
+            node.platform = info.platform or ''
+            node.cpus = info.cpus or 0
+            node.status = _NODE_STATUS[status]
+            if info.avail_info is not None:
+                self._sample(node, info.avail_info)
+            self._touch(node)
+        elif status in _SERVER_STATUS and isinstance(info, Location):
+            server = self._server(info)
+            server.status = _SERVER_STATUS[status]
+            server.update_time = time.time()
+            if server.status in _GONE:
+                for job in list(server.jobs.values()):
+                    self._end(job.key, 'server closed')
+            self._touch(server.node)
+        elif status == Scheduler.CoroCreated and isinstance(info, DiscoroCoroInfo):
+            self._job_created(info)
+        elif status == Scheduler.ComputationClosed:
+            if self.computation is not None:
+                self.computation['status'] = 'closed'
+        elif status == Scheduler.ComputationScheduled and isinstance(info, tuple) \
+                and len(info) == 2:
+            self._reset()
+            self.computation = {'id': info[0], 'client': _text(info[1]), 'status': 'running',
+                                'since': time.time()}
+            self.queue = [entry for entry in self.queue if entry['id'] != info[0]]
+        else:
+            log.debug('monitor: status %s with %.200r ignored', status, info)
+
+    def _node(self, addr):
+        node = self.nodes.get(addr)
+        if node is None:
+            node = self.nodes[addr] = _Node(addr)
+        return node
+
+    def _server(self, location):
+        key = str(location)
+        server = self.servers.get(key)
+        if server is None:
+            node = self._node(location.addr)
+            server = self.servers[key] = node.servers[key] = _Server(key, node)
+            if node.status is None:
+                node.status = 'Discovered'
+        return server
+
+    def _touch(self, node):
+        self.seq += 1
+        node.seq = self.seq
+        node.update_time = time.time()
+
+    def _sample(self, node, avail):
+        figures = (avail.cpu, avail.memory, avail.disk, avail.swap)
+        node.avail = figures
+        now = time.time()
+        if node.history and now - node.history[-1][0] < 1:
+            node.history.pop()          # one node status carries the same figures as the last
+        node.history.append((now,) + figures)
+        self._touch(node)
+
+    def _job_created(self, info):
+        location = getattr(info.coro, 'location', None)
+        if not isinstance(location, Location):
+            log.debug('monitor: coroutine %s has no location; ignored', info.coro)
+            return
+        server = self._server(location)
+        if server.status is None:
+            server.status = 'Initialized'
+        job = _Job(info)
+        if job.key in server.jobs:
+            return
+        server.submitted += 1
+        server.node.submitted += 1
+        self.ended.pop(job.key, None)   # ids are reused once a coroutine ended
+        ended = self.early.pop(job.key, None)
+        if ended is not None:           # its end came first (they come from two senders)
+            self.ended[job.key] = ended
+            server.done += 1
+            server.node.done += 1
+            server.recent.appendleft(self._finished(job, ended))
+        else:
+            server.jobs[job.key] = job
+        self._touch(server.node)
+
+    def _job_ended(self, msg):
+        if len(msg.args) < 2 or not isinstance(msg.args[1], tuple) or len(msg.args[1]) != 2:
+            log.debug('monitor: malformed %r ignored', msg)
+            return
+        kind, value = msg.args[1]
+        self._end(str(msg.args[0]), _ended_how(kind, value))
+
+    def _end(self, key, how):
+        if key in self.terminating:
+            self.terminating.discard(key)
+            if how == 'finished':       # a terminated coroutine ends like a finished one
+                how = 'terminated'
+        ended = {'how': how, 'end_time': time.time()}
+        for server in self.servers.values():
+            job = server.jobs.pop(key, None)
+            if job is not None:
+                self._remember(self.ended, key, ended)
+                server.done += 1
+                server.node.done += 1
+                server.recent.appendleft(self._finished(job, ended))
+                self._touch(server.node)
+                return
+        self._remember(self.early, key, ended)
+
+    @staticmethod
+    def _remember(table, key, ended):
+        table[key] = ended
+        table.move_to_end(key)
+        while len(table) > ENDED:
+            table.popitem(last=False)
+
+    def _finished(self, job, ended):
+        return {'coro': job.key, 'name': job.name, 'start_time': job.start_time,
+                'end_time': ended['end_time'], 'how': ended['how']}
+
+    def _reset(self):
+        self.nodes.clear()
+        self.servers.clear()
+        self.ended.clear()
+        self.early.clear()
+        self.terminating.clear()
+        self.seq += 1
+        self.reset_seq = self.seq
+
+    def _snapshot(self, answer, full):
+        """Apply the scheduler's `watch` answer (API of _SchedulerService.on_watch)."""
+        queue = answer.get('queue') or []
+        current = answer.get('computation')
+        self.queue = [{'id': comp_id, 'client': _text(client)} for comp_id, client in queue
+                      if comp_id != current]
+        if not full:
+            return
+        self._reset()
+        if current is None:
+            self.computation = None
+        else:
+            self.computation = {'id': current, 'client': _text(answer.get('client')),
+                                'status': 'running', 'since': None}
+        for info in answer.get('nodes') or []:
+            self._status(Scheduler.NodeInitialized, info)
+        for location in answer.get('servers') or []:
+            self._status(Scheduler.ServerInitialized, location)
+        for info, _name in answer.get('jobs') or []:
+            self._job_created(info)
+        held, self.held = self.held or [], None
+        for msg in held:
+            self.update(msg)
+
+    # ---------------- views (plain data, for JSON)
+
+    def settings(self):
+        return {'poll_sec': self.poll_sec, 'show_coro_args': self.show_coro_args}
+
+    def set_settings(self, poll_sec=None, show_coro_args=None):
+        """Change the poll interval and the arguments switch; BadRequest if
+        a value is not acceptable (then nothing changes)."""
+        if poll_sec is not None:
+            try:
+                value = float(poll_sec)
+            except (TypeError, ValueError):
+                raise BadRequest('poll interval %r is not a number' % (poll_sec,)) from None
+            if not POLL_MIN <= value <= POLL_MAX:
+                raise BadRequest('poll interval must be between %s and %s seconds, not %s'
+                                 % (POLL_MIN, POLL_MAX, poll_sec))
+            poll_sec = int(value) if value == int(value) else value
+        if show_coro_args is not None:
+            show_coro_args = _flag(show_coro_args, 'show_coro_args')
+        if poll_sec is not None:
+            self.poll_sec = poll_sec
+        if show_coro_args is not None:
+            self.show_coro_args = show_coro_args
+        return self.settings()
+
+    def _node_summary(self, node):
+        running = sum(len(server.jobs) for server in node.servers.values())
+        avail = None
+        if node.avail:
+            cpu, memory, disk, swap = node.avail
+            avail = {'cpu': cpu, 'memory': memory, 'disk': disk, 'swap': swap}
+        return {'ip_addr': node.addr, 'name': node.name, 'status': node.status,
+                'servers': sum(1 for s in node.servers.values() if s.status not in _GONE),
+                'coros_submitted': node.submitted, 'coros_done': node.done,
+                'coros_running': running, 'update_time': node.update_time,
+                'avail_info': avail}
+
+    def node_list(self, since=None):
+        """Summaries of the nodes changed after `since` (all when None)."""
+        if since is not None and since < self.reset_seq:
+            since = None
+        return [self._node_summary(node) for node in self.nodes.values()
+                if since is None or node.seq > since]
+
+    def cluster(self):
+        nodes = self.node_list()
+        return dict(self.settings(), mode=self.mode, scheduler=self.scheduler,
+                    computation=self.computation, queue=self.queue, nodes=nodes,
+                    coros_submitted=sum(n['coros_submitted'] for n in nodes),
+                    coros_done=sum(n['coros_done'] for n in nodes),
+                    coros_running=sum(n['coros_running'] for n in nodes),
+                    servers=sum(n['servers'] for n in nodes), seq=self.seq, time=time.time())
+
+    def find_node(self, host):
+        node = self.nodes.get(host)
+        if node is None:
+            node = next((n for n in self.nodes.values() if n.name == host), None)
+        return node
+
+    def node_info(self, host):
+        """The node at address (or with name) `host` in detail, or None."""
+        node = self.find_node(host)
+        if node is None:
+            return None
+        info = self._node_summary(node)
+        info.update(platform=node.platform, cpus=node.cpus, time=time.time(),
+                    poll_sec=self.poll_sec, show_coro_args=self.show_coro_args,
+                    history=[list(sample) for sample in node.history],
+                    servers=[{'location': server.location, 'status': server.status,
+                              'coros_submitted': server.submitted, 'coros_done': server.done,
+                              'coros_running': len(server.jobs),
+                              'update_time': server.update_time}
+                             for server in node.servers.values()])
+        return info
+
+    def server_info(self, location, limit=0):
+        """The server at `location` ('addr:port') with its running coroutines
+        (at most `limit` of them when > 0), or None."""
+        server = self.servers.get(location)
+        if server is None:
+            return None
+        jobs = sorted(server.jobs.values(), key=lambda job: job.start_time)
+        shown = jobs[:limit] if limit > 0 else jobs
+        coros = []
+        for job in shown:
+            entry = {'coro': job.key, 'name': job.name, 'start_time': job.start_time,
+                     'args': '', 'kwargs': ''}
+            if self.show_coro_args:
+                entry['args'] = ', '.join(_text(arg) for arg in job.args)
+                entry['kwargs'] = ', '.join('%s=%s' % (key, _text(value))
+                                            for key, value in job.kwargs.items())
+            coros.append(entry)
+        return {'location': server.location, 'name': server.node.name,
+                'node': server.node.addr, 'status': server.status,
+                'coros_submitted': server.submitted, 'coros_done': server.done,
+                'coros_running': len(jobs), 'coros': coros, 'recent': list(server.recent),
+                'update_time': server.update_time, 'time': time.time(),
+                'poll_sec': self.poll_sec, 'show_coro_args': self.show_coro_args}
+
+    def terminate(self, keys):
+        """Terminate the running coroutines named (`str(coro)`) in `keys`:
+        {'terminated', 'finished', 'unknown', 'failed', 'message'}. Their ends
+        come later, as MonitorExceptions."""
+        result = {'terminated': [], 'finished': [], 'unknown': [], 'failed': []}
+        for key in keys:
+            job = next((server.jobs[key] for server in self.servers.values()
+                        if key in server.jobs), None)
+            if job is not None:
+                if job.coro.terminate() == 0:
+                    self.terminating.add(key)
+                    result['terminated'].append(key)
+                else:
+                    result['failed'].append(key)
+            elif key in self.ended or key in self.early:
+                ended = self.ended.get(key) or self.early[key]
+                result['finished'].append(dict(ended, coro=key))
+            else:
+                result['unknown'].append(key)
+        result['message'] = _terminate_message(result)
+        return result
+
+
+def _terminate_message(result):
+    parts = []
+    if result['terminated']:
+        n = len(result['terminated'])
+        parts.append('terminating %d coroutine%s' % (n, '' if n == 1 else 's'))
+    for entry in result['finished']:
+        how = entry['how']
+        parts.append('%s already %s' % (entry['coro'], how if how in ('finished', 'terminated')
+                                        else 'ended (%s)' % how))
+    for key in result['failed']:
+        parts.append('%s could not be reached to terminate it' % key)
+    for key in result['unknown']:
+        parts.append('%s is not a coroutine of this computation' % key)
+    return '; '.join(parts)
+
+
+def _flag(value, what):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ('1', 'true', 'on', 'yes'):
+        return True
+    if text in ('0', 'false', 'off', 'no'):
+        return False
+    raise BadRequest('%s must be true or false, not %r' % (what, value))
+
+
+def _split_location(text):
+    """'addr:port' (or '[v6]:port') -> normalized str, or None if malformed."""
+    addr, sep, port = (text or '').rpartition(':')
+    addr = addr[1:-1] if addr.startswith('[') and addr.endswith(']') else addr
+    if not sep or not addr or not port.isdigit():
+        return None
+    return '%s:%s' % (addr, int(port))
+
+
+# ---------------------------------------------------------------- the web application
+
+_ASSETS = ('.css', '.js', '.svg', '.png', '.ico', '.woff2')
+_JSON_PATHS = ('/api/', '/cluster_status', '/cluster_updates', '/node_info', '/server_info',
+               '/terminate_coros', '/update')
+
+
+class _Pages:
+    """The HTML templates of DocumentRoot: `$name` fields, values escaped."""
+
+    def __init__(self, root):
+        self.root = root
+        self._cache = {}
+
+    def render(self, page, **fields):
+        template = self._cache.get(page)
+        if template is None:
+            with open(os.path.join(self.root, page), encoding='utf-8') as f:
+                template = self._cache[page] = string.Template(f.read())
+        return template.safe_substitute({key: html.escape(str(value), quote=True)
+                                         for key, value in fields.items()})
+
+
+def _make_app(monitor, root):
+    """The WSGI application of `monitor`, with pages and assets from `root`."""
+    app = bottle.Bottle()        # catchall: a failing handler gives our 500 page
+    pages = _Pages(root)
+    request, response = bottle.request, bottle.response
+
+    def wants_json():
+        return request.path.startswith(_JSON_PATHS)
+
+    def error_page(code, title, message):
+        response.status = code
+        if wants_json():
+            response.content_type = 'application/json'
+            return json.dumps({'error': message, 'status': code})
+        response.content_type = 'text/html; charset=utf-8'
+        return pages.render('error.html', code=code, title=title, message=message)
+
+    def on_error(error):
+        code = error.status_code
+        titles = {400: 'Bad request', 404: 'Not found', 405: 'Method not allowed',
+                  413: 'Request too large', 500: 'Internal error'}
+        if code >= 500:
+            message = 'the monitor failed to answer this request; its log says why'
+        elif isinstance(error.body, str) and error.body and not error.body.startswith('<'):
+            message = error.body
+        else:
+            message = '%s %s: %s' % (request.method, request.path, titles.get(code, 'error'))
+        if code == 404 and message.startswith('Not found'):
+            message = 'there is no page at %s' % request.path
+        return error_page(code, titles.get(code, 'Error'), message)
+
+    for code in (400, 403, 404, 405, 413, 500):
+        app.error_handler[code] = on_error
+
+    def reply(data, status=200):
+        response.status = status
+        response.content_type = 'application/json'
+        response.set_header('Cache-Control', 'no-store')
+        return json.dumps(data)
+
+    def params():
+        """The request's parameters: a JSON object body, or the form / query
+        fields (values of repeated fields as lists)."""
+        length = request.content_length
+        if length > MAX_BODY:
+            raise bottle.HTTPError(413, 'request body of %d bytes is over the limit of %d'
+                                   % (length, MAX_BODY))
+        if request.content_type.split(';')[0].strip() == 'application/json':
+            try:
+                data = json.loads(request.body.read().decode('utf-8') or 'null')
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise BadRequest('request body is not valid JSON: %s' % exc) from None
+            if isinstance(data, list):
+                data = {'coro': data}
+            if not isinstance(data, dict):
+                raise BadRequest('request body must be a JSON object, not %s'
+                                 % type(data).__name__)
+            return data
+        fields = {}
+        for source in (request.query, request.forms):
+            for key in source:
+                values = source.getall(key)
+                fields[key] = values if len(values) > 1 else values[0]
+        return fields
+
+    def one(data, key, required=True):
+        value = data.get(key)
+        if isinstance(value, list):
+            if len(value) != 1:
+                raise BadRequest('give %s once' % key)
+            value = value[0]
+        if required and (value is None or value == ''):
+            raise BadRequest('%s is missing' % key)
+        return value
+
+    def number(data, key, default=0):
+        value = one(data, key, required=False)
+        if value is None or value == '':
+            return default
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise BadRequest('%s must be a whole number, not %r' % (key, value)) from None
+
+    def endpoint(func):
+        """A JSON endpoint: BadRequest becomes a 400 that says why."""
+        def wrapper(*args, **kwargs):
+            try:
+                return func(*args, **kwargs)
+            except BadRequest as exc:
+                return error_page(400, 'Bad request', str(exc))
+        wrapper.__name__ = func.__name__
+        return wrapper
+
+    # ---------------- pages
+
+    def page(template, **fields):
+        response.content_type = 'text/html; charset=utf-8'
+        response.set_header('Cache-Control', 'no-store')
+        return pages.render(template, **fields)
+
+    @app.get('/')
+    @app.get('/index.html')
+    @app.get('/cluster.html')
+    @app.get('/cluster')
+    def cluster_page():
+        return page('cluster.html')
+
+    @app.get('/node/<host:path>')
+    def node_page(host):
+        node = monitor.find_node(host)
+        if node is None:
+            return error_page(404, 'No such node',
+                              'no node %s is known to this monitor' % host)
+        return page('node.html', node=node.addr, name=node.name)
+
+    @app.get('/server/<location:path>')
+    def server_page(location):
+        key = _split_location(location)
+        server = monitor.servers.get(key) if key else None
+        if server is None:
+            return error_page(404, 'No such server',
+                              'no server %s is known to this monitor' % location)
+        return page('server.html', server=server.location, node=server.node.addr)
+
+    @app.get('/node.html')
+    def old_node_page():
+        host = request.query.get('host')
+        if not host:
+            return error_page(400, 'Bad request', 'node.html needs ?host=<node address>')
+        bottle.redirect('/node/' + bottle.urlquote(host, safe=''))
+
+    @app.get('/server.html')
+    def old_server_page():
+        location = request.query.get('location')
+        if not location:
+            return error_page(400, 'Bad request', 'server.html needs ?location=<addr:port>')
+        bottle.redirect('/server/' + bottle.urlquote(location, safe=''))
+
+    @app.get('/static/<path:path>')
+    def static(path):
+        if not path.endswith(_ASSETS):
+            return error_page(404, 'Not found', 'there is no asset %s' % path)
+        found = bottle.static_file(path, root=root)
+        if found.status_code == 404:
+            return error_page(404, 'Not found', 'there is no asset %s' % path)
+        found.set_header('Cache-Control', 'no-cache')
+        return found
+
+    # ---------------- JSON for the pages
+
+    @app.get('/api/cluster')
+    def api_cluster():
+        return reply(monitor.cluster())
+
+    @app.get('/api/node/<host:path>')
+    def api_node(host):
+        info = monitor.node_info(host)
+        if info is None:
+            return error_page(404, 'No such node', 'no node %s is known to this monitor'
+                              % host)
+        return reply(info)
+
+    @app.get('/api/server/<location:path>')
+    @endpoint
+    def api_server(location):
+        key = _split_location(location)
+        info = monitor.server_info(key, number(params(), 'limit')) if key else None
+        if info is None:
+            return error_page(404, 'No such server', 'no server %s is known to this monitor'
+                              % location)
+        return reply(info)
+
+    def coro_list(data):
+        coros = data.get('coro', data.get('coros'))
+        if isinstance(coros, str):
+            coros = [coros]
+        if not coros or not isinstance(coros, list) or \
+                not all(isinstance(c, str) and c for c in coros):
+            raise BadRequest('name the coroutines to terminate: one or more "coro" fields '
+                             'in str(coro) form (~name/id@addr:port)')
+        return coros
+
+    @app.post('/api/terminate')
+    @endpoint
+    def api_terminate():
+        return reply(monitor.terminate(coro_list(params())))
+
+    @app.post('/api/settings')
+    @endpoint
+    def api_settings():
+        data = params()
+        return reply(monitor.set_settings(one(data, 'poll_sec', False),
+                                          one(data, 'show_coro_args', False)))
+
+    # ---------------- the original's endpoints
+
+    @app.get('/cluster_status')
+    def cluster_status():
+        return reply(monitor.node_list())
+
+    @app.get('/cluster_updates')
+    @endpoint
+    def cluster_updates():
+        since = request.query.get('since')
+        if since is None:
+            since = request.get_cookie('asyncoro_monitor_seq')
+            since = int(since) if since and since.isdigit() else None
+        else:
+            since = number(request.query, 'since')
+        nodes = monitor.node_list(since)
+        response.set_header('X-Monitor-Seq', str(monitor.seq))
+        response.set_cookie('asyncoro_monitor_seq', str(monitor.seq), path='/')
+        return reply(nodes)
+
+    @app.post('/node_info')
+    @endpoint
+    def node_info():
+        host = one(params(), 'host')
+        info = monitor.node_info(str(host))
+        if info is None:
+            return error_page(404, 'No such node', 'no node %s is known to this monitor'
+                              % host)
+        return reply(info)
+
+    @app.post('/server_info')
+    @endpoint
+    def server_info():
+        data = params()
+        location = one(data, 'location')
+        key = _split_location(str(location))
+        if key is None:
+            raise BadRequest('location must be addr:port, not %r' % (location,))
+        info = monitor.server_info(key, number(data, 'limit'))
+        if info is None:
+            return error_page(404, 'No such server', 'no server %s is known to this monitor'
+                              % location)
+        return reply(info)
+
+    @app.post('/terminate_coros')
+    @endpoint
+    def terminate_coros():
+        return reply(monitor.terminate(coro_list(params()))['terminated'])
+
+    @app.post('/update')
+    @endpoint
+    def update():
+        data = params()
+        return reply(monitor.set_settings(one(data, 'timeout', False),
+                                          one(data, 'show_coro_args', False)))
+
+    return _serialized(app)
+
+
+def _serialized(app):
+    """`app` serving one request at a time (bottle's thread-locals are shared
+    by all greenlets of the hub thread)."""
+    lock = gevent.lock.Semaphore()
+
+    def wsgi(environ, start_response):
+        with lock:
+            return app(environ, start_response)
+    wsgi.bottle = app
+    return wsgi
+
+
+class _WSGIServer(gevent.pywsgi.WSGIServer):
+    """pywsgi's server, with a TLS handshake that cannot hang or fail loudly."""
+
+    def wrap_socket_and_handle(self, client_socket, address):
+        try:
+            with gevent.Timeout(10):
+                tls = self.wrap_socket(client_socket, **self.ssl_args)
+        except (OSError, gevent.Timeout) as exc:     # ssl.SSLError is an OSError
+            log.warning('HTTPS client %s:%s: TLS handshake failed: %s', address[0], address[1],
+                        exc or 'timed out')
+            client_socket.close()
+            return None
+        with tls:
+            return self.handle(tls, address)
+
+
+# ---------------------------------------------------------------- HTTPServer
+
+class HTTPServer:
+    """The web monitor of `computation` at http(s)://<host>:<port>/.
+
+    Create it before `computation.schedule()`: it becomes the computation's
+    status_coro (passing every message on to the status_coro the program set,
+    if any). `host=''` binds $ASYNCORO_NODE if set, else every interface;
+    `port=0` takes any free port (see `address`). `poll_sec` (at least 1) is
+    how often the pages refresh; `keyfile`/`certfile` serve HTTPS;
+    `show_coro_args` whether the Server page shows coroutines' arguments
+    (str() of each). Both can be changed from the pages. `DocumentRoot` is
+    where the pages are (the package's data/ by default).
+
+    Raises OSError when the port cannot be bound, ValueError for a bad
+    DocumentRoot."""
+
+    def __init__(self, computation, host='', port=DEFAULT_PORT, poll_sec=10, DocumentRoot=None,
+                 keyfile=None, certfile=None, show_coro_args=True):
+        if not isinstance(poll_sec, (int, float)) or poll_sec < POLL_MIN:
+            log.warning('poll_sec %r is too small; %s is used', poll_sec, POLL_MIN)
+            poll_sec = POLL_MIN
+        root = os.path.abspath(DocumentRoot or DATA_DIR)
+        if not os.path.isfile(os.path.join(root, 'cluster.html')):
+            raise ValueError('DocumentRoot %s has no cluster.html (the monitor pages are in %s)'
+                             % (root, DATA_DIR))
+        self.computation = computation
+        self._monitor = _Monitor(poll_sec, show_coro_args)
+        self._rt = asyncoro.AsynCoro.instance()
+        self._chain = None
+        self._server = None
+        self.status_coro = Coro(self._status_proc)
+        if computation is not None:
+            if getattr(computation, 'scheduler', None) is not None:
+                log.warning('HTTPServer was created after computation.schedule(): the '
+                            'scheduler does not know it, so the monitor stays empty')
+            self._chain = computation.status_coro
+            computation.status_coro = self.status_coro
+            location = self._rt.location
+            self._monitor.computation = {'id': getattr(computation, '_id', id(computation)),
+                                         'client': str(location) if location else None,
+                                         'status': 'running', 'since': time.time()}
+        host = host or os.environ.get('ASYNCORO_NODE', '')
+        self._server = self._rt._run_here(self._start, host, port, self._monitor, root,
+                                          keyfile, certfile)
+        addr, bound = self._server.address[:2]
+        self.address = (addr, bound)
+        shown = '[%s]' % addr if ':' in addr else (addr or '0.0.0.0')
+        self.url = '%s://%s:%s/' % ('https' if certfile else 'http', shown, bound)
+        self._rt.atexit(0, self._stop)
+        log.info('Started HTTP server at %s', self.url)
+
+    @staticmethod
+    def _start(host, port, monitor, root, keyfile, certfile):
+        # in the hub thread: the server, its greenlets and its lock belong to that hub
+        app = _make_app(monitor, root)
+        ssl_args = {}
+        if certfile:
+            context = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(certfile, keyfile)
+            ssl_args['ssl_context'] = context
+        try:
+            server = _WSGIServer((host, port), app,
+                                 log=gevent.pywsgi.LoggingLogAdapter(log, logging.DEBUG),
+                                 error_log=gevent.pywsgi.LoggingLogAdapter(log, logging.ERROR),
+                                 **ssl_args)
+            server.start()
+        except OSError as exc:
+            raise OSError(exc.errno, 'HTTP server cannot listen on %s:%s: %s'
+                          % (host or '*', port, exc.strerror or exc)) from exc
+        return server
+
+    def _status_proc(self, coro=None):
+        coro.set_daemon()
+        monitor = self._monitor
+        while True:
+            msg = yield coro.receive()
+            try:
+                monitor.update(msg)
+            except Exception:       # our bug: keep monitoring, and keep the chain going
+                log.error('monitor could not take %.200r', msg, exc_info=True)
+            if self._chain is not None and not isinstance(msg, _Snapshot):
+                self._chain.send(msg)
+
+    def shutdown(self, wait=True):
+        """Stop serving. With `wait`, first give the pages poll_sec + 0.5 s to
+        fetch the last updates: called from a thread (the main program) it
+        blocks that long; called from a coroutine it schedules the shutdown
+        and returns at once."""
+        if self._server is None:
+            return
+        delay = self._monitor.poll_sec + 0.5 if wait else 0
+        if wait:
+            log.info('HTTP server waiting for %s seconds for client updates before quitting',
+                     self._monitor.poll_sec)
+        rt = self._rt
+        if asyncoro._get_ident() == rt._tid:
+            gevent.spawn_later(delay, self._stop)
+            return
+        if delay:
+            asyncoro._sleep(delay)
+        if rt._stopping:            # the runtime (and with it the server) is gone already
+            self._server = None
+            return
+        rt._run_here(self._stop)
+
+    def _stop(self):
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop(timeout=1)
+            log.debug('HTTP server at %s stopped', self.url)
+
+
+# ---------------------------------------------------------------- the httpd.py program
+
+class _Watcher(_Service):
+    """The standalone program's link to a discoro.py scheduler: finds it,
+    asks it to `watch` (messages go to the monitor's coroutine), and asks
+    again every poll interval, which also tells whether it is still there
+    and which computations wait in its queue."""
+
+    def __init__(self, httpd, location, timeout):
+        super().__init__()
+        self.httpd = httpd
+        self.location = location
+        self.timeout = timeout
+        self.scheduler = None
+        self.stopped = False
+        self.loop = gevent.spawn(self._run)
+
+    def _run(self):
+        monitor = self.httpd._monitor
+        status_coro = self.httpd.status_coro
+        while not self.stopped:
+            if self.scheduler is None:
+                found = SysCoro.locate('discoro_scheduler', self.location, self.timeout)
+                if found is None:
+                    log.warning('no discoro scheduler answered at %s within %ss (is discoro.py '
+                                'running? same secret?); looking again',
+                                self.location or 'any peer', self.timeout)
+                    gevent.sleep(1)
+                    continue
+                monitor.held = []           # what comes before the snapshot waits for it
+                answer = self.call(found, 'watch', status_coro, timeout=self.timeout)
+                if isinstance(answer, _Failure) or not isinstance(answer, dict):
+                    log.warning('scheduler at %s did not take the monitor: %s', found.location,
+                                answer)
+                    status_coro.send(_Snapshot({}, True))
+                    gevent.sleep(monitor.poll_sec)
+                    continue
+                self.scheduler = found
+                monitor.scheduler = str(found.location)
+                status_coro.send(_Snapshot(answer, True))
+                log.info('monitoring the scheduler at %s', found.location)
+            gevent.sleep(monitor.poll_sec)
+            if self.stopped:
+                break
+            answer = self.call(self.scheduler, 'watch', status_coro, timeout=self.timeout)
+            if isinstance(answer, dict):
+                status_coro.send(_Snapshot(answer, False))
+            else:
+                log.warning('scheduler at %s does not answer (%s); looking for it again',
+                            self.scheduler.location, answer)
+                self.scheduler = None
+                monitor.scheduler = None
+
+    def stop(self):
+        self.stopped = True
+        if self.scheduler is not None:
+            self.call(self.scheduler, 'unwatch', self.httpd.status_coro, timeout=self.timeout)
+        self.loop.kill(block=False)
+
+
+def _options(argv):
+    parser = argparse.ArgumentParser(
+        prog='httpd.py', description='Web monitor of the computation a discoro.py scheduler '
+        'is running (and of the ones waiting in its queue).')
+    parser.add_argument('--host', default='',
+                        help='address the HTTP server binds (default: $ASYNCORO_NODE, else all)')
+    parser.add_argument('-p', '--port', type=int, default=DEFAULT_PORT,
+                        help='HTTP port (default %(default)s; 0 = any free port)')
+    parser.add_argument('--poll_sec', type=float, default=10,
+                        help='seconds between page updates (default %(default)s)')
+    parser.add_argument('--hide_coro_args', action='store_true',
+                        help='do not show coroutine arguments (they can be large)')
+    parser.add_argument('--DocumentRoot', default=None, help='directory of the pages')
+    parser.add_argument('--http_certfile', default=None, help='certificate for HTTPS')
+    parser.add_argument('--http_keyfile', default=None, help='key for HTTPS')
+    parser.add_argument('--scheduler', default=None, metavar='HOST:PORT',
+                        help='where the scheduler runs (its TCP port); default: discover it')
+    parser.add_argument('-i', '--ip_addr', default=None,
+                        help='address of this program\'s asyncoro runtime')
+    parser.add_argument('-t', '--tcp_port', type=int, default=0)
+    parser.add_argument('-u', '--udp_port', type=int, default=0,
+                        help='discovery port (the scheduler\'s; default 51350)')
+    parser.add_argument('-s', '--secret', default='', help='the scheduler\'s secret')
+    parser.add_argument('--certfile', default=None, help='certificate for asyncoro peers')
+    parser.add_argument('--keyfile', default=None, help='key for asyncoro peers')
+    parser.add_argument('--timeout', type=float, default=10,
+                        help='seconds to wait for the scheduler at each try')
+    parser.add_argument('--daemon', action='store_true', help='do not read stdin')
+    parser.add_argument('-d', '--debug', action='store_true', help='debug logging')
+    options = parser.parse_args(argv)
+    if options.scheduler:
+        host, _, port = options.scheduler.rpartition(':')
+        if not host or not port.isdigit():
+            parser.error('--scheduler must be HOST:PORT, not %r' % options.scheduler)
+    if options.poll_sec < POLL_MIN:
+        parser.error('--poll_sec must be at least %s' % POLL_MIN)
+    return options
+
+
+def main(argv=None):
+    """The httpd.py program: serve the monitor of whatever computation the
+    discoro.py scheduler runs. Reads `quit` (or end of input) from stdin
+    unless --daemon. Returns the exit status."""
+    options = _options(argv)
+    asyncoro.logger.setLevel(logging.DEBUG if options.debug else logging.INFO)
+    try:
+        rt = asyncoro.AsynCoro(node=options.ip_addr, tcp_port=options.tcp_port,
+                               udp_port=options.udp_port, secret=options.secret,
+                               certfile=options.certfile, keyfile=options.keyfile,
+                               name='discoro_httpd')
+    except OSError as exc:
+        print('httpd.py: %s' % exc, file=sys.stderr)
+        return 1
+    location = None
+    if options.scheduler:
+        host, _, port = options.scheduler.rpartition(':')
+        location = Location(host, int(port))
+        rt.peer(location)
+    try:
+        httpd = HTTPServer(None, host=options.host, port=options.port,
+                           poll_sec=options.poll_sec, DocumentRoot=options.DocumentRoot,
+                           keyfile=options.http_keyfile, certfile=options.http_certfile,
+                           show_coro_args=not options.hide_coro_args)
+    except (OSError, ValueError) as exc:
+        print('httpd.py: %s' % exc, file=sys.stderr)
+        rt.terminate()
+        return 1
+    httpd._monitor.mode = 'scheduler'
+    httpd._monitor.computation = None
+    watcher = rt._run_here(_Watcher, httpd, location, options.timeout)
+    print('httpd ready %s pid=%d' % (httpd.url, os.getpid()), flush=True)
+    try:
+        _wait_for_quit(options.daemon)
+    except KeyboardInterrupt:
+        pass
+    rt._run_here(watcher.stop)
+    httpd.shutdown(wait=False)
+    rt.terminate()
+    return 0
+
+
+def _wait_for_quit(daemon):
+    import signal
+    if daemon or not sys.stdin or sys.stdin.closed:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        signal.pause()
+        return
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    for line in sys.stdin:
+        if line.strip().lower() in ('quit', 'exit'):
+            return
+
+
+if __name__ == '__main__':
+    sys.exit(main())

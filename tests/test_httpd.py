@@ -1,0 +1,757 @@
+"""The web monitor (API.md §7): its JSON endpoints and bad input through the
+WSGI application in-process; HTTPServer in real client programs with a real
+node (status chaining, terminate, HTTPS, shutdown); the pages once in a real
+headless Chromium.
+"""
+
+import io
+import json
+import os
+import re
+import shutil
+import ssl
+import time
+import urllib.parse
+
+import gevent
+import gevent.socket
+import gevent.ssl
+import pytest
+
+from conftest import ROOT, free_udp_port, read_line, wait_until
+
+import asyncoro.httpd as httpd
+from asyncoro import MonitorException
+from asyncoro.discoro import (DiscoroCoroInfo, DiscoroNodeAvailInfo, DiscoroNodeInfo,
+                              DiscoroStatus, Scheduler)
+from asyncoro.netio import Location
+
+NODE = '127.0.0.5'
+S1, S2 = Location(NODE, 9001), Location(NODE, 9002)
+
+
+# ---------------------------------------------------------------- the WSGI app in-process
+
+class FakeCoro:
+    """What the monitor needs of a remote coroutine: str, name, location, terminate."""
+
+    def __init__(self, name, coro_id, location, answer=0):
+        self.name, self.id, self.location, self.answer = name, coro_id, location, answer
+        self.terminated = 0
+
+    def __str__(self):
+        return '~%s/%s@%s' % (self.name, self.id, self.location)
+
+    def terminate(self):
+        self.terminated += 1
+        return self.answer
+
+
+class Unprintable:
+    def __str__(self):
+        raise RuntimeError('no text for you')
+
+
+def call(app, method, path, body=None, content_type=None, cookie=None):
+    """(status code, headers dict, body text) of one request to a WSGI app."""
+    path, _, query = path.partition('?')
+    data = body.encode() if isinstance(body, str) else (body or b'')
+    environ = {'REQUEST_METHOD': method, 'PATH_INFO': urllib.parse.unquote(path),
+               'QUERY_STRING': query, 'SERVER_NAME': '127.0.0.1', 'SERVER_PORT': '80',
+               'SERVER_PROTOCOL': 'HTTP/1.1', 'REMOTE_ADDR': '127.0.0.1',
+               'wsgi.url_scheme': 'http', 'wsgi.input': io.BytesIO(data),
+               'wsgi.errors': io.StringIO(), 'wsgi.version': (1, 0), 'wsgi.multithread': False,
+               'wsgi.multiprocess': False, 'wsgi.run_once': False,
+               'CONTENT_LENGTH': str(len(data))}
+    if content_type:
+        environ['CONTENT_TYPE'] = content_type
+    if cookie:
+        environ['HTTP_COOKIE'] = cookie
+    started = []
+    chunks = app(environ, lambda status, headers, exc_info=None: started.append((status, headers)))
+    text = b''.join(chunks)
+    if hasattr(chunks, 'close'):
+        chunks.close()
+    status, headers = started[0]
+    return int(status.split()[0]), dict(headers), text.decode()
+
+
+def get_json(app, path):
+    code, headers, text = call(app, 'GET', path)
+    assert code == 200, text
+    assert headers['Content-Type'].startswith('application/json')
+    return json.loads(text)
+
+
+def post(app, path, form=None, data=None):
+    if data is not None:
+        return call(app, 'POST', path, json.dumps(data), 'application/json')
+    return call(app, 'POST', path, urllib.parse.urlencode(form or {}, doseq=True),
+                'application/x-www-form-urlencoded')
+
+
+@pytest.fixture
+def cluster():
+    """A monitor fed the messages of one node with two servers and three jobs
+    (one of them finished), and its WSGI application."""
+    monitor = httpd._Monitor(poll_sec=5)
+    avail = DiscoroNodeAvailInfo(Location(NODE, 9000), 75.0, 8 << 30, 100 << 30, 90.0)
+    monitor.update(DiscoroStatus(Scheduler.NodeDiscovered,
+                                 DiscoroNodeInfo('box', NODE, 2, 'linux-x86_64', avail)))
+    monitor.update(DiscoroStatus(Scheduler.ServerDiscovered, S1))
+    monitor.update(DiscoroStatus(Scheduler.NodeInitialized,
+                                 DiscoroNodeInfo('box', NODE, 2, 'linux-x86_64', avail)))
+    for server in (S1, S2):
+        monitor.update(DiscoroStatus(Scheduler.ServerInitialized, server))
+    coros = [FakeCoro('compute', 11, S1), FakeCoro('compute', 12, S1), FakeCoro('other', 21, S2)]
+    for i, coro in enumerate(coros):
+        monitor.update(DiscoroStatus(Scheduler.CoroCreated, DiscoroCoroInfo(
+            coro, (i, 'text', Unprintable()), {'scale': 2}, 1000.0 + i)))
+    monitor.update(MonitorException(coros[0], (StopIteration, 42)))
+    monitor.update(DiscoroNodeAvailInfo(Location(NODE, 9000), 25.0, 7 << 30, 99 << 30, 80.0))
+    monitor.update('a stray message')       # logged at debug level and dropped
+    return monitor, httpd._make_app(monitor, httpd.DATA_DIR), coros
+
+
+def test_cluster_status_node_and_server_info_follow_the_status_messages(cluster):
+    monitor, app, coros = cluster
+    nodes = get_json(app, '/cluster_status')
+    assert len(nodes) == 1
+    node = nodes[0]
+    assert {k: node[k] for k in ('ip_addr', 'name', 'status', 'servers', 'coros_submitted',
+                                 'coros_done', 'coros_running')} == {
+        'ip_addr': NODE, 'name': 'box', 'status': 'Initialized', 'servers': 2,
+        'coros_submitted': 3, 'coros_done': 1, 'coros_running': 2}
+    assert node['avail_info'] == {'cpu': 25.0, 'memory': 7 << 30, 'disk': 99 << 30, 'swap': 80.0}
+
+    summary = get_json(app, '/api/cluster')
+    assert (summary['coros_submitted'], summary['coros_done'], summary['coros_running'],
+            summary['servers']) == (3, 1, 2, 2)
+    assert summary['nodes'] == nodes
+    assert (summary['poll_sec'], summary['show_coro_args']) == (5, True)
+
+    code, _, text = post(app, '/node_info', {'host': NODE})
+    info = json.loads(text)
+    assert code == 200 and info['platform'] == 'linux-x86_64' and info['cpus'] == 2
+    assert [(s['location'], s['coros_submitted'], s['coros_done'], s['coros_running'])
+            for s in info['servers']] == [(str(S1), 2, 1, 1), (str(S2), 1, 0, 1)]
+    # one sample a second at most: the later figures replaced the earlier ones
+    assert [sample[1:] for sample in info['history']] == [[25.0, 7 << 30, 99 << 30, 80.0]]
+    again = get_json(app, '/api/node/' + NODE)
+    assert again.pop('time') >= info.pop('time') and again == info
+    assert get_json(app, '/api/node/box')['ip_addr'] == NODE      # by name too
+
+    code, _, text = post(app, '/server_info', {'location': str(S1), 'limit': '0'})
+    server = json.loads(text)
+    assert (server['coros_submitted'], server['coros_done'], server['coros_running']) == (2, 1, 1)
+    assert [(c['coro'], c['name'], c['start_time']) for c in server['coros']] == [
+        (str(coros[1]), 'compute', 1001.0)]
+    assert server['coros'][0]['args'] == "1, text, <Unprintable: str() failed: no text for you>"
+    assert server['coros'][0]['kwargs'] == 'scale=2'
+    assert [(r['coro'], r['how']) for r in server['recent']] == [(str(coros[0]), 'finished')]
+    assert get_json(app, '/api/server/%s?limit=1' % S2)['coros'][0]['coro'] == str(coros[2])
+
+
+def test_settings_change_from_update_and_api_and_bad_values_change_nothing(cluster):
+    monitor, app, coros = cluster
+    code, _, text = post(app, '/update', {'timeout': '3', 'show_coro_args': 'false'})
+    assert code == 200 and json.loads(text) == {'poll_sec': 3, 'show_coro_args': False}
+    coro = get_json(app, '/api/server/%s' % S2)['coros'][0]
+    assert (coro['args'], coro['kwargs']) == ('', '')
+    code, _, text = post(app, '/api/settings', data={'poll_sec': 2.5, 'show_coro_args': True})
+    assert json.loads(text) == {'poll_sec': 2.5, 'show_coro_args': True}
+    assert get_json(app, '/api/server/%s' % S2)['coros'][0]['args'].startswith('2, text')
+    for form, reason in (({'timeout': 'soon'}, "poll interval 'soon' is not a number"),
+                         ({'timeout': '0'}, 'poll interval must be between 1 and 3600'),
+                         ({'timeout': '5', 'show_coro_args': 'maybe'},
+                          "show_coro_args must be true or false, not 'maybe'")):
+        code, headers, text = post(app, '/update', form)
+        assert code == 400 and reason in json.loads(text)['error'], text
+    code, _, text = post(app, '/api/settings', data={'poll_sec': [1, 2]})
+    assert code == 400 and 'give poll_sec once' in text
+    assert monitor.settings() == {'poll_sec': 2.5, 'show_coro_args': True}
+
+
+def test_cluster_updates_keep_a_cursor_per_reader(cluster):
+    monitor, app, coros = cluster
+    code, headers, text = call(app, 'GET', '/cluster_updates')
+    assert code == 200 and [n['ip_addr'] for n in json.loads(text)] == [NODE]   # new reader: all
+    cookie = headers['Set-Cookie'].split(';')[0]
+    seq = int(headers['X-Monitor-Seq'])
+    assert json.loads(call(app, 'GET', '/cluster_updates', cookie=cookie)[2]) == []
+    assert get_json(app, '/cluster_updates?since=%d' % seq) == []
+    monitor.update(DiscoroStatus(Scheduler.NodeInitialized,
+                                 DiscoroNodeInfo('two', '127.0.0.6', 1, 'linux', None)))
+    # both readers see the change: one by its cookie, one by its `since`
+    assert [n['ip_addr'] for n in json.loads(call(app, 'GET', '/cluster_updates',
+                                                  cookie=cookie)[2])] == ['127.0.0.6']
+    assert [n['ip_addr'] for n in get_json(app, '/cluster_updates?since=%d' % seq)] == \
+        ['127.0.0.6']
+    assert call(app, 'GET', '/cluster_updates?since=soon')[0] == 400
+
+
+def test_terminate_running_finished_and_unknown_coroutines(cluster):
+    monitor, app, coros = cluster
+    code, _, text = post(app, '/api/terminate', data={'coro': [str(coros[1])]})
+    result = json.loads(text)
+    assert code == 200 and result['terminated'] == [str(coros[1])]
+    assert result['message'] == 'terminating 1 coroutine'
+    assert coros[1].terminated == 1
+    # it is still running until its MonitorException comes
+    assert get_json(app, '/api/cluster')['coros_running'] == 2
+    monitor.update(MonitorException(coros[1], (StopIteration, None)))
+    assert get_json(app, '/api/cluster')['coros_running'] == 1
+    code, _, text = post(app, '/api/terminate', data={'coro': [str(coros[1]), '~x/1@1.2.3.4:5']})
+    result = json.loads(text)
+    assert result['terminated'] == [] and result['unknown'] == ['~x/1@1.2.3.4:5']
+    assert [(f['coro'], f['how']) for f in result['finished']] == [(str(coros[1]), 'terminated')]
+    assert result['message'] == ('%s already terminated; ~x/1@1.2.3.4:5 is not a coroutine of '
+                                 'this computation' % coros[1])
+    assert get_json(app, '/api/server/%s' % S1)['recent'][0]['how'] == 'terminated'
+    assert coros[1].terminated == 1
+    # the original's endpoint: form fields `coro`, the list of terminated ones back
+    code, _, text = post(app, '/terminate_coros', {'coro': [str(coros[2]), str(coros[0])]})
+    assert code == 200 and json.loads(text) == [str(coros[2])]
+    failing = FakeCoro('stuck', 99, S2, answer=-1)
+    monitor.update(DiscoroStatus(Scheduler.CoroCreated, DiscoroCoroInfo(failing, (), {}, 1.0)))
+    result = json.loads(post(app, '/api/terminate', data=[str(failing)])[2])
+    assert result['failed'] == [str(failing)]
+    assert result['message'] == '%s could not be reached to terminate it' % failing
+
+
+def test_bad_input_gets_404_and_400_pages_never_a_traceback(cluster, monkeypatch):
+    monitor, app, coros = cluster
+    cases = [
+        ('GET', '/node/10.1.2.3', None, None, 404, 'no node 10.1.2.3 is known to this monitor'),
+        ('GET', '/server/%s:1' % NODE, None, None, 404,
+         'no server %s:1 is known to this monitor' % NODE),
+        ('GET', '/server/garbage', None, None, 404, 'no server garbage is known'),
+        ('GET', '/no/such/page', None, None, 404, 'there is no page at /no/such/page'),
+        ('GET', '/static/../httpd.py', None, None, 404, 'there is no asset'),
+        ('GET', '/static/nothing.css', None, None, 404, 'there is no asset nothing.css'),
+        ('GET', '/terminate_coros', None, None, 405, 'Method not allowed'),
+        ('GET', '/api/node/10.1.2.3', None, None, 404, 'no node 10.1.2.3'),
+        ('GET', '/api/server/x:y', None, None, 404, 'no server x:y'),
+        ('GET', '/api/server/%s?limit=many' % S1, None, None, 400,
+         "limit must be a whole number, not 'many'"),
+        ('POST', '/node_info', '', 'application/x-www-form-urlencoded', 400, 'host is missing'),
+        ('POST', '/node_info', 'host=10.1.2.3', 'application/x-www-form-urlencoded', 404,
+         'no node 10.1.2.3'),
+        ('POST', '/server_info', 'location=nowhere', 'application/x-www-form-urlencoded', 400,
+         "location must be addr:port, not 'nowhere'"),
+        ('POST', '/server_info', 'location=%s&limit=x' % S1, 'application/x-www-form-urlencoded',
+         400, "limit must be a whole number, not 'x'"),
+        ('POST', '/api/terminate', '{"coro": [', 'application/json', 400,
+         'request body is not valid JSON'),
+        ('POST', '/api/terminate', '"~a/1@b:2"', 'application/json', 400,
+         'request body must be a JSON object, not str'),
+        ('POST', '/api/terminate', '{"coro": []}', 'application/json', 400,
+         'name the coroutines to terminate'),
+        ('POST', '/api/terminate', '{"coro": [3]}', 'application/json', 400,
+         'name the coroutines to terminate'),
+        ('POST', '/terminate_coros', '', 'application/x-www-form-urlencoded', 400,
+         'name the coroutines to terminate'),
+        ('POST', '/api/settings', b'\xff\xfe', 'application/json', 400,
+         'request body is not valid JSON'),
+        ('POST', '/api/terminate', 'x' * (httpd.MAX_BODY + 1), 'application/json', 413,
+         'is over the limit of'),
+    ]
+    for method, path, body, ctype, status, message in cases:
+        code, headers, text = call(app, method, path, body, ctype)
+        assert (code, message in html_unescape(text)) == (status, True), (path, code, text)
+        assert 'Traceback' not in text and 'File "' not in text
+        if path.startswith(('/node/', '/server/', '/no/')):
+            assert headers['Content-Type'].startswith('text/html')
+            assert '<h1>' in text and 'Back to the cluster' in text
+    # a bug of ours: a 500 page that says where to look, without the traceback
+    monkeypatch.setattr(monitor, 'cluster', lambda: 1 / 0)
+    code, headers, text = call(app, 'GET', '/api/cluster')
+    assert code == 500 and 'Traceback' not in text and 'ZeroDivisionError' not in text
+    assert json.loads(text)['error'] == 'the monitor failed to answer this request; its log ' \
+        'says why'
+
+
+def html_unescape(text):
+    import html
+    return html.unescape(text)
+
+
+def test_pages_and_assets_are_served_and_fetch_nothing_from_elsewhere(cluster):
+    monitor, app, coros = cluster
+    for path, marker in (('/', 'data-page="cluster"'), ('/index.html', 'data-page="cluster"'),
+                         ('/cluster.html', 'data-page="cluster"'),
+                         ('/node/' + NODE, 'data-node="%s"' % NODE),
+                         ('/node/box', 'data-node="%s"' % NODE),
+                         ('/server/%s' % S1, 'data-server="%s"' % S1)):
+        code, headers, text = call(app, 'GET', path)
+        assert code == 200 and marker in text, path
+        assert headers['Content-Type'].startswith('text/html')
+    code, headers, _ = call(app, 'GET', '/node.html?host=' + NODE)
+    assert code in (302, 303) and headers['Location'].endswith('/node/' + NODE)
+    for asset, kind in (('monitor.css', 'text/css'), ('monitor.js', 'javascript'),
+                        ('favicon.svg', 'image/svg')):
+        code, headers, text = call(app, 'GET', '/static/' + asset)
+        assert code == 200 and kind in headers['Content-Type']
+    # offline: every page and asset refers only to this server
+    for name in sorted(os.listdir(httpd.DATA_DIR)):
+        if name.endswith(('.html', '.css', '.js')):
+            with open(os.path.join(httpd.DATA_DIR, name), encoding='utf-8') as f:
+                text = f.read()
+            assert not re.search(r'(src|href)\s*=\s*["\']?(https?:)?//', text), name
+            assert not re.search(r'url\(\s*["\']?(https?:)?//', text), name
+            assert not re.search(r'fetch\(\s*["\'](https?:)?//', text), name
+
+
+def test_ends_before_creation_and_reused_coroutine_ids(cluster):
+    monitor, app, coros = cluster
+    quick = FakeCoro('quick', 31, S2)
+    monitor.update(MonitorException(quick, (ValueError, 'bad n')))     # before its CoroCreated
+    monitor.update(DiscoroStatus(Scheduler.CoroCreated, DiscoroCoroInfo(quick, (), {}, 5.0)))
+    server = get_json(app, '/api/server/%s' % S2)
+    assert (server['coros_submitted'], server['coros_done'], server['coros_running']) == (2, 1, 1)
+    assert server['recent'][0]['how'] == 'failed: ValueError: bad n'
+    # a new job that got the id of one that ended is a new, running job
+    again = FakeCoro('compute', 11, S1)
+    monitor.update(DiscoroStatus(Scheduler.CoroCreated, DiscoroCoroInfo(again, (7,), {}, 9.0)))
+    assert str(again) in [c['coro'] for c in get_json(app, '/api/server/%s' % S1)['coros']]
+    # a server that closes ends what still ran on it
+    monitor.update(DiscoroStatus(Scheduler.ServerClosed, S1))
+    server = get_json(app, '/api/server/%s' % S1)
+    assert server['status'] == 'Closed' and server['coros'] == []
+    assert server['recent'][0]['how'] == 'server closed'
+    assert get_json(app, '/cluster_status')[0]['servers'] == 1
+
+
+def test_snapshot_from_the_scheduler_orders_messages_that_overtake_it():
+    monitor = httpd._Monitor()
+    monitor.mode = 'scheduler'
+    monitor.held = []
+    running = FakeCoro('compute', 1, S1)
+    late = FakeCoro('compute', 2, S1)
+    # these came after the snapshot was taken but before its answer was applied
+    monitor.update(MonitorException(running, (StopIteration, 1)))
+    monitor.update(DiscoroStatus(Scheduler.CoroCreated, DiscoroCoroInfo(late, (), {}, 3.0)))
+    app = httpd._make_app(monitor, httpd.DATA_DIR)
+    assert get_json(app, '/api/cluster')['nodes'] == []
+    answer = {'computation': 77, 'client': Location('127.0.0.9', 4000),
+              'queue': [(77, Location('127.0.0.9', 4000)), (78, Location('127.0.0.8', 4001))],
+              'nodes': [DiscoroNodeInfo('box', NODE, 2, 'linux', None)], 'servers': [S1, S2],
+              'jobs': [(DiscoroCoroInfo(running, (1,), {}, 2.0), 'compute')]}
+    monitor.update(httpd._Snapshot(answer, True))
+    summary = get_json(app, '/api/cluster')
+    assert summary['computation']['id'] == 77
+    assert summary['queue'] == [{'id': 78, 'client': '127.0.0.8:4001'}]
+    assert (summary['coros_submitted'], summary['coros_done'], summary['coros_running'],
+            summary['servers']) == (2, 1, 1, 2)
+    # the next computation starts: a clean slate
+    monitor.update(DiscoroStatus(Scheduler.ComputationClosed, 77))
+    assert get_json(app, '/api/cluster')['computation']['status'] == 'closed'
+    monitor.update(DiscoroStatus(Scheduler.ComputationScheduled,
+                                 (78, Location('127.0.0.8', 4001))))
+    summary = get_json(app, '/api/cluster')
+    assert summary['computation']['id'] == 78 and summary['nodes'] == []
+    assert summary['queue'] == []
+
+
+# ---------------------------------------------------------------- HTTP over a socket
+
+def http(url, method='GET', body=None, content_type=None, context=None, timeout=10):
+    """(status, headers, body text) of one HTTP/1.0 request made with gevent's
+    socket (so the test's watchdog can fire while it waits)."""
+    parts = urllib.parse.urlsplit(url)
+    sock = gevent.socket.create_connection((parts.hostname, parts.port), timeout=timeout)
+    try:
+        if parts.scheme == 'https':
+            sock = context.wrap_socket(sock, server_hostname=parts.hostname)
+        data = body.encode() if isinstance(body, str) else (body or b'')
+        head = ['%s %s HTTP/1.0' % (method, parts.path + ('?' + parts.query if parts.query
+                                                           else '')),
+                'Host: %s' % parts.netloc, 'Content-Length: %d' % len(data)]
+        if content_type:
+            head.append('Content-Type: ' + content_type)
+        sock.sendall(('\r\n'.join(head) + '\r\n\r\n').encode() + data)
+        reply = b''
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    finally:
+        sock.close()
+    head, _, payload = reply.partition(b'\r\n\r\n')
+    lines = head.decode('latin-1').split('\r\n')
+    headers = dict(line.split(': ', 1) for line in lines[1:] if ': ' in line)
+    return int(lines[0].split()[1]), headers, payload.decode()
+
+
+HEAD = r'''
+import sys, json, time
+import asyncoro.disasyncoro as asyncoro
+from asyncoro.discoro import *
+import asyncoro.httpd
+ports = json.loads(sys.argv[1])
+Scheduler(udp_port=ports['scheduler'], discoronode_port=ports['node'])
+'''
+
+CLIENT = HEAD + r'''
+def compute(n, note='', coro=None):
+    yield coro.sleep(n)
+    return n
+
+def status(coro=None):
+    # the program's own status coroutine: HTTPServer passes every message on
+    coro.set_daemon()
+    while True:
+        msg = yield coro.receive()
+        if isinstance(msg, asyncoro.MonitorException):
+            kind, value = msg.args[1]
+            print('ended', msg.args[0], getattr(kind, '__name__', kind), value, flush=True)
+
+def main(computation, coro=None):
+    assert (yield computation.schedule()) == 0
+    for n in json.loads(sys.argv[2]):
+        rcoro = yield computation.run_async(compute, n, note='sleep %s s' % n)
+        print('job', rcoro, n, flush=True)
+    print('started', flush=True)
+    yield coro.receive()
+    yield computation.close()
+
+computation = Computation([compute], pulse_interval=asyncoro.discoro.MinPulseInterval,
+                          status_coro=asyncoro.Coro(status))
+httpd = asyncoro.httpd.HTTPServer(computation, host='127.0.0.1', port=0, poll_sec=1)
+client = asyncoro.Coro(main, computation)
+sys.stdin.readline()
+client.send('quit')
+client.value()
+httpd.shutdown()
+print('bye', flush=True)
+'''
+
+URL = re.compile(r'Started HTTP server at (https?://\S+)/$')
+
+
+def start_client(processes, discoronode, durations, cpus=2):
+    """A client with a monitor on a free port, running jobs that sleep
+    `durations`: (process, base url, {duration: [coro, ...]}). Returns once
+    every job started and the short ones (< 1 s) have ended."""
+    node, ports = discoronode(cpus=cpus)
+    proc = processes(CLIENT, json.dumps(ports), json.dumps(durations), ready=False)
+    base, jobs, ended = None, {}, []
+    while True:
+        line = read_line(proc, 30, 'the client starting its jobs')
+        match = URL.search(line)
+        if match:
+            base = match.group(1)
+        elif line.startswith('job '):
+            assert len(line.split()) == 3, line
+            _, coro, n = line.split()
+            jobs.setdefault(float(n), []).append(coro)
+        elif line.startswith('ended '):
+            ended.append(line.split()[1])
+        elif line == 'started':
+            break
+    short = [c for n, coros in jobs.items() if n < 1 for c in coros]
+    while not set(short) <= set(ended):
+        line = read_line(proc, 30, 'the short jobs ending')
+        if line.startswith('ended '):
+            ended.append(line.split()[1])
+    return proc, base, jobs
+
+
+def wait_for_line(proc, prefix, timeout=30):
+    while True:
+        line = read_line(proc, timeout, 'a line starting with %r' % prefix)
+        if line.startswith(prefix):
+            return line
+
+
+@pytest.mark.deadline(90)
+def test_monitor_of_a_real_client_json_terminate_chain_and_shutdown(processes, discoronode):
+    proc, base, jobs = start_client(processes, discoronode, [0.1, 0.2, 60, 60])
+    assert base.startswith('http://127.0.0.1:')
+
+    def node():
+        code, _, text = http(base + '/cluster_status')
+        assert code == 200
+        nodes = json.loads(text)
+        return nodes[0] if nodes else None
+    wait_until(lambda: ((node() or {}).get('coros_done'), node()['servers']) == (2, 2), 20,
+               'the monitor seeing 2 jobs done on a node with 2 servers')
+    summary = node()
+    assert (summary['ip_addr'], summary['servers'], summary['coros_submitted'],
+            summary['coros_running']) == ('127.0.0.1', 2, 4, 2)
+    long_jobs = jobs[60.0]
+    code, _, text = http(base + '/server_info', 'POST',
+                         'location=' + long_jobs[0].split('@')[1],
+                         'application/x-www-form-urlencoded')
+    assert code == 200
+    shown = {c['coro']: c for c in json.loads(text)['coros']}
+    assert shown[long_jobs[0]]['args'] == '60' and shown[long_jobs[0]]['kwargs'] == \
+        'note=sleep 60 s'
+
+    # terminate one from the monitor: its end reaches the program's own status coroutine
+    code, _, text = http(base + '/terminate_coros', 'POST',
+                         urllib.parse.urlencode({'coro': long_jobs[0]}),
+                         'application/x-www-form-urlencoded')
+    assert (code, json.loads(text)) == (200, [long_jobs[0]])
+    assert wait_for_line(proc, 'ended ' + long_jobs[0]) == \
+        'ended %s StopIteration None' % long_jobs[0]
+    wait_until(lambda: node()['coros_running'] == 1, 10, 'the monitor seeing the end')
+    code, _, text = http(base + '/api/terminate', 'POST', json.dumps({'coro': long_jobs[0]}),
+                         'application/json')
+    assert json.loads(text)['message'] == '%s already terminated' % long_jobs[0]
+    code, _, text = http(base + '/api/terminate', 'POST', json.dumps({'coro': jobs[0.1][0]}),
+                         'application/json')
+    assert json.loads(text)['message'] == '%s already finished' % jobs[0.1][0]
+
+    # quit: close terminates the last job; shutdown() waits poll_sec + 0.5 s, then stops
+    proc.stdin.write(b'quit\n')
+    proc.stdin.flush()
+    wait_for_line(proc, 'ended ' + long_jobs[1])
+    line = ''
+    while 'HTTP server waiting' not in line:
+        line = read_line(proc, 30, 'the shutdown log line')
+    assert line.endswith('HTTP server waiting for 1 seconds for client updates before quitting')
+    waited = time.monotonic()
+    assert read_line(proc, 30, 'the end') == 'bye'
+    assert time.monotonic() - waited >= 1.2
+    assert proc.wait(30) == 0
+    with pytest.raises(OSError):
+        http(base + '/cluster_status')
+
+
+PLAIN = r'''
+import sys, json, time
+import asyncoro.disasyncoro as asyncoro
+from asyncoro.discoro import *
+import asyncoro.httpd
+args = json.loads(sys.argv[1])
+asyncoro.AsynCoro(udp_port=args['udp'])
+
+def compute(coro=None):
+    yield 0
+
+computation = Computation([compute])
+httpd = asyncoro.httpd.HTTPServer(computation, host='127.0.0.1', port=0, poll_sec=0.2,
+                                  certfile=args.get('certfile'), keyfile=args.get('keyfile'))
+try:
+    asyncoro.httpd.HTTPServer(computation, host='127.0.0.1', port=httpd.address[1])
+except OSError as exc:
+    print('second:', exc, flush=True)
+print('ready', httpd.url, flush=True)
+sys.stdin.readline()
+
+def stop(coro=None):
+    started = time.monotonic()
+    httpd.shutdown()          # from a coroutine: scheduled, returns at once
+    print('returned after %.1f s' % (time.monotonic() - started), flush=True)
+    yield coro.sleep(0)
+
+asyncoro.Coro(stop).value()
+sys.stdin.readline()
+'''
+
+
+@pytest.mark.deadline(60)
+def test_https_poll_sec_floor_busy_port_and_shutdown_from_a_coroutine(processes, certs):
+    certfile, keyfile = certs['good']
+    proc, url = processes(PLAIN, json.dumps({'udp': free_udp_port(), 'certfile': certfile,
+                                             'keyfile': keyfile}))
+    assert url.startswith('https://127.0.0.1:')
+    context = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(certfile)
+    context.check_hostname = False          # the test certificate names 127.0.0.1 only in its CN
+    code, headers, text = http(url + 'api/cluster', context=context)
+    assert code == 200 and json.loads(text)['poll_sec'] == 1       # 0.2 was raised to 1
+    # a client that does not speak TLS is dropped with a warning; the server goes on
+    code_or_error = None
+    try:
+        code_or_error = http(url.replace('https', 'http') + 'api/cluster', timeout=5)[0]
+    except OSError as exc:
+        code_or_error = exc
+    assert code_or_error != 200
+    code, _, text = http(url + 'cluster_status', context=context)
+    assert code == 200 and json.loads(text) == []
+    proc.stdin.write(b'\n')
+    proc.stdin.flush()
+    line = read_line(proc, 10, 'the shutdown')
+    while not line.startswith('returned'):
+        line = read_line(proc, 10, 'the shutdown')
+    assert line == 'returned after 0.0 s'
+    wait_until(lambda: _refused(url, context), 10, 'the server stopping 1.5 s later')
+    proc.stdin.close()
+    assert proc.wait(30) == 0
+    err = proc.stderr.read().decode()
+    assert 'Traceback' not in err, err
+
+
+def _refused(url, context):
+    try:
+        http(url + 'cluster_status', context=context, timeout=2)
+    except OSError:
+        return True
+    return False
+
+
+def test_busy_port_and_poll_sec_warning_are_logged(processes):
+    proc = processes(PLAIN, json.dumps({'udp': free_udp_port()}), ready=False)
+    lines = []
+    while True:
+        line = read_line(proc, 30, 'the ready line')
+        lines.append(line)
+        if line.startswith('ready'):
+            break
+    text = '\n'.join(lines)
+    assert 'poll_sec 0.2 is too small; 1 is used' in text
+    assert re.search(r'second: \[Errno 98\] HTTP server cannot listen on 127\.0\.0\.1:\d+: '
+                     r'Address already in use', text), text
+    assert re.search(r'Started HTTP server at http://127\.0\.0\.1:\d+/', text)
+    proc.stdin.close()
+
+
+# ---------------------------------------------------------------- in a real browser
+
+CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
+BROWSER_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+                '--disable-background-networking', '--disable-component-update',
+                '--disable-sync', '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1']
+
+
+def _browser_or_skip():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip('playwright is not installed (pip install playwright); the browser test '
+                    'needs it to drive Chromium')
+    if CHROMIUM is None:
+        pytest.skip('no chromium executable on PATH (apt-get install chromium); the browser '
+                    'test drives the system Chromium and never downloads one')
+    return sync_playwright
+
+
+def _shot(page, tmp_path, name):
+    path = tmp_path / ('%s.png' % name)
+    page.screenshot(path=str(path), full_page=True)
+    copies = os.environ.get('ASYNCORO_MONITOR_SHOTS')
+    if copies:
+        os.makedirs(copies, exist_ok=True)
+        shutil.copy(str(path), os.path.join(copies, path.name))
+    return path
+
+
+@pytest.mark.deadline(120)
+def test_monitor_pages_in_headless_chromium(processes, discoronode, tmp_path):
+    sync_playwright = _browser_or_skip()
+    proc, base, jobs = start_client(processes, discoronode, [0.1, 0.2, 60, 60, 60])
+    long_jobs = jobs[60.0]
+    requests = []       # every URL the pages ask for: all must be the monitor's
+
+    with sync_playwright() as pw:
+        first = pw.chromium.launch_persistent_context(
+            str(tmp_path / 'profile1'), executable_path=CHROMIUM, args=BROWSER_ARGS,
+            viewport={'width': 1280, 'height': 860})
+        errors = []
+        page = first.pages[0] if first.pages else first.new_page()
+        page.set_default_timeout(20000)
+        page.on('pageerror', lambda exc: errors.append(str(exc)))
+        first.on('request', lambda request: requests.append(request.url))
+
+        # Cluster: the node with its counts
+        page.goto(base + '/')
+        row = page.locator('#nodes-table tbody tr[data-node="127.0.0.1"]')
+        row.wait_for()
+        page.wait_for_function('document.querySelector("#nodes-table tbody tr td:nth-child(5)")'
+                               '.textContent === "2"')
+        cells = row.locator('td').all_inner_texts()
+        assert cells[0].startswith('127.0.0.1') and cells[1] == 'Initialized'
+        assert cells[2:6] == ['2', '5', '2', '3'], cells      # servers, submitted, done, running
+        assert page.locator('#cards .card .value').all_inner_texts()[:3] == ['5', '2', '3']
+        _shot(page, tmp_path, 'cluster')
+
+        # Node: its two servers; the one running jobs
+        row.locator('a').click()
+        page.wait_for_url(base + '/node/127.0.0.1')
+        page.locator('#servers-table tbody tr').nth(1).wait_for()
+        servers = page.locator('#servers-table tbody tr')
+        assert servers.count() == 2
+        page.locator('#charts .chart').nth(3).wait_for()
+        assert page.locator('#charts .chart .label').all_inner_texts() == [
+            'CPU IDLE', 'MEMORY FREE', 'DISK FREE', 'SWAP FREE']
+        _shot(page, tmp_path, 'node')
+        target = long_jobs[0].split('@')[1]
+        page.locator('#servers-table a', has_text=target).click()
+
+        # Server: its running coroutines; terminate one
+        page.wait_for_url(base + '/server/' + urllib.parse.quote(target, safe=''))
+        coro_row = page.locator('#coros-table tbody tr[data-coro="%s"]' % long_jobs[0])
+        coro_row.wait_for()
+        assert coro_row.locator('td').nth(3).inner_text() == '60, note=sleep 60 s'
+        coro_row.locator('input[type=checkbox]').check()
+        assert page.locator('#terminate').inner_text() == 'Terminate 1 selected'
+        _shot(page, tmp_path, 'server-selected')
+        page.locator('#terminate').click()
+        page.locator('#result:not([hidden])').wait_for()
+        assert page.locator('#result').inner_text() == 'Terminating 1 coroutine.'
+        assert wait_for_line(proc, 'ended ' + long_jobs[0]) == \
+            'ended %s StopIteration None' % long_jobs[0]
+        ended_row = page.locator('#recent-table tbody tr[data-coro="%s"]' % long_jobs[0])
+        ended_row.wait_for()
+        assert ended_row.locator('td').nth(5).inner_text() == 'terminated'
+        assert coro_row.count() == 0
+        _shot(page, tmp_path, 'server')
+
+        # the poll interval and the arguments switch, from the page
+        with page.expect_response(base + '/api/settings') as answer:
+            page.locator('#show-args').uncheck()
+        assert answer.value.json() == {'poll_sec': 1, 'show_coro_args': False}
+        page.wait_for_function('[...document.querySelectorAll("#coros-table tbody td.dim")]'
+                               '.some(td => td.textContent === "hidden")')
+        with page.expect_response(base + '/api/settings') as answer:
+            page.locator('#show-args').check()
+        assert answer.value.json() == {'poll_sec': 1, 'show_coro_args': True}
+        page.locator('#poll-sec').fill('2')
+        with page.expect_response(base + '/api/settings') as answer:
+            page.locator('#poll-sec').dispatch_event('change')
+        assert answer.value.json() == {'poll_sec': 2, 'show_coro_args': True}
+        assert json.loads(http(base + '/api/cluster')[2])['poll_sec'] == 2
+
+        # a second browser, opened later, sees the whole state
+        second = pw.chromium.launch_persistent_context(
+            str(tmp_path / 'profile2'), executable_path=CHROMIUM, args=BROWSER_ARGS,
+            viewport={'width': 1280, 'height': 860})
+        second.on('request', lambda request: requests.append(request.url))
+        other = second.pages[0] if second.pages else second.new_page()
+        other.set_default_timeout(20000)
+        other.goto(base + '/')
+        other.locator('#nodes-table tbody tr[data-node="127.0.0.1"]').wait_for()
+        cells = other.locator('#nodes-table tbody tr td').all_inner_texts()
+        assert cells[2:6] == ['2', '5', '3', '2'], cells
+        assert other.locator('#poll-sec').input_value() == '2'
+        other.goto(base + '/server/' + urllib.parse.quote(target, safe=''))
+        other.locator('#recent-table tbody tr[data-coro="%s"]' % long_jobs[0]).wait_for()
+        running = other.locator('#coros-table tbody tr').evaluate_all(
+            'rows => rows.map(r => r.dataset.coro)')
+        assert sorted(running) == sorted(c for c in long_jobs[1:] if target in c)
+        _shot(other, tmp_path, 'server-second-browser')
+        other.goto(base + '/node/10.9.8.7')
+        assert 'no node 10.9.8.7 is known to this monitor' in other.content()
+        _shot(other, tmp_path, 'not-found')
+        second.close()
+        first.close()
+    assert errors == []
+    assert requests and all(url.startswith(base) for url in requests), requests
+    proc.stdin.write(b'quit\n')
+    proc.stdin.flush()
+    assert wait_for_line(proc, 'bye', 60) == 'bye'
+    assert proc.wait(30) == 0
+
+
+def test_setup_declares_the_browser_dependency():
+    with open(os.path.join(ROOT, 'setup.py'), encoding='utf-8') as f:
+        text = f.read()
+    assert re.search(r"'playwright[<>=]", text)
+    assert 'scripts/httpd.py' in text
+
+
+def test_httpd_all_is_api_md_7():
+    assert httpd.__all__ == ['HTTPServer']
