@@ -20,7 +20,7 @@ setup(
     packages=['asyncoro'],
     # the monitor's pages and the Dockerfile live beside the module (API.md §2)
     package_data={'asyncoro': ['data/*']},
-    scripts=['scripts/discoronode.py'],
+    scripts=['scripts/discoronode.py', 'scripts/httpd.py'],
     python_requires='>=3.8',
     install_requires=[
         'gevent>=22.10,<27',
@@ -29,7 +29,8 @@ setup(
         'bottle>=0.12.25,<0.14',
     ],
     extras_require={
-        'test': ['pytest>=7.4,<10'],
+        # playwright drives the system's Chromium in the monitor's browser test
+        'test': ['pytest>=7.4,<10', 'playwright>=1.40,<2'],
     },
     classifiers=[
         'Programming Language :: Python :: 3',
