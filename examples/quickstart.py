@@ -1,9 +1,10 @@
 """Quickstart: a real distributed computation on this machine, start to end.
 
 It starts a discoro node with 2 server processes on 127.0.0.1, a private
-scheduler in this program, ships `compute` to the servers, prints each
-job's result, and shuts everything down. Nothing needs to be running first,
-and nothing leaves 127.0.0.1:
+scheduler in this program and its web monitor (on a free port: the address
+is printed), ships `compute` to the servers, prints each job's result, and
+shuts everything down. Nothing needs to be running first, and nothing leaves
+127.0.0.1:
 
     python examples/quickstart.py [jobs]
 """
@@ -18,6 +19,7 @@ os.environ['ASYNCORO_NODE'] = '127.0.0.1'      # loopback only, before asyncoro 
 
 import asyncoro.disasyncoro as asyncoro        # noqa: E402
 from asyncoro.discoro import Computation, Scheduler   # noqa: E402
+from asyncoro.httpd import HTTPServer                 # noqa: E402
 
 
 def compute(n, coro=None):
@@ -32,14 +34,19 @@ def compute(n, coro=None):
 
 def client(jobs, coro=None):
     computation = Computation([compute])
+    # the web monitor: created before schedule(), so it hears of every node and job
+    monitor = HTTPServer(computation, host='127.0.0.1', port=0, poll_sec=1)
+    print('monitor: %s (nodes, servers and jobs, while this runs)' % monitor.url)
     if (yield computation.schedule()) != 0:
         print('no scheduler found')
+        monitor.shutdown(wait=False)
         return 1
     results = yield computation.run_results(compute, range(1, jobs + 1))
     for n, total, server, seconds in results:
         print('job %2d: sum of square roots = %-10d on server %s in %.2f s'
               % (n, total, server, seconds))
     yield computation.close()
+    monitor.shutdown(wait=False)
     return 0
 
 
