@@ -141,7 +141,7 @@ class Channel:
             rt._call_threadsafe(self.send, message)
             return 0
         message = self._transformed(message)
-        if message is None:
+        if message is None and self._transform is not None:    # dropped by the transform
             return 0
         failed = None
         for subscriber in self._subscribers:
@@ -174,7 +174,7 @@ class Channel:
                 self._sub_event = gevent.event.Event()
             self._sub_event.wait(left)
         message = self._transformed(message)
-        if message is None:
+        if message is None and self._transform is not None:    # dropped by the transform
             return 0
         count = 0
         others = []

@@ -46,6 +46,22 @@ def test_transform_replaces_and_drops_messages():
     assert run_coro(main) == (0, ['tx:A', 'tx:B'])
 
 
+def test_none_is_a_message_like_any_other_without_a_transform():
+    # "send None to end the subscribers" is the usual idiom (tut_channel.py);
+    # only a transform's None means "drop"
+    def main(coro=None):
+        channel = asyncoro.Channel('ch-none')
+        s = asyncoro.Coro(collect, 3)
+        yield channel.subscribe(s)
+        channel.send(1)
+        delivered = yield channel.deliver(None)
+        channel.send(None)
+        got = yield s.finish(timeout=5)
+        channel.close()
+        return delivered, got
+    assert run_coro(main) == (1, [1, None, None])
+
+
 def test_invalid_transform_is_ignored():
     def one_arg(msg):
         return msg
