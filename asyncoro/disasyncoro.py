@@ -435,6 +435,17 @@ def _default_node():
     return '127.0.0.1'
 
 
+def _env_port(name, default):
+    """The port number in $`name`, else `default`."""
+    value = os.environ.get(name)
+    if not value:
+        return default
+    port = int(value) if value.isdecimal() else 0
+    if not 0 < port < 65536:
+        raise ValueError('%s=%r is not a port number (1-65535)' % (name, value))
+    return port
+
+
 def _resolve(host):
     return Location(host, 0).addr
 
@@ -443,8 +454,8 @@ class AsynCoro(asyncoro.AsynCoro):
     """The distributed runtime: the core runtime plus a TCP listener, UDP
     discovery, peers, remote references and file transfer. A singleton: the
     first construction wins (later calls return it and ignore their
-    arguments). $ASYNCORO_NODE and $ASYNCORO_SECRET give the defaults of
-    `node` and `secret`.
+    arguments). $ASYNCORO_NODE, $ASYNCORO_SECRET and $ASYNCORO_UDP_PORT give
+    the defaults of `node`, `secret` and `udp_port` (51350).
 
     Raises OSError with the address if the TCP port cannot be bound."""
 
@@ -453,7 +464,7 @@ class AsynCoro(asyncoro.AsynCoro):
                  notifier=None, dest_path=None, max_file_size=None,
                  max_frame_size=netio.DEFAULT_MAX_FRAME_SIZE):
         node = _resolve(node or _default_node())
-        self._udp_port = udp_port or DEFAULT_UDP_PORT
+        self._udp_port = udp_port or _env_port('ASYNCORO_UDP_PORT', DEFAULT_UDP_PORT)
         if secret == '' or secret is None:
             secret = os.environ.get('ASYNCORO_SECRET', '')
         self._key = netio.secret_key(secret)

@@ -698,7 +698,8 @@ class Scheduler(metaclass=Singleton):
     """The discoro scheduler inside this (client) process: `Scheduler()`, once,
     before `computation.schedule()`. It takes AsynCoro's options (ignored if a
     runtime exists already) plus pulse_interval, ping_interval, zombie_period,
-    discoronode_port, clean and nodes (API.md §5.2)."""
+    discoronode_port (default $ASYNCORO_DISCORONODE_PORT, else 51351), clean
+    and nodes (API.md §5.2)."""
 
     NodeDiscovered = 1
     NodeInitialized = 2
@@ -715,7 +716,8 @@ class Scheduler(metaclass=Singleton):
     ComputationClosed = 25
 
     def __init__(self, **kwargs):
-        self._node_port = kwargs.pop('discoronode_port', DEFAULT_NODE_PORT)
+        self._node_port = (kwargs.pop('discoronode_port', None) or
+                           asyncoro._env_port('ASYNCORO_DISCORONODE_PORT', DEFAULT_NODE_PORT))
         kwargs.pop('pulse_interval', None)     # the timer period before a computation: unused
         self._ping_interval = kwargs.pop('ping_interval', 0) or 0
         self._zombie_period = kwargs.pop('zombie_period', 100 * MaxPulseInterval) or 0

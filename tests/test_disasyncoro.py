@@ -58,10 +58,10 @@ sys.stdin.read()       # serve until the test closes stdin
 '''
 
 
-def run_client(processes, source, *argv, timeout=TIMEOUT, logs=None):
+def run_client(processes, source, *argv, timeout=TIMEOUT, logs=None, env=None):
     """Run a client program to its end; its output lines (log lines go to
     `logs` when a list is given)."""
-    proc = processes(source, *argv, ready=False)
+    proc = processes(source, *argv, ready=False, env=env)
     out, err = proc.communicate(b'', timeout=timeout)
     assert proc.returncode == 0, 'client failed:\n%s\n%s' % (out.decode(), err.decode())
     lines, log_lines = split_log(out.decode())
@@ -564,3 +564,26 @@ asyncoro.Coro(client, sys.argv[2], int(sys.argv[3]))
         "then fine 0 ('echo', 'ok')", 'close_peer 0 []']
     assert any("cannot be pickled: TypeError: cannot pickle '_thread.lock' object" in line
                for line in logs)
+
+
+def test_udp_port_from_environment_and_a_bad_value_named(processes):
+    port = free_udp_port()
+    server, where = processes(SERVER, options(node='127.0.0.1'),
+                              env={'ASYNCORO_UDP_PORT': str(port)})
+    lines = run_client(processes, r'''
+import sys, json
+import asyncoro.disasyncoro as asyncoro
+asyncoro.AsynCoro(**json.loads(sys.argv[1]))
+
+def client(coro=None):
+    echo = yield asyncoro.Coro.locate('echo', timeout=10)     # found by discovery on that port
+    print('found', echo.location)
+
+asyncoro.Coro(client)
+''', options(udp_port=port))
+    assert lines == ['found %s' % where]
+    proc = processes('import asyncoro.disasyncoro as asyncoro\nasyncoro.AsynCoro()\n',
+                     ready=False, env={'ASYNCORO_UDP_PORT': '5135O'})
+    out, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 1
+    assert "ValueError: ASYNCORO_UDP_PORT='5135O' is not a port number (1-65535)" in err.decode()
