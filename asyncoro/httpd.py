@@ -384,6 +384,7 @@ class HTTPServer:
         if not isinstance(poll_sec, (int, float)) or poll_sec < POLL_MIN:
             log.warning('poll_sec %r is too small; %s is used', poll_sec, POLL_MIN)
             poll_sec = POLL_MIN
+        poll_sec = int(poll_sec) if poll_sec == int(poll_sec) else poll_sec
         root = os.path.abspath(DocumentRoot or DATA_DIR)
         if not os.path.isfile(os.path.join(root, 'cluster.html')):
             raise ValueError('DocumentRoot %s has no cluster.html (the monitor pages are in %s)'
@@ -403,7 +404,7 @@ class HTTPServer:
             self._chain = computation.status_coro
             computation.status_coro = self.status_coro
             location = self._rt.location
-            self._monitor.computation = {'id': getattr(computation, '_id', id(computation)),
+            self._monitor.computation = {'id': str(getattr(computation, '_id', id(computation))),
                                          'client': str(location) if location else None,
                                          'status': 'running', 'since': time.time()}
         host = host or os.environ.get('ASYNCORO_NODE', '')

@@ -141,6 +141,7 @@ class _Monitor:
         self.show_coro_args = bool(show_coro_args)
         self.mode = 'client'
         self.scheduler = None           # standalone: where the scheduler is, or None
+        # ids are str: they are 64-bit, more than a JavaScript number holds exactly
         self.computation = None         # {'id', 'client', 'status', 'since'}
         self.queue = []                 # standalone: [{'id', 'client'}] waiting their turn
         self.nodes = {}                 # addr -> _Node
@@ -198,9 +199,9 @@ class _Monitor:
         elif status == Scheduler.ComputationScheduled and isinstance(info, tuple) \
                 and len(info) == 2:
             self._reset()
-            self.computation = {'id': info[0], 'client': _text(info[1]), 'status': 'running',
+            self.computation = {'id': str(info[0]), 'client': _text(info[1]), 'status': 'running',
                                 'since': time.time()}
-            self.queue = [entry for entry in self.queue if entry['id'] != info[0]]
+            self.queue = [entry for entry in self.queue if entry['id'] != str(info[0])]
         else:
             log.debug('monitor: status %s with %.200r ignored', status, info)
 
@@ -306,7 +307,7 @@ class _Monitor:
         """Apply the scheduler's `watch` answer (API of _SchedulerService.on_watch)."""
         queue = answer.get('queue') or []
         current = answer.get('computation')
-        self.queue = [{'id': comp_id, 'client': _text(client)} for comp_id, client in queue
+        self.queue = [{'id': str(comp_id), 'client': _text(client)} for comp_id, client in queue
                       if comp_id != current]
         if not full:
             return
@@ -314,7 +315,7 @@ class _Monitor:
         if current is None:
             self.computation = None
         else:
-            self.computation = {'id': current, 'client': _text(answer.get('client')),
+            self.computation = {'id': str(current), 'client': _text(answer.get('client')),
                                 'status': 'running', 'since': None}
         for info in answer.get('nodes') or []:
             self._status(Scheduler.NodeInitialized, info)

@@ -340,8 +340,8 @@ def test_snapshot_from_the_scheduler_orders_messages_that_overtake_it():
               'jobs': [(DiscoroCoroInfo(running, (1,), {}, 2.0), 'compute')]}
     monitor.update(monitor_module._Snapshot(answer, True))
     summary = get_json(app, '/api/cluster')
-    assert summary['computation']['id'] == 77
-    assert summary['queue'] == [{'id': 78, 'client': '127.0.0.8:4001'}]
+    assert summary['computation']['id'] == '77'        # a str: JavaScript numbers are 53-bit
+    assert summary['queue'] == [{'id': '78', 'client': '127.0.0.8:4001'}]
     assert (summary['coros_submitted'], summary['coros_done'], summary['coros_running'],
             summary['servers']) == (2, 1, 1, 2)
     # the next computation starts: a clean slate
@@ -350,7 +350,7 @@ def test_snapshot_from_the_scheduler_orders_messages_that_overtake_it():
     monitor.update(DiscoroStatus(Scheduler.ComputationScheduled,
                                  (78, Location('127.0.0.8', 4001))))
     summary = get_json(app, '/api/cluster')
-    assert summary['computation']['id'] == 78 and summary['nodes'] == []
+    assert summary['computation']['id'] == '78' and summary['nodes'] == []
     assert summary['queue'] == []
 
 
@@ -478,6 +478,7 @@ def test_monitor_of_a_real_client_json_terminate_chain_and_shutdown(processes, d
         return nodes[0] if nodes else None
     wait_until(lambda: ((node() or {}).get('coros_done'), node()['servers']) == (2, 2), 20,
                'the monitor seeing 2 jobs done on a node with 2 servers')
+    assert isinstance(json.loads(http(base + '/api/cluster')[2])['computation']['id'], str)
     summary = node()
     assert (summary['ip_addr'], summary['servers'], summary['coros_submitted'],
             summary['coros_running']) == ('127.0.0.1', 2, 4, 2)

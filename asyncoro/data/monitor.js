@@ -501,6 +501,8 @@
         banner.textContent = 'Could not terminate: ' + err.message;
       }
       banner.hidden = false;
+      clearTimeout(banner.timer);
+      banner.timer = setTimeout(function () { banner.hidden = true; }, 15000);
       refresh();
     });
 
