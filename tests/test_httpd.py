@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import ssl
-import time
 import urllib.parse
 
 import gevent
@@ -424,8 +423,9 @@ client = asyncoro.Coro(main, computation)
 sys.stdin.readline()
 client.send('quit')
 client.value()
+started = time.monotonic()
 httpd.shutdown()
-print('bye', flush=True)
+print('bye after %.1f s' % (time.monotonic() - started), flush=True)
 '''
 
 URL = re.compile(r'Started HTTP server at (https?://\S+)/$')
@@ -514,9 +514,8 @@ def test_monitor_of_a_real_client_json_terminate_chain_and_shutdown(processes, d
     while 'HTTP server waiting' not in line:
         line = read_line(proc, 30, 'the shutdown log line')
     assert line.endswith('HTTP server waiting for 1 seconds for client updates before quitting')
-    waited = time.monotonic()
-    assert read_line(proc, 30, 'the end') == 'bye'
-    assert time.monotonic() - waited >= 1.2
+    bye = read_line(proc, 30, 'the end')
+    assert bye.startswith('bye after ') and float(bye.split()[2]) >= 1.5   # poll_sec + 0.5
     assert proc.wait(30) == 0
     with pytest.raises(OSError):
         http(base + '/cluster_status')
@@ -579,7 +578,7 @@ def test_https_poll_sec_floor_busy_port_and_shutdown_from_a_coroutine(processes,
     line = read_line(proc, 10, 'the shutdown')
     while not line.startswith('returned'):
         line = read_line(proc, 10, 'the shutdown')
-    assert line == 'returned after 0.0 s'
+    assert float(line.split()[2]) < 1       # at once, where the shutdown itself takes 1.5 s
     wait_until(lambda: _refused(url, context), 10, 'the server stopping 1.5 s later')
     proc.stdin.close()
     assert proc.wait(30) == 0
@@ -744,7 +743,7 @@ def test_monitor_pages_in_headless_chromium(processes, discoronode, tmp_path):
     assert requests and all(url.startswith(base) for url in requests), requests
     proc.stdin.write(b'quit\n')
     proc.stdin.flush()
-    assert wait_for_line(proc, 'bye', 60) == 'bye'
+    assert wait_for_line(proc, 'bye', 60).startswith('bye after ')
     assert proc.wait(30) == 0
 
 
