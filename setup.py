@@ -20,7 +20,7 @@ setup(
     packages=['asyncoro'],
     # the monitor's pages and the Dockerfile live beside the module (API.md §2)
     package_data={'asyncoro': ['data/*']},
-    scripts=['scripts/discoronode.py', 'scripts/httpd.py'],
+    scripts=['scripts/discoronode.py', 'scripts/discoro.py', 'scripts/httpd.py'],
     python_requires='>=3.8',
     install_requires=[
         'gevent>=22.10,<27',

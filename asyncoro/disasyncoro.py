@@ -756,6 +756,10 @@ class AsynCoro(asyncoro.AsynCoro):
             if time.monotonic() - self._beat < STALL:
                 continue
             conns = [c for c in list(self._connections) if not c.closed]
+            for conn in conns:
+                failed = conn.guard_flush()
+                if failed:
+                    self._call_threadsafe(conn.close, failed)
             try:
                 readable = select.select(conns, [], [], BEAT)[0] if conns else []
             except (OSError, ValueError):      # a connection closed under us: next round

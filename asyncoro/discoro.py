@@ -309,6 +309,14 @@ def _source(obj, what):
                            'file' % (what, obj, exc)) from exc
 
 
+def _tracked(cls):
+    """A line to run after a class component's source on the servers: it makes
+    the class made there the one the client's instances unpickle to, and
+    instances made there unpickle here to `cls` (API.md §5.6)."""
+    return '\nasyncoro.netio.track_class(%r, %s)\n' % (asyncoro.netio.class_tracker_id(cls),
+                                                      cls.__name__)
+
+
 def _dedent(text):
     lines = text.splitlines(True)
     indent = min((len(line) - len(line.lstrip()) for line in lines if line.strip()), default=0)
@@ -352,6 +360,8 @@ class Computation:
             if isinstance(item, (types.FunctionType, type)):
                 if item.__name__ not in names:
                     code.append(_dedent(_source(item, 'component')))
+                    if isinstance(item, type):
+                        code.append(_tracked(item))
                     names.add(item.__name__)
             elif isinstance(item, types.ModuleType):
                 path = getattr(item, '__file__', None) or ''
@@ -371,6 +381,7 @@ class Computation:
                 cls = type(item)
                 if cls.__name__ not in names:
                     code.append(_dedent(_source(cls, 'class of component')))
+                    code.append(_tracked(cls))
                     names.add(cls.__name__)
         self._code = '\n'.join(code)
         try:
@@ -787,7 +798,7 @@ class _SchedulerService(_Service):
         current = self.current
         return {'Client': current.client_location if current else None,
                 'Pending': len(self.queue),
-                'Nodes': [node.info for node in self.nodes.values() if node.status],
+                'Nodes': [node.info for node in self.nodes.values()],
                 'Servers': {str(loc): len(server.jobs) for loc, server in self.servers.items()}}
 
     def _status(self, status, info):
@@ -1252,6 +1263,15 @@ class _SchedulerService(_Service):
     def on_close(self, comp_id, await_async):
         return self.close(self._current(comp_id), await_async, 'closed by its client')
 
+    def shut_down(self):
+        """The scheduler program ends: queued computations are refused, the
+        current one is closed with its jobs terminated."""
+        while self.queue:
+            package, turn = self.queue.popleft()
+            turn.set(_Failure('the scheduler quits'))
+        if self.current is not None:
+            self.close(self.current, False, 'the scheduler quits', wait=False)
+
     def _remove_files(self, package):
         if package.client_location != self._rt.location:
             shutil.rmtree(os.path.join(self._rt.dest_path, _upload_dir(package.id)),
@@ -1306,3 +1326,124 @@ class _SchedulerService(_Service):
             node.draining = False
         self._next()
         return 0
+
+
+# ---------------------------------------------------------------- the discoro.py program
+
+def _program_parser():
+    import argparse
+    parser = argparse.ArgumentParser(
+        prog='discoro.py', description='Run the discoro scheduler for several clients: their '
+        'computations run one at a time, in the order they were scheduled.')
+    add = parser.add_argument
+    add('-i', '--ip_addr', default=None, help='address to bind to (default: $ASYNCORO_NODE)')
+    add('--ext_ip_addr', default=None)
+    add('-u', '--udp_port', type=int, default=51350)
+    add('-t', '--tcp_port', type=int, default=0)
+    add('-n', '--name', default='discoro_scheduler')
+    add('--node', action='append', default=[], metavar='HOST',
+        help='a node in another network (repeatable); nodes here are found by themselves')
+    add('--dest_path', default=None)
+    add('--max_file_size', default=None, help='bytes, or with a k/m/g/t suffix')
+    add('-s', '--secret', default='')
+    add('--certfile', default=None)
+    add('--keyfile', default=None)
+    add('--pulse_interval', type=float, default=MaxPulseInterval)
+    add('--ping_interval', type=float, default=0,
+        help='ask for nodes again every this many seconds (0: only at start)')
+    add('--zombie_period', type=float, default=10 * MaxPulseInterval,
+        help='close a computation whose client is unreachable, or that runs no job, for '
+        'this many seconds (0: never)')
+    add('--discoronode_port', type=int, default=DEFAULT_NODE_PORT)
+    add('--clean', action='store_true', help="delete the scheduler's files at start")
+    add('--daemon', action='store_true', help='do not read commands from stdin')
+    add('-d', '--debug', action='store_true')
+    return parser
+
+
+def main(argv=None):
+    """The discoro.py program. Returns its exit status."""
+    import errno
+    import signal
+    import threading
+    from asyncoro.discoronode import _size, _in_background
+    parser = _program_parser()
+    options = parser.parse_args(argv)
+    if options.zombie_period and options.zombie_period < 1:
+        parser.error('--zombie_period must be 0 (never) or at least 1')
+    if options.ping_interval < 0:
+        parser.error('--ping_interval must not be negative')
+    try:
+        max_file_size = _size(options.max_file_size)
+    except ValueError:
+        parser.error('--max_file_size %r is not a size' % options.max_file_size)
+    nodes = []
+    for host in options.node:
+        try:
+            nodes.append(asyncoro._resolve(host))
+        except OSError as exc:
+            parser.error('--node %s: no such host (%s)' % (host, exc))
+    asyncoro.logger.setLevel(logging.DEBUG if options.debug else logging.INFO)
+    node = options.ip_addr or asyncoro._default_node()
+    try:
+        rt = asyncoro.AsynCoro(node=node, ext_ip_addr=options.ext_ip_addr,
+                               udp_port=options.udp_port, tcp_port=options.tcp_port,
+                               name=options.name, dest_path=options.dest_path,
+                               max_file_size=max_file_size, secret=options.secret,
+                               certfile=options.certfile, keyfile=options.keyfile)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            print('discoro: TCP port %s on %s is already in use: is another scheduler '
+                  'running? Choose another with -t' % (options.tcp_port, node), file=sys.stderr)
+        else:
+            print('discoro: cannot start on %s: %s' % (node, exc), file=sys.stderr)
+        return 1
+    scheduler = Scheduler(zombie_period=options.zombie_period,
+                          ping_interval=options.ping_interval, clean=options.clean,
+                          discoronode_port=options.discoronode_port, nodes=nodes)
+    print('discoro scheduler ready %s pid=%d' % (rt.location, os.getpid()), flush=True)
+    if nodes:
+        threading.Thread(target=_check_nodes, args=(scheduler, nodes), daemon=True).start()
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(sig, lambda *_: done.set())
+    if not options.daemon and not _in_background():
+        threading.Thread(target=_scheduler_commands, args=(scheduler, done),
+                         daemon=True).start()
+    while not done.wait(1):
+        pass
+    rt._run_here(scheduler._service.shut_down)
+    rt.terminate()
+    return 0
+
+
+def _check_nodes(scheduler, nodes):
+    """Say which --node hosts did not answer (wrong address, port or secret)."""
+    time.sleep(asyncoro._msg_timeout())
+    known = {addr for addr in scheduler._rt._run_here(lambda: list(scheduler._service.nodes))}
+    for addr in nodes:
+        if addr not in known:
+            log.warning('no discoro node answered at %s (is discoronode.py running there, '
+                        'with this secret and UDP port %s?)', addr, scheduler._node_port)
+
+
+def _scheduler_commands(scheduler, done):
+    print('commands: status (or an empty line), quit or exit', flush=True)
+    while not done.is_set():
+        line = sys.stdin.readline()
+        command = line.strip().lower() if line else 'quit'
+        if command in ('', 'status'):
+            status = scheduler.status()
+            print('Client: %s\nPending: %d\nnodes: %d\nservers: %d'
+                  % (status['Client'] or '-', status['Pending'], len(status['Nodes']),
+                     len(status['Servers'])), flush=True)
+        elif command in ('quit', 'exit'):
+            done.set()
+        else:
+            print('commands: status (or an empty line), quit or exit', flush=True)
+
+
+if __name__ == '__main__':
+    # run the package's module, not this copy: messages must pickle as asyncoro.discoro's
+    from asyncoro.discoro import main as _main
+    sys.exit(_main())

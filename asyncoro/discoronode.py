@@ -232,6 +232,7 @@ class _ServerService(_Service):
         self._node = asyncoro._rebuild_coro(*spec['node'])
         self.jobs = set()               # the jobs running here
         self.draining = False           # finishing the jobs it has, taking no more
+        disasyncoro.AsynCoro.instance().peer_status(self.coro)
         gevent.spawn(self._introduce, index)
 
     def _introduce(self, index):
@@ -280,6 +281,12 @@ class _ServerService(_Service):
 
     def on_status(self):
         return len(self.jobs)
+
+    def on_peer(self, status):
+        if status.status == disasyncoro.PeerStatus.Offline and \
+                status.location == self._node.location:
+            log.warning('server %d: its node is gone; quitting', self._index)
+            self.on_close()
 
     def on_drain(self):
         self.draining = True
@@ -432,7 +439,7 @@ class _NodeService(_Service):
         if comp.closing:
             return
         comp.closing = True
-        log.info('computation %s ends here: %s', comp.id, why)
+        log.info('computation %x ends here: %s', comp.id, why)
         if comp.pid:
             try:
                 os.killpg(comp.pid, signal.SIGKILL)
@@ -470,7 +477,7 @@ class _NodeService(_Service):
         if comp.scheduler is None:
             self._end_computation(comp, why, rejoin=rejoin)
             return
-        log.info('computation %s: servers finish their jobs, then it ends here (%s)',
+        log.info('computation %x: servers finish their jobs, then it ends here (%s)',
                  comp.id, why)
         self.tell(comp.scheduler, 'node_draining', comp.id, self.rt.location.addr)
         for index, coro in list(comp.server_coros.items()):
@@ -1033,4 +1040,6 @@ def _read_commands(node, rt):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    # run the package's module, not this copy: messages must pickle as asyncoro.discoronode's
+    from asyncoro.discoronode import main as _main
+    sys.exit(_main())

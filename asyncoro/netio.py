@@ -617,6 +617,20 @@ def dumps(obj):
         state.busy = False
 
 
+def class_tracker_id(cls):
+    """The id under which cloudpickle pickles `cls` by value (made on first
+    use); see track_class."""
+    return cloudpickle.cloudpickle._get_or_create_tracker_id(cls)
+
+
+def track_class(tracker_id, cls):
+    """Make `cls` (say, a class exec'd here from the source of a class
+    elsewhere) the class that instances pickled by value under `tracker_id`
+    unpickle to here, and have `cls` pickle under that id: then isinstance
+    holds on both sides."""
+    cloudpickle.cloudpickle._lookup_class_or_track(tracker_id, cls)
+
+
 loads = pickle.loads
 _pickle_dumps = pickle.dumps
 
@@ -853,6 +867,22 @@ class Connection:
                 self._state = _SCHEDULED
                 self._loop.run_callback_threadsafe(self._flush)
             return True
+        finally:
+            self._lock.release()
+
+    def guard_flush(self):
+        """For another thread while the hub is stalled: write frames queued
+        before the stall (a job that blocks right after its coroutine sent
+        them would otherwise hold them back). None, or why it failed."""
+        if self.closed or self._state != _SCHEDULED or not self._outbox or \
+                not self._lock.acquire(False):
+            return None
+        try:
+            if self._state != _SCHEDULED:
+                return None
+            if self._write_now() is None:
+                return self._failed
+            return None     # the hub's pending _flush finds what is left, or nothing
         finally:
             self._lock.release()
 

@@ -210,29 +210,34 @@ def options(**kwargs):
 def discoronode(tmp_path):
     """Start `discoronode.py` processes on 127.0.0.1 with ports of their own:
     start(*options) -> (proc, udp ports dict); waits for its ready line; every
-    node and its servers are killed by PID at the end."""
+    node and its servers are killed by PID at the end. With `console` the
+    node reads commands from proc.stdin (a pipe) instead of running --daemon."""
     procs = []
 
-    def start(*argv, cpus=2, ports=None, dest=None):
+    def start(*argv, cpus=2, ports=None, dest=None, console=False):
         ports = ports or {'scheduler': free_udp_port(), 'node': free_udp_port()}
         dest = dest or tmp_path / ('node%d' % len(procs))
-        cmd = [sys.executable, '-m', 'asyncoro.discoronode', '-c', str(cpus),
-               '-u', str(ports['node']), '--scheduler_port', str(ports['scheduler']),
-               '--dest_path', str(dest), '--daemon'] + [str(a) for a in argv]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=program_env(), cwd=str(tmp_path))
+        cmd = [sys.executable, '-m', 'asyncoro.discoronode'] + \
+            ([] if cpus is None else ['-c', str(cpus)]) + ['-u', str(ports['node']), '--scheduler_port', str(ports['scheduler']),
+               '--dest_path', str(dest)] + ([] if console else ['--daemon']) + \
+            [str(a) for a in argv]
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if console else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=program_env(), cwd=str(tmp_path))
         procs.append(proc)
         while True:
             line = read_line(proc, 30, 'the discoronode ready line')
             if line.startswith('discoronode ready'):
+                proc.ready_line = line
                 proc.location = line.split()[2]
                 proc.node_dir = os.path.join(str(dest), 'discoro')
                 return proc, ports
     yield start
     for proc in procs:
         kill_tree(proc)
-        for stream in (proc.stdout, proc.stderr):
-            stream.close()
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
 
 
 @pytest.fixture

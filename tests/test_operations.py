@@ -1,0 +1,485 @@
+"""Operations (issue 5): the discoro.py scheduler program shared by several
+clients, and discoronode's lifecycle: --serve, its console commands, daily
+service windows, --clean, --save_config/--config, the Dockerfile.
+
+Real node, scheduler and client processes on 127.0.0.1 with UDP ports of
+their own; every process is killed by PID at the end.
+"""
+
+import configparser
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+import asyncoro
+from asyncoro import discoronode as node_program
+from conftest import free_udp_port, kill_tree, program_env, read_line, split_log, wait_until
+
+CLIENT = r'''
+import sys, json, time
+import asyncoro.disasyncoro as asyncoro
+from asyncoro.discoro import *
+ports = json.loads(sys.argv[1])
+asyncoro.AsynCoro(udp_port=ports['scheduler'])
+'''
+
+PRIVATE = r'''
+import sys, json, time
+import asyncoro.disasyncoro as asyncoro
+from asyncoro.discoro import *
+ports = json.loads(sys.argv[1])
+Scheduler(udp_port=ports['scheduler'], discoronode_port=ports['node'])
+'''
+
+# a client whose status coroutine prints each job's start and end, and whose
+# main coroutine runs one job with run_result and prints what came back
+WATCHED_JOB = PRIVATE + r'''
+def job(seconds, coro=None):
+    import time
+    if seconds < 0:             # hog the server: no message is handled meanwhile
+        time.sleep(-seconds)
+    else:
+        yield coro.sleep(seconds)
+    return 'slept %s' % seconds
+
+def status(coro=None):
+    coro.set_daemon()
+    while True:
+        msg = yield coro.receive()
+        if isinstance(msg, DiscoroStatus) and msg.status == Scheduler.CoroCreated:
+            print('started', msg.info.coro.location, flush=True)
+
+def main(seconds, coro=None):
+    computation = Computation([job], status_coro=asyncoro.Coro(status))
+    assert (yield computation.schedule()) == 0
+    result = yield computation.run_result(job, seconds)
+    print('result', type(result).__name__, result, flush=True)
+    yield computation.close()
+
+asyncoro.Coro(main, float(sys.argv[2]))
+'''
+
+
+@pytest.fixture
+def scheduler_program(tmp_path):
+    """Start `discoro.py` (python -m asyncoro.discoro) on 127.0.0.1:
+    start(ports, *options, console=False) -> proc, once it printed its ready line."""
+    procs = []
+
+    def start(ports, *argv, console=False):
+        cmd = [sys.executable, '-m', 'asyncoro.discoro', '-u', str(ports['scheduler']),
+               '--discoronode_port', str(ports['node']),
+               '--dest_path', str(tmp_path / ('scheduler%d' % len(procs)))]
+        cmd += [] if console else ['--daemon']
+        proc = subprocess.Popen(cmd + [str(a) for a in argv],
+                                stdin=subprocess.PIPE if console else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=program_env(), cwd=str(tmp_path))
+        procs.append(proc)
+        while True:
+            line = read_line(proc, 30, 'the scheduler ready line')
+            if line.startswith('discoro scheduler ready'):
+                proc.location = line.split()[3]
+                return proc
+    yield start
+    for proc in procs:
+        kill_tree(proc)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def wait_for_line(proc, timeout, what, predicate):
+    """Read proc's stdout until a line satisfies `predicate`; that line."""
+    deadline = time.monotonic() + timeout
+    while True:
+        line = read_line(proc, max(deadline - time.monotonic(), 0.1), what)
+        if predicate(line):
+            return line
+
+
+def finish(proc, timeout):
+    """Wait for proc to end by itself; (returncode, program lines, log lines)."""
+    out, err = proc.communicate(timeout=timeout)
+    pending = bytes(proc.__dict__.get('_pending_output', b''))
+    lines, logs = split_log((pending + out).decode())
+    return proc.returncode, lines, logs + err.decode().splitlines()
+
+
+# ---------------------------------------------------------------- the shared scheduler
+
+TIMED_CLIENT = CLIENT + r'''
+def compute(i, coro=None):
+    yield coro.sleep(0.2)
+    raise StopIteration((i, i * i))
+
+def main(tag, hold, coro=None):
+    computation = Computation([compute])
+    print(tag, 'submitting', time.time(), flush=True)
+    assert (yield computation.schedule()) == 0
+    print(tag, 'scheduled', time.time(), flush=True)
+    results = yield computation.run_results(compute, range(6))
+    print(tag, 'results', json.dumps(results), flush=True)
+    yield coro.sleep(hold)           # the other client waits all this time
+    print(tag, 'closing', time.time(), flush=True)
+    yield computation.close()
+
+asyncoro.Coro(main, sys.argv[2], float(sys.argv[3]))
+'''
+
+
+def lines_by_word(lines):
+    return {line.split()[1]: line.split(None, 2)[2] for line in lines}
+
+
+@pytest.mark.deadline(120)
+def test_two_clients_take_turns_at_a_shared_scheduler(processes, discoronode,
+                                                      scheduler_program):
+    node, ports = discoronode()
+    scheduler = scheduler_program(ports)
+    first = processes(TIMED_CLIENT, json.dumps(ports), 'A', 2, ready=False)
+    early = [read_line(first, 30, 'A submitting'), read_line(first, 30, 'A scheduled')]
+    assert early[1].startswith('A scheduled')
+    second = processes(TIMED_CLIENT, json.dumps(ports), 'B', 0, ready=False)
+    code_a, lines_a, _ = finish(first, 60)
+    code_b, lines_b, _ = finish(second, 60)
+    assert code_a == 0 and code_b == 0, (lines_a, lines_b)
+    a, b = lines_by_word(early + lines_a), lines_by_word(lines_b)
+    assert json.loads(a['results']) == [[i, i * i] for i in range(6)]
+    assert json.loads(b['results']) == [[i, i * i] for i in range(6)]
+    # B asked while A held the nodes, and got its turn only after A closed
+    assert float(b['submitting']) < float(a['closing'])
+    assert float(b['scheduled']) >= float(a['closing'])
+    kill_tree(scheduler)
+    _, _, logs = finish(scheduler, 10)
+    assert [line.split(': ')[-1] for line in logs if ' starts' in line or 'closed by' in line] \
+        == ['starts', 'closed by its client', 'starts', 'closed by its client']
+
+
+@pytest.mark.deadline(120)
+def test_a_dead_client_is_dropped_after_zombie_period_and_the_queue_moves_on(
+        processes, discoronode, scheduler_program):
+    node, ports = discoronode()
+    scheduler = scheduler_program(ports, '--zombie_period', 3)
+    stuck = processes(CLIENT + r'''
+def main(coro=None):
+    computation = Computation([])
+    assert (yield computation.schedule()) == 0
+    print('scheduled', flush=True)
+    yield coro.sleep(600)
+
+asyncoro.Coro(main)
+''', json.dumps(ports), ready=False)
+    assert read_line(stuck, 30, 'the first client scheduled') == 'scheduled'
+    waiting = processes(TIMED_CLIENT, json.dumps(ports), 'B', 0, ready=False)
+    assert read_line(waiting, 30, 'B submitting').startswith('B submitting')
+    os.kill(stuck.pid, signal.SIGKILL)
+    killed = time.time()
+    code, lines, _ = finish(waiting, 60)
+    assert code == 0, lines
+    got = lines_by_word(lines)
+    assert json.loads(got['results']) == [[i, i * i] for i in range(6)]
+    # dropped for being unreachable zombie_period long (3 s; checked every 1 s)
+    assert 1.5 <= float(got['scheduled']) - killed < 15
+    kill_tree(scheduler)
+    _, _, logs = finish(scheduler, 10)
+    assert any('client unreachable' in line and 'zombie_period' in line for line in logs)
+
+
+@pytest.mark.deadline(60)
+def test_scheduler_console_status_and_quit(discoronode, scheduler_program):
+    node, ports = discoronode()
+    scheduler = scheduler_program(ports, '--node', '127.0.0.9', console=True)
+    scheduler.stdin.write(b'status\n')
+    scheduler.stdin.flush()
+    wait_for_line(scheduler, 10, 'the status', lambda line: line.startswith('Client:'))
+    assert read_line(scheduler, 5, 'Pending') == 'Pending: 0'
+    # the node is known to the scheduler, although no computation uses it yet
+    wait_until(lambda: scheduler_nodes(scheduler) == 'nodes: 1', 20, 'the node')
+    # 127.0.0.9 runs no node: the scheduler says so (after MsgTimeout)
+    wait_for_line(scheduler, 20, 'the warning about --node 127.0.0.9',
+                  lambda line: 'no discoro node answered at 127.0.0.9' in line)
+    scheduler.stdin.write(b'quit\n')
+    scheduler.stdin.flush()
+    code, _, _ = finish(scheduler, 30)
+    assert code == 0
+
+
+def scheduler_nodes(proc):
+    proc.stdin.write(b'status\n')
+    proc.stdin.flush()
+    line = wait_for_line(proc, 10, 'the nodes line', lambda line: line.startswith('nodes:'))
+    return line
+
+
+@pytest.mark.deadline(30)
+def test_scheduler_program_port_in_use_says_so(scheduler_program, tmp_path):
+    first = scheduler_program({'scheduler': free_udp_port(), 'node': free_udp_port()})
+    port = first.location.rsplit(':', 1)[1]
+    proc = subprocess.run([sys.executable, '-m', 'asyncoro.discoro', '-t', port,
+                           '-u', str(free_udp_port()), '--daemon'],
+                          capture_output=True, env=program_env(), timeout=20, cwd=str(tmp_path))
+    assert proc.returncode == 1
+    assert 'TCP port %s on 127.0.0.1 is already in use' % port in proc.stderr.decode()
+
+
+# ---------------------------------------------------------------- node lifecycle
+
+@pytest.mark.deadline(60)
+def test_serve_1_makes_the_node_exit_after_one_computation(processes, discoronode):
+    node, ports = discoronode('--serve', 1)
+    client = processes(WATCHED_JOB, json.dumps(ports), 0.1, ready=False)
+    code, lines, _ = finish(client, 40)
+    assert code == 0 and lines[-1] == 'result str slept 0.1', lines
+    assert node.wait(20) == 0
+
+
+@pytest.mark.deadline(60)
+def test_node_console_status_and_close(processes, discoronode):
+    node, ports = discoronode(console=True)
+    assert 'commands:' in read_line(node, 10, 'the command menu')
+    node.stdin.write(b'status\n')
+    node.stdin.flush()
+    assert wait_for_line(node, 10, 'idle status', lambda line: line.startswith('discoronode "')) \
+        .endswith(': idle')
+    client = processes(WATCHED_JOB, json.dumps(ports), 60, ready=False)
+    server = read_line(client, 30, 'the job start').split()[1]
+    node.stdin.write(b'status\n')
+    node.stdin.flush()
+    busy = wait_for_line(node, 10, 'a busy server', lambda line: 'running 1 coroutines' in line)
+    assert busy.startswith('discoro server "') and '@ %s with PID' % server in busy
+    # close: the running job is killed, the client hears it, the node serves on
+    node.stdin.write(b'close\n')
+    node.stdin.flush()
+    assert read_line(client, 20, 'the job result').startswith('result ServerLost')
+    assert client.wait(20) == 0
+    node.stdin.write(b'status\n')
+    node.stdin.flush()
+    assert wait_for_line(node, 10, 'idle again', lambda line: line.startswith('discoronode "')) \
+        .endswith(': idle')
+    node.stdin.write(b'terminate\n')
+    node.stdin.flush()
+    assert node.wait(15) == 0
+
+
+@pytest.mark.deadline(60)
+def test_node_quit_lets_the_running_job_finish(processes, discoronode):
+    node, ports = discoronode(console=True)
+    client = processes(WATCHED_JOB, json.dumps(ports), 3, ready=False)
+    read_line(client, 30, 'the job start')
+    node.stdin.write(b'quit\n')
+    node.stdin.flush()
+    wait_for_line(node, 5, 'the quit answer', lambda line: line.startswith('quitting'))
+    assert node.poll() is None               # still there while the job runs
+    assert read_line(client, 20, 'the job result') == 'result str slept 3.0'
+    assert node.wait(20) == 0
+
+
+@pytest.mark.deadline(60)
+def test_node_terminate_kills_the_running_job(processes, discoronode):
+    node, ports = discoronode(console=True)
+    client = processes(WATCHED_JOB, json.dumps(ports), 60, ready=False)
+    read_line(client, 30, 'the job start')
+    node.stdin.write(b'terminate\n')
+    node.stdin.flush()
+    assert node.wait(15) == 0
+    assert read_line(client, 30, 'the job result').startswith('result ServerLost')
+
+
+@pytest.mark.deadline(90)
+def test_a_service_window_that_ends_kills_jobs_and_refuses_until_it_starts(
+        processes, discoronode):
+    now = time.time()
+    end, start = now + 8, now + 16       # out of service in [end, start), daily
+
+    def clock(t):
+        return time.strftime('%H:%M:%S', time.localtime(t))
+    node, ports = discoronode('--service_start', clock(start), '--service_end', clock(end))
+    client = processes(PRIVATE + r'''
+def job(seconds, coro=None):
+    import time
+    began = time.time()
+    yield coro.sleep(seconds)
+    return began
+
+def main(coro=None):
+    computation = Computation([job])
+    assert (yield computation.schedule()) == 0
+    first = yield computation.run_result(job, 60)
+    print('first', type(first).__name__, time.time(), flush=True)
+    second = yield computation.run_result(job, 0.1)
+    print('second', type(second).__name__, second, flush=True)
+    yield computation.close()
+
+asyncoro.Coro(main)
+''', json.dumps(ports), ready=False)
+    code, lines, _ = finish(client, 60)
+    assert code == 0, lines
+    first, second = lines[0].split(), lines[1].split()
+    assert first[1] == 'ServerLost'                  # killed at the window's end
+    assert end - 1 <= float(first[2]) < start
+    assert second[1] == 'float'
+    assert float(second[2]) >= int(start) - 0.5      # no job ran until it opened again
+    assert node.poll() is None
+
+
+@pytest.mark.deadline(90)
+def test_clean_replaces_a_stale_server_left_by_kill_9(processes, discoronode, tmp_path):
+    dest = tmp_path / 'node'
+    node, ports = discoronode(dest=dest, cpus=1)
+    client = processes(WATCHED_JOB, json.dumps(ports), -120, ready=False)
+    read_line(client, 30, 'the job start')
+    pid_file = os.path.join(node.node_dir, 'discoroproc-1.pid')
+    with open(pid_file) as f:
+        stale = int(f.read())
+    leftovers = [p.pid for p in psutil.Process(node.pid).children(recursive=True)]
+    try:
+        os.kill(node.pid, signal.SIGKILL)
+        node.wait(10)
+        assert psutil.pid_exists(stale)
+        refused = subprocess.run(
+            [sys.executable, '-m', 'asyncoro.discoronode', '-c', '1', '--dest_path', str(dest),
+             '-u', str(ports['node']), '--daemon'],
+            capture_output=True, env=program_env(), timeout=30, cwd=str(tmp_path))
+        assert refused.returncode != 0
+        assert 'pid %d' % stale in refused.stderr.decode()
+        assert '--clean' in refused.stderr.decode()
+        assert psutil.pid_exists(stale)
+        again, _ = discoronode('--clean', dest=dest, cpus=1, ports=ports)
+        wait_until(lambda: not alive(stale), 10, 'the stale server gone')
+        assert not os.path.exists(pid_file)      # no computation yet: no server
+    finally:
+        for pid in leftovers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def alive(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+# ---------------------------------------------------------------- options
+
+SAVED = ['-c', '3', '--tcp_ports', '5100-5101', '--tcp_ports', '5200', '--zombie_period', '50',
+         '--serve', '2', '--service_start', '10:00', '--service_stop', '12:30', '-s', 'xyz',
+         '--max_file_size', '10m', '--msg_timeout', '4', '--clean']
+
+
+def comparable(options):
+    return {key: value for key, value in vars(options).items()
+            if key not in ('ip_addr', 'name', 'config', 'save_config', 'windows')}
+
+
+def test_save_config_then_config_reproduces_the_options(tmp_path):
+    path = tmp_path / 'node.conf'
+    proc = subprocess.run([sys.executable, '-m', 'asyncoro.discoronode', '--save_config',
+                           str(path), '-i', '127.0.0.1', '-n', 'this-node'] + SAVED,
+                          capture_output=True, env=program_env(), timeout=30, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr.decode()
+    text = path.read_text()
+    config = configparser.ConfigParser()
+    config.read_string(text)
+    assert config['DEFAULT']['tcp_ports'] == '5100-5101 5200'
+    # the node's own address and name stay out of a file meant for many nodes
+    assert 'ip_addr' not in config['DEFAULT'] and 'name' not in config['DEFAULT']
+    loaded = node_program._options(['--config', str(path)])
+    assert comparable(loaded) == comparable(node_program._options(SAVED))
+    # the command line wins over the file, a repeated option included
+    overridden = node_program._options(['--config', str(path), '-c', '1', '--tcp_ports', '6000'])
+    assert overridden.cpus == 1 and overridden.node_port == 6000
+    assert overridden.zombie_period == 50
+
+
+@pytest.mark.deadline(60)
+def test_a_node_runs_from_a_config_file(discoronode, tmp_path):
+    path = tmp_path / 'node.conf'
+    subprocess.run([sys.executable, '-m', 'asyncoro.discoronode', '--save_config', str(path),
+                    '-c', '3', '--serve', '1'], check=True, capture_output=True,
+                   env=program_env(), timeout=30, cwd=str(tmp_path))
+    node, _ = discoronode('--config', path, cpus=1)      # -c 1 given: it wins
+    assert node.ready_line.endswith('servers=1')
+    node2, _ = discoronode('--config', path, cpus=None)
+    assert node2.ready_line.endswith('servers=3')
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--service_stop', '25:00'], "--service_stop '25:00' is not a time of day"),
+    (['--service_start', '7.30', '--service_end', '9:00'], "--service_start '7.30' is not"),
+    (['--service_start', '07:30'], '--service_start needs --service_stop or --service_end'),
+    (['--service_start', '08:00', '--service_stop', '12:00', '--service_end', '10:00'],
+     '--service_stop must come before --service_end'),
+    (['--serve', '0'], '--serve must be -1'),
+])
+def test_bad_options_get_clear_messages(argv, message, tmp_path):
+    proc = subprocess.run([sys.executable, '-m', 'asyncoro.discoronode', '--daemon'] + argv,
+                          capture_output=True, env=program_env(), timeout=30, cwd=str(tmp_path))
+    assert proc.returncode == 2
+    assert message in proc.stderr.decode()
+
+
+@pytest.mark.parametrize('content', ['just some text\n', '[server]\nport = 1\n',
+                                     '[DEFAULT]\nprogram = discoronode\ncolour = blue\n'])
+def test_a_config_file_that_is_not_one_is_refused(content, tmp_path):
+    path = tmp_path / 'bad.conf'
+    path.write_text(content)
+    proc = subprocess.run([sys.executable, '-m', 'asyncoro.discoronode', '--daemon',
+                           '--config', str(path)],
+                          capture_output=True, env=program_env(), timeout=30, cwd=str(tmp_path))
+    assert proc.returncode == 2
+    err = proc.stderr.decode()
+    assert '--config %s' % path in err
+    assert 'not a discoronode.py config file' in err or 'unknown option' in err
+
+
+@pytest.mark.deadline(60)
+def test_node_port_in_use_says_so(discoronode, tmp_path):
+    node, ports = discoronode(cpus=1)
+    port = node.location.rsplit(':', 1)[1]
+    proc = subprocess.run([sys.executable, '-m', 'asyncoro.discoronode', '--daemon', '-c', '1',
+                           '--tcp_ports', port, '--dest_path', str(tmp_path / 'other')],
+                          capture_output=True, env=program_env(), timeout=30, cwd=str(tmp_path))
+    assert proc.returncode == 1
+    assert 'already in use' in proc.stderr.decode()
+
+
+# ---------------------------------------------------------------- Docker
+
+def test_the_dockerfile_is_found_beside_the_installed_module():
+    path = os.path.join(os.path.dirname(asyncoro.__file__), 'data', 'Dockerfile')
+    with open(path) as f:
+        text = f.read()
+    assert 'pip install' in text
+    assert 'discoronode.py' in text.split('CMD', 1)[1]
+
+
+def docker_engine():
+    try:
+        return subprocess.run(['docker', 'info'], capture_output=True,
+                              timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.deadline(1800)
+def test_the_dockerfile_builds(tmp_path):
+    if not docker_engine():
+        pytest.skip('no Docker engine here (`docker info` fails): the image cannot be built')
+    root = os.path.dirname(os.path.dirname(os.path.abspath(asyncoro.__file__)))
+    dockerfile = os.path.join(os.path.dirname(asyncoro.__file__), 'data', 'Dockerfile')
+    proc = subprocess.run(['docker', 'build', '-t', 'asyncoro-test', '-f', dockerfile, root],
+                          capture_output=True, timeout=1700)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    run = subprocess.run(['docker', 'run', '--rm', '--net=none', 'asyncoro-test',
+                          'discoronode.py', '--help'], capture_output=True, timeout=120)
+    assert run.returncode == 0 and b'--serve' in run.stdout
