@@ -164,6 +164,37 @@ asyncoro.Coro(main)
     assert len({line.split()[-1] for line in lines}) == 2     # both servers
 
 
+def test_instances_of_a_component_class_are_that_class_on_both_sides(processes, discoronode):
+    # API.md §5.6: a class in the components is one class on client and
+    # servers: what the client sends is an instance of the servers' class,
+    # and what a server makes is an instance of the client's
+    node, ports = discoronode()
+    lines = client(processes, ports, r'''
+class C(object):
+    def __init__(self, i):
+        self.i = i
+
+    def __repr__(self):
+        return 'C(%s)' % self.i
+
+def job(obj, client, coro=None):
+    yield client.deliver(C(obj.i + 1), timeout=10)
+    raise StopIteration((isinstance(obj, C), C(obj.i * 10)))
+
+computation = Computation([C, job])      # here: a class's source is read from this file
+
+def main(coro=None):
+    assert (yield computation.schedule()) == 0
+    server_sees_C, made_there = yield computation.run_result(job, C(4), coro)
+    sent_back = yield coro.receive(timeout=10)
+    print(server_sees_C, type(made_there) is C, made_there, type(sent_back) is C, sent_back)
+    yield computation.close()
+
+asyncoro.Coro(main)
+''')
+    assert lines == ['True True C(40) True C(5)']
+
+
 def test_node_setup_failure_keeps_the_node_out(processes, discoronode):
     node, ports = discoronode()
     lines = client(processes, ports, r'''
