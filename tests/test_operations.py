@@ -269,11 +269,12 @@ def test_node_console_status_and_close(processes, discoronode):
 
 
 @pytest.mark.deadline(60)
-def test_node_quit_lets_the_running_job_finish(processes, discoronode):
+@pytest.mark.parametrize('command', ['quit', 'exit'])
+def test_node_quit_lets_the_running_job_finish(processes, discoronode, command):
     node, ports = discoronode(console=True)
     client = processes(WATCHED_JOB, json.dumps(ports), 3, ready=False)
     read_line(client, 30, 'the job start')
-    node.stdin.write(b'quit\n')
+    node.stdin.write(command.encode() + b'\n')
     node.stdin.flush()
     wait_for_line(node, 5, 'the quit answer', lambda line: line.startswith('quitting'))
     assert node.poll() is None               # still there while the job runs
@@ -483,3 +484,41 @@ def test_the_dockerfile_builds(tmp_path):
     run = subprocess.run(['docker', 'run', '--rm', '--net=none', 'asyncoro-test',
                           'discoronode.py', '--help'], capture_output=True, timeout=120)
     assert run.returncode == 0 and b'--serve' in run.stdout
+
+
+@pytest.mark.deadline(60)
+def test_a_client_outside_discovery_reaches_the_scheduler_by_its_location(
+        processes, discoronode, scheduler_program, tmp_path):
+    node, ports = discoronode()
+    scheduler = scheduler_program(ports)
+    host, port = scheduler.location.rsplit(':', 1)
+    data = tmp_path / 'words.txt'
+    data.write_text('alpha\nbeta\ngamma\n')
+    # the client broadcasts on a port nobody listens to: only the address helps;
+    # its file component goes to the scheduler first, then on to the node
+    code, lines, _ = finish(processes(r'''
+import sys
+import asyncoro.disasyncoro as asyncoro
+from asyncoro.discoro import *
+asyncoro.AsynCoro(udp_port=int(sys.argv[3]))
+
+def count(coro=None):
+    with open('../words.txt') as f:
+        n = len(f.read().split())
+    yield coro.sleep(0)
+    return n
+
+def main(coro=None):
+    computation = Computation([count, sys.argv[4]])
+    status = yield computation.schedule(asyncoro.Location(sys.argv[1], int(sys.argv[2])))
+    print('scheduled', status)
+    print('words', (yield computation.run_result(count)))
+    yield computation.close()
+
+asyncoro.Coro(main)
+''', host, port, free_udp_port(), data.name, ready=False), 60)
+    assert code == 0
+    assert lines == ['scheduled 0', 'words 3']
+    # the scheduler kept the file only while the computation ran
+    assert os.listdir(os.path.join(str(tmp_path / 'scheduler0'), 'discoro',
+                                   'discoroscheduler')) == []
