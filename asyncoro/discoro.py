@@ -457,7 +457,7 @@ class Computation:
             if failed:
                 log.warning('scheduling computation %s failed: %s', self._id, failed)
                 return -1
-        self._client = rt._run_here(_ClientService)
+        self._client = rt._run_here(_ClientService, scheduler)
         answer = rt._run_here(self._client.call, scheduler, 'schedule', self._package())
         if isinstance(answer, _Failure):
             log.warning('scheduling computation %s failed: %s', self._id, answer.reason)
@@ -641,9 +641,29 @@ class _ClientService(_Service):
     """The client side of one computation: answers come here, and job
     results for run_result*."""
 
-    def __init__(self):
+    def __init__(self, scheduler):
         super().__init__()
         self._results = {}          # remote Coro -> AsyncResult of its value
+        self._scheduler = scheduler
+        self._gone = None           # why every answer fails: the scheduler is gone
+        if scheduler.location != asyncoro.AsynCoro.instance().location:
+            asyncoro.AsynCoro.instance().peer_status(self.coro)
+
+    def on_peer(self, status):
+        """A scheduler program that goes away fails whatever waits for it."""
+        if status.status == PeerStatus.Offline and status.location == self._scheduler.location:
+            self._gone = 'the scheduler at %s is gone' % status.location
+            log.warning('%s: its computation ends here', self._gone)
+            for waiter in list(self._waiting.values()):
+                waiter.set(_Failure(self._gone))
+            for slot in self._results.values():
+                if not slot.ready():
+                    slot.set(DiscoroError(self._gone))
+
+    def call(self, target, op, *args, timeout=None):
+        if self._gone:
+            return _Failure(self._gone)
+        return super().call(target, op, *args, timeout=timeout)
 
     def _slot(self, rcoro):
         slot = self._results.get(rcoro)
@@ -652,13 +672,18 @@ class _ClientService(_Service):
         return slot
 
     def on_result(self, rcoro, value):
-        self._slot(rcoro).set(value)
+        slot = self._slot(rcoro)
+        if not slot.ready():
+            slot.set(value)
 
     def on_ping(self):
         return 0
 
     def result(self, rcoro):
-        value = self._slot(rcoro).get()
+        slot = self._slot(rcoro)
+        if self._gone and not slot.ready():
+            slot.set(DiscoroError(self._gone))
+        value = slot.get()
         self._results.pop(rcoro, None)
         return value
 

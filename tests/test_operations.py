@@ -522,3 +522,38 @@ asyncoro.Coro(main)
     # the scheduler kept the file only while the computation ran
     assert os.listdir(os.path.join(str(tmp_path / 'scheduler0'), 'discoro',
                                    'discoroscheduler')) == []
+
+
+@pytest.mark.deadline(60)
+def test_a_client_hears_when_the_scheduler_program_dies(processes, discoronode,
+                                                        scheduler_program):
+    node, ports = discoronode()
+    scheduler = scheduler_program(ports)
+    client = processes(CLIENT + r'''
+def job(coro=None):
+    yield coro.sleep(60)
+
+def status(coro=None):
+    coro.set_daemon()
+    while True:
+        msg = yield coro.receive()
+        if isinstance(msg, DiscoroStatus) and msg.status == Scheduler.CoroCreated:
+            print('started', flush=True)
+
+def main(coro=None):
+    computation = Computation([job], status_coro=asyncoro.Coro(status))
+    assert (yield computation.schedule()) == 0
+    result = yield computation.run_result(job)
+    print('result', type(result).__name__, result, flush=True)
+    print('close', (yield computation.close()), flush=True)
+
+asyncoro.Coro(main)
+''', json.dumps(ports), ready=False)
+    assert read_line(client, 30, 'the job start') == 'started'
+    os.kill(scheduler.pid, signal.SIGKILL)
+    code, lines, _ = finish(client, 30)
+    assert code == 0
+    assert lines[0].startswith('result DiscoroError the scheduler at ')
+    assert lines[1] == 'close -1'
+    # the node notices too and is free again (its servers are gone)
+    wait_until(lambda: not os.listdir(node.node_dir), 30, 'the node cleaned up')
