@@ -57,6 +57,7 @@ DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data')
 DEFAULT_PORT = 8181
 MAX_BODY = 1 << 20      # bytes of a request body
 
+
 # ---------------------------------------------------------------- the web application
 
 _ASSETS = ('.css', '.js', '.svg', '.png', '.ico', '.woff2')
@@ -393,7 +394,10 @@ class HTTPServer:
         self._monitor = _Monitor(poll_sec, show_coro_args)
         self._rt = asyncoro.AsynCoro.instance()
         self._chain = None
-        self._server = None
+        host = host or os.environ.get('ASYNCORO_NODE', '')
+        # listening first: a port that cannot be bound leaves the computation as it was
+        self._server = self._rt._run_here(self._start, host, port, self._monitor, root,
+                                          keyfile, certfile)
         self.status_coro = Coro(self._status_proc)
         if computation is None:         # the httpd.py program: a scheduler's computations
             self._monitor.mode = 'scheduler'
@@ -407,9 +411,6 @@ class HTTPServer:
             self._monitor.computation = {'id': str(getattr(computation, '_id', id(computation))),
                                          'client': str(location) if location else None,
                                          'status': 'running', 'since': time.time()}
-        host = host or os.environ.get('ASYNCORO_NODE', '')
-        self._server = self._rt._run_here(self._start, host, port, self._monitor, root,
-                                          keyfile, certfile)
         addr, bound = self._server.address[:2]
         self.address = (addr, bound)
         shown = '[%s]' % addr if ':' in addr else (addr or '0.0.0.0')
