@@ -12,18 +12,24 @@ functions in real OS threads and hands each completion back to the hub
 thread, where the waiting coroutine wakes.
 """
 
-import concurrent.futures
 import logging
+import queue
+import threading
 
 import gevent.event
 import gevent.lock
 
-from asyncoro import WrongContextError, _current_coro, _runtime, _get_ident
+from asyncoro import (WrongContextError, _current_coro, _runtime, _get_ident, _get_original,
+                      _allocate_lock, _start_new_thread)
 
 __all__ = ['Lock', 'RLock', 'Condition', 'Event', 'Semaphore', 'AsyncThreadPool',
            'AsyncDBCursor']
 
 log = logging.getLogger(__name__)
+
+# real OS-thread primitives even in a program that monkey-patched
+_SimpleQueue = _get_original('queue', 'SimpleQueue')
+_Empty = queue.Empty
 
 
 def _caller(what):
@@ -206,37 +212,95 @@ class Semaphore(_Acquired):
 class AsyncThreadPool:
     """Run blocking functions in `num_threads` OS threads:
     `result = yield pool.async_task(func, *args, **kwargs)` blocks only the
-    calling coroutine and returns func's result or raises its exception."""
+    calling coroutine and returns func's result or raises its exception.
+
+    The threads start at once and do not hold up the interpreter's exit (as
+    the original's): a coroutine that runs while the program exits (after the
+    main program's last line) can still use the pool, which a
+    concurrent.futures executor refuses by then."""
 
     def __init__(self, num_threads):
         if not isinstance(num_threads, int) or num_threads < 1:
             raise ValueError('AsyncThreadPool needs num_threads >= 1, not %r' % (num_threads,))
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=num_threads, thread_name_prefix='asyncoro-pool')
+        self._tasks = _SimpleQueue()        # (func, args, kwargs, report) or None: stop
+        self._stopped = False
+        self._ended = []                    # one lock per thread, released when it ends
+        for i in range(num_threads):
+            ended = _allocate_lock()
+            ended.acquire()
+            self._ended.append(ended)
+            _start_new_thread(self._work, ('asyncoro-pool-%d' % i, ended))
+
+    def _work(self, name, ended):
+        threading.current_thread().name = name
+        try:
+            while True:
+                task = self._tasks.get()
+                if task is None:
+                    return
+                func, args, kwargs, report = task
+                outcome = (False, RuntimeError('%s ended in the pool thread' % (func,)))
+                try:
+                    outcome = (True, func(*args, **kwargs))
+                except Exception as exc:      # the task's: raised in the waiting coroutine
+                    outcome = (False, exc)
+                finally:
+                    report(outcome)
+        finally:
+            ended.release()
 
     def async_task(self, target, *args, **kwargs):
-        future = self._executor.submit(target, *args, **kwargs)
+        if self._stopped:
+            raise RuntimeError('this AsyncThreadPool was stopped (join/terminate)')
+        outcome = []
         rt = _runtime()
         if _get_ident() == rt._tid:
             done = gevent.event.Event()
-            # the pool thread hands the completion to the hub thread
-            future.add_done_callback(lambda _: rt._call_threadsafe(done.set))
-            finished = False
-            try:
-                done.wait()
-                finished = True
-            finally:
-                if not finished:       # thrown at or terminated while waiting
-                    future.cancel()
-        return future.result()
+
+            def report(result):      # in the pool thread: hand over to the hub thread
+                outcome.append(result)
+                rt._call_threadsafe(done.set)
+            self._tasks.put((target, args, kwargs, report))
+            done.wait()
+        else:                        # a thread: block it
+            done = _allocate_lock()
+            done.acquire()
+
+            def report(result):
+                outcome.append(result)
+                done.release()
+            self._tasks.put((target, args, kwargs, report))
+            done.acquire()
+        ok, value = outcome[0]
+        if ok:
+            return value
+        raise value
 
     def join(self):
         """For threads: wait until the queued tasks are done; stop the pool."""
-        self._executor.shutdown(wait=True)
+        self._stop()
+        for ended in self._ended:
+            ended.acquire()
+            ended.release()
 
     def terminate(self):
-        """For threads: drop queued tasks and stop the pool."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """For threads: drop queued tasks and stop the pool (a task running
+        now runs to its end)."""
+        while True:
+            try:
+                task = self._tasks.get_nowait()
+            except _Empty:
+                break
+            if task is not None:
+                task[3]((False, RuntimeError('AsyncThreadPool terminated before %s ran'
+                                             % (task[0],))))
+        self._stop()
+
+    def _stop(self):
+        if not self._stopped:
+            self._stopped = True
+            for _ in self._ended:
+                self._tasks.put(None)
 
 
 class AsyncDBCursor:

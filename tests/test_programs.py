@@ -193,3 +193,29 @@ asyncoro.Coro(work)        # exit-wait still works
 ''')
     code, out, err = finish(proc)
     assert (code, out) == (0, 'value ok\n'), err
+
+
+def test_thread_pool_made_and_used_while_the_program_exits(program):
+    # chat_chan_client.py reads input() through a pool, in a coroutine that
+    # runs after the main program's last line: a concurrent.futures executor
+    # refuses work by then
+    proc = program('''
+import atexit
+import asyncoro
+
+def reader(coro=None):
+    assert (yield coro.receive()) == 'go'       # sent while the interpreter exits
+    pool = asyncoro.AsyncThreadPool(1)
+    lines = []
+    while True:
+        try:
+            lines.append((yield pool.async_task(input)))
+        except EOFError:
+            break
+    print('read', lines)
+
+r = asyncoro.Coro(reader)
+atexit.register(r.send, 'go')      # runs before the runtime's own exit hook
+''')
+    code, out, err = finish(proc, b'one\ntwo\n')
+    assert (code, out) == (0, "read ['one', 'two']\n"), err
