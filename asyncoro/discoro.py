@@ -204,6 +204,7 @@ class _Service:
 
     def __init__(self, name=None):
         self._waiting = {}              # request id -> AsyncResult
+        self._asked = {}                # request id -> Location of the service asked
         self._ids = itertools.count(1)
         self.coro = SysCoro(self._serve)
         if name is not None:
@@ -225,6 +226,8 @@ class _Service:
             if isinstance(msg, MonitorException):
                 self._guarded(self.on_monitor, msg)
             elif isinstance(msg, PeerStatus):
+                if msg.status == PeerStatus.Offline:
+                    self.fail_calls(msg.location, '%s went away' % msg.location)
                 self._guarded(self.on_peer, msg)
             else:
                 log.warning('%s: unexpected message %.200r', self.coro, msg)
@@ -250,15 +253,24 @@ class _Service:
         _TIMEOUT. Blocks the calling greenlet."""
         request_id = next(self._ids)
         waiter = self._waiting[request_id] = gevent.event.AsyncResult()
-        if target.send((op, request_id, self.coro) + args) < 0:
-            self._waiting.pop(request_id, None)
-            return _Failure('%s could not be sent to %s (the log says why)' % (op, target))
+        self._asked[request_id] = target.location
         try:
+            if target.send((op, request_id, self.coro) + args) < 0:
+                return _Failure('%s could not be sent to %s (the log says why)' % (op, target))
             return waiter.get(timeout=timeout)
         except gevent.Timeout:
             return _TIMEOUT
         finally:
             self._waiting.pop(request_id, None)
+            self._asked.pop(request_id, None)
+
+    def fail_calls(self, location, reason):
+        """Calls waiting for an answer from `location` fail now: it is gone
+        (a service that gets PeerStatus does this by itself)."""
+        for request_id, asked in list(self._asked.items()):
+            waiter = self._waiting.get(request_id)
+            if asked == location and waiter is not None and not waiter.ready():
+                waiter.set(_Failure(reason))
 
     def tell(self, target, op, *args):
         """`op` for `target`, wanting no answer."""
@@ -501,8 +513,11 @@ class Computation:
                         name, type(exc).__name__, exc)
             return None
         answer = self._ask('run', kind, where, name, source, args, kwargs, want_result)
-        if isinstance(answer, _Failure):
-            log.warning('job %s of computation %s not run: %s', name, self._id, answer.reason)
+        if isinstance(answer, ServerLost) and want_result:
+            return answer           # run_result*: the job's error
+        if isinstance(answer, (_Failure, ServerLost)):
+            log.warning('job %s of computation %s not run: %s', name, self._id,
+                        getattr(answer, 'reason', answer))
             return None
         if isinstance(answer, Coro) and self.status_coro is not None:
             self.status_coro.send(DiscoroStatus(Scheduler.CoroCreated,
@@ -654,8 +669,6 @@ class _ClientService(_Service):
         if status.status == PeerStatus.Offline and status.location == self._scheduler.location:
             self._gone = 'the scheduler at %s is gone' % status.location
             log.warning('%s: its computation ends here', self._gone)
-            for waiter in list(self._waiting.values()):
-                waiter.set(_Failure(self._gone))
             for slot in self._results.values():
                 if not slot.ready():
                     slot.set(DiscoroError(self._gone))
@@ -1079,6 +1092,7 @@ class _SchedulerService(_Service):
     def _server_gone(self, server, status):
         if self.servers.pop(server.location, None) is None:
             return
+        self.fail_calls(server.location, 'server %s closed' % server.location)
         if not any(s.ready for s in self.servers.values()):
             self.server_ready.clear()
         server.node.servers.pop(server.location, None)
@@ -1237,6 +1251,9 @@ class _SchedulerService(_Service):
             if kind == 'cpu':
                 server.busy = False
                 self._place()
+            if server.location not in self.servers:       # it died while starting the job
+                return ServerLost('server %s closed while job %s started'
+                                  % (server.location, name))
             return answer if isinstance(answer, tuple) else _Failure('server %s: %s'
                                                                    % (server.location, answer))
         job = _Job(kind, server, want_result, name,

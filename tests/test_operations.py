@@ -297,7 +297,7 @@ def test_node_terminate_kills_the_running_job(processes, discoronode):
 def test_a_service_window_that_ends_kills_jobs_and_refuses_until_it_starts(
         processes, discoronode):
     now = time.time()
-    end, start = now + 8, now + 16       # out of service in [end, start), daily
+    end, start = now + 10, now + 18      # out of service in [end, start), daily
 
     def clock(t):
         return time.strftime('%H:%M:%S', time.localtime(t))
@@ -323,10 +323,11 @@ asyncoro.Coro(main)
     code, lines, _ = finish(client, 60)
     assert code == 0, lines
     first, second = lines[0].split(), lines[1].split()
-    assert first[1] == 'ServerLost'                  # killed at the window's end
-    assert end - 1 <= float(first[2]) < start
-    assert second[1] == 'float'
-    assert float(second[2]) >= int(start) - 0.5      # no job ran until it opened again
+    assert first[1] == 'ServerLost', lines           # killed at the window's end
+    assert end - 1 <= float(first[2]) < start, (lines, end, start)
+    assert second[1] == 'float', lines
+    # no job ran until it opened again
+    assert float(second[2]) >= int(start) - 0.5, (lines, end, start)
     assert node.poll() is None
 
 
