@@ -1,0 +1,116 @@
+# ruff: noqa: F403, F405 -- the original style: names come from `from asyncoro.discoro import *`
+# Run 'discoronode.py' with at least 2 servers first (see README), then:
+#
+#     python discoro_client6.py [number of items] [random seed]
+#
+# Streaming: the client sends a stream of data items (ticks of a price, a
+# random walk) to two remote coroutines. One looks for trends (a value far
+# from the moving average of the values before it) and sends "trend
+# signals" back to the client as they happen: live analytics. The other
+# saves the data in a file 'tickdata' in its server's directory. Both check
+# that every item arrived, in order.
+#
+# The two jobs run at the same time, so this needs 2 servers; with only
+# one, the second 'run' waits for the first job to end, which never comes.
+# The same random seed gives the same data, and so the same signals.
+
+import asyncoro.disasyncoro as asyncoro
+from asyncoro.discoro import *
+
+
+# on a server: a value more than 'threshold' standard deviations away from
+# the mean of the 'window_size' values before it is a trend signal
+def rcoro_avg_proc(threshold, trend_coro, window_size, coro=None):
+    import collections, math
+    window = collections.deque(maxlen=window_size)
+    count, in_order = 0, True
+    while True:
+        item = yield coro.receive()
+        if item is None:
+            break
+        i, value = item
+        in_order = in_order and i == count
+        count += 1
+        if len(window) == window_size:
+            mean = sum(window) / window_size
+            stdev = math.sqrt(sum((x - mean) ** 2 for x in window) / window_size)
+            if value > mean + threshold * stdev:
+                trend_coro.send((i, 'high', value))
+            elif value < mean - threshold * stdev:
+                trend_coro.send((i, 'low', value))
+        window.append(value)
+    trend_coro.send(('end', count, in_order))
+    raise StopIteration(0)
+
+
+# on another server: saves the data
+def rcoro_save_proc(client, coro=None):
+    import os
+    count, in_order = 0, True
+    with open('tickdata', 'w') as fd:
+        while True:
+            item = yield coro.receive()
+            if item is None:
+                break
+            i, value = item
+            in_order = in_order and i == count
+            count += 1
+            fd.write('%d: %s\n' % (i, value))
+    client.send((count, in_order, os.path.abspath('tickdata')))
+    raise StopIteration(0)
+
+
+# on the client: prints the trend signals as they come; its value is what
+# the analysing job saw
+def trend_proc(coro=None):
+    while True:
+        msg = yield coro.receive()
+        if msg[0] == 'end':
+            raise StopIteration(msg[1:])
+        print('    trend signal at %d: %s / %.2f' % msg)
+
+
+def client_proc(computation, nitems, seed, coro=None):
+    if (yield computation.schedule()):
+        raise Exception('Could not schedule computation')
+
+    trend_coro = asyncoro.Coro(trend_proc)
+    # the functions are not components: their code goes with each 'run'
+    avg_coro = yield computation.run(rcoro_avg_proc, 2.0, trend_coro, 20)
+    save_coro = yield computation.run(rcoro_save_proc, coro)
+    if not (isinstance(avg_coro, asyncoro.Coro) and isinstance(save_coro, asyncoro.Coro)):
+        print('could not start the jobs: %s, %s' % (avg_coro, save_coro))
+        trend_coro.terminate()
+        yield computation.close()
+        raise StopIteration(-1)
+
+    # many small messages to the same peer: 'stream_send' keeps one
+    # connection to each open for all of them
+    for rcoro in (avg_coro, save_coro):
+        yield asyncoro.AsynCoro.instance().peer(rcoro.location, stream_send=True)
+
+    data = random.Random(seed)
+    value = 100.0
+    for i in range(nitems):
+        value = round(value + data.gauss(0, 1), 2)
+        avg_coro.send((i, value))
+        save_coro.send((i, value))
+        yield coro.sleep(0.01)
+    avg_coro.send(None)
+    save_coro.send(None)
+
+    count, in_order = yield trend_coro.finish()
+    print('  rcoro_avg_proc analysed %d items%s' % (count, '' if in_order else ' OUT OF ORDER'))
+    count, in_order, path = yield coro.receive()
+    print('  rcoro_save_proc saved %d items%s in %s on %s'
+          % (count, '' if in_order else ' OUT OF ORDER', path, save_coro.location))
+    yield computation.close()
+
+
+if __name__ == '__main__':
+    import random, sys
+    nitems = 500 if len(sys.argv) < 2 else int(sys.argv[1])
+    seed = None if len(sys.argv) < 3 else int(sys.argv[2])
+    Scheduler()
+    computation = Computation([])
+    asyncoro.Coro(client_proc, computation, nitems, seed)
