@@ -34,6 +34,7 @@ def client_proc(thread_pool, coro=None):
     receiver = asyncoro.Coro(recv_proc)
     if (yield channel.subscribe(receiver)) != 0:
         raise Exception('could not subscribe to %s' % channel)
+    print('  (type lines to send them to everyone; "quit" to leave)')
     server.send(('join', coro))
     client_id = yield coro.receive()
 

@@ -7,8 +7,9 @@
 # random walk) to two remote coroutines. One looks for trends (a value far
 # from the moving average of the values before it) and sends "trend
 # signals" back to the client as they happen: live analytics. The other
-# saves the data in a file 'tickdata' in its server's directory. Both check
-# that every item arrived, in order.
+# saves the data in a file and, at the end, sends the file to the client,
+# which keeps it as 'tickdata' next to this program. Both jobs check that
+# every item arrived, in order.
 #
 # The two jobs run at the same time, so this needs 2 servers; with only
 # one, the second 'run' waits for the first job to end, which never comes.
@@ -43,9 +44,9 @@ def rcoro_avg_proc(threshold, trend_coro, window_size, coro=None):
     raise StopIteration(0)
 
 
-# on another server: saves the data
+# on another server: saves the data, in its server's directory, and sends
+# the file to the client at the end
 def rcoro_save_proc(client, coro=None):
-    import os
     count, in_order = 0, True
     with open('tickdata', 'w') as fd:
         while True:
@@ -56,7 +57,9 @@ def rcoro_save_proc(client, coro=None):
             in_order = in_order and i == count
             count += 1
             fd.write('%d: %s\n' % (i, value))
-    client.send((count, in_order, os.path.abspath('tickdata')))
+    sent = yield asyncoro.AsynCoro().send_file(client.location, 'tickdata', overwrite=True,
+                                               timeout=30)
+    client.send((count, in_order, sent == 0))
     raise StopIteration(0)
 
 
@@ -101,14 +104,21 @@ def client_proc(computation, nitems, seed, coro=None):
 
     count, in_order = yield trend_coro.finish()
     print('  rcoro_avg_proc analysed %d items%s' % (count, '' if in_order else ' OUT OF ORDER'))
-    count, in_order, path = yield coro.receive()
-    print('  rcoro_save_proc saved %d items%s in %s on %s'
-          % (count, '' if in_order else ' OUT OF ORDER', path, save_coro.location))
+    count, in_order, sent = yield coro.receive()
+    print('  rcoro_save_proc saved %d items%s' % (count, '' if in_order else ' OUT OF ORDER'))
+    if sent:
+        # the file came to this program's dest_path (which Scheduler() set)
+        shutil.move(os.path.join(asyncoro.AsynCoro().dest_path, 'tickdata'), 'tickdata')
+        print('  the data is in %s' % os.path.abspath('tickdata'))
+    else:
+        print('  the data file could not be sent back')
     yield computation.close()
 
 
 if __name__ == '__main__':
-    import random, sys
+    import os, random, shutil, sys
+    # 'tickdata' goes next to this program
+    os.chdir(os.path.dirname(os.path.abspath(sys.argv[0])))
     nitems = 500 if len(sys.argv) < 2 else int(sys.argv[1])
     seed = None if len(sys.argv) < 3 else int(sys.argv[2])
     Scheduler()

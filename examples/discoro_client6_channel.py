@@ -43,9 +43,9 @@ def rcoro_avg_proc(channel, threshold, trend_coro, window_size, coro=None):
     raise StopIteration(0)
 
 
-# on another server: saves the data in its server's directory
+# on another server: saves the data, in its server's directory, and sends
+# the file to the client at the end
 def rcoro_save_proc(channel, client, coro=None):
-    import os
     if (yield channel.subscribe(coro)) != 0:
         raise Exception('could not subscribe to %s' % channel)
     assert (yield coro.receive()) == 'start'
@@ -60,7 +60,9 @@ def rcoro_save_proc(channel, client, coro=None):
             count += 1
             fd.write('%d: %s\n' % (i, value))
     yield channel.unsubscribe(coro)
-    client.send((count, in_order, os.path.abspath('tickdata')))
+    sent = yield asyncoro.AsynCoro().send_file(client.location, 'tickdata', overwrite=True,
+                                               timeout=30)
+    client.send((count, in_order, sent == 0))
     raise StopIteration(0)
 
 
@@ -111,15 +113,22 @@ def client_proc(computation, nitems, seed, coro=None):
 
     count, in_order = yield trend_coro.finish()
     print('  rcoro_avg_proc analysed %d items%s' % (count, '' if in_order else ' OUT OF ORDER'))
-    count, in_order, path = yield coro.receive()
-    print('  rcoro_save_proc saved %d items%s in %s on %s'
-          % (count, '' if in_order else ' OUT OF ORDER', path, save_coro.location))
+    count, in_order, sent = yield coro.receive()
+    print('  rcoro_save_proc saved %d items%s' % (count, '' if in_order else ' OUT OF ORDER'))
+    if sent:
+        # the file came to this program's dest_path (which Scheduler() set)
+        shutil.move(os.path.join(asyncoro.AsynCoro().dest_path, 'tickdata'), 'tickdata')
+        print('  the data is in %s' % os.path.abspath('tickdata'))
+    else:
+        print('  the data file could not be sent back')
     data_channel.close()
     yield computation.close()
 
 
 if __name__ == '__main__':
-    import random, sys
+    import os, random, shutil, sys
+    # 'tickdata' goes next to this program
+    os.chdir(os.path.dirname(os.path.abspath(sys.argv[0])))
     nitems = 500 if len(sys.argv) < 2 else int(sys.argv[1])
     seed = None if len(sys.argv) < 3 else int(sys.argv[2])
     Scheduler()
