@@ -34,11 +34,13 @@ def compute(obj, client, coro=None):
     yield client.deliver(obj, timeout=5)
 
 
-# a local coroutine that gets the results, in the order they come
+# a local coroutine that gets the results, in the order they come; its
+# value is how many it got
 def results_proc(njobs, coro=None):
     for k in range(njobs):
         obj = yield coro.receive()
         print('    result for job %d: %s' % (k, obj))
+    return njobs
 
 
 def client_proc(computation, njobs, coro=None):

@@ -72,7 +72,7 @@ def trend_proc(coro=None):
     while True:
         msg = yield coro.receive()
         if msg[0] == 'end':
-            raise StopIteration(msg[1:])
+            return msg[1:]
         print('    trend signal at %d: %s / %.2f' % msg)
 
 

@@ -23,7 +23,8 @@ def setup_server(data_file, coro=None):
     os.remove(data_file)
     file_name = data_file
     yield coro.sleep(0.1)      # as if loading took a while
-    raise StopIteration(0)
+    # on Python 3 a generator may also 'return' its value
+    return 0
 
 
 def compute(alg, n, coro=None):
@@ -31,7 +32,7 @@ def compute(alg, n, coro=None):
     yield coro.sleep(n)
     checksum = getattr(hashlib, alg)()
     checksum.update(data)
-    raise StopIteration((alg, file_name, checksum.hexdigest()))
+    return alg, file_name, checksum.hexdigest()
 
 
 # the status coroutine: a server has started (and waits to be enabled)

@@ -27,7 +27,7 @@ import pytest
 
 from conftest import ROOT, free_udp_port, kill_tree, program_env, read_line, split_log
 
-TIMEOUT = 90
+TIMEOUT = 45
 ALGORITHMS = ['md5', 'sha1', 'sha224', 'sha256', 'sha384', 'sha512']
 LOCATION = r'127\.0\.0\.1:\d+'
 
