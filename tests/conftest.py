@@ -207,37 +207,53 @@ def options(**kwargs):
 
 
 @pytest.fixture
-def discoronode(tmp_path):
-    """Start `discoronode.py` processes on 127.0.0.1 with ports of their own:
-    start(*options) -> (proc, udp ports dict); waits for its ready line; every
-    node and its servers are killed by PID at the end. With `console` the
-    node reads commands from proc.stdin (a pipe) instead of running --daemon."""
+def services(tmp_path):
+    """Start the package's programs (`python -m asyncoro.<module> ...`) on
+    127.0.0.1: start(module, argv, ready, console=False) -> proc, once it
+    printed a line starting with `ready` (proc.ready_line); with `console`
+    its stdin is a pipe, otherwise --daemon is added. Every one, and what it
+    started, is killed by PID at the end."""
     procs = []
 
-    def start(*argv, cpus=2, ports=None, dest=None, console=False):
-        ports = ports or {'scheduler': free_udp_port(), 'node': free_udp_port()}
-        dest = dest or tmp_path / ('node%d' % len(procs))
-        cmd = [sys.executable, '-m', 'asyncoro.discoronode'] + \
-            ([] if cpus is None else ['-c', str(cpus)]) + ['-u', str(ports['node']), '--scheduler_port', str(ports['scheduler']),
-               '--dest_path', str(dest)] + ([] if console else ['--daemon']) + \
-            [str(a) for a in argv]
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if console else subprocess.DEVNULL,
+    def start(module, argv, ready, console=False):
+        cmd = [sys.executable, '-m', 'asyncoro.' + module] + [str(a) for a in argv]
+        proc = subprocess.Popen(cmd + ([] if console else ['--daemon']),
+                                stdin=subprocess.PIPE if console else subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=program_env(), cwd=str(tmp_path))
         procs.append(proc)
         while True:
-            line = read_line(proc, 30, 'the discoronode ready line')
-            if line.startswith('discoronode ready'):
+            line = read_line(proc, 30, 'the %s ready line' % module)
+            if line.startswith(ready):
                 proc.ready_line = line
-                proc.location = line.split()[2]
-                proc.node_dir = os.path.join(str(dest), 'discoro')
-                return proc, ports
+                return proc
     yield start
     for proc in procs:
         kill_tree(proc)
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+@pytest.fixture
+def discoronode(services, tmp_path):
+    """Start `discoronode.py` processes on 127.0.0.1 with ports of their own:
+    start(*options) -> (proc, udp ports dict); waits for its ready line; every
+    node and its servers are killed by PID at the end. With `console` the
+    node reads commands from proc.stdin (a pipe) instead of running --daemon."""
+    count = iter(range(1000))
+
+    def start(*argv, cpus=2, ports=None, dest=None, console=False):
+        ports = ports or {'scheduler': free_udp_port(), 'node': free_udp_port()}
+        dest = dest or tmp_path / ('node%d' % next(count))
+        argv = ([] if cpus is None else ['-c', cpus]) + [
+            '-u', ports['node'], '--scheduler_port', ports['scheduler'],
+            '--dest_path', dest] + list(argv)
+        proc = services('discoronode', argv, 'discoronode ready', console)
+        proc.location = proc.ready_line.split()[2]
+        proc.node_dir = os.path.join(str(dest), 'discoro')
+        return proc, ports
+    return start
 
 
 @pytest.fixture

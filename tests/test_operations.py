@@ -67,32 +67,18 @@ asyncoro.Coro(main, float(sys.argv[2]))
 
 
 @pytest.fixture
-def scheduler_program(tmp_path):
+def scheduler_program(services, tmp_path):
     """Start `discoro.py` (python -m asyncoro.discoro) on 127.0.0.1:
     start(ports, *options, console=False) -> proc, once it printed its ready line."""
-    procs = []
+    count = iter(range(1000))
 
     def start(ports, *argv, console=False):
-        cmd = [sys.executable, '-m', 'asyncoro.discoro', '-u', str(ports['scheduler']),
-               '--discoronode_port', str(ports['node']),
-               '--dest_path', str(tmp_path / ('scheduler%d' % len(procs)))]
-        cmd += [] if console else ['--daemon']
-        proc = subprocess.Popen(cmd + [str(a) for a in argv],
-                                stdin=subprocess.PIPE if console else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=program_env(), cwd=str(tmp_path))
-        procs.append(proc)
-        while True:
-            line = read_line(proc, 30, 'the scheduler ready line')
-            if line.startswith('discoro scheduler ready'):
-                proc.location = line.split()[3]
-                return proc
-    yield start
-    for proc in procs:
-        kill_tree(proc)
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        argv = ['-u', ports['scheduler'], '--discoronode_port', ports['node'],
+                '--dest_path', tmp_path / ('scheduler%d' % next(count))] + list(argv)
+        proc = services('discoro', argv, 'discoro scheduler ready', console)
+        proc.location = proc.ready_line.split()[3]
+        return proc
+    return start
 
 
 def wait_for_line(proc, timeout, what, predicate):
