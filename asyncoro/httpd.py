@@ -560,7 +560,8 @@ def _options(argv):
                         help='address of this program\'s asyncoro runtime')
     parser.add_argument('-t', '--tcp_port', type=int, default=0)
     parser.add_argument('-u', '--udp_port', type=int, default=0,
-                        help='discovery port (the scheduler\'s; default 51350)')
+                        help='discovery port: the scheduler\'s (default $ASYNCORO_UDP_PORT, else '
+                        '51350)')
     parser.add_argument('-s', '--secret', default='', help='the scheduler\'s secret')
     parser.add_argument('--certfile', default=None, help='certificate for asyncoro peers')
     parser.add_argument('--keyfile', default=None, help='key for asyncoro peers')
@@ -619,12 +620,16 @@ def main(argv=None):
 
 
 def _wait_for_quit(daemon):
+    """Until `quit`/`exit` or end of input on stdin (unless `daemon` or started
+    in the background of a terminal), or SIGINT/SIGTERM/SIGHUP."""
     import signal
-    if daemon or not sys.stdin or sys.stdin.closed:
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
-        signal.pause()
-        return
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    from asyncoro.discoronode import _in_background
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.default_int_handler)     # KeyboardInterrupt, like SIGINT
+    if daemon or _in_background() or sys.stdin is None or sys.stdin.closed:
+        while True:
+            signal.pause()
+    print('commands: quit or exit', flush=True)
     for line in sys.stdin:
         if line.strip().lower() in ('quit', 'exit'):
             return

@@ -5,18 +5,13 @@ computation when the first one closes. All real processes on 127.0.0.1.
 """
 
 import json
+import signal
 
 import pytest
 
 from conftest import free_udp_port, read_line, wait_until
 from test_httpd import http
 
-
-PROGRAM = '''
-import sys
-from asyncoro.{module} import main
-sys.exit(main(sys.argv[1:]))
-'''
 
 REMOTE_CLIENT = r'''
 import sys, json
@@ -62,19 +57,20 @@ def until(proc, prefix, timeout=30):
 
 
 @pytest.mark.deadline(90)
-def test_httpd_program_follows_a_shared_scheduler_and_its_queue(processes, discoronode):
+def test_httpd_program_follows_a_shared_scheduler_and_its_queue(processes, services,
+                                                               discoronode):
     ports = {'scheduler': free_udp_port(), 'node': free_udp_port()}
-    scheduler = processes(PROGRAM.format(module='discoro'), '-u', ports['scheduler'],
-                          '--discoronode_port', ports['node'], '--daemon', ready=False)
-    where = until(scheduler, 'discoro scheduler ready').split()[0]
+    scheduler = services('discoro', ['-u', ports['scheduler'], '--discoronode_port',
+                                     ports['node']], 'discoro scheduler ready')
+    where = scheduler.ready_line.split()[3]
     discoronode(ports=ports)
     # one monitor finds the scheduler by discovery, the other is told where it is
-    monitor = processes(PROGRAM.format(module='httpd'), '-u', ports['scheduler'], '-p', '0',
-                        '--poll_sec', '1', '--host', '127.0.0.1', ready=False)
-    base = until(monitor, 'httpd ready').split()[0].rstrip('/')
-    told = processes(PROGRAM.format(module='httpd'), '-u', free_udp_port(), '-p', '0',
-                     '--scheduler', where, '--host', '127.0.0.1', '--daemon', ready=False)
-    told_base = until(told, 'httpd ready').split()[0].rstrip('/')
+    monitor = services('httpd', ['-u', ports['scheduler'], '-p', 0, '--poll_sec', 1,
+                                 '--host', '127.0.0.1'], 'httpd ready', console=True)
+    base = monitor.ready_line.split()[2].rstrip('/')
+    told = services('httpd', ['-u', free_udp_port(), '-p', 0, '--scheduler', where,
+                              '--host', '127.0.0.1'], 'httpd ready')
+    told_base = told.ready_line.split()[2].rstrip('/')
 
     def cluster(url=base):
         return json.loads(http(url + '/api/cluster')[2])
@@ -115,6 +111,8 @@ def test_httpd_program_follows_a_shared_scheduler_and_its_queue(processes, disco
     assert second_job in [c['coro'] for c in json.loads(
         http(base + '/api/server/' + second_job.split('@')[1])[2])['coros']]
     assert first.wait(30) == 0
+    told.send_signal(signal.SIGTERM)
+    assert told.wait(30) == 0
     monitor.stdin.write(b'quit\n')
     monitor.stdin.flush()
     assert monitor.wait(30) == 0
