@@ -519,9 +519,6 @@ class Computation:
             log.warning('job %s of computation %s not run: %s', name, self._id,
                         getattr(answer, 'reason', answer))
             return None
-        if isinstance(answer, Coro) and self.status_coro is not None:
-            self.status_coro.send(DiscoroStatus(Scheduler.CoroCreated,
-                                                DiscoroCoroInfo(answer, args, kwargs, time.time())))
         return answer
 
     def run_at(self, where, gen, *args, **kwargs):
@@ -843,8 +840,8 @@ class _SchedulerService(_Service):
         self._notify(DiscoroStatus(status, info))
 
     def _notify(self, msg, client=True):
-        """A status message for the current computation's status_coro (unless
-        `client` is false: the client made it itself) and every watcher."""
+        """A status message for every watcher and (unless `client` is false:
+        news for monitors only) the current computation's status_coro."""
         current = self.current
         if client and current is not None and current.status_coro is not None:
             current.status_coro.send(msg)
@@ -1260,8 +1257,8 @@ class _SchedulerService(_Service):
                    DiscoroCoroInfo(answer, args, kwargs, time.time()))
         server.jobs[answer] = job
         self.jobs[answer] = job
-        if self.watchers:
-            self._notify(DiscoroStatus(Scheduler.CoroCreated, job.info), client=False)
+        # from here, so that it reaches status_coro before the job's end (same sender)
+        self._notify(DiscoroStatus(Scheduler.CoroCreated, job.info))
         early = self.early_ends.pop(answer, None)
         if early is not None:
             self._job_end(early)

@@ -771,3 +771,38 @@ asyncoro.Coro(main)
                           ports={'scheduler': free_udp_port(), 'node': free_udp_port()})
     assert read_line(client_proc, 30, 'the job result') == 'result 42'
     assert client_proc.wait(30) == 0
+
+
+def test_coro_created_reaches_status_coro_before_the_jobs_end(processes, discoronode):
+    # API.md §5.4: CoroCreated first, even for a job that ends at once
+    node, ports = discoronode()
+    lines = client(processes, ports, r'''
+def quick(i, coro=None):
+    return i
+    yield
+
+def status(n, coro=None):
+    created, wrong = set(), []
+    ended = 0
+    while ended < n:
+        msg = yield coro.receive(timeout=30)
+        if isinstance(msg, DiscoroStatus) and msg.status == Scheduler.CoroCreated:
+            created.add(msg.info.coro)
+        elif isinstance(msg, asyncoro.MonitorException):
+            ended += 1
+            if msg.args[0] not in created:
+                wrong.append(msg.args[0])
+    print('ended', ended, 'before their CoroCreated', len(wrong))
+
+def main(coro=None):
+    watcher = asyncoro.Coro(status, 40)
+    computation = Computation([quick], status_coro=watcher)
+    assert (yield computation.schedule()) == 0
+    for i in range(40):
+        yield computation.run_async(quick, i)
+    yield watcher.finish()
+    yield computation.close()
+
+asyncoro.Coro(main)
+''')
+    assert lines == ['ended 40 before their CoroCreated 0']
