@@ -25,7 +25,8 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT, free_udp_port, kill_tree, program_env, read_line, split_log
+from conftest import (LOG_LINE, ROOT, free_udp_port, kill_tree, program_env, read_line,
+                      split_log)
 
 TIMEOUT = 45
 ALGORITHMS = ['md5', 'sha1', 'sha224', 'sha256', 'sha384', 'sha512']
@@ -92,6 +93,11 @@ def read_until(proc, predicate, timeout, what, seen=None):
             seen.append(line)
         if predicate(line):
             return line
+
+
+def output_line(proc, timeout, what):
+    """The next line of proc's own output (asyncoro's log lines skipped)."""
+    return read_until(proc, lambda line: not LOG_LINE.match(line), timeout, what)
 
 
 def servers_of(node, timeout=30):
@@ -325,7 +331,7 @@ def start_server(example, name, *argv):
     """A server program with a discovery port of its own; its first line."""
     ports = {'scheduler': free_udp_port()}
     server = example(name, *argv, ports=ports)
-    first = read_line(server, 30, 'the first line of %s' % name)
+    first = output_line(server, 30, 'the first line of %s' % name)
     return server, ports, first
 
 
@@ -360,7 +366,7 @@ def test_remote_coro_pair_all_messages_arrive_in_order(example):
     lines, logs = run(example, 'remote_coro_client.py', ports=ports)
     assert lines == ['server is at %s' % where]
     # the client ended right after sending: its queued messages went out first
-    got = [read_line(server, 30, 'message %d at the server' % i) for i in range(10)]
+    got = [output_line(server, 30, 'message %d at the server' % i) for i in range(10)]
     assert got == ['Received message %d' % i for i in range(10)]
     assert finish(server, b'quit\n')[0] == []
 
@@ -370,7 +376,7 @@ def test_tut_pair(example):
     where = re.match(r'^server_coro is at (%s);' % LOCATION, first).group(1)
     lines, logs = run(example, 'tut_client.py', ports=ports)
     assert lines == ['server is at %s' % where]
-    got = [read_line(server, 30, 'message %d at the server' % i) for i in range(30)]
+    got = [output_line(server, 30, 'message %d at the server' % i) for i in range(30)]
     check_thirty(got)
     assert finish(server, b'quit\n')[0] == []
 
@@ -389,17 +395,18 @@ def test_remote_channel_pair_deliver_waits_for_two_subscribers(example):
     server, ports, first = start_server(example, 'remote_channel_server.py', 2)
     where = re.match(r'^channel 2clients is at (%s);' % LOCATION, first).group(1)
     client = example('remote_channel_client.py', ports=ports)
-    assert read_line(client, 30, 'the located channel') == 'server is at %s' % where
+    assert output_line(client, 30, 'the located channel') == 'server is at %s' % where
     # the server's coroutine subscribes 2 s after the start: until then the
     # first deliver(n=2) waits
-    assert read_line(server, 30, 'the subscription') == 'receiver subscribed to 2clients'
+    assert output_line(server, 30, 'the subscription') == 'receiver subscribed to 2clients'
     lines, logs = finish(client)
     sender = re.match(r'^Received "message 0" from sender_proc at (%s)$' % LOCATION,
                       lines[0]).group(1)
     received = ['Received "message %d" from sender_proc at %s' % (k, sender) for k in range(10)]
     assert [line for line in lines if line.startswith('Received')] == received
     assert [line for line in lines if not line.startswith('Received')] == ['delivered to: 2'] * 10
-    assert [read_line(server, 30, 'message %d at the server' % k) for k in range(10)] == received
+    at_server = [output_line(server, 30, 'message %d at the server' % k) for k in range(10)]
+    assert at_server == received
     assert finish(server, b'quit\n')[0] == []
 
 
@@ -411,17 +418,17 @@ def test_chat_pair_of_clients_transform_drops_shouting(example):
     read_until(alice, lambda line: line == '    1 joined :-)', 30, 'alice joining')
     bob = example('chat_chan_client.py', ports=ports)
     read_until(bob, lambda line: line == '    2 joined :-)', 30, 'bob joining')
-    assert read_line(alice, 30, 'bob joined, at alice') == '    2 joined :-)'
+    assert output_line(alice, 30, 'bob joined, at alice') == '    2 joined :-)'
 
     alice.stdin.write(b'hello everyone\nSTOP SHOUTING\nsorry\n')
     alice.stdin.flush()
-    assert [read_line(bob, 30, 'alice\'s lines at bob') for _ in range(2)] == [
+    assert [output_line(bob, 30, 'alice\'s lines at bob') for _ in range(2)] == [
         '    1 says: hello everyone', '    1 says: sorry']        # the shout was dropped
-    assert [read_line(alice, 30, 'alice\'s own lines') for _ in range(2)] == [
+    assert [output_line(alice, 30, 'alice\'s own lines') for _ in range(2)] == [
         '    1 says: hello everyone', '    1 says: sorry']
     bob.stdin.write(b'bye\nquit\n')
     bob.stdin.flush()
-    assert [read_line(alice, 30, 'bob leaving, at alice') for _ in range(2)] == [
+    assert [output_line(alice, 30, 'bob leaving, at alice') for _ in range(2)] == [
         '    2 says: bye', '    2 left :-(']
     bob_lines, _ = finish(bob)
     # bob's own line comes back before he unsubscribes; his own 'left' may not
