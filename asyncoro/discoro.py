@@ -1377,7 +1377,8 @@ def _program_parser():
     add = parser.add_argument
     add('-i', '--ip_addr', default=None, help='address to bind to (default: $ASYNCORO_NODE)')
     add('--ext_ip_addr', default=None)
-    add('-u', '--udp_port', type=int, default=51350)
+    add('-u', '--udp_port', type=int, default=None,
+        help='discovery port (default $ASYNCORO_UDP_PORT, else 51350)')
     add('-t', '--tcp_port', type=int, default=0)
     add('-n', '--name', default='discoro_scheduler')
     add('--node', action='append', default=[], metavar='HOST',
@@ -1393,7 +1394,8 @@ def _program_parser():
     add('--zombie_period', type=float, default=10 * MaxPulseInterval,
         help='close a computation whose client is unreachable, or that runs no job, for '
         'this many seconds (0: never)')
-    add('--discoronode_port', type=int, default=DEFAULT_NODE_PORT)
+    add('--discoronode_port', type=int, default=None,
+        help="the nodes' discovery port (default $ASYNCORO_DISCORONODE_PORT, else 51351)")
     add('--clean', action='store_true', help="delete the scheduler's files at start")
     add('--daemon', action='store_true', help='do not read commands from stdin')
     add('-d', '--debug', action='store_true')
@@ -1439,7 +1441,8 @@ def main(argv=None):
         return 1
     scheduler = Scheduler(zombie_period=options.zombie_period,
                           ping_interval=options.ping_interval, clean=options.clean,
-                          discoronode_port=options.discoronode_port, nodes=nodes)
+                          nodes=nodes, **({'discoronode_port': options.discoronode_port}
+                                          if options.discoronode_port else {}))
     print('discoro scheduler ready %s pid=%d' % (rt.location, os.getpid()), flush=True)
     if nodes:
         threading.Thread(target=_check_nodes, args=(scheduler, nodes), daemon=True).start()

@@ -774,8 +774,12 @@ def _parser():
         help='servers to run: 0 one per CPU, n > 0 that many, n < 0 all CPUs but n')
     add('-i', '--ip_addr', default=None, help='address to bind to (default: $ASYNCORO_NODE)')
     add('--ext_ip_addr', default=None)
-    add('-u', '--udp_port', type=int, default=DEFAULT_NODE_PORT)
-    add('--scheduler_port', type=int, default=51350)
+    add('-u', '--udp_port', type=int,
+        default=disasyncoro._env_port('ASYNCORO_DISCORONODE_PORT', DEFAULT_NODE_PORT),
+        help='discovery port (default $ASYNCORO_DISCORONODE_PORT, else 51351)')
+    add('--scheduler_port', type=int,
+        default=disasyncoro._env_port('ASYNCORO_UDP_PORT', disasyncoro.DEFAULT_UDP_PORT),
+        help="the schedulers' discovery port (default $ASYNCORO_UDP_PORT, else 51350)")
     add('--tcp_ports', action='append', default=[],
         help='n or n1-n2, repeatable: the first port is the node\'s, the rest the servers\'')
     add('-n', '--name', default=None)
