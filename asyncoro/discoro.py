@@ -613,6 +613,7 @@ class Computation:
             return 0
         self._closed = True
         answer = self._ask('close', bool(await_async))
+        self._client.closed = True
         if isinstance(answer, _Failure):
             log.warning('closing computation %s: %s', self._id, answer.reason)
             return -1
@@ -658,12 +659,14 @@ class _ClientService(_Service):
         self._results = {}          # remote Coro -> AsyncResult of its value
         self._scheduler = scheduler
         self._gone = None           # why every answer fails: the scheduler is gone
+        self.closed = False         # the computation is closed: the scheduler may go
         if scheduler.location != asyncoro.AsynCoro.instance().location:
             asyncoro.AsynCoro.instance().peer_status(self.coro)
 
     def on_peer(self, status):
         """A scheduler program that goes away fails whatever waits for it."""
-        if status.status == PeerStatus.Offline and status.location == self._scheduler.location:
+        if status.status == PeerStatus.Offline and status.location == self._scheduler.location \
+                and not self.closed:
             self._gone = 'the scheduler at %s is gone' % status.location
             log.warning('%s: its computation ends here', self._gone)
             for slot in self._results.values():
@@ -962,7 +965,8 @@ class _SchedulerService(_Service):
                              for path, rel in package.files]
         turn = gevent.event.AsyncResult()
         self.queue.append((package, turn))
-        self._log(package, 'queued (%d waiting)' % len(self.queue))
+        self._log(package, 'queued, %d ahead of it'
+                  % (len(self.queue) - 1 + (self.current is not None)))
         self._next()
         return turn.get()
 
