@@ -440,6 +440,10 @@ class _NodeService(_Service):
             return
         comp.closing = True
         log.info('computation %x ends here: %s', comp.id, why)
+        if comp.scheduler is not None and not by_scheduler:
+            # first, so that the scheduler places no job on a server being killed
+            self.call(comp.scheduler, 'node_draining', comp.id, self.rt.location.addr,
+                      timeout=2)
         if comp.pid:
             try:
                 os.killpg(comp.pid, signal.SIGKILL)
