@@ -313,7 +313,17 @@ def _run_sync(gen):
 
 # ---------------------------------------------------------------- the computation (client side)
 
+# CPython drops __main__.__file__ once the script's last line has run, and
+# inspect needs it to find a class's source: programs build computations in
+# coroutines that run after that (exit-wait), so remember it now
+_MAIN_FILE = getattr(sys.modules.get('__main__'), '__file__', None)
+
+
 def _source(obj, what):
+    main = sys.modules.get('__main__')
+    if _MAIN_FILE and main is not None and getattr(obj, '__module__', None) == '__main__' \
+            and getattr(main, '__file__', None) is None:
+        main.__file__ = _MAIN_FILE
     try:
         return inspect.getsource(obj)
     except (OSError, TypeError) as exc:

@@ -806,3 +806,29 @@ def main(coro=None):
 asyncoro.Coro(main)
 ''')
     assert lines == ['ended 40 before their CoroCreated 0']
+
+
+def test_a_computation_made_after_the_scripts_last_line_finds_its_class_source(
+        processes, discoronode):
+    # CPython drops __main__.__file__ when the script's last line has run; the
+    # coroutine below builds its Computation after that
+    node, ports = discoronode()
+    lines = client(processes, ports, r'''
+class Point(object):
+    def __init__(self, x):
+        self.x = x
+
+def double(p, coro=None):
+    yield coro.sleep(0)
+    return Point(p.x * 2)
+
+def main(coro=None):
+    yield coro.sleep(0.1)
+    computation = Computation([Point, double])
+    assert (yield computation.schedule()) == 0
+    print('x', (yield computation.run_result(double, Point(21))).x)
+    yield computation.close()
+
+asyncoro.Coro(main)
+''')
+    assert lines == ['x 42']
