@@ -1383,6 +1383,15 @@ class _SchedulerService(_Service):
 
 # ---------------------------------------------------------------- the discoro.py program
 
+def _add_runtime_options(add):
+    """The AsynCoro options the node and scheduler programs share."""
+    add('--dest_path', default=None, help='where files sent here are saved')
+    add('--max_file_size', default=None, help='bytes, or with a k/m/g/t suffix')
+    add('-s', '--secret', default='', help='shared with every peer')
+    add('--certfile', default=None, help='TLS certificate (with --keyfile)')
+    add('--keyfile', default=None)
+
+
 def _program_parser():
     import argparse
     parser = argparse.ArgumentParser(
@@ -1397,11 +1406,7 @@ def _program_parser():
     add('-n', '--name', default='discoro_scheduler')
     add('--node', action='append', default=[], metavar='HOST',
         help='a node in another network (repeatable); nodes here are found by themselves')
-    add('--dest_path', default=None)
-    add('--max_file_size', default=None, help='bytes, or with a k/m/g/t suffix')
-    add('-s', '--secret', default='')
-    add('--certfile', default=None)
-    add('--keyfile', default=None)
+    _add_runtime_options(add)
     add('--pulse_interval', type=float, default=MaxPulseInterval)
     add('--ping_interval', type=float, default=0,
         help='ask for nodes again every this many seconds (0: only at start)')

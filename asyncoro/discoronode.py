@@ -48,7 +48,8 @@ import asyncoro
 import asyncoro.disasyncoro as disasyncoro
 from asyncoro import Location
 from asyncoro.discoro import (DiscoroNodeAvailInfo, DiscoroNodeInfo, _Service,
-                              _run_sync, MinPulseInterval, MaxPulseInterval, DEFAULT_NODE_PORT)
+                              _add_runtime_options, _run_sync, MinPulseInterval,
+                              MaxPulseInterval, DEFAULT_NODE_PORT)
 
 __all__ = []
 
@@ -787,11 +788,7 @@ def _parser():
     add('--tcp_ports', action='append', default=[],
         help='n or n1-n2, repeatable: the first port is the node\'s, the rest the servers\'')
     add('-n', '--name', default=None)
-    add('--dest_path', default=None)
-    add('--max_file_size', default=None, help='bytes, or with a k/m/g/t suffix')
-    add('-s', '--secret', default='')
-    add('--certfile', default=None)
-    add('--keyfile', default=None)
+    _add_runtime_options(add)
     add('--min_pulse_interval', type=float, default=MinPulseInterval)
     add('--max_pulse_interval', type=float, default=MaxPulseInterval)
     add('--zombie_period', type=float, default=10 * MaxPulseInterval,
