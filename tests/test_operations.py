@@ -544,3 +544,17 @@ asyncoro.Coro(main)
     assert lines[1] == 'close -1'
     # the node notices too and is free again (its servers are gone)
     wait_until(lambda: not os.listdir(node.node_dir), 30, 'the node cleaned up')
+
+
+@pytest.mark.parametrize('now, state', [
+    ('17:00', 'open'), ('23:59', 'open'), ('00:00', 'open'), ('06:59', 'open'),
+    ('07:00', 'stopping'), ('07:59', 'stopping'), ('08:00', 'closed'), ('16:59', 'closed'),
+])
+def test_a_service_window_across_midnight(monkeypatch, now, state):
+    # the seed's example: jobs from 5 PM, none new from 7 AM, killed at 8 AM
+    clock = node_program._clock
+    monkeypatch.setattr(node_program, '_now', lambda: clock('now', now))
+    windows = node_program._Windows(clock('start', '17:00'), clock('stop', '07:00'),
+                                    clock('end', '08:00'))
+    assert windows.state() == state
+    assert windows.next_start() == ('' if state == 'open' else ' (service starts at 17:00)')
