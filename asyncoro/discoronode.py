@@ -498,7 +498,7 @@ class _NodeService(_Service):
         comp = self.comp
         if comp is not None and comp.id == comp_id and comp.draining:
             comp.busy.discard(index)
-            if not comp.busy:
+            if not comp.busy and comp.drain_reason is not None:     # drain() has asked all
                 why, rejoin = comp.drain_reason
                 self._end_computation(comp, why, rejoin=rejoin)
         return 0
