@@ -558,3 +558,36 @@ def test_a_service_window_across_midnight(monkeypatch, now, state):
                                     clock('end', '08:00'))
     assert windows.state() == state
     assert windows.next_start() == ('' if state == 'open' else ' (service starts at 17:00)')
+
+
+@pytest.mark.deadline(60)
+def test_node_quit_waits_for_the_jobs_on_every_server(processes, discoronode):
+    node, ports = discoronode(console=True)
+    client = processes(PRIVATE + r'''
+def job(seconds, coro=None):
+    yield coro.sleep(seconds)
+    return seconds
+
+def status(coro=None):
+    coro.set_daemon()
+    started = 0
+    while True:
+        msg = yield coro.receive()
+        if isinstance(msg, DiscoroStatus) and msg.status == Scheduler.CoroCreated:
+            started += 1
+            if started == 2:
+                print('both started', flush=True)
+
+def main(coro=None):
+    computation = Computation([job], status_coro=asyncoro.Coro(status))
+    assert (yield computation.schedule()) == 0
+    print('results', (yield computation.run_results(job, [1.0, 3.0])), flush=True)
+    yield computation.close()
+
+asyncoro.Coro(main)
+''', json.dumps(ports), ready=False)
+    assert read_line(client, 30, 'the jobs start') == 'both started'
+    node.stdin.write(b'quit\n')
+    node.stdin.flush()
+    assert read_line(client, 20, 'the results') == 'results [1.0, 3.0]'
+    assert node.wait(20) == 0
