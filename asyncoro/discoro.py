@@ -203,8 +203,7 @@ class _Service:
     the coroutine itself and must not block."""
 
     def __init__(self, name=None):
-        self._waiting = {}              # request id -> AsyncResult
-        self._asked = {}                # request id -> Location of the service asked
+        self._waiting = {}              # request id -> (AsyncResult, Location asked)
         self._ids = itertools.count(1)
         self.coro = SysCoro(self._serve)
         if name is not None:
@@ -215,9 +214,9 @@ class _Service:
             msg = yield coro.receive()
             if type(msg) is tuple and msg:
                 if msg[0] == REPLY:
-                    waiter = self._waiting.pop(msg[1], None)
-                    if waiter is not None:
-                        waiter.set(msg[2])
+                    waiting = self._waiting.pop(msg[1], None)
+                    if waiting is not None:
+                        waiting[0].set(msg[2])
                     continue
                 handler = getattr(self, 'on_' + msg[0], None) if isinstance(msg[0], str) else None
                 if handler is not None and len(msg) >= 3:
@@ -252,8 +251,8 @@ class _Service:
         """Ask `target` (a service's coroutine) to do `op`; its answer, or
         _TIMEOUT. Blocks the calling greenlet."""
         request_id = next(self._ids)
-        waiter = self._waiting[request_id] = gevent.event.AsyncResult()
-        self._asked[request_id] = target.location
+        waiter = gevent.event.AsyncResult()
+        self._waiting[request_id] = (waiter, target.location)
         try:
             if target.send((op, request_id, self.coro) + args) < 0:
                 return _Failure('%s could not be sent to %s (the log says why)' % (op, target))
@@ -262,14 +261,12 @@ class _Service:
             return _TIMEOUT
         finally:
             self._waiting.pop(request_id, None)
-            self._asked.pop(request_id, None)
 
     def fail_calls(self, location, reason):
         """Calls waiting for an answer from `location` fail now: it is gone
         (a service that gets PeerStatus does this by itself)."""
-        for request_id, asked in list(self._asked.items()):
-            waiter = self._waiting.get(request_id)
-            if asked == location and waiter is not None and not waiter.ready():
+        for waiter, asked in list(self._waiting.values()):
+            if asked == location and not waiter.ready():
                 waiter.set(_Failure(reason))
 
     def tell(self, target, op, *args):
@@ -1481,7 +1478,7 @@ def main(argv=None):
 def _check_nodes(scheduler, nodes):
     """Say which --node hosts did not answer (wrong address, port or secret)."""
     time.sleep(asyncoro._msg_timeout())
-    known = {addr for addr in scheduler._rt._run_here(lambda: list(scheduler._service.nodes))}
+    known = set(scheduler._rt._run_here(lambda: list(scheduler._service.nodes)))
     for addr in nodes:
         if addr not in known:
             log.warning('no discoro node answered at %s (is discoronode.py running there, '

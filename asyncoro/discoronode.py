@@ -441,8 +441,9 @@ class _NodeService(_Service):
             return
         comp.closing = True
         log.info('computation %x ends here: %s', comp.id, why)
-        if comp.scheduler is not None and not by_scheduler:
+        if comp.scheduler is not None and not by_scheduler and not comp.draining:
             # first, so that the scheduler places no job on a server being killed
+            # (drain() told it already)
             self.call(comp.scheduler, 'node_draining', comp.id, self.rt.location.addr,
                       timeout=2)
         if comp.pid:
@@ -510,7 +511,7 @@ class _NodeService(_Service):
         if state != 'open':
             log.info('not in service now%s', self.windows.next_start())
         while not self.quitting:
-            gevent.sleep(0.2)
+            gevent.sleep(self.windows.until_change() + 0.01)
             now = self.windows.state()
             if now == state:
                 continue
@@ -720,8 +721,9 @@ def _clock(option, text):
 
 
 def _now():
-    now = time.localtime()
-    return now.tm_hour * 3600 + now.tm_min * 60 + now.tm_sec
+    now = time.time()
+    local = time.localtime(now)
+    return local.tm_hour * 3600 + local.tm_min * 60 + local.tm_sec + now % 1
 
 
 def _show_clock(seconds):
@@ -742,7 +744,7 @@ class _Windows:
         if stop is None and end is None:
             raise ValueError('--service_start needs --service_stop or --service_end')
         if start is None:
-            self.start = _now()
+            self.start = int(_now())
         if any(x is not None and self._offset(x) == 0 for x in (stop, end)):
             raise ValueError('the service window is empty: stop and end must differ from start')
         if stop is not None and end is not None and self._offset(stop) > self._offset(end):
@@ -764,6 +766,14 @@ class _Windows:
         if end is None or now < end:
             return 'stopping'
         return 'closed'
+
+    def until_change(self):
+        """Seconds until the next start, stop or end (a minute at most, so a
+        change of the clock is noticed)."""
+        now = self._offset(_now())
+        ahead = [(self._offset(x) - now) % _DAY for x in (self.start, self.stop, self.end)
+                 if x is not None]
+        return min([a for a in ahead if a > 0] + [60])
 
     def next_start(self):
         if not self.given or self.state() == 'open':

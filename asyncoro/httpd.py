@@ -206,19 +206,18 @@ def _make_app(monitor, root):
                               'no server %s is known to this monitor' % location)
         return page('server.html', server=server.location, node=server.node.addr)
 
-    @app.get('/node.html')
-    def old_node_page():
-        host = request.query.get('host')
-        if not host:
-            return error_page(400, 'Bad request', 'node.html needs ?host=<node address>')
-        bottle.redirect('/node/' + bottle.urlquote(host, safe=''))
+    def old_page(page_name, param, example):
+        """The original's <page>.html?<param>=... : a redirect to /<page>/<value>."""
+        def redirect():
+            value = request.query.get(param)
+            if not value:
+                return error_page(400, 'Bad request', '%s.html needs ?%s=%s'
+                                  % (page_name, param, example))
+            bottle.redirect('/%s/%s' % (page_name, bottle.urlquote(value, safe='')))
+        app.get('/%s.html' % page_name, callback=redirect)
 
-    @app.get('/server.html')
-    def old_server_page():
-        location = request.query.get('location')
-        if not location:
-            return error_page(400, 'Bad request', 'server.html needs ?location=<addr:port>')
-        bottle.redirect('/server/' + bottle.urlquote(location, safe=''))
+    old_page('node', 'host', '<node address>')
+    old_page('server', 'location', '<addr:port>')
 
     @app.get('/static/<path:path>')
     def static(path):

@@ -90,6 +90,15 @@ def program_env(**extra):
     return env
 
 
+def reap(procs):
+    """Kill each process with its descendants and close its pipes."""
+    for proc in procs:
+        kill_tree(proc)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
 def kill_tree(proc, timeout=5):
     """Kill a subprocess and its descendants by PID, and reap the child."""
     try:
@@ -194,11 +203,7 @@ def processes(tmp_path):
             if line.startswith('ready'):
                 return proc, line[len('ready'):].strip()
     yield start
-    for proc in procs:
-        kill_tree(proc)
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+    reap(procs)
 
 
 def options(**kwargs):
@@ -228,11 +233,7 @@ def services(tmp_path):
                 proc.ready_line = line
                 return proc
     yield start
-    for proc in procs:
-        kill_tree(proc)
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+    reap(procs)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ import urllib.request
 
 import pytest
 
-from conftest import (LOG_LINE, ROOT, free_udp_port, kill_tree, program_env, read_line,
+from conftest import (LOG_LINE, ROOT, free_udp_port, reap, program_env, read_line,
                       split_log)
 
 TIMEOUT = 45
@@ -62,11 +62,7 @@ def example(tmp_path):
     start.folder = folder
     start.tmp = tmp
     yield start
-    for proc in procs:
-        kill_tree(proc)
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream is not None and not stream.closed:
-                stream.close()
+    reap(procs)
 
 
 def finish(proc, stdin=b'', timeout=TIMEOUT):
