@@ -46,6 +46,7 @@ import hashlib
 import hmac
 import io
 import ipaddress
+import itertools
 import json
 import logging
 import os
@@ -538,6 +539,8 @@ _NONCE_SIZE = 32
 _MAC_SIZE = hashlib.sha256().digest_size
 _READ_SIZE = 256 * 1024
 _INLINE_FLUSH = 256 * 1024     # queued bytes at which send() writes at once
+_GATHER_APART = 64 * 1024      # a payload larger than this is queued apart from its header
+_GATHER_MAX = 512              # buffers written by one sendmsg (IOV_MAX is 1024 on Linux)
 _IDLE, _SCHEDULED, _WRITING = range(3)      # Connection write states
 _RLock = _get_original('threading', 'RLock')    # a real lock, even in a patched program
 _PING_MAGIC = b'asyncoro-ping/1 '
@@ -733,20 +736,40 @@ def accept(sock, key, timeout, certfile=None, keyfile=None):
 class Connection:
     """One authenticated peer connection: frames in, frames out.
 
-    `on_frame(conn, payload)` is called in the reader greenlet for each frame,
-    in order; `on_close(conn, reason)` once, when the connection ends for any
-    reason. `send(payload)` queues a frame and never blocks. Writing: the
-    first frame queued on an idle connection schedules a flush at the hub's
-    next turn (a loop callback, not a greenlet), which joins everything queued
-    by then into one non-blocking write; only when the socket will not take
-    it all does a writer greenlet wait for it. A sender that queues more than
-    _INLINE_FLUSH bytes without yielding flushes as it goes, so the far side
-    can start on them. A frame longer than `max_frame_size` closes the
-    connection (reading) or raises FrameError (sending). Everything runs in
-    the hub thread that called `start()`, except `guard_read`/`guard_send`:
-    another thread may call those while that hub is stalled (a coroutine
-    computing without yielding). `_lock` makes the two take turns on the
-    socket, its read buffer and the queued frames."""
+    `on_frame(conn, payload)` is called for each frame, in order;
+    `on_close(conn, reason)` once, when the connection ends for any reason.
+    `send(payload)` queues a frame and never blocks. A frame longer than
+    `max_frame_size` closes the connection (reading) or raises FrameError
+    (sending). Everything runs in the hub thread that called `start()`, except
+    `guard_read`, `guard_send` and `guard_flush`: the guard thread calls those
+    while that hub is stalled (a coroutine computing without yielding).
+
+    Writing: the first frame queued on an idle connection schedules a flush
+    at the hub's next turn (a loop callback, not a greenlet), which writes
+    everything queued by then without blocking, many frames in one system
+    call; only when the socket will not take it all does a writer greenlet
+    wait for it. A sender that queues more than _INLINE_FLUSH bytes without
+    yielding flushes as it goes, so the far side can start on them.
+
+    Who writes (the invariant that keeps a frame from being stranded
+    half-sent):
+
+    - `_lock` is the right to write. Bytes leave `_outbox` only while it is
+      held, and whatever the socket did not take is back at the head of
+      `_outbox` before it is released. So while the lock is free every unsent
+      byte is in `_outbox`, in order, and frames go out whole whoever writes.
+    - `_state`, read and changed only under `_lock` (together with
+      `_outbox`), names the one owner of the writing in the hub: IDLE, no one,
+      and then `_outbox` is empty; SCHEDULED, the hub's flush callback is
+      queued; WRITING, the hub's writer greenlet runs and does not stop while
+      `_outbox` holds a byte. So whenever `_outbox` is not empty, a writer in
+      the hub is on its way.
+    - The guard thread never owns the writing. It writes what the socket takes
+      at once, under the lock, and leaves `_state` alone; the owner finds what
+      is left, or nothing. When the guard queues a frame on an IDLE
+      connection, it makes the hub the owner (SCHEDULED, and the flush
+      callback queued thread-safely) before it lets go of the lock.
+    """
 
     def __init__(self, sock, peer, max_frame_size, on_frame, on_close):
         self.sock = sock
@@ -755,15 +778,18 @@ class Connection:
         self.info = None                    # what the owner learns of the peer
         self._on_frame = on_frame
         self._on_close = on_close
-        self._outbox = collections.deque()  # frames (header + payload) not yet written
-        self._queued = 0                    # their bytes
+        self._outbox = collections.deque()  # bytes to write: frames, or a header and its payload
+        self._sent = 0                      # bytes of _outbox[0] written already
+        self._queued = 0                    # bytes queued since the last flush (a hint)
         self._state = _IDLE
         self._loop = None
+        self._gather = False                # the socket writes a list of buffers at once
         self._drained = None                # gevent Event while someone waits in flush()
         self._reader = None
         self._writer = None
         self._lock = _RLock()
         self._rbuf = bytearray()            # bytes read but not yet a whole frame
+        self._failed = None                 # why reading failed, for the hub to close on
         self.closed = None                  # the reason, once closed
 
     def __repr__(self):
@@ -774,96 +800,152 @@ class Connection:
 
     def start(self):
         self._loop = gevent.get_hub().loop
+        raw = self.sock._sock
+        self._gather = hasattr(raw, 'sendmsg') and not isinstance(raw, ssl.SSLSocket)
         self._reader = gevent.spawn(self._read_loop)
+
+    def _queue(self, payload):
+        """Put a frame at the end of _outbox (the caller holds _lock)."""
+        size = len(payload)
+        if size > _GATHER_APART:        # a big payload goes as it is, never copied
+            self._outbox.append(_FRAME_HEADER.pack(size))
+            self._outbox.append(payload)
+        else:
+            self._outbox.append(_FRAME_HEADER.pack(size) + payload)
+        self._queued += size + 4
 
     def send(self, payload):
         """Queue one frame; FrameError if too large, PeerError if closed."""
         if self.closed:
             raise PeerError('connection to %s is closed (%s)' % (self.peer, self.closed))
-        size = len(payload)
-        if size > self.max_frame_size:
+        if len(payload) > self.max_frame_size:
             raise FrameError('a %d-byte message for %s exceeds max_frame_size=%d'
-                             % (size, self.peer, self.max_frame_size))
-        self._outbox.append(_FRAME_HEADER.pack(size) + payload)
-        self._queued += size + 4
-        if self._state == _IDLE:
-            self._state = _SCHEDULED
-            self._loop.run_callback(self._flush)
-        elif self._state == _SCHEDULED and self._queued > _INLINE_FLUSH:
-            self._flush()
-
-    def _take_queued(self):
-        # popleft, not join-then-clear: another thread may append meanwhile
-        outbox = self._outbox
-        count = len(outbox)
-        data = outbox.popleft() if count == 1 else b''.join([outbox.popleft()
-                                                              for _ in range(count)])
-        self._queued = 0
-        return data
-
-    def _write_now(self):
-        """Write what is queued without blocking (the caller holds _lock);
-        True if all of it went, None if the connection failed."""
-        data = self._take_queued()
-        try:
-            sent = self.sock._sock.send(data)
-        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-            sent = 0
-        except (OSError, ValueError) as exc:
-            self._failed = 'write failed: %s' % exc
-            return None
-        if sent == len(data):
-            return True
-        self._outbox.appendleft(data[sent:])
-        self._queued += len(data) - sent
-        return False
-
-    _failed = None
-
-    def _flush(self):
-        """Write what is queued without blocking; the rest waits for the
-        writer greenlet. (A stale scheduled call finds nothing to do.)"""
-        if self._state != _SCHEDULED or self.closed:
-            return
+                             % (len(payload), self.peer, self.max_frame_size))
+        failed = None
         with self._lock:
-            if not self._outbox:
-                self._state = _IDLE
-                return
-            done = self._write_now()
-        if done is None:
-            self.close(self._failed)
-        elif done:
+            self._queue(payload)
+            if self._state == _IDLE:
+                self._state = _SCHEDULED
+                self._loop.run_callback(self._flush)
+            elif self._state == _SCHEDULED and self._queued > _INLINE_FLUSH:
+                failed = self._write_or_hand_over()
+        if failed:
+            self.close(failed)
+
+    def _write_some(self):
+        """Write from the head of _outbox what the socket takes now (the
+        caller holds _lock). Returns True once _outbox is empty, else the
+        event (_WRITE, or _READ for TLS) to wait for before writing more.
+        Raises OSError or ValueError when the connection failed."""
+        outbox = self._outbox
+        sock = self.sock._sock
+        while outbox:
+            head = outbox[0]
+            if self._sent:
+                head = memoryview(head)[self._sent:]
+            try:
+                if len(outbox) == 1:
+                    sent = sock.send(head)
+                elif self._gather:
+                    sent = sock.sendmsg([head] + list(itertools.islice(outbox, 1, _GATHER_MAX)))
+                else:
+                    sent = sock.send(self._joined(head))
+            except (BlockingIOError, ssl.SSLWantWriteError):
+                return _WRITE
+            except ssl.SSLWantReadError:
+                return _READ
+            self._queued = max(self._queued - sent, 0)
+            offset = self._sent + sent
+            while outbox and offset >= len(outbox[0]):
+                offset -= len(outbox.popleft())
+            self._sent = offset
+            if outbox and offset:       # the socket is full
+                return _WRITE
+        self._queued = 0
+        return True
+
+    def _joined(self, head):
+        """One buffer of the frames at the head of _outbox, at most
+        _GATHER_APART bytes if they are small (for a socket that cannot
+        write a list, TLS); it replaces them there."""
+        outbox = self._outbox
+        if len(head) >= _GATHER_APART:
+            return head
+        parts = [outbox.popleft()[self._sent:]]
+        size = len(parts[0])
+        while outbox and size + len(outbox[0]) <= _GATHER_APART:
+            part = outbox.popleft()
+            parts.append(part)
+            size += len(part)
+        joined = b''.join(parts)
+        outbox.appendleft(joined)
+        self._sent = 0
+        return joined
+
+    def _write_or_hand_over(self):
+        """In the hub, holding _lock: write what the socket takes; if it does
+        not take it all, the writer greenlet becomes the owner. Returns why
+        the connection failed, or None."""
+        try:
+            done = self._write_some()
+        except (OSError, ValueError) as exc:
+            return 'write failed: %s' % exc
+        if done is True:
             self._state = _IDLE
             self._notify_drained()
-        else:
+        elif self._state != _WRITING:
             self._state = _WRITING
-            self._writer = gevent.spawn(self._write_loop)
+            self._writer = gevent.spawn(self._write_loop, done)
+        return None
 
-    def _write_loop(self):
-        try:
-            while self._outbox:
-                with self._lock:
-                    data = self._take_queued()
-                self.sock._send_all(data, None)     # waits for the socket: not under the lock
-        except (OSError, ValueError) as exc:
-            self.close('write failed: %s' % exc)
-            return
-        self._state = _IDLE
-        self._notify_drained()
+    def _flush(self):
+        """The hub's flush callback (a stale one finds nothing to do)."""
+        with self._lock:
+            if self._state != _SCHEDULED or self.closed:
+                return
+            failed = self._write_or_hand_over()
+        if failed:
+            self.close(failed)
+
+    def _write_loop(self, event):
+        """The writer greenlet: waits until the socket takes more, writes,
+        until _outbox is empty. It owns the writing (WRITING) until then."""
+        failed = None
+        while failed is None:
+            try:
+                self.sock._wait(event, None)
+            except OSError:     # the socket was closed under the wait: close() did it all
+                return
+            with self._lock:
+                if self.closed:
+                    return
+                try:
+                    event = self._write_some()
+                except (OSError, ValueError) as exc:
+                    failed = 'write failed: %s' % exc
+                    continue
+                if event is True:
+                    self._state = _IDLE
+                    self._notify_drained()
+                    return
+        self.close(failed)
 
     def guard_send(self, payload):
-        """For another thread while the hub is stalled: queue a frame and
+        """For the guard thread while the hub is stalled: queue a frame and
         write what the socket takes now; the rest goes when the hub is back.
-        False if it could not (the hub is mid-write or the lock is taken):
-        then hand it to the hub instead."""
+        False if the lock is taken (then hand the frame to the hub instead)."""
         if self.closed or not self._lock.acquire(False):
             return False
         try:
-            if self._state == _WRITING:     # a writer greenlet holds frames in flight
+            if self.closed:
                 return False
-            self._outbox.append(_FRAME_HEADER.pack(len(payload)) + payload)
-            done = self._write_now()
-            if not done and self._state == _IDLE:
+            self._queue(payload)
+            try:
+                self._write_some()
+            except (OSError, ValueError) as exc:
+                self._loop.run_callback_threadsafe(self.close, 'write failed: %s' % exc)
+                return True
+            if self._outbox and self._state == _IDLE:
                 self._state = _SCHEDULED
                 self._loop.run_callback_threadsafe(self._flush)
             return True
@@ -871,18 +953,19 @@ class Connection:
             self._lock.release()
 
     def guard_flush(self):
-        """For another thread while the hub is stalled: write frames queued
-        before the stall (a job that blocks right after its coroutine sent
-        them would otherwise hold them back). None, or why it failed."""
-        if self.closed or self._state != _SCHEDULED or not self._outbox or \
-                not self._lock.acquire(False):
+        """For the guard thread while the hub is stalled: write what the
+        socket takes now of the frames queued (a job that blocks right after
+        its coroutine sent them would otherwise hold them back). Returns why
+        the connection failed, or None."""
+        if self.closed or not self._outbox or not self._lock.acquire(False):
             return None
         try:
-            if self._state != _SCHEDULED:
+            if self.closed:
                 return None
-            if self._write_now() is None:
-                return self._failed
-            return None     # the hub's pending _flush finds what is left, or nothing
+            self._write_some()
+            return None
+        except (OSError, ValueError) as exc:
+            return 'write failed: %s' % exc
         finally:
             self._lock.release()
 
@@ -976,11 +1059,13 @@ class Connection:
 
     def close(self, reason='closed'):
         """Close now (queued frames are dropped; flush() first to send them)."""
-        if self.closed:
-            return
-        self.closed = reason
-        self._outbox.clear()
-        self.sock.close()
+        with self._lock:        # not while the guard thread is inside a write
+            if self.closed:
+                return
+            self.closed = reason
+            self._outbox.clear()
+            self._sent = self._queued = 0
+            self.sock.close()
         current = gevent.getcurrent()
         for glet in (self._reader, self._writer):
             if glet is not None and glet is not current:

@@ -587,3 +587,67 @@ asyncoro.Coro(client)
     out, err = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 1
     assert "ValueError: ASYNCORO_UDP_PORT='5135O' is not a port number (1-65535)" in err.decode()
+
+
+SINK_SERVER = r'''
+import sys, json, hashlib, time
+import asyncoro.disasyncoro as asyncoro
+
+rt = asyncoro.AsynCoro(**json.loads(sys.argv[1]))
+
+def sink(coro=None):
+    coro.set_daemon()
+    coro.register('sink')
+    digests = []
+    while True:
+        msg = yield coro.receive()
+        if msg[0] == 'hog':             # stall the whole hub: only the guard thread serves
+            msg[1].send('hogging')
+            time.sleep(msg[2])
+        elif msg[0] == 'data':
+            digests.append(hashlib.sha256(msg[1]).hexdigest())
+        elif msg[0] == 'report':
+            msg[1].send(digests)
+            digests = []
+
+asyncoro.Coro(sink)
+print('ready', rt.location, flush=True)
+sys.stdin.read()
+'''
+
+
+@pytest.mark.deadline(150)
+def test_big_delivers_to_a_stalled_process_are_acknowledged_and_arrive_whole(processes):
+    """20 frames of 16 MiB delivered while the receiver's hub is stalled past
+    the guard's threshold: every deliver is acknowledged within its timeout
+    and every byte arrives (nothing is left half-sent in an outbox)."""
+    port = free_udp_port()
+    server, where = processes(SINK_SERVER, options(node='127.0.0.1', udp_port=port))
+    lines = run_client(processes, r'''
+import sys, json, hashlib, os, time
+import asyncoro.disasyncoro as asyncoro
+asyncoro.AsynCoro(**json.loads(sys.argv[1]))
+
+def client(coro=None):
+    sink = yield asyncoro.Coro.locate('sink', timeout=10)
+    assert (yield sink.deliver(('data', b'warm up'), timeout=10)) == 1   # both ways connected
+    sink.send(('report', coro))
+    yield coro.receive(timeout=10)
+    sink.send(('hog', coro, 6))
+    print('stalled', (yield coro.receive(timeout=10)))
+    sent, acks, slowest = [], [], 0
+    for i in range(20):
+        data = os.urandom(16 << 20)
+        sent.append(hashlib.sha256(data).hexdigest())
+        t0 = time.monotonic()
+        acks.append((yield sink.deliver(('data', data), timeout=10)))
+        slowest = max(slowest, time.monotonic() - t0)
+    print('acks', acks, 'within timeout', slowest < 10)
+    sink.send(('report', coro))
+    got = yield coro.receive(timeout=60)
+    print('arrived whole', got == sent, len(got))
+
+asyncoro.Coro(client)
+''', options(node='127.0.0.1', udp_port=port), timeout=140)
+    assert lines == ['stalled hogging', 'acks %s within timeout True' % ([1] * 20),
+                     'arrived whole True 20']

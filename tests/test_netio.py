@@ -6,11 +6,14 @@ binds to 127.0.0.1, port 0, and every wait has a timeout.
 """
 
 import errno
+import os
 import pickle
 import socket
 import ssl
+import threading
 
 import gevent
+import gevent.event
 import pytest
 
 import asyncoro
@@ -408,3 +411,134 @@ def test_close_from_another_thread_wakes_coroutine():
         wait_until(lambda: conn._waiter._pending, 5, 'the coroutine waiting in recv')
         conn.close()        # from the main thread; the waiter is in the hub thread
         assert reader.value(timeout=5) == errno.EBADF
+
+
+# ---------------------------------------------------------------- Connection: who writes
+
+class _TurnLock:
+    """A Connection's lock that can stop the hub at one chosen moment.
+
+    Once `armed`, the hub thread's first release of the lock after it wrote
+    to the socket stalls the hub (as a coroutine computing without yielding
+    would) until the guard thread is inside its socket send. From then on, the hub thread asking for the
+    lock marks that the hub has gone on."""
+
+    def __init__(self):
+        self._lock = netio._RLock()
+        self.hub = threading.get_ident()
+        self.armed = False
+        self.hub_wrote = False
+        self.stalled = threading.Event()        # the guard may act now
+        self.guard_in_send = threading.Event()
+        self.hub_went_on = threading.Event()
+
+    def acquire(self, blocking=True):
+        if threading.get_ident() == self.hub and self.guard_in_send.is_set():
+            self.hub_went_on.set()
+        return self._lock.acquire(blocking)
+
+    __enter__ = acquire
+
+    def release(self):
+        self._lock.release()
+        if self.armed and self.hub_wrote and threading.get_ident() == self.hub and \
+                not self._lock._is_owned():
+            self.armed = False
+            self.stalled.set()
+            self.guard_in_send.wait(10)
+
+    def __exit__(self, *exc_info):
+        self.release()
+
+
+class _GuardSendWaits:
+    """A connection's raw socket whose sends from the guard thread wait until
+    the hub has gone on (the guard blocked in send with the GIL released)."""
+
+    def __init__(self, sock, turns):
+        self._sock = sock
+        self._turns = turns
+
+    def _hold_guard(self):
+        if threading.get_ident() == self._turns.hub:
+            self._turns.hub_wrote = True
+        else:
+            self._turns.guard_in_send.set()
+            self._turns.hub_went_on.wait(10)
+
+    def send(self, data):
+        self._hold_guard()
+        return self._sock.send(data)
+
+    def sendmsg(self, buffers):
+        self._hold_guard()
+        return self._sock.sendmsg(buffers)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+@pytest.mark.deadline(40)
+def test_guard_writing_while_the_hub_hands_over_strands_no_bytes():
+    """The hub writes part of a frame and is stalled right after; the guard
+    thread writes on and is still inside its send when the hub goes on. Every
+    byte must arrive without another frame being sent to wake the connection."""
+    client, server = connected_pair()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    closed = []
+    conn = netio.Connection(client, 'the test peer', netio.DEFAULT_MAX_FRAME_SIZE,
+                            lambda conn, payload: None, lambda conn, why: closed.append(why))
+    turns = _TurnLock()
+    conn._lock = turns
+    conn.sock._sock = _GuardSendWaits(conn.sock._sock, turns)
+    conn.start()
+    payload = os.urandom(4 << 20)       # far more than the socket buffers hold
+    expected = netio.frame(payload)
+    hub = gevent.get_hub()
+    guard_done = gevent.event.Event()
+    guard_result = []
+
+    def guard():
+        turns.stalled.wait(10)
+        guard_result.append(conn.guard_flush())
+        hub.loop.run_callback_threadsafe(guard_done.set)
+
+    def hub_goes_on():
+        gevent.idle()       # the hub has run everything it had to do
+        turns.hub_went_on.set()
+
+    def receive():
+        guard_done.wait(10)
+        server.settimeout(3)
+        received = bytearray()
+        try:
+            while len(received) < len(expected):
+                chunk = server.recv(1 << 20)
+                if not chunk:
+                    break
+                received += chunk
+        except socket.timeout:      # nothing more came: some bytes were stranded
+            pass
+        return bytes(received)
+
+    guard_thread = threading.Thread(target=guard, daemon=True)
+    guard_thread.start()
+    try:
+        conn.send(payload)
+        turns.armed = True
+        gevent.spawn(hub_goes_on)
+        receiver = gevent.spawn(receive)
+        received = receiver.get(timeout=30)
+        guard_thread.join(10)
+        assert turns.stalled.is_set() and turns.guard_in_send.is_set(), \
+            'the interleaving was not forced'
+        assert guard_result == [None]
+        assert len(received) == len(expected), \
+            '%d of %d bytes arrived' % (len(received), len(expected))
+        assert received == expected
+        assert conn.flush(5)
+        assert not closed
+    finally:
+        conn.close()
+        server.close()
