@@ -1251,6 +1251,11 @@ class AsynCoro(metaclass=Singleton):
         coroutines are done; higher priority first."""
         self._atexit.append((priority, len(self._atexit), func, args, kwargs))
 
+    def _drop_atexit(self, func):
+        """Withdraw the exit hooks that would call `func` (so that what they
+        hold, a computation closed early say, can go)."""
+        self._atexit = [hook for hook in self._atexit if hook[2] != func]
+
     def join(self, show_running=False):
         """For threads: wait until every non-daemon coroutine has finished;
         the runtime keeps running."""

@@ -676,9 +676,15 @@ class AsynCoro(asyncoro.AsynCoro):
         except (OSError, netio.PeerError) as exc:
             peer.connecting = None
             peer.errors += 1
-            dropped, peer.pending = len(peer.pending), []
-            log.warning('cannot reach peer %s (%s)%s', location, exc,
-                        '; %d queued requests dropped' % dropped if dropped else '')
+            # requests that wait for an answer fail to their callers; messages
+            # that nobody waits for, and a peer with another secret, are worth
+            # a warning (a peer that just went away is not)
+            lost = len(peer.pending) - len(peer.requests)
+            peer.pending = []
+            log.log(logging.WARNING if lost > 0 or isinstance(exc, netio.AuthError)
+                    else logging.DEBUG,
+                    'cannot reach peer %s (%s)%s', location, exc,
+                    '; %d queued messages dropped' % lost if lost > 0 else '')
             self._fail_requests(peer)
             if peer.online and peer.errors >= MaxConnectionErrors:
                 self._set_offline(peer)
@@ -828,6 +834,14 @@ class AsynCoro(asyncoro.AsynCoro):
                 for sub in [s for s in channel._subscribers
                             if getattr(s, '_remote', False) and s.location == peer.location]:
                     channel._subscribers.pop(sub, None)
+
+    def _ended(self, coro):
+        super()._ended(coro)
+        receivers = self._status_receivers
+        for index, receiver in enumerate(receivers):
+            if receiver is coro:        # a finished receiver is no longer told (nor kept)
+                del receivers[index]
+                break
 
     def _announce(self, peer, status):
         for receiver in list(self._status_receivers):

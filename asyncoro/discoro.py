@@ -263,11 +263,18 @@ class _Service:
             self._waiting.pop(request_id, None)
 
     def fail_calls(self, location, reason):
-        """Calls waiting for an answer from `location` fail now: it is gone
-        (a service that gets PeerStatus does this by itself)."""
+        """Calls waiting for an answer from `location` (None: from anyone)
+        fail now: it is gone (a service that gets PeerStatus does this by
+        itself)."""
         for waiter, asked in list(self._waiting.values()):
-            if asked == location and not waiter.ready():
+            if (location is None or asked == location) and not waiter.ready():
                 waiter.set(_Failure(reason))
+
+    def stop(self, reason='the service stopped'):
+        """End this service: its coroutine ends and the calls still waiting
+        for an answer fail with `reason`."""
+        self.fail_calls(None, reason)
+        self.coro.terminate()
 
     def tell(self, target, op, *args):
         """`op` for `target`, wanting no answer."""
@@ -464,8 +471,16 @@ class Computation:
         if self._closed:
             raise DiscoroError('computation %s was closed' % self._id)
         rt = asyncoro.AsynCoro.instance()
-        scheduler = rt._run_here(SysCoro.locate, 'discoro_scheduler', location,
-                                 asyncoro._msg_timeout())
+        scheduler = None
+        if location is None and _last_scheduler[0] is not None:
+            # the scheduler of this client's last computation, asked alone
+            # first: a broadcast would also ask every server of the last
+            # computation, which may be going away just now
+            scheduler = rt._run_here(SysCoro.locate, 'discoro_scheduler', _last_scheduler[0],
+                                     asyncoro._msg_timeout())
+        if scheduler is None:
+            scheduler = rt._run_here(SysCoro.locate, 'discoro_scheduler', location,
+                                     asyncoro._msg_timeout())
         if scheduler is None:
             log.warning('no scheduler answered at %s within %ss (is discoro.py running, or '
                         'Scheduler() called? same secret?)', location or 'any peer',
@@ -482,6 +497,7 @@ class Computation:
             log.warning('scheduling computation %s failed: %s', self._id, answer.reason)
             return -1
         self.scheduler = scheduler
+        _last_scheduler[0] = scheduler.location
         rt.atexit(10, self._close_at_exit)
         return 0
 
@@ -493,6 +509,8 @@ class Computation:
         if self.scheduler is None:
             raise DiscoroError('computation %s is not scheduled (call schedule() first)'
                                % self._id)
+        if self._closed and op != 'close':
+            raise DiscoroError('computation %s is closed' % self._id)
         rt = asyncoro.AsynCoro.instance()
         return rt._run_here(self._client.call, self.scheduler, op, self._id, *args,
                             timeout=timeout)
@@ -620,11 +638,16 @@ class Computation:
             return 0
         self._closed = True
         answer = self._ask('close', bool(await_async))
-        self._client.closed = True
+        rt = asyncoro.AsynCoro.instance()
+        rt._drop_atexit(self._close_at_exit)
+        rt._run_here(self._client.stop, 'computation %s is closed' % self._id)
         if isinstance(answer, _Failure):
             log.warning('closing computation %s: %s', self._id, answer.reason)
             return -1
         return 0
+
+
+_last_scheduler = [None]      # where this client's last computation found its scheduler
 
 
 def _upload_dir(comp_id):
@@ -655,6 +678,7 @@ class _Package:
         self.last_contact = time.monotonic()    # the client last answered (or asked)
         self.last_active = time.monotonic()     # a job ran or ended, or the client asked
         self.closing = False
+        self.ended = None           # the scheduler's gevent Event, set when it is closed
 
 
 class _ClientService(_Service):
@@ -684,6 +708,16 @@ class _ClientService(_Service):
         if self._gone:
             return _Failure(self._gone)
         return super().call(target, op, *args, timeout=timeout)
+
+    def stop(self, reason='the service stopped'):
+        """The computation is closed: the scheduler may go, and results still
+        awaited will not come."""
+        self.closed = True
+        self._gone = reason
+        for slot in self._results.values():
+            if not slot.ready():
+                slot.set(DiscoroError(reason))
+        super().stop(reason)
 
     def _slot(self, rcoro):
         slot = self._results.get(rcoro)
@@ -970,6 +1004,7 @@ class _SchedulerService(_Service):
             folder = os.path.join(self._rt.dest_path, _upload_dir(package.id))
             package.files = [(os.path.join(folder, rel, os.path.basename(path)), rel)
                              for path, rel in package.files]
+        package.ended = gevent.event.Event()     # made here: a package travels pickled
         turn = gevent.event.AsyncResult()
         self.queue.append((package, turn))
         self._log(package, 'queued, %d ahead of it'
@@ -1026,8 +1061,7 @@ class _SchedulerService(_Service):
         remote = package.client_location != self._rt.location
         check = max(1.0, min(package.pulse_interval, zombie_period / 5.0))
         while self.current is package:
-            gevent.sleep(check)
-            if self.current is not package:
+            if package.ended.wait(check):
                 return
             now = time.monotonic()
             if remote and not isinstance(self.call(package.client, 'ping', timeout=check),
@@ -1051,7 +1085,8 @@ class _SchedulerService(_Service):
         off closes no connection, so only the missing pulses tell."""
         limit = 5 * package.pulse_interval
         while self.current is package:
-            gevent.sleep(package.pulse_interval)
+            if package.ended.wait(package.pulse_interval):
+                return
             now = time.monotonic()
             for node in list(self.nodes.values()):
                 if node.status == Scheduler.NodeInitialized and now - node.last_pulse > limit:
@@ -1368,6 +1403,7 @@ class _SchedulerService(_Service):
         self._status(Scheduler.ComputationClosed, package.public_id)
         self._remove_files(package)
         self.current = None
+        package.ended.set()
         for _where, waiter in self.placements:
             waiter.set(None)
         self.placements.clear()

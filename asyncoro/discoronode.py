@@ -322,7 +322,7 @@ def _avail_info(location, path):
 class _Computation:
     __slots__ = ('id', 'client_location', 'pulse_interval', 'cpus', 'scheduler', 'pid',
                  'servers', 'locations', 'closing', 'setup_result', 'last_active',
-                 'server_coros', 'draining', 'busy', 'drain_reason')
+                 'server_coros', 'draining', 'busy', 'drain_reason', 'ended')
 
     def __init__(self, comp_id, client_location, pulse_interval, cpus):
         self.id = comp_id
@@ -340,6 +340,7 @@ class _Computation:
         self.closing = False
         self.setup_result = None
         self.last_active = time.monotonic()
+        self.ended = gevent.event.Event()     # set once it has ended here
 
 
 class _NodeService(_Service):
@@ -440,6 +441,7 @@ class _NodeService(_Service):
         if comp.closing:
             return
         comp.closing = True
+        comp.ended.set()
         log.info('computation %x ends here: %s', comp.id, why)
         if comp.scheduler is not None and not by_scheduler and not comp.draining:
             # first, so that the scheduler places no job on a server being killed
@@ -614,7 +616,8 @@ class _NodeService(_Service):
                 if misses >= 5:
                     self._end_computation(comp, 'the scheduler missed 5 pulses')
                     return
-            gevent.sleep(interval)
+            if comp.ended.wait(interval):
+                return
 
     def on_peer(self, status):
         comp = self.comp

@@ -648,14 +648,14 @@ def frame(payload):
 def _recv_handshake_frame(sock, deadline, peer):
     header = sock._recv_exact(4, deadline, partial_ok=False)
     if len(header) < 4:
-        raise AuthError('%s closed the connection during the handshake' % peer)
+        raise PeerError('%s closed the connection during the handshake' % peer)
     size = _FRAME_HEADER.unpack(header)[0]
     if size > HANDSHAKE_LIMIT:
         raise AuthError('%s sent a %d-byte frame during the handshake (at most %d); '
                         'not an asyncoro peer?' % (peer, size, HANDSHAKE_LIMIT))
     data = sock._recv_exact(size, deadline, partial_ok=False)
     if len(data) < size:
-        raise AuthError('%s closed the connection during the handshake' % peer)
+        raise PeerError('%s closed the connection during the handshake' % peer)
     return data
 
 

@@ -832,3 +832,48 @@ def main(coro=None):
 asyncoro.Coro(main)
 ''')
     assert lines == ['x 42']
+
+
+RETENTION_COUNTS = r'''
+import gc
+def retained():
+    """What closed computations could leave behind in this process."""
+    gc.collect()
+    rt = asyncoro.AsynCoro.instance()
+    names = ('Computation', '_ClientService', '_Package')
+    objects = {name: 0 for name in names}
+    for obj in gc.get_objects():
+        name = type(obj).__name__
+        if name in objects and type(obj).__module__.startswith('asyncoro'):
+            objects[name] += 1
+    objects['system coroutines'] = sum(1 for c in list(rt._coros.values())
+                                       if isinstance(c, asyncoro.SysCoro))
+    objects['exit hooks'] = len(rt._atexit)
+    return objects
+'''
+
+
+@pytest.mark.deadline(240)
+def test_closed_computations_leave_nothing_behind_in_the_client(processes, discoronode):
+    node, ports = discoronode(cpus=1)
+    lines = client(processes, ports, RETENTION_COUNTS + r'''
+def double(x):
+    return 2 * x
+
+def main(coro=None):
+    counts = []
+    for i in range(50):
+        computation = Computation([double])
+        assert (yield computation.schedule()) == 0
+        assert (yield computation.run_result(double, i)) == 2 * i
+        yield computation.close()
+        del computation
+        if i in (0, 49):
+            counts.append(retained())
+    print(json.dumps(counts))
+
+asyncoro.Coro(main)
+''', timeout=220)
+    first, last = json.loads(lines[-1])
+    assert last == first, 'after 1 computation: %s; after 50: %s' % (first, last)
+    assert (first['Computation'], first['_ClientService'], first['exit hooks']) == (0, 0, 0)

@@ -591,3 +591,69 @@ asyncoro.Coro(main)
     node.stdin.flush()
     assert read_line(client, 20, 'the results') == 'results [1.0, 3.0]'
     assert node.wait(20) == 0
+
+
+# ---------------------------------------------------------------- nothing stays behind
+
+SCHEDULER_WITH_COUNTS = r'''
+import gc, json, sys, threading
+import asyncoro.disasyncoro as asyncoro
+import asyncoro.discoro as discoro
+
+def retained():
+    """What closed computations could leave behind in this scheduler."""
+    gc.collect()
+    rt = asyncoro.AsynCoro.instance()
+    objects = {'_Package': 0, 'Greenlet': 0}
+    for obj in gc.get_objects():
+        name = type(obj).__name__
+        if name in objects:
+            objects[name] += 1
+    objects['system coroutines'] = sum(1 for c in list(rt._coros.values())
+                                       if isinstance(c, asyncoro.SysCoro))
+    objects['exit hooks'] = len(rt._atexit)
+    return objects
+
+def serve_counts():
+    for _ in sys.stdin:
+        print('counts', json.dumps(asyncoro.AsynCoro.instance()._run_here(retained)), flush=True)
+
+threading.Thread(target=serve_counts, daemon=True).start()
+sys.exit(discoro.main(sys.argv[1:]))
+'''
+
+BACK_TO_BACK = CLIENT + r'''
+def double(x):
+    return 2 * x
+
+def main(n, coro=None):
+    for i in range(n):
+        computation = Computation([double])
+        assert (yield computation.schedule()) == 0
+        assert (yield computation.run_result(double, i)) == 2 * i
+        yield computation.close()
+    print('done', n, flush=True)
+
+asyncoro.Coro(main, int(sys.argv[2]))
+'''
+
+
+@pytest.mark.deadline(240)
+def test_closed_computations_leave_nothing_behind_in_the_scheduler_program(
+        processes, discoronode, tmp_path):
+    node, ports = discoronode(cpus=1)
+    scheduler = processes(SCHEDULER_WITH_COUNTS, '-u', ports['scheduler'], '--discoronode_port',
+                          ports['node'], '--dest_path', tmp_path / 'scheduler', '--daemon',
+                          ready=False)
+    wait_for_line(scheduler, 30, 'the ready line', lambda line: 'scheduler ready' in line)
+    counts = []
+    for n in (1, 49):
+        client = processes(BACK_TO_BACK, json.dumps(ports), n, ready=False)
+        code, lines, logs = finish(client, 200)
+        assert (code, lines) == (0, ['done %d' % n]), logs
+        scheduler.stdin.write(b'\n')
+        scheduler.stdin.flush()
+        line = wait_for_line(scheduler, 30, 'the counts', lambda l: l.startswith('counts'))
+        counts.append(json.loads(line.split(None, 1)[1]))
+    assert counts[1] == counts[0], 'after 1 computation: %s; after 50: %s' % tuple(counts)
+    assert counts[0]['_Package'] == 0
