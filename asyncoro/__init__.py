@@ -44,6 +44,7 @@ import gevent.event
 import greenlet
 from gevent.monkey import get_original as _get_original
 
+from asyncoro.failure import AsyncoroError, spawn
 from asyncoro.netio import (serialize, deserialize, unserialize, Location,
                             AsyncSocket, AsynCoroSocket)
 
@@ -55,7 +56,7 @@ __all__ = ['AsyncSocket', 'AsynCoroSocket', 'Coro', 'AsynCoro', 'Lock', 'RLock',
            'AsyncDBCursor', 'Singleton', 'logger', 'serialize', 'deserialize',
            'unserialize', 'Logger']
 
-MsgTimeout = 10
+MsgTimeout = 10         # its one home: asyncoro.disasyncoro and asyncoro.discoro show this one
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,6 @@ _GeneratorType = types.GeneratorType
 _FAST_STREAK = 256
 # Idle worker greenlets kept for reuse; beyond that they end.
 _MAX_IDLE_WORKERS = 256
-
-
-class AsyncoroError(Exception):
-    """Base of the errors this package raises itself."""
 
 
 class WrongContextError(AsyncoroError, RuntimeError):
@@ -932,6 +929,26 @@ class Coro:
                 monitor.send(MonitorException(self, info))
 
 
+def _msg_timeout():
+    """MsgTimeout as the program has set it, on whichever module."""
+    return MsgTimeout
+
+
+class _ShowsMsgTimeout(types.ModuleType):
+    """The class of the modules that show the core's MsgTimeout as their own
+    (asyncoro.disasyncoro, asyncoro.discoro): reading or assigning
+    `module.MsgTimeout` there reads or assigns this module's."""
+
+    @property
+    def MsgTimeout(self):
+        return _msg_timeout()
+
+    @MsgTimeout.setter
+    def MsgTimeout(self, value):
+        global MsgTimeout
+        MsgTimeout = value
+
+
 def _location_copy(rt):
     """A copy of the runtime's Location (callers may change theirs), or None."""
     loc = rt.location
@@ -1109,7 +1126,7 @@ class AsynCoro(metaclass=Singleton):
                 result.append((False, exc))
             finally:
                 done.release()
-        self._call_threadsafe(gevent.spawn, call)
+        self._call_threadsafe(spawn, call)
         done.acquire()
         ok, value = result[0]
         if not ok:
@@ -1306,9 +1323,9 @@ class AsynCoro(metaclass=Singleton):
         done = _allocate_lock()
         done.acquire()
         self._call_threadsafe(self._terminate_all, done)
-        done.acquire(timeout=MsgTimeout)
+        done.acquire(timeout=_msg_timeout())
         self._call_threadsafe(self._stopped.set)
-        if self._thread_ended.acquire(timeout=MsgTimeout):
+        if self._thread_ended.acquire(timeout=_msg_timeout()):
             self._thread_ended.release()
         with _SINGLETON_LOCK:
             if AsynCoro._instance is self:

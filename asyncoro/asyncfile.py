@@ -27,6 +27,7 @@ import time
 
 import gevent
 
+from asyncoro.failure import spawn
 from asyncoro.netio import AsyncSocket, _FdWaiter, _READ, _WRITE
 
 __all__ = ['AsyncFile', 'AsyncPipe', 'Popen']
@@ -289,11 +290,11 @@ class AsyncPipe:
             raise ValueError('%s has no stdin pipe to send input to' % (self,))
         jobs = {}
         if self.stdin is not None:
-            jobs['stdin'] = gevent.spawn(_run_captured, self._feed, input)
+            jobs['stdin'] = spawn(_run_captured, self._feed, input)
         for name in ('stdout', 'stderr'):
             afile = getattr(self, name)
             if afile is not None:
-                jobs[name] = gevent.spawn(_run_captured, afile.read)
+                jobs[name] = spawn(_run_captured, afile.read)
         try:
             done = gevent.joinall(list(jobs.values()), timeout=timeout)
             if len(done) < len(jobs):

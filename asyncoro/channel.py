@@ -18,6 +18,7 @@ import time
 import gevent
 import gevent.event
 
+from asyncoro.failure import spawn
 from asyncoro import AsynCoro, Coro, _get_ident, _location_copy, _remote_factory, _runtime
 
 __all__ = ['Channel', 'CategorizeMessages']
@@ -186,7 +187,7 @@ class Channel:
                     self._subscribers.pop(subscriber, None)
             else:     # channels and remote coroutines: in parallel
                 left = None if deadline is None else max(deadline - time.monotonic(), 0)
-                others.append(gevent.spawn(subscriber.deliver, message, left))
+                others.append(spawn(subscriber.deliver, message, left))
         if others:
             left = None if deadline is None else max(deadline - time.monotonic(), 0)
             gevent.joinall(others, timeout=left)

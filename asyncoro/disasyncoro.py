@@ -19,9 +19,10 @@ How it works:
   this runtime opened to it (opened on demand, kept open), so everything sent
   from one process to another arrives in order. A connection the peer opened
   carries only the peer's frames to us.
-- A frame is a pickled tuple `(kind, ...)`; `_HANDLERS[kind]` handles it.
+- A frame is a pickled tuple `(kind, ...)`; `HANDLERS[kind]` handles it
+  (asyncoro.handlers).
   Requests that want an answer carry a request id; the answer comes back as a
-  `REPLY` frame and wakes the waiting greenlet (`_call`).
+  `REPLY` frame and wakes the waiting greenlet (`request`).
 - Discovery: a signed JSON ping broadcast only on the bound address's own
   network (127.255.255.255 when bound to 127.0.0.1). Who hears a ping from a
   runtime it does not know connects to it; the connection's first frame
@@ -35,12 +36,12 @@ How it works:
   order of each connection's frames is kept.
 """
 
-import errno
 import itertools
 import logging
 import os
 import select
 import socket
+import sys
 import tempfile
 import time
 
@@ -49,19 +50,22 @@ import gevent.event
 
 import asyncoro
 from asyncoro import (AsyncSocket, AsynCoroSocket, AsyncThreadPool, AsyncDBCursor,  # noqa: F401
-                      CategorizeMessages, Channel, Condition, Coro, Event,
-                      HotSwapException, Location, Lock, Logger, MonitorException, RLock,
-                      Semaphore, Singleton, deserialize, logger, serialize, unserialize,
-                      AsyncoroError, WrongContextError, _current_coro, _get_ident,
-                      _REMOTE_FACTORIES, _runtime)
+                      CategorizeMessages, Channel, Condition, Coro, Event,    # (the core's
+                      HotSwapException, Location, Lock, Logger, MonitorException,  # names
+                      RLock, Semaphore, Singleton, deserialize, logger, serialize,  # are this
+                      unserialize, AsyncoroError, WrongContextError, _get_ident)  # module's)
 from asyncoro import netio
+from asyncoro.failure import spawn
+from asyncoro.handlers import (BYE, DEL_FILE, DELIVER, FAILED, FILE_BEGIN, FILE_CHUNK,
+                               FILE_END, HANDLERS, INFO, LOCATE, REPLY, SEND, drop_transfer,
+                               local_coro)
+from asyncoro.remote import RCI, PeerStatus, SysCoro
 
 __all__ = asyncoro.__all__ + ['PeerStatus', 'RCI', 'SysCoro', 'MsgTimeout',
                               'MaxConnectionErrors']
 
 log = logging.getLogger(__name__)
 
-MsgTimeout = asyncoro.MsgTimeout
 MaxConnectionErrors = 10
 DEFAULT_UDP_PORT = 51350
 
@@ -73,323 +77,10 @@ STALL = 0.25
 _sleep = asyncoro._get_original('time', 'sleep')
 
 
-def _msg_timeout():
-    # programs assign asyncoro.MsgTimeout on this module (or the package)
-    return globals()['MsgTimeout']
+_msg_timeout = asyncoro._msg_timeout
 
 
 # request kinds: the first element of every frame
-INFO = 'info'               # first frame on a connection: who is connecting
-INFO_ACK = 'info-ack'       # the answer on that connection: who was reached
-SEND = 'send'               # message to a coroutine
-DELIVER = 'deliver'         # message to a coroutine, acknowledged
-REPLY = 'reply'             # the answer to a request that carried a request id
-TERMINATE = 'terminate'
-MONITOR = 'monitor'
-LOCATE = 'locate'
-CHANNEL_SUBSCRIBE = 'ch-sub'
-CHANNEL_UNSUBSCRIBE = 'ch-unsub'
-CHANNEL_SEND = 'ch-send'
-CHANNEL_DELIVER = 'ch-deliver'
-RCI_CALL = 'rci'
-FILE_BEGIN = 'file-begin'
-FILE_CHUNK = 'file-chunk'
-FILE_END = 'file-end'
-DEL_FILE = 'del-file'
-BYE = 'bye'                 # the peer is closing its side deliberately
-
-_HANDLERS = {}      # kind -> handler(runtime, connection, request)
-
-
-def handler(kind):
-    def register(func):
-        _HANDLERS[kind] = func
-        return func
-    return register
-
-
-_FAILED = object()          # a request whose peer went away: the caller gets its failure value
-
-
-class PeerStatus:
-    """Sent to `peer_status` receivers as peers come (Online) and go (Offline)."""
-
-    Offline, Online = 0, 1
-
-    def __init__(self, location, name, status):
-        self.location = location
-        self.name = name
-        self.status = status
-
-    def __repr__(self):
-        return '<PeerStatus %s %s %s>' % (self.name, self.location,
-                                          'Online' if self.status else 'Offline')
-
-
-# ---------------------------------------------------------------- remote references
-
-class _RemoteCoro(Coro):
-    """A Coro of another process: `send`, `deliver`, `terminate`, `monitor`
-    (as the watched one), `name`, `location`, `==`, `hash` and pickling work;
-    the rest is local only."""
-
-    __slots__ = ('_where', '_rprefix', '_head', '_link')
-    _remote = True
-
-    def __init__(self, name, coro_id, location):     # not super().__init__: that would start a coroutine
-        prefix = name[0] if name[:1] in ('~', '!') else '~'
-        self._rprefix = prefix
-        self._name = name[1:] if name[:1] in ('~', '!') else name
-        self._id = coro_id
-        self._rt = _runtime()
-        self._where = self._rt._intern(location)
-        self._head = (SEND, coro_id, prefix + self._name)     # every send starts so
-        self._link = None       # the _Peer it was last sent through (see send)
-
-    @property
-    def location(self):
-        return Location(self._where.addr, self._where.port)
-
-    def __repr__(self):
-        return '%s%s/%s@%s' % (self._rprefix, self._name, self._id, self._where)
-
-    __str__ = __repr__
-
-    def __reduce__(self):
-        return (asyncoro._rebuild_coro, (self._rprefix + self._name, self._id, self._where))
-
-    def _ref(self):
-        return (self._id, self._rprefix + self._name)
-
-    def send(self, message):
-        # fast path: the peer it was sent through last time is still the
-        # current one and connected, and we are in the hub thread
-        peer = self._link
-        rt = self._rt
-        if peer is not None and peer.out is not None and not peer.gone and \
-                _get_ident() == rt._tid:
-            try:
-                payload = netio.dumps(self._head + (message,))
-            except Exception:       # the slow path says what is wrong with it
-                return rt._send_request(self._where, self._head + (message,), self)
-            if len(payload) <= rt._max_frame_size:
-                peer.out.send(payload)
-                return 0
-        result = rt._send_request(self._where, self._head + (message,), self)
-        self._link = rt._peers.get(self._where)
-        return result
-
-    def deliver(self, message, timeout=None):
-        return self._rt._call(self._where, DELIVER, self._ref() + (message,), timeout,
-                              on_timeout=0, on_failure=-1)
-
-    def terminate(self):
-        return self._rt._send_request(self._where, (TERMINATE,) + self._ref())
-
-    def throw(self, *args):
-        log.warning('throw to %s refused: only local coroutines can be thrown at', self)
-        return -1
-
-    def notify(self, monitor):
-        if not isinstance(monitor, Coro):
-            return -1
-        return self._rt._call(self._where, MONITOR, self._ref() + (monitor,), _msg_timeout(),
-                              on_timeout=-1, on_failure=-1)
-
-    def is_alive(self):
-        log.warning('is_alive of remote coroutine %s is not known here', self)
-        return None
-
-    def _local_only(self, what):
-        log.warning('%s() of remote coroutine %s is not possible', what, self)
-        return None
-
-    def value(self, timeout=None):
-        return self._local_only('value')
-
-    def finish(self, timeout=None):
-        return self._local_only('finish')
-
-    def register(self, name=None):
-        log.warning('register of remote coroutine %s refused', self)
-        return -1
-
-    unregister = register
-
-    def receive(self, timeout=None, alarm_value=None):
-        raise WrongContextError('receive() of %s: only a coroutine itself can receive' % self)
-
-    recv = receive
-
-    def sleep(self, timeout=None, alarm_value=None):
-        raise WrongContextError('sleep() of %s: only a coroutine itself can sleep' % self)
-
-    suspend = sleep
-
-    def resume(self, update=None):
-        return -1 if self._local_only('resume') is None else 0
-
-    wakeup = resume
-
-    def set_daemon(self, flag=True):
-        return -1
-
-    def hot_swap(self, target, *args, **kwargs):
-        return -1
-
-    def hot_swappable(self, flag):
-        return -1
-
-
-class _RemoteChannel(Channel):
-    """A Channel of another process: subscribe, unsubscribe, send and deliver
-    go to its owner."""
-
-    _remote = True
-
-    def __init__(self, name, location):     # not Channel.__init__: that would add a local channel
-        self._name = name
-        self._where = location
-        self._rt = _runtime()
-        self._transform = None
-        self._subscribers = {}
-
-    @property
-    def location(self):
-        return Location(self._where.addr, self._where.port)
-
-    def __repr__(self):
-        return '~%s@%s' % (self._name, self._where)
-
-    __str__ = __repr__
-
-    def __reduce__(self):
-        return (asyncoro.channel._rebuild_channel, (self._name, self._where))
-
-    def subscribe(self, subscriber, timeout=None):
-        if not isinstance(subscriber, (Coro, Channel)):
-            return -1
-        return self._rt._call(self._where, CHANNEL_SUBSCRIBE, (self._name, subscriber), timeout,
-                              on_timeout=-1, on_failure=-1)
-
-    def unsubscribe(self, subscriber, timeout=None):
-        return self._rt._call(self._where, CHANNEL_UNSUBSCRIBE, (self._name, subscriber), timeout,
-                              on_timeout=-1, on_failure=-1)
-
-    def send(self, message):
-        return self._rt._send_request(self._where, (CHANNEL_SEND, self._name, message),
-                                      what='message for channel %s' % self)
-
-    def deliver(self, message, timeout=None, n=0):
-        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-            return -1
-        return self._rt._call(self._where, CHANNEL_DELIVER, (self._name, message, timeout, n),
-                              None if timeout is None else timeout + _msg_timeout(),
-                              on_timeout=0, on_failure=-1)
-
-    def register(self):
-        return -1
-
-    unregister = register
-
-    def set_transform(self, transform):
-        return -1
-
-    def close(self):
-        log.warning('close of remote channel %s ignored', self)
-
-
-_REMOTE_FACTORIES['coro'] = _RemoteCoro
-_REMOTE_FACTORIES['channel'] = _RemoteChannel
-
-
-class SysCoro(Coro):
-    """A system coroutine: named with '!', a daemon, found by SysCoro.locate
-    (never by Coro.locate)."""
-
-    __slots__ = ()
-    _prefix = '!'
-    _start_daemon = True
-    _registry_kind = 'syscoro'
-
-    def register(self, name=None):
-        return self._rt._run_here(self._rt._register, 'syscoro', name or self._name, self)
-
-    def unregister(self, name=None):
-        return self._rt._run_here(self._rt._unregister, 'syscoro', name or self._name, self)
-
-
-class RCI:
-    """Remote Coroutine Interface: `RCI(method, name=None)` publishes a
-    generator function so that other processes can start coroutines of it:
-    `rci = yield RCI.locate('name')`; `rcoro = yield rci(*args, **kwargs)`."""
-
-    def __init__(self, method, name=None):
-        if method is not None and not asyncoro._inspect_target(method)[0]:
-            raise RuntimeError('RCI method %r must be a generator function' % (method,))
-        self._method = method
-        self._name = name or method.__name__
-        self._where = _runtime().location
-
-    @property
-    def name(self):
-        return self._name
-
-    @property
-    def location(self):
-        return Location(self._where.addr, self._where.port)
-
-    def __repr__(self):
-        return '<RCI %s@%s>' % (self._name, self._where)
-
-    def __eq__(self, other):
-        return isinstance(other, RCI) and (self._name, self._where) == (other._name, other._where)
-
-    def __hash__(self):
-        return hash((self._name, self._where))
-
-    def __reduce__(self):
-        return (_rebuild_rci, (self._name, self._where))
-
-    def register(self):
-        """Publish under its name; -1 if that name is taken."""
-        if self._method is None:
-            return -1
-        rt = _runtime()
-        return rt._run_here(rt._register, 'rci', self._name, self)
-
-    def unregister(self):
-        rt = _runtime()
-        return rt._run_here(rt._unregister, 'rci', self._name, self)
-
-    @staticmethod
-    def locate(name, location=None, timeout=None):
-        """Ask `location`, or every peer, for an RCI registered as `name`."""
-        rt = _runtime()
-        return rt._run_here(rt._locate, 'rci', name, location, timeout, False)
-
-    def __call__(self, *args, **kwargs):
-        """Start the coroutine at the RCI's host; returns it (a remote Coro).
-        Raises Exception with the host's message if it fails there; None if
-        no answer came."""
-        rt = _runtime()
-        if self._method is not None and self._where == rt.location:
-            return Coro(self._method, *args, **kwargs)
-        result = rt._call(self._where, RCI_CALL, (self._name, args, kwargs), _msg_timeout(),
-                          on_timeout=None, on_failure=None)
-        if result is None:
-            return None
-        ok, value = result
-        if not ok:
-            raise Exception(value)      # API.md §4.3: the original raises Exception
-        return value
-
-
-def _rebuild_rci(name, location):
-    rci = RCI(None, name)
-    rci._where = location
-    return rci
-
 
 # ---------------------------------------------------------------- peers
 
@@ -528,14 +219,14 @@ class AsynCoro(asyncoro.AsynCoro):
 
     def _start_network(self, listener):
         self._listener = AsyncSocket(listener)
-        gevent.spawn(self._accept_loop)
+        spawn(self._accept_loop)
         self._udp = None
         try:
             self._udp = netio.udp_socket(self._udp_port)
         except OSError as exc:
             log.warning('discovery disabled: cannot bind udp port %s: %s', self._udp_port, exc)
         if self._udp is not None:
-            gevent.spawn(self._udp_loop)
+            spawn(self._udp_loop)
             if self._discover:
                 self.discover_peers()
         self._beat_timer = self._loop.timer(BEAT, BEAT)
@@ -555,7 +246,7 @@ class AsynCoro(asyncoro.AsynCoro):
                 log.warning('accept on %s failed: %s', self._location, exc)
                 gevent.sleep(0.1)
                 continue
-            gevent.spawn(self._serve_incoming, sock, addr)
+            spawn(self._serve_incoming, sock, addr)
 
     def _serve_incoming(self, sock, addr):
         peer = '%s:%s' % addr[:2]
@@ -584,7 +275,7 @@ class AsynCoro(asyncoro.AsynCoro):
         try:
             request = netio.loads(payload)
             kind = request[0]
-            handle = _HANDLERS.get(kind)
+            handle = HANDLERS.get(kind)
         except Exception as exc:      # anything a malformed frame raises while unpickling
             log.warning('malformed frame from %s (%s: %s); connection closed',
                         conn.peer, type(exc).__name__, exc)
@@ -602,7 +293,7 @@ class AsynCoro(asyncoro.AsynCoro):
         if conn.closed:
             return
         try:
-            handle = _HANDLERS.get(kind)
+            handle = HANDLERS.get(kind)
         except TypeError:      # an unhashable "kind"
             handle = None
         if handle is None or (conn.info is None and kind != INFO):
@@ -614,8 +305,11 @@ class AsynCoro(asyncoro.AsynCoro):
         except Exception:     # our bug in a handler: log it, keep the connection
             log.error('handling %s from %s failed', kind, conn.peer, exc_info=True)
 
-    def _reply(self, conn, request_id, value):
-        self._send_request(conn.info, (REPLY, request_id, value), what='reply')
+    def reply(self, conn, request_id, value):
+        """Answer the request `request_id` that came on `conn` (the answer
+        goes on our own connection to that peer, like all we send it).
+        0, or -1 if it could not be sent (the reason is logged)."""
+        return self.send_frame(conn.info, (REPLY, request_id, value), what='reply')
 
     # ------------------------------------------------ frames out
 
@@ -631,13 +325,13 @@ class AsynCoro(asyncoro.AsynCoro):
             peer = self._peers[location] = _Peer(location)
         return peer
 
-    def _send_request(self, location, request, what='request'):
+    def send_frame(self, location, request, what='request'):
         """Queue `request` for the peer at `location` (connecting on demand).
         Returns 0, or -1 if it cannot be pickled or sent. Any thread.
         `what` names the request in messages (a remote coroutine stands for
         'message for <it>'); this is the path of every remote send."""
         if _get_ident() != self._tid:
-            return self._run_here(self._send_request, location, request, what)
+            return self._run_here(self.send_frame, location, request, what)
         peer = self._peers.get(location)
         if peer is None and location == self._location:
             log.warning('%s for this runtime itself (%s) dropped: the coroutine or channel is '
@@ -647,7 +341,7 @@ class AsynCoro(asyncoro.AsynCoro):
             payload = netio.dumps(request)
         except Exception as exc:      # whatever pickling raises: the caller's data is at fault
             if isinstance(request[-1], MonitorException):
-                return self._send_request(location, request[:-1] + (_picklable_monitor(request[-1]),),
+                return self.send_frame(location, request[:-1] + (_picklable_monitor(request[-1]),),
                                           what)
             log.warning('%s to %s cannot be pickled: %s: %s', _what(what), location,
                         type(exc).__name__, exc)
@@ -663,7 +357,7 @@ class AsynCoro(asyncoro.AsynCoro):
         else:
             peer.pending.append(payload)
             if peer.connecting is None:
-                peer.connecting = gevent.spawn(self._connect, peer)
+                peer.connecting = spawn(self._connect, peer)
         return 0
 
     def _connect(self, peer):
@@ -713,7 +407,7 @@ class AsynCoro(asyncoro.AsynCoro):
         for transfer in [t for t, entry in self._files.items() if entry[4] is conn]:
             log.warning('file transfer %s from %s cut off (%s); partial file removed',
                         transfer, location, reason)
-            _drop_transfer(self, transfer)
+            drop_transfer(self, transfer)
         log.debug('connection %s closed: %s', conn, reason)
         if peer.out is None and not peer.incoming and peer.connecting is None:
             self._set_offline(peer)
@@ -722,21 +416,21 @@ class AsynCoro(asyncoro.AsynCoro):
         for request_id in list(peer.requests):
             waiter = self._replies.get(request_id)
             if waiter is not None and not waiter.ready():
-                waiter.set(_FAILED)
+                waiter.set(FAILED)
         peer.requests.clear()
 
-    def _call(self, location, kind, fields, timeout, on_timeout, on_failure):
+    def request(self, location, kind, fields, timeout, on_timeout, on_failure):
         """Send a request that wants an answer and wait for it (blocks the
         calling greenlet). Returns the answer, `on_timeout` after `timeout`
         seconds, `on_failure` if the peer cannot be reached. Any thread."""
         if _get_ident() != self._tid:
-            return self._run_here(self._call, location, kind, fields, timeout, on_timeout,
+            return self._run_here(self.request, location, kind, fields, timeout, on_timeout,
                                   on_failure)
         request_id = next(self._request_ids)
         waiter = self._replies[request_id] = gevent.event.AsyncResult()
         peer = self._peer(location) if location != self._location else None
         try:
-            if peer is None or self._send_request(location, (kind, request_id) + fields,
+            if peer is None or self.send_frame(location, (kind, request_id) + fields,
                                                   what=kind) < 0:
                 return on_failure
             peer.requests.add(request_id)
@@ -744,7 +438,7 @@ class AsynCoro(asyncoro.AsynCoro):
                 answer = waiter.get(timeout=timeout)
             except gevent.Timeout:
                 return on_timeout
-            return on_failure if answer is _FAILED else answer
+            return on_failure if answer is FAILED else answer
         finally:
             self._replies.pop(request_id, None)
             if peer is not None:
@@ -786,17 +480,17 @@ class AsynCoro(asyncoro.AsynCoro):
             return
         if kind == SEND or kind == DELIVER:
             coro_id, name, message = request[-3:]
-            coro = _local_coro(self, coro_id, name)
+            coro = local_coro(self, coro_id, name)
             alive = coro is not None and coro.is_alive()
             if alive:
                 self._call_threadsafe(coro._send_here, message)
             elif kind == SEND:
-                self._call_threadsafe(_handle_send, self, conn, request)    # it logs the drop
+                self._call_threadsafe(HANDLERS[SEND], self, conn, request)    # it logs the drop
             if kind == DELIVER:
                 reply = netio.dumps((REPLY, request[1], 1 if alive else -1))
                 peer = self._peers.get(conn.info)
                 if peer is None or peer.out is None or not peer.out.guard_send(reply):
-                    self._call_threadsafe(self._reply, conn, request[1], 1 if alive else -1)
+                    self._call_threadsafe(self.reply, conn, request[1], 1 if alive else -1)
             return
         self._call_threadsafe(self._dispatch, conn, request, kind)
 
@@ -813,7 +507,7 @@ class AsynCoro(asyncoro.AsynCoro):
         log.debug('peer %s (%s) online', peer.location, peer.name)
         self._announce(peer, PeerStatus.Online)
         for kind, name, waiter in list(self._locators):
-            gevent.spawn(self._ask, peer.location, kind, name, waiter)
+            spawn(self._ask, peer.location, kind, name, waiter)
 
     def _forget(self, peer):
         peer.gone = True
@@ -891,7 +585,7 @@ class AsynCoro(asyncoro.AsynCoro):
         if peer.out is not None:
             return 0
         if peer.connecting is None:
-            peer.connecting = gevent.spawn(self._connect, peer)
+            peer.connecting = spawn(self._connect, peer)
         peer.connecting.join(timeout=_msg_timeout() * 2)
         if peer.out is not None:
             peer.ready.wait(_msg_timeout())
@@ -945,7 +639,7 @@ class AsynCoro(asyncoro.AsynCoro):
                 self.discover_peers()
             peer = self._peers.get(location)
             if peer is None or (peer.out is None and peer.connecting is None):
-                self._peer(location).connecting = gevent.spawn(self._connect, self._peer(location))
+                self._peer(location).connecting = spawn(self._connect, self._peer(location))
 
     def locate(self, name, timeout=None):
         """The Location of the peer named `name`, asking peers if need be;
@@ -991,7 +685,7 @@ class AsynCoro(asyncoro.AsynCoro):
             if location == self._location:
                 return self._locate_local(kind, name, timeout)
         if location is not None:
-            return self._call(location, LOCATE, (kind, name), timeout, on_timeout=None,
+            return self.request(location, LOCATE, (kind, name), timeout, on_timeout=None,
                               on_failure=None)
         waiter = gevent.event.AsyncResult()
         entry = (kind, name, waiter)
@@ -999,7 +693,7 @@ class AsynCoro(asyncoro.AsynCoro):
         try:
             for peer in list(self._peers.values()):
                 if peer.online:
-                    gevent.spawn(self._ask, peer.location, kind, name, waiter)
+                    spawn(self._ask, peer.location, kind, name, waiter)
             try:
                 return waiter.get(timeout=timeout)
             except gevent.Timeout:
@@ -1008,7 +702,7 @@ class AsynCoro(asyncoro.AsynCoro):
             self._locators.remove(entry)
 
     def _ask(self, location, kind, name, waiter):
-        found = self._call(location, LOCATE, (kind, name), _msg_timeout(), on_timeout=None,
+        found = self.request(location, LOCATE, (kind, name), _msg_timeout(), on_timeout=None,
                            on_failure=None)
         if found is not None and not waiter.ready():
             waiter.set(found)
@@ -1036,7 +730,7 @@ class AsynCoro(asyncoro.AsynCoro):
             return -1
         meta = (dir or '', os.path.basename(file), stat.st_size, stat.st_mtime, stat.st_atime,
                 stat.st_mode & 0o7777, bool(overwrite))
-        answer = self._call(location, FILE_BEGIN, meta, timeout, on_timeout=None, on_failure=None)
+        answer = self.request(location, FILE_BEGIN, meta, timeout, on_timeout=None, on_failure=None)
         if answer is None or answer == -1:
             return -1
         if answer == 'same':
@@ -1048,15 +742,15 @@ class AsynCoro(asyncoro.AsynCoro):
                     chunk = source.read(netio.FILE_CHUNK)
                     if not chunk:
                         break
-                    if self._call(location, FILE_CHUNK, (transfer, chunk), timeout,
+                    if self.request(location, FILE_CHUNK, (transfer, chunk), timeout,
                                   on_timeout=-1, on_failure=-1) != 0:
                         return -1
         except OSError as exc:
             log.warning('send_file: reading %s failed: %s', file, exc)
-            self._call(location, FILE_END, (transfer, False), timeout, on_timeout=-1,
+            self.request(location, FILE_END, (transfer, False), timeout, on_timeout=-1,
                        on_failure=-1)
             return -1
-        return self._call(location, FILE_END, (transfer, True), timeout, on_timeout=-1,
+        return self.request(location, FILE_END, (transfer, True), timeout, on_timeout=-1,
                           on_failure=-1)
 
     def del_file(self, location, file, dir=None, timeout=None):
@@ -1064,7 +758,7 @@ class AsynCoro(asyncoro.AsynCoro):
         directories that leaves empty (up to its dest_path). 0 or -1."""
         if dir and os.path.isabs(dir):
             return -1
-        return self._call(location, DEL_FILE, (dir or '', os.path.basename(file)),
+        return self.request(location, DEL_FILE, (dir or '', os.path.basename(file)),
                           _msg_timeout() if timeout is None else timeout,
                           on_timeout=-1, on_failure=-1)
 
@@ -1106,270 +800,6 @@ def _picklable_monitor(exc):
     return MonitorException(coro, (kind, type(value)))
 
 
-# ---------------------------------------------------------------- handlers
-
-def _local_coro(rt, coro_id, name):
-    """The live local coroutine a reference names; None if it is gone (or the
-    id now belongs to another one)."""
-    coro = rt._coros.get(coro_id)
-    if coro is not None and name[1:] == coro._name and name[0] == coro._prefix:
-        return coro
-    return None
-
-
-@handler(INFO)
-def _handle_info(rt, conn, request):
-    _, location, name, version = request
-    if conn.info is not None:
-        log.warning('second INFO from %s; connection closed', conn.peer)
-        conn.close('protocol error')
-        return
-    if version != asyncoro.__version__:
-        log.warning('peer %s runs version %s, this runtime %s', location, version,
-                    asyncoro.__version__)
-    conn.info = location
-    peer = rt._peer(location)
-    peer.incoming.add(conn)
-    conn.send(netio.dumps((INFO_ACK, rt._name)))
-    rt._set_online(peer, name)
-
-
-@handler(INFO_ACK)
-def _handle_info_ack(rt, conn, request):
-    peer = rt._peers.get(conn.info)
-    if peer is not None and peer.out is conn:
-        rt._set_online(peer, request[1])
-
-
-@handler(BYE)
-def _handle_bye(rt, conn, request):
-    peer = rt._peers.get(conn.info)
-    if peer is not None:
-        rt._set_offline(peer)
-
-
-@handler(SEND)
-def _handle_send(rt, conn, request):       # the path of every remote message: keep it lean
-    _, coro_id, name, message = request
-    coro = _local_coro(rt, coro_id, name)
-    if coro is not None:
-        coro.send(message)
-    else:
-        log.warning('message from %s for %s/%s dropped: no such coroutine here',
-                    conn.info, name, coro_id)
-
-
-@handler(DELIVER)
-def _handle_deliver(rt, conn, request):
-    _, request_id, coro_id, name, message = request
-    coro = _local_coro(rt, coro_id, name)
-    rt._reply(conn, request_id, -1 if coro is None else coro.deliver(message))
-
-
-@handler(REPLY)
-def _handle_reply(rt, conn, request):
-    _, request_id, value = request
-    waiter = rt._replies.get(request_id)
-    if waiter is not None and not waiter.ready():
-        waiter.set(value)
-
-
-@handler(TERMINATE)
-def _handle_terminate(rt, conn, request):
-    coro = _local_coro(rt, request[1], request[2])
-    if coro is not None:
-        coro.terminate()
-
-
-@handler(MONITOR)
-def _handle_monitor(rt, conn, request):
-    _, request_id, coro_id, name, monitor = request
-    coro = _local_coro(rt, coro_id, name)
-    rt._reply(conn, request_id, -1 if coro is None else coro.notify(monitor))
-
-
-@handler(LOCATE)
-def _handle_locate(rt, conn, request):
-    _, request_id, kind, name = request
-    if kind == 'peer':
-        found = rt._location if name == rt._name else None
-    else:
-        found = rt._registry.get((kind, name))
-    rt._reply(conn, request_id, found)
-
-
-def _local_channel(rt, name):
-    channel = rt._channels.get(name)
-    return channel if channel is not None and not channel._closed else None
-
-
-@handler(CHANNEL_SUBSCRIBE)
-def _handle_subscribe(rt, conn, request):
-    _, request_id, name, subscriber = request
-    channel = _local_channel(rt, name)
-    rt._reply(conn, request_id, -1 if channel is None else channel.subscribe(subscriber))
-
-
-@handler(CHANNEL_UNSUBSCRIBE)
-def _handle_unsubscribe(rt, conn, request):
-    _, request_id, name, subscriber = request
-    channel = _local_channel(rt, name)
-    rt._reply(conn, request_id, -1 if channel is None else channel.unsubscribe(subscriber))
-
-
-@handler(CHANNEL_SEND)
-def _handle_channel_send(rt, conn, request):
-    channel = _local_channel(rt, request[1])
-    if channel is None:
-        log.warning('message from %s for channel %s dropped: no such channel', conn.info,
-                    request[1])
-    else:
-        channel.send(request[2])
-
-
-@handler(CHANNEL_DELIVER)
-def _handle_channel_deliver(rt, conn, request):
-    _, request_id, name, message, timeout, n = request
-    channel = _local_channel(rt, name)
-    if channel is None:
-        rt._reply(conn, request_id, -1)
-        return
-
-    def deliver():     # it may wait for subscribers: not in the reader greenlet
-        rt._reply(conn, request_id, channel.deliver(message, timeout, n))
-    gevent.spawn(deliver)
-
-
-@handler(RCI_CALL)
-def _handle_rci(rt, conn, request):
-    _, request_id, name, args, kwargs = request
-    rci = rt._registry.get(('rci', name))
-    if rci is None:
-        rt._reply(conn, request_id, (False, 'RCI %r is not registered at %s' % (name, rt._location)))
-        return
-    try:
-        coro = Coro(rci._method, *args, **kwargs)
-    except Exception as exc:     # bad arguments: the caller gets the message
-        rt._reply(conn, request_id, (False, 'RCI %r at %s: %s: %s'
-                                     % (name, rt._location, type(exc).__name__, exc)))
-        return
-    rt._reply(conn, request_id, (True, coro))
-
-
-@handler(FILE_BEGIN)
-def _handle_file_begin(rt, conn, request):
-    _, request_id, subdir, name, size, mtime, atime, mode, overwrite = request
-    try:
-        target = netio.transfer_target(rt._dest_path, subdir, name)
-    except ValueError as exc:
-        log.warning('file from %s refused: %s', conn.info, exc)
-        rt._reply(conn, request_id, -1)
-        return
-    if rt.max_file_size and size > rt.max_file_size:
-        log.warning('file %s from %s refused: %d bytes > max_file_size=%d', name, conn.info,
-                    size, rt.max_file_size)
-        rt._reply(conn, request_id, -1)
-        return
-    if os.path.isfile(target):
-        st = os.stat(target)
-        if st.st_size == size and (st.st_mode & 0o7777) == mode and abs(st.st_mtime - mtime) <= 1:
-            rt._reply(conn, request_id, 'same')
-            return
-        if not overwrite:
-            log.warning('file %s from %s refused: it exists and differs (overwrite=False)',
-                        target, conn.info)
-            rt._reply(conn, request_id, -1)
-            return
-    try:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        partial = '%s.part-%s' % (target, request_id)
-        out = open(partial, 'wb')
-    except OSError as exc:
-        log.warning('file %s from %s: %s', target, conn.info, exc)
-        rt._reply(conn, request_id, -1)
-        return
-    transfer = '%s/%s' % (conn.info, request_id)
-    rt._files[transfer] = (out, target, partial, (size, mtime, atime, mode), conn)
-    rt._reply(conn, request_id, transfer)
-
-
-def _drop_transfer(rt, transfer):
-    out, target, partial, meta, conn = rt._files.pop(transfer)
-    out.close()
-    try:
-        os.remove(partial)
-    except OSError:      # already gone: nothing left to clean
-        pass
-
-
-@handler(FILE_CHUNK)
-def _handle_file_chunk(rt, conn, request):
-    _, request_id, transfer, chunk = request
-    entry = rt._files.get(transfer)
-    if entry is None or entry[4].info != conn.info:
-        rt._reply(conn, request_id, -1)
-        return
-    out, target, partial, (size, _, _, _), _ = entry
-    try:
-        out.write(chunk)
-        if out.tell() > size:
-            raise OSError(errno.EFBIG, 'more data than announced (%d bytes)' % size)
-    except OSError as exc:
-        log.warning('file %s from %s: %s; dropped', target, conn.info, exc)
-        _drop_transfer(rt, transfer)
-        rt._reply(conn, request_id, -1)
-        return
-    rt._reply(conn, request_id, 0)
-
-
-@handler(FILE_END)
-def _handle_file_end(rt, conn, request):
-    _, request_id, transfer, complete = request
-    entry = rt._files.get(transfer)
-    if entry is None:
-        rt._reply(conn, request_id, -1)
-        return
-    out, target, partial, (size, mtime, atime, mode), _ = entry
-    if not complete or out.tell() != size:
-        if complete:
-            log.warning('file %s from %s: %d of %d bytes arrived; dropped', target, conn.info,
-                        out.tell(), size)
-        _drop_transfer(rt, transfer)
-        rt._reply(conn, request_id, -1)
-        return
-    del rt._files[transfer]
-    out.close()
-    try:
-        os.chmod(partial, mode)
-        os.utime(partial, (atime, mtime))
-        os.replace(partial, target)
-    except OSError as exc:
-        log.warning('file %s from %s: %s', target, conn.info, exc)
-        rt._reply(conn, request_id, -1)
-        return
-    rt._reply(conn, request_id, 0)
-
-
-@handler(DEL_FILE)
-def _handle_del_file(rt, conn, request):
-    _, request_id, subdir, name = request
-    try:
-        target = netio.transfer_target(rt._dest_path, subdir, name)
-        os.remove(target)
-    except (ValueError, OSError) as exc:
-        log.warning('del_file from %s: %s', conn.info, exc)
-        rt._reply(conn, request_id, -1)
-        return
-    root = os.path.realpath(rt._dest_path)
-    parent = os.path.dirname(target)
-    while parent != root and parent.startswith(root + os.sep):
-        try:
-            os.rmdir(parent)
-        except OSError:     # not empty: the clean-up stops here
-            break
-        parent = os.path.dirname(parent)
-    rt._reply(conn, request_id, 0)
-
 
 # ---------------------------------------------------------------- the package face
 
@@ -1379,3 +809,5 @@ asyncoro._RUNTIME_CLASS[0] = AsynCoro
 for _name in ('AsynCoro', 'PeerStatus', 'RCI', 'SysCoro', 'MaxConnectionErrors'):
     setattr(asyncoro, _name, globals()[_name])
 del _name
+# MsgTimeout read or assigned here is the core's (programs do either)
+sys.modules[__name__].__class__ = asyncoro._ShowsMsgTimeout

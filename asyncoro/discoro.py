@@ -48,7 +48,7 @@ import gevent
 import gevent.event
 
 import asyncoro.disasyncoro as asyncoro
-from asyncoro import _stop_value
+from asyncoro import _ShowsMsgTimeout, _stop_value
 from asyncoro.disasyncoro import (Coro, Location, MonitorException, PeerStatus, SysCoro,
                                   Singleton)
 
@@ -58,12 +58,12 @@ __all__ = ['Scheduler', 'Computation', 'DiscoroStatus', 'DiscoroCoroInfo', 'Coro
 log = logging.getLogger(__name__)
 
 # programs read asyncoro.discoro.MinPulseInterval with `asyncoro` bound to either
-# the package or asyncoro.disasyncoro
+# the package or asyncoro.disasyncoro; MsgTimeout here is the core's
 asyncoro.discoro = sys.modules[__name__]
+sys.modules[__name__].__class__ = _ShowsMsgTimeout
 
 MinPulseInterval = 10
 MaxPulseInterval = 100
-MsgTimeout = asyncoro.MsgTimeout
 DEFAULT_NODE_PORT = 51351
 REPLY = 'reply'
 

@@ -201,7 +201,7 @@ def _server_main(spec, index, port, namespace):
     pid_file = os.path.join(node_dir, 'discoroproc-%d.pid' % index)
     with open(pid_file, 'w') as f:
         f.write(str(os.getpid()))
-    disasyncoro.MsgTimeout = spec['msg_timeout']
+    asyncoro.MsgTimeout = spec['msg_timeout']
     rt = disasyncoro.AsynCoro(node=spec['bind_addr'], tcp_port=port, udp_port=spec['udp_port'],
                               ext_ip_addr=spec['ext_ip_addr'],
                               name='%s_proc-%d' % (spec['name'], index), discover_peers=False,
@@ -489,7 +489,7 @@ class _NodeService(_Service):
                  comp.id, why)
         self.tell(comp.scheduler, 'node_draining', comp.id, self.rt.location.addr)
         for index, coro in list(comp.server_coros.items()):
-            running = self.call(coro, 'drain', timeout=asyncoro._msg_timeout())
+            running = self.call(coro, 'drain', timeout=disasyncoro._msg_timeout())
             if isinstance(running, int) and running > 0:
                 comp.busy.add(index)
         if not comp.busy and self.comp is comp:
@@ -973,7 +973,7 @@ def main(argv=None):
     zygote = _start_zygote()
     level = logging.DEBUG if options.debug else logging.INFO
     asyncoro.logger.setLevel(level)
-    asyncoro.MsgTimeout = disasyncoro.MsgTimeout = options.msg_timeout
+    asyncoro.MsgTimeout = options.msg_timeout
     if not options.ip_addr:
         options.ip_addr = disasyncoro._default_node()
     try:

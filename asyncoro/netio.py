@@ -64,6 +64,8 @@ import gevent.event
 import gevent.socket
 from gevent.monkey import get_original as _get_original
 
+from asyncoro.failure import spawn
+
 __all__ = ['serialize', 'deserialize', 'unserialize', 'Location', 'AsyncSocket',
            'AsynCoroSocket']
 
@@ -802,7 +804,12 @@ class Connection:
         self._loop = gevent.get_hub().loop
         raw = self.sock._sock
         self._gather = hasattr(raw, 'sendmsg') and not isinstance(raw, ssl.SSLSocket)
-        self._reader = gevent.spawn(self._read_loop)
+        self._reader = spawn(self._read_loop, fail=self._died)
+
+    def _died(self, failure):
+        """The reader or writer greenlet died of a bug (logged): the
+        connection cannot go on."""
+        self.close('internal error: %s' % failure)
 
     def _queue(self, payload):
         """Put a frame at the end of _outbox (the caller holds _lock)."""
@@ -895,7 +902,7 @@ class Connection:
             self._notify_drained()
         elif self._state != _WRITING:
             self._state = _WRITING
-            self._writer = gevent.spawn(self._write_loop, done)
+            self._writer = spawn(self._write_loop, done, fail=self._died)
         return None
 
     def _flush(self):

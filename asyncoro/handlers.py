@@ -1,0 +1,326 @@
+"""asyncoro.handlers: the wire's request kinds and its one dispatch table.
+
+What it owns: the kinds of frame one runtime sends another (`SEND`,
+`DELIVER`, `REPLY`, `LOCATE`, the file transfer kinds, ...; the first
+element of every frame), `HANDLERS` (kind -> handler) with the `handler`
+decorator that fills it, and the handlers of the distributed layer itself.
+Other layers register their kinds here too (asyncoro.service). Nothing here
+is public API.
+
+How it works: the runtime (asyncoro.disasyncoro) unpickles each frame of an
+authenticated connection and calls `HANDLERS[frame[0]](runtime, connection,
+frame)` in the connection's reader greenlet, in the order frames came; the
+guard thread, while the hub is stalled, calls the same handlers through the
+hub (it answers `deliver`s itself, see AsynCoro._on_guard_frame). A
+handler must not block: one that waits (channel deliver) spawns. A request
+that wants an answer carries a request id; the handler answers with
+`runtime.reply(connection, request_id, value)`.
+"""
+
+import errno
+import logging
+import os
+
+import asyncoro
+from asyncoro import Coro, netio
+from asyncoro.failure import spawn
+
+__all__ = []
+
+log = logging.getLogger(__name__)
+
+INFO = 'info'               # first frame on a connection: who is connecting
+INFO_ACK = 'info-ack'       # the answer on that connection: who was reached
+SEND = 'send'               # message to a coroutine
+DELIVER = 'deliver'         # message to a coroutine, acknowledged
+REPLY = 'reply'             # the answer to a request that carried a request id
+TERMINATE = 'terminate'
+MONITOR = 'monitor'
+LOCATE = 'locate'
+CHANNEL_SUBSCRIBE = 'ch-sub'
+CHANNEL_UNSUBSCRIBE = 'ch-unsub'
+CHANNEL_SEND = 'ch-send'
+CHANNEL_DELIVER = 'ch-deliver'
+RCI_CALL = 'rci'
+FILE_BEGIN = 'file-begin'
+FILE_CHUNK = 'file-chunk'
+FILE_END = 'file-end'
+DEL_FILE = 'del-file'
+BYE = 'bye'                 # the peer is closing its side deliberately
+
+HANDLERS = {}       # kind -> handler(runtime, connection, request)
+
+
+def handler(kind):
+    """Decorator: the function handles frames of `kind`."""
+    def register(func):
+        HANDLERS[kind] = func
+        return func
+    return register
+
+
+FAILED = object()           # a request whose peer went away: the caller gets its failure value
+
+
+def local_coro(rt, coro_id, name):
+    """The live local coroutine a reference names; None if it is gone (or the
+    id now belongs to another one)."""
+    coro = rt._coros.get(coro_id)
+    if coro is not None and name[1:] == coro._name and name[0] == coro._prefix:
+        return coro
+    return None
+
+
+@handler(INFO)
+def _handle_info(rt, conn, request):
+    _, location, name, version = request
+    if conn.info is not None:
+        log.warning('second INFO from %s; connection closed', conn.peer)
+        conn.close('protocol error')
+        return
+    if version != asyncoro.__version__:
+        log.warning('peer %s runs version %s, this runtime %s', location, version,
+                    asyncoro.__version__)
+    conn.info = location
+    peer = rt._peer(location)
+    peer.incoming.add(conn)
+    conn.send(netio.dumps((INFO_ACK, rt._name)))
+    rt._set_online(peer, name)
+
+
+@handler(INFO_ACK)
+def _handle_info_ack(rt, conn, request):
+    peer = rt._peers.get(conn.info)
+    if peer is not None and peer.out is conn:
+        rt._set_online(peer, request[1])
+
+
+@handler(BYE)
+def _handle_bye(rt, conn, request):
+    peer = rt._peers.get(conn.info)
+    if peer is not None:
+        rt._set_offline(peer)
+
+
+@handler(SEND)
+def _handle_send(rt, conn, request):       # the path of every remote message: keep it lean
+    _, coro_id, name, message = request
+    coro = local_coro(rt, coro_id, name)
+    if coro is not None:
+        coro.send(message)
+    else:
+        log.warning('message from %s for %s/%s dropped: no such coroutine here',
+                    conn.info, name, coro_id)
+
+
+@handler(DELIVER)
+def _handle_deliver(rt, conn, request):
+    _, request_id, coro_id, name, message = request
+    coro = local_coro(rt, coro_id, name)
+    rt.reply(conn, request_id, -1 if coro is None else coro.deliver(message))
+
+
+@handler(REPLY)
+def _handle_reply(rt, conn, request):
+    _, request_id, value = request
+    waiter = rt._replies.get(request_id)
+    if waiter is not None and not waiter.ready():
+        waiter.set(value)
+
+
+@handler(TERMINATE)
+def _handle_terminate(rt, conn, request):
+    coro = local_coro(rt, request[1], request[2])
+    if coro is not None:
+        coro.terminate()
+
+
+@handler(MONITOR)
+def _handle_monitor(rt, conn, request):
+    _, request_id, coro_id, name, monitor = request
+    coro = local_coro(rt, coro_id, name)
+    rt.reply(conn, request_id, -1 if coro is None else coro.notify(monitor))
+
+
+@handler(LOCATE)
+def _handle_locate(rt, conn, request):
+    _, request_id, kind, name = request
+    if kind == 'peer':
+        found = rt._location if name == rt._name else None
+    else:
+        found = rt._registry.get((kind, name))
+    rt.reply(conn, request_id, found)
+
+
+def _local_channel(rt, name):
+    channel = rt._channels.get(name)
+    return channel if channel is not None and not channel._closed else None
+
+
+@handler(CHANNEL_SUBSCRIBE)
+def _handle_subscribe(rt, conn, request):
+    _, request_id, name, subscriber = request
+    channel = _local_channel(rt, name)
+    rt.reply(conn, request_id, -1 if channel is None else channel.subscribe(subscriber))
+
+
+@handler(CHANNEL_UNSUBSCRIBE)
+def _handle_unsubscribe(rt, conn, request):
+    _, request_id, name, subscriber = request
+    channel = _local_channel(rt, name)
+    rt.reply(conn, request_id, -1 if channel is None else channel.unsubscribe(subscriber))
+
+
+@handler(CHANNEL_SEND)
+def _handle_channel_send(rt, conn, request):
+    channel = _local_channel(rt, request[1])
+    if channel is None:
+        log.warning('message from %s for channel %s dropped: no such channel', conn.info,
+                    request[1])
+    else:
+        channel.send(request[2])
+
+
+@handler(CHANNEL_DELIVER)
+def _handle_channel_deliver(rt, conn, request):
+    _, request_id, name, message, timeout, n = request
+    channel = _local_channel(rt, name)
+    if channel is None:
+        rt.reply(conn, request_id, -1)
+        return
+
+    def deliver():     # it may wait for subscribers: not in the reader greenlet
+        rt.reply(conn, request_id, channel.deliver(message, timeout, n))
+    spawn(deliver)
+
+
+@handler(RCI_CALL)
+def _handle_rci(rt, conn, request):
+    _, request_id, name, args, kwargs = request
+    rci = rt._registry.get(('rci', name))
+    if rci is None:
+        rt.reply(conn, request_id, (False, 'RCI %r is not registered at %s' % (name, rt._location)))
+        return
+    try:
+        coro = Coro(rci._method, *args, **kwargs)
+    except Exception as exc:     # bad arguments: the caller gets the message
+        rt.reply(conn, request_id, (False, 'RCI %r at %s: %s: %s'
+                                     % (name, rt._location, type(exc).__name__, exc)))
+        return
+    rt.reply(conn, request_id, (True, coro))
+
+
+@handler(FILE_BEGIN)
+def _handle_file_begin(rt, conn, request):
+    _, request_id, subdir, name, size, mtime, atime, mode, overwrite = request
+    try:
+        target = netio.transfer_target(rt._dest_path, subdir, name)
+    except ValueError as exc:
+        log.warning('file from %s refused: %s', conn.info, exc)
+        rt.reply(conn, request_id, -1)
+        return
+    if rt.max_file_size and size > rt.max_file_size:
+        log.warning('file %s from %s refused: %d bytes > max_file_size=%d', name, conn.info,
+                    size, rt.max_file_size)
+        rt.reply(conn, request_id, -1)
+        return
+    if os.path.isfile(target):
+        st = os.stat(target)
+        if st.st_size == size and (st.st_mode & 0o7777) == mode and abs(st.st_mtime - mtime) <= 1:
+            rt.reply(conn, request_id, 'same')
+            return
+        if not overwrite:
+            log.warning('file %s from %s refused: it exists and differs (overwrite=False)',
+                        target, conn.info)
+            rt.reply(conn, request_id, -1)
+            return
+    try:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        partial = '%s.part-%s' % (target, request_id)
+        out = open(partial, 'wb')
+    except OSError as exc:
+        log.warning('file %s from %s: %s', target, conn.info, exc)
+        rt.reply(conn, request_id, -1)
+        return
+    transfer = '%s/%s' % (conn.info, request_id)
+    rt._files[transfer] = (out, target, partial, (size, mtime, atime, mode), conn)
+    rt.reply(conn, request_id, transfer)
+
+
+def drop_transfer(rt, transfer):
+    out, target, partial, meta, conn = rt._files.pop(transfer)
+    out.close()
+    try:
+        os.remove(partial)
+    except OSError:      # already gone: nothing left to clean
+        pass
+
+
+@handler(FILE_CHUNK)
+def _handle_file_chunk(rt, conn, request):
+    _, request_id, transfer, chunk = request
+    entry = rt._files.get(transfer)
+    if entry is None or entry[4].info != conn.info:
+        rt.reply(conn, request_id, -1)
+        return
+    out, target, partial, (size, _, _, _), _ = entry
+    try:
+        out.write(chunk)
+        if out.tell() > size:
+            raise OSError(errno.EFBIG, 'more data than announced (%d bytes)' % size)
+    except OSError as exc:
+        log.warning('file %s from %s: %s; dropped', target, conn.info, exc)
+        drop_transfer(rt, transfer)
+        rt.reply(conn, request_id, -1)
+        return
+    rt.reply(conn, request_id, 0)
+
+
+@handler(FILE_END)
+def _handle_file_end(rt, conn, request):
+    _, request_id, transfer, complete = request
+    entry = rt._files.get(transfer)
+    if entry is None:
+        rt.reply(conn, request_id, -1)
+        return
+    out, target, partial, (size, mtime, atime, mode), _ = entry
+    if not complete or out.tell() != size:
+        if complete:
+            log.warning('file %s from %s: %d of %d bytes arrived; dropped', target, conn.info,
+                        out.tell(), size)
+        drop_transfer(rt, transfer)
+        rt.reply(conn, request_id, -1)
+        return
+    del rt._files[transfer]
+    out.close()
+    try:
+        os.chmod(partial, mode)
+        os.utime(partial, (atime, mtime))
+        os.replace(partial, target)
+    except OSError as exc:
+        log.warning('file %s from %s: %s', target, conn.info, exc)
+        rt.reply(conn, request_id, -1)
+        return
+    rt.reply(conn, request_id, 0)
+
+
+@handler(DEL_FILE)
+def _handle_del_file(rt, conn, request):
+    _, request_id, subdir, name = request
+    try:
+        target = netio.transfer_target(rt._dest_path, subdir, name)
+        os.remove(target)
+    except (ValueError, OSError) as exc:
+        log.warning('del_file from %s: %s', conn.info, exc)
+        rt.reply(conn, request_id, -1)
+        return
+    root = os.path.realpath(rt._dest_path)
+    parent = os.path.dirname(target)
+    while parent != root and parent.startswith(root + os.sep):
+        try:
+            os.rmdir(parent)
+        except OSError:     # not empty: the clean-up stops here
+            break
+        parent = os.path.dirname(parent)
+    rt.reply(conn, request_id, 0)
+

@@ -1,0 +1,307 @@
+"""asyncoro.remote: what lives in another process, seen from this one.
+
+What it owns: `_RemoteCoro` and `_RemoteChannel` (references to a coroutine
+or channel of another runtime: they pickle as a reference and their methods
+go over the network), `SysCoro` (system coroutines, named with '!'), `RCI`
+(the Remote Coroutine Interface) and `PeerStatus` (what `peer_status`
+receivers are told). asyncoro.disasyncoro makes them the package's.
+
+How it works: unpickling a coroutine or channel reference calls the core's
+factory for its kind (filled here); a reference to something of this very
+process unpickles to the object itself. A reference's methods build frames
+of the kinds in asyncoro.handlers and hand them to the runtime, which owns
+the connections.
+"""
+
+import logging
+
+import asyncoro
+from asyncoro import Channel, Coro, Location, WrongContextError, _get_ident, _runtime
+from asyncoro import netio
+from asyncoro.handlers import (CHANNEL_DELIVER, CHANNEL_SEND, CHANNEL_SUBSCRIBE,
+                               CHANNEL_UNSUBSCRIBE, DELIVER, MONITOR, RCI_CALL, SEND, TERMINATE)
+
+__all__ = ['PeerStatus', 'RCI', 'SysCoro']
+
+log = logging.getLogger(__name__)
+
+_msg_timeout = asyncoro._msg_timeout
+
+
+class PeerStatus:
+    """Sent to `peer_status` receivers as peers come (Online) and go (Offline)."""
+
+    Offline, Online = 0, 1
+
+    def __init__(self, location, name, status):
+        self.location = location
+        self.name = name
+        self.status = status
+
+    def __repr__(self):
+        return '<PeerStatus %s %s %s>' % (self.name, self.location,
+                                          'Online' if self.status else 'Offline')
+
+
+
+class _RemoteCoro(Coro):
+    """A Coro of another process: `send`, `deliver`, `terminate`, `monitor`
+    (as the watched one), `name`, `location`, `==`, `hash` and pickling work;
+    the rest is local only."""
+
+    __slots__ = ('_where', '_rprefix', '_head', '_link')
+    _remote = True
+
+    def __init__(self, name, coro_id, location):     # not super().__init__: that would start a coroutine
+        prefix = name[0] if name[:1] in ('~', '!') else '~'
+        self._rprefix = prefix
+        self._name = name[1:] if name[:1] in ('~', '!') else name
+        self._id = coro_id
+        self._rt = _runtime()
+        self._where = self._rt._intern(location)
+        self._head = (SEND, coro_id, prefix + self._name)     # every send starts so
+        self._link = None       # the _Peer it was last sent through (see send)
+
+    @property
+    def location(self):
+        return Location(self._where.addr, self._where.port)
+
+    def __repr__(self):
+        return '%s%s/%s@%s' % (self._rprefix, self._name, self._id, self._where)
+
+    __str__ = __repr__
+
+    def __reduce__(self):
+        return (asyncoro._rebuild_coro, (self._rprefix + self._name, self._id, self._where))
+
+    def _ref(self):
+        return (self._id, self._rprefix + self._name)
+
+    def send(self, message):
+        # fast path: the peer it was sent through last time is still the
+        # current one and connected, and we are in the hub thread
+        peer = self._link
+        rt = self._rt
+        if peer is not None and peer.out is not None and not peer.gone and \
+                _get_ident() == rt._tid:
+            try:
+                payload = netio.dumps(self._head + (message,))
+            except Exception:       # the slow path says what is wrong with it
+                return rt.send_frame(self._where, self._head + (message,), self)
+            if len(payload) <= rt._max_frame_size:
+                peer.out.send(payload)
+                return 0
+        result = rt.send_frame(self._where, self._head + (message,), self)
+        self._link = rt._peers.get(self._where)
+        return result
+
+    def deliver(self, message, timeout=None):
+        return self._rt.request(self._where, DELIVER, self._ref() + (message,), timeout,
+                              on_timeout=0, on_failure=-1)
+
+    def terminate(self):
+        return self._rt.send_frame(self._where, (TERMINATE,) + self._ref())
+
+    def throw(self, *args):
+        log.warning('throw to %s refused: only local coroutines can be thrown at', self)
+        return -1
+
+    def notify(self, monitor):
+        if not isinstance(monitor, Coro):
+            return -1
+        return self._rt.request(self._where, MONITOR, self._ref() + (monitor,), _msg_timeout(),
+                              on_timeout=-1, on_failure=-1)
+
+    def is_alive(self):
+        log.warning('is_alive of remote coroutine %s is not known here', self)
+        return None
+
+    def _local_only(self, what):
+        log.warning('%s() of remote coroutine %s is not possible', what, self)
+        return None
+
+    def value(self, timeout=None):
+        return self._local_only('value')
+
+    def finish(self, timeout=None):
+        return self._local_only('finish')
+
+    def register(self, name=None):
+        log.warning('register of remote coroutine %s refused', self)
+        return -1
+
+    unregister = register
+
+    def receive(self, timeout=None, alarm_value=None):
+        raise WrongContextError('receive() of %s: only a coroutine itself can receive' % self)
+
+    recv = receive
+
+    def sleep(self, timeout=None, alarm_value=None):
+        raise WrongContextError('sleep() of %s: only a coroutine itself can sleep' % self)
+
+    suspend = sleep
+
+    def resume(self, update=None):
+        return -1 if self._local_only('resume') is None else 0
+
+    wakeup = resume
+
+    def set_daemon(self, flag=True):
+        return -1
+
+    def hot_swap(self, target, *args, **kwargs):
+        return -1
+
+    def hot_swappable(self, flag):
+        return -1
+
+
+class _RemoteChannel(Channel):
+    """A Channel of another process: subscribe, unsubscribe, send and deliver
+    go to its owner."""
+
+    _remote = True
+
+    def __init__(self, name, location):     # not Channel.__init__: that would add a local channel
+        self._name = name
+        self._where = location
+        self._rt = _runtime()
+        self._transform = None
+        self._subscribers = {}
+
+    @property
+    def location(self):
+        return Location(self._where.addr, self._where.port)
+
+    def __repr__(self):
+        return '~%s@%s' % (self._name, self._where)
+
+    __str__ = __repr__
+
+    __reduce__ = Channel.__reduce__     # a reference by name and location, like any channel
+
+    def subscribe(self, subscriber, timeout=None):
+        if not isinstance(subscriber, (Coro, Channel)):
+            return -1
+        return self._rt.request(self._where, CHANNEL_SUBSCRIBE, (self._name, subscriber), timeout,
+                              on_timeout=-1, on_failure=-1)
+
+    def unsubscribe(self, subscriber, timeout=None):
+        return self._rt.request(self._where, CHANNEL_UNSUBSCRIBE, (self._name, subscriber), timeout,
+                              on_timeout=-1, on_failure=-1)
+
+    def send(self, message):
+        return self._rt.send_frame(self._where, (CHANNEL_SEND, self._name, message),
+                                      what='message for channel %s' % self)
+
+    def deliver(self, message, timeout=None, n=0):
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            return -1
+        return self._rt.request(self._where, CHANNEL_DELIVER, (self._name, message, timeout, n),
+                              None if timeout is None else timeout + _msg_timeout(),
+                              on_timeout=0, on_failure=-1)
+
+    def register(self):
+        return -1
+
+    unregister = register
+
+    def set_transform(self, transform):
+        return -1
+
+    def close(self):
+        log.warning('close of remote channel %s ignored', self)
+
+
+asyncoro._REMOTE_FACTORIES['coro'] = _RemoteCoro
+asyncoro._REMOTE_FACTORIES['channel'] = _RemoteChannel
+
+
+class SysCoro(Coro):
+    """A system coroutine: named with '!', a daemon, found by SysCoro.locate
+    (never by Coro.locate)."""
+
+    __slots__ = ()
+    _prefix = '!'
+    _start_daemon = True
+    _registry_kind = 'syscoro'
+
+    def register(self, name=None):
+        return self._rt._run_here(self._rt._register, 'syscoro', name or self._name, self)
+
+    def unregister(self, name=None):
+        return self._rt._run_here(self._rt._unregister, 'syscoro', name or self._name, self)
+
+
+class RCI:
+    """Remote Coroutine Interface: `RCI(method, name=None)` publishes a
+    generator function so that other processes can start coroutines of it:
+    `rci = yield RCI.locate('name')`; `rcoro = yield rci(*args, **kwargs)`."""
+
+    def __init__(self, method, name=None):
+        if method is not None and not asyncoro._inspect_target(method)[0]:
+            raise RuntimeError('RCI method %r must be a generator function' % (method,))
+        self._method = method
+        self._name = name or method.__name__
+        self._where = _runtime().location
+
+    @property
+    def name(self):
+        return self._name
+
+    @property
+    def location(self):
+        return Location(self._where.addr, self._where.port)
+
+    def __repr__(self):
+        return '<RCI %s@%s>' % (self._name, self._where)
+
+    def __eq__(self, other):
+        return isinstance(other, RCI) and (self._name, self._where) == (other._name, other._where)
+
+    def __hash__(self):
+        return hash((self._name, self._where))
+
+    def __reduce__(self):
+        return (_rebuild_rci, (self._name, self._where))
+
+    def register(self):
+        """Publish under its name; -1 if that name is taken."""
+        if self._method is None:
+            return -1
+        rt = _runtime()
+        return rt._run_here(rt._register, 'rci', self._name, self)
+
+    def unregister(self):
+        rt = _runtime()
+        return rt._run_here(rt._unregister, 'rci', self._name, self)
+
+    @staticmethod
+    def locate(name, location=None, timeout=None):
+        """Ask `location`, or every peer, for an RCI registered as `name`."""
+        rt = _runtime()
+        return rt._run_here(rt._locate, 'rci', name, location, timeout, False)
+
+    def __call__(self, *args, **kwargs):
+        """Start the coroutine at the RCI's host; returns it (a remote Coro).
+        Raises Exception with the host's message if it fails there; None if
+        no answer came."""
+        rt = _runtime()
+        if self._method is not None and self._where == rt.location:
+            return Coro(self._method, *args, **kwargs)
+        result = rt.request(self._where, RCI_CALL, (self._name, args, kwargs), _msg_timeout(),
+                          on_timeout=None, on_failure=None)
+        if result is None:
+            return None
+        ok, value = result
+        if not ok:
+            raise Exception(value)      # API.md §4.3: the original raises Exception
+        return value
+
+
+def _rebuild_rci(name, location):
+    rci = RCI(None, name)
+    rci._where = location
+    return rci
+
