@@ -32,6 +32,7 @@ import atexit
 import collections
 import functools
 import inspect
+import itertools
 import logging
 import pickle
 import sys
@@ -236,6 +237,9 @@ _FROM_MAILBOX = object()
 _NEW, _READY, _RUNNING, _WAITING, _DONE = range(5)
 
 _TARGETS = {}   # code object -> (is_generator_function, passes_coro)
+# coroutine ids: never reused in a process (id() is, at once), so a reference
+# names one coroutine for the life of the process
+_COROUTINE_IDS = itertools.count(1)
 
 
 def _inspect_target(target):
@@ -335,7 +339,7 @@ class Coro:
         rt = _runtime()
         self._rt = rt
         self._name = _target_name(target)
-        self._id = id(self)
+        self._id = next(_COROUTINE_IDS)
         self._mailbox = None
         self._state = _NEW
         self._wait = None

@@ -8,7 +8,7 @@ plain `subprocess.Popen`, kept for programs that name it).
 
 How it works: an operation tries `os.read`/`os.write`; when the descriptor is
 not ready, the calling greenlet waits on a gevent io watcher made in the hub
-of the calling thread (`netio._FdWaiter`), so an AsyncFile made in one thread
+of the calling thread (`netio.FdWaiter`), so an AsyncFile made in one thread
 can be used by coroutines in another. Methods are ordinary blocking calls
 that return their result; a generator coroutine writes
 `line = yield afile.readline()`. `readline` reads ahead into a buffer that
@@ -28,7 +28,7 @@ import time
 import gevent
 
 from asyncoro.failure import spawn
-from asyncoro.netio import AsyncSocket, _FdWaiter, _READ, _WRITE
+from asyncoro.netio import AsyncSocket, FdWaiter, READ, WRITE
 
 __all__ = ['AsyncFile', 'AsyncPipe', 'Popen']
 
@@ -71,7 +71,7 @@ class AsyncFile:
             self._fd = fd.fileno()
         os.set_blocking(self._fd, False)
         self._buffer = bytearray()      # read ahead by readline, consumed first by read
-        self._waiter = _FdWaiter()
+        self._waiter = FdWaiter()
 
     def __repr__(self):
         return '<AsyncFile fd=%d%s>' % (self._fd, '' if self._owner is None else ' %r' % (self._owner,))
@@ -111,7 +111,7 @@ class AsyncFile:
             try:
                 return os.read(self._fd, size)
             except BlockingIOError:
-                self._waiter.wait(self._fd, _READ, deadline, _timedout)
+                self._waiter.wait(self._fd, READ, deadline, _timedout)
 
     def _take(self, size):
         data = bytes(self._buffer[:size])
@@ -188,7 +188,7 @@ class AsyncFile:
                 written += os.write(self._fd, view[written:])
             except BlockingIOError:
                 try:
-                    self._waiter.wait(self._fd, _WRITE, deadline, _timedout)
+                    self._waiter.wait(self._fd, WRITE, deadline, _timedout)
                 except TimeoutError:
                     break
                 continue

@@ -105,7 +105,7 @@ class _Peer:
         self.gone = False                       # removed from the peer table
 
 
-def _default_node():
+def default_node():
     """The address to bind to: $ASYNCORO_NODE, else the first IPv4 address of
     an interface that is up and has a broadcast address, else 127.0.0.1."""
     node = os.environ.get('ASYNCORO_NODE')
@@ -126,7 +126,7 @@ def _default_node():
     return '127.0.0.1'
 
 
-def _env_port(name, default):
+def env_port(name, default):
     """The port number in $`name`, else `default`."""
     value = os.environ.get(name)
     if not value:
@@ -137,7 +137,7 @@ def _env_port(name, default):
     return port
 
 
-def _resolve(host):
+def resolve(host):
     return Location(host, 0).addr
 
 
@@ -154,8 +154,8 @@ class AsynCoro(asyncoro.AsynCoro):
                  name=None, discover_peers=True, secret='', certfile=None, keyfile=None,
                  notifier=None, dest_path=None, max_file_size=None,
                  max_frame_size=netio.DEFAULT_MAX_FRAME_SIZE):
-        node = _resolve(node or _default_node())
-        self._udp_port = udp_port or _env_port('ASYNCORO_UDP_PORT', DEFAULT_UDP_PORT)
+        node = resolve(node or default_node())
+        self._udp_port = udp_port or env_port('ASYNCORO_UDP_PORT', DEFAULT_UDP_PORT)
         if secret == '' or secret is None:
             secret = os.environ.get('ASYNCORO_SECRET', '')
         self._key = netio.secret_key(secret)
@@ -188,6 +188,8 @@ class AsynCoro(asyncoro.AsynCoro):
         self._connections = set()       # every live Connection (the guard reads them)
         self._beat = time.monotonic()   # the hub's last turn
         self._closing = False
+        self.auth_failures = {}         # address -> why a peer there failed authentication
+        self._told_other_secret = set()     # addresses whose other-secret pings were logged
         super().__init__(name=name or str(self._location))
         self._run_here(self._start_network, listener)
         log.debug('runtime %s at %s (udp %s)', self._name, self._location, self._udp_port)
@@ -197,6 +199,17 @@ class AsynCoro(asyncoro.AsynCoro):
     @property
     def location(self):
         return self._location
+
+    @property
+    def root_dest_path(self):
+        """The folder under which dest_path always lies (the dest_path given
+        at the start)."""
+        return self._root_dest
+
+    @property
+    def udp_port(self):
+        """The UDP port this runtime listens on for discovery."""
+        return self._udp_port
 
     @property
     def dest_path(self):
@@ -254,6 +267,8 @@ class AsynCoro(asyncoro.AsynCoro):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             netio.accept(sock, self._key, _msg_timeout(), self._certfile, self._keyfile)
         except (OSError, netio.PeerError) as exc:
+            if isinstance(exc, netio.AuthError):
+                self.auth_failures[addr[0]] = str(exc)
             log.warning('peer %s refused: %s', peer, exc)
             sock.close()
             return
@@ -305,11 +320,17 @@ class AsynCoro(asyncoro.AsynCoro):
         except Exception:     # our bug in a handler: log it, keep the connection
             log.error('handling %s from %s failed', kind, conn.peer, exc_info=True)
 
-    def reply(self, conn, request_id, value):
+    def reply(self, conn, request_id, value, push=False):
         """Answer the request `request_id` that came on `conn` (the answer
-        goes on our own connection to that peer, like all we send it).
-        0, or -1 if it could not be sent (the reason is logged)."""
-        return self.send_frame(conn.info, (REPLY, request_id, value), what='reply')
+        goes on our own connection to that peer, like all we send it); with
+        `push`, it is written before this greenlet goes on. 0, or -1 if it
+        could not be sent (the reason is logged)."""
+        sent = self.send_frame(conn.info, (REPLY, request_id, value), what='reply')
+        if push and sent == 0:
+            peer = self._peers.get(conn.info)
+            if peer is not None and peer.out is not None:
+                peer.out.push()
+        return sent
 
     # ------------------------------------------------ frames out
 
@@ -370,6 +391,8 @@ class AsynCoro(asyncoro.AsynCoro):
         except (OSError, netio.PeerError) as exc:
             peer.connecting = None
             peer.errors += 1
+            if isinstance(exc, netio.AuthError):
+                self.auth_failures[location.addr] = str(exc)
             # requests that wait for an answer fail to their callers; messages
             # that nobody waits for, and a peer with another secret, are worth
             # a warning (a peer that just went away is not)
@@ -570,7 +593,7 @@ class AsynCoro(asyncoro.AsynCoro):
         happens when it answers); 0. Call form: `yield rt.peer(loc)`."""
         if isinstance(loc, str) or (isinstance(loc, Location) and not loc.port):
             host = loc if isinstance(loc, str) else loc.addr
-            return self._run_here(self._ping, _resolve(host), udp_port or self._udp_port,
+            return self._run_here(self._ping, resolve(host), udp_port or self._udp_port,
                                   broadcast)
         if not isinstance(loc, Location):
             log.warning('peer: %r is not a Location or host name', loc)
@@ -627,7 +650,10 @@ class AsynCoro(asyncoro.AsynCoro):
                 gevent.sleep(0.1)
                 continue
             info = netio.decode_ping(self._key, datagram)
-            if info is None or self._ignore_peers:
+            if info is None:
+                self._other_secret(netio.unverified_ping(datagram), addr)
+                continue
+            if self._ignore_peers:
                 continue
             try:
                 location = Location(*info['location'])
@@ -640,6 +666,25 @@ class AsynCoro(asyncoro.AsynCoro):
             peer = self._peers.get(location)
             if peer is None or (peer.out is None and peer.connecting is None):
                 self._peer(location).connecting = spawn(self._connect, self._peer(location))
+
+    def _other_secret(self, claimed, addr):
+        """A discovery ping signed with another secret (or damaged): once per
+        sender, say so, and try a connection to where it claims to listen,
+        so that both sides log that the secrets differ."""
+        if claimed is None or self._ignore_peers or addr[0] in self._told_other_secret:
+            return
+        self._told_other_secret.add(addr[0])
+        try:
+            location = Location(*claimed['location'])
+        except (KeyError, TypeError, ValueError, OSError):
+            location = None
+        self.auth_failures[addr[0]] = 'its discovery pings are signed with another secret'
+        log.warning('discovery ping from %s (%s, %s) is signed with another secret (or damaged); '
+                    'ignored', addr[0], claimed.get('name'), location)
+        if location is not None and location != self._location:
+            peer = self._peer(location)
+            if peer.out is None and peer.connecting is None:
+                peer.connecting = spawn(self._connect, peer)
 
     def locate(self, name, timeout=None):
         """The Location of the peer named `name`, asking peers if need be;
@@ -712,30 +757,38 @@ class AsynCoro(asyncoro.AsynCoro):
     def send_file(self, location, file, dir=None, overwrite=False, timeout=None):
         """Copy the local `file` to the peer at `location`, into its
         dest_path[/dir]. 0 on success (also when an identical copy is there
-        already), -1 on any failure (logged). `yield rt.send_file(loc, path)`."""
+        already), -1 on any failure (with a WARNING saying why).
+        `yield rt.send_file(loc, path)`."""
+        failed = self.transfer_file(location, file, dir, overwrite, timeout)
+        if failed:
+            log.warning('send_file %s to %s: %s', file, location, failed)
+            return -1
+        return 0
+
+    def transfer_file(self, location, file, dir=None, overwrite=False, timeout=None):
+        """send_file, for the layers above: None once the file is there, else
+        why it is not (the peer's own reason when it refused it)."""
         timeout = _msg_timeout() if timeout is None else timeout
         try:
             stat = os.stat(file)
         except OSError as exc:
-            log.warning('send_file: %s: %s', file, exc.strerror)
-            return -1
+            return exc.strerror
         if not os.path.isfile(file) or not os.access(file, os.R_OK):
-            log.warning('send_file: %s is not a readable regular file', file)
-            return -1
+            return 'it is not a readable regular file'
         if dir and os.path.isabs(dir):
-            log.warning('send_file: dir %r must be relative', dir)
-            return -1
+            return 'dir %r must be relative' % dir
         if not isinstance(location, Location):
-            log.warning('send_file: %r is not a Location', location)
-            return -1
+            return '%r is not a Location' % (location,)
         meta = (dir or '', os.path.basename(file), stat.st_size, stat.st_mtime, stat.st_atime,
                 stat.st_mode & 0o7777, bool(overwrite))
-        answer = self.request(location, FILE_BEGIN, meta, timeout, on_timeout=None, on_failure=None)
-        if answer is None or answer == -1:
-            return -1
+        unanswered = 'no answer from %s within %ss, or it went away' % (location, timeout)
+        answer = self.request(location, FILE_BEGIN, meta, timeout, on_timeout=unanswered,
+                              on_failure=unanswered)
         if answer == 'same':
-            return 0
-        transfer = answer
+            return None
+        if not isinstance(answer, tuple) or answer[0] != 'go':
+            return answer if isinstance(answer, str) else 'refused (%r)' % (answer,)
+        transfer = answer[1]
         try:
             with open(file, 'rb') as source:
                 while True:
@@ -743,15 +796,16 @@ class AsynCoro(asyncoro.AsynCoro):
                     if not chunk:
                         break
                     if self.request(location, FILE_CHUNK, (transfer, chunk), timeout,
-                                  on_timeout=-1, on_failure=-1) != 0:
-                        return -1
+                                    on_timeout=-1, on_failure=-1) != 0:
+                        return 'the transfer was cut off (%s)' % unanswered
         except OSError as exc:
-            log.warning('send_file: reading %s failed: %s', file, exc)
             self.request(location, FILE_END, (transfer, False), timeout, on_timeout=-1,
-                       on_failure=-1)
-            return -1
-        return self.request(location, FILE_END, (transfer, True), timeout, on_timeout=-1,
-                          on_failure=-1)
+                         on_failure=-1)
+            return 'reading it failed: %s' % exc
+        if self.request(location, FILE_END, (transfer, True), timeout, on_timeout=-1,
+                        on_failure=-1) != 0:
+            return 'the peer could not store it (its log says why)'
+        return None
 
     def del_file(self, location, file, dir=None, timeout=None):
         """Delete dest_path[/dir]/basename(file) at the peer, and the

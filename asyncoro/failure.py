@@ -2,7 +2,8 @@
 
 What it owns: `AsyncoroError` (the base of this package's exceptions),
 `Failure` (the one internal form of a failure: what failed, where, why, and
-the traceback text of the process it happened in) and `spawn`/`spawn_later`
+the traceback text of the process it happened in; `NoAnswer` when a peer
+gave none) and `spawn`/`spawn_later`
 (the one way the package starts work in a greenlet of its own). It imports
 nothing of the package, so every module can use it.
 
@@ -67,6 +68,12 @@ class Failure(AsyncoroError):
             return exc
         text = ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         return cls(what, '%s: %s' % (type(exc).__name__, exc), where, text, type(exc))
+
+
+class NoAnswer(Failure):
+    """The Failure of a request that got no answer: the peer went away,
+    cannot be reached, or did not answer in time (unlike a refusal, which
+    is an answer)."""
 
 
 def _run(func, args, kwargs, fail):

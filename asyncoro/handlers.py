@@ -212,17 +212,20 @@ def _handle_rci(rt, conn, request):
 
 @handler(FILE_BEGIN)
 def _handle_file_begin(rt, conn, request):
+    """Answers ('go', transfer id), 'same' (an identical copy is here), or
+    why the file is refused (a str, logged here too)."""
     _, request_id, subdir, name, size, mtime, atime, mode, overwrite = request
+
+    def refuse(why):
+        log.warning('file %s from %s refused: %s', name, conn.info, why)
+        rt.reply(conn, request_id, '%s refused it: %s' % (rt.location, why))
     try:
-        target = netio.transfer_target(rt._dest_path, subdir, name)
+        target = netio.transfer_target(rt.dest_path, subdir, name)
     except ValueError as exc:
-        log.warning('file from %s refused: %s', conn.info, exc)
-        rt.reply(conn, request_id, -1)
+        refuse(str(exc))
         return
     if rt.max_file_size and size > rt.max_file_size:
-        log.warning('file %s from %s refused: %d bytes > max_file_size=%d', name, conn.info,
-                    size, rt.max_file_size)
-        rt.reply(conn, request_id, -1)
+        refuse('%d bytes > max_file_size=%d' % (size, rt.max_file_size))
         return
     if os.path.isfile(target):
         st = os.stat(target)
@@ -230,21 +233,18 @@ def _handle_file_begin(rt, conn, request):
             rt.reply(conn, request_id, 'same')
             return
         if not overwrite:
-            log.warning('file %s from %s refused: it exists and differs (overwrite=False)',
-                        target, conn.info)
-            rt.reply(conn, request_id, -1)
+            refuse('%s exists and differs (overwrite=False)' % target)
             return
     try:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         partial = '%s.part-%s' % (target, request_id)
         out = open(partial, 'wb')
     except OSError as exc:
-        log.warning('file %s from %s: %s', target, conn.info, exc)
-        rt.reply(conn, request_id, -1)
+        refuse('%s: %s' % (target, exc))
         return
     transfer = '%s/%s' % (conn.info, request_id)
     rt._files[transfer] = (out, target, partial, (size, mtime, atime, mode), conn)
-    rt.reply(conn, request_id, transfer)
+    rt.reply(conn, request_id, ('go', transfer))
 
 
 def drop_transfer(rt, transfer):
@@ -308,13 +308,13 @@ def _handle_file_end(rt, conn, request):
 def _handle_del_file(rt, conn, request):
     _, request_id, subdir, name = request
     try:
-        target = netio.transfer_target(rt._dest_path, subdir, name)
+        target = netio.transfer_target(rt.dest_path, subdir, name)
         os.remove(target)
     except (ValueError, OSError) as exc:
         log.warning('del_file from %s: %s', conn.info, exc)
         rt.reply(conn, request_id, -1)
         return
-    root = os.path.realpath(rt._dest_path)
+    root = os.path.realpath(rt.dest_path)
     parent = os.path.dirname(target)
     while parent != root and parent.startswith(root + os.sep):
         try:

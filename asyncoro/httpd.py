@@ -44,10 +44,13 @@ import gevent.lock
 import gevent.pywsgi
 import gevent.ssl
 
-import asyncoro.disasyncoro as asyncoro
+from asyncoro import _get_ident, disasyncoro
 from asyncoro.disasyncoro import Coro, Location, SysCoro
-from asyncoro.discoro import _Failure, _Service
-from asyncoro.monitor import (POLL_MIN, BadRequest, _Monitor, _Snapshot, _split_location)
+from asyncoro.failure import Failure, spawn, spawn_later
+from asyncoro.monitor import POLL_MIN, BadRequest, Monitor, Snapshot, split_location
+from asyncoro.programs import (check_tls, existing_file, host, host_port, in_background, port,
+                               port_or_any, seconds)
+from asyncoro.service import UNWATCH, WATCH, Service
 
 __all__ = ['HTTPServer']
 
@@ -199,7 +202,7 @@ def _make_app(monitor, root):
 
     @app.get('/server/<location:path>')
     def server_page(location):
-        key = _split_location(location)
+        key = split_location(location)
         server = monitor.servers.get(key) if key else None
         if server is None:
             return error_page(404, 'No such server',
@@ -246,7 +249,7 @@ def _make_app(monitor, root):
     @app.get('/api/server/<location:path>')
     @endpoint
     def api_server(location):
-        key = _split_location(location)
+        key = split_location(location)
         info = monitor.server_info(key, number(params(), 'limit')) if key else None
         if info is None:
             return error_page(404, 'No such server', 'no server %s is known to this monitor'
@@ -310,7 +313,7 @@ def _make_app(monitor, root):
     def server_info():
         data = params()
         location = one(data, 'location')
-        key = _split_location(str(location))
+        key = split_location(str(location))
         if key is None:
             raise BadRequest('location must be addr:port, not %r' % (location,))
         info = monitor.server_info(key, number(data, 'limit'))
@@ -390,8 +393,8 @@ class HTTPServer:
             raise ValueError('DocumentRoot %s has no cluster.html (the monitor pages are in %s)'
                              % (root, DATA_DIR))
         self.computation = computation
-        self._monitor = _Monitor(poll_sec, show_coro_args)
-        self._rt = asyncoro.AsynCoro.instance()
+        self._monitor = Monitor(poll_sec, show_coro_args)
+        self._rt = disasyncoro.AsynCoro.instance()
         self._chain = None
         host = host or os.environ.get('ASYNCORO_NODE', '')
         # listening first: a port that cannot be bound leaves the computation as it was
@@ -446,7 +449,7 @@ class HTTPServer:
                 monitor.update(msg)
             except Exception:       # our bug: keep monitoring, and keep the chain going
                 log.error('monitor could not take %.200r', msg, exc_info=True)
-            if self._chain is not None and not isinstance(msg, _Snapshot):
+            if self._chain is not None and not isinstance(msg, Snapshot):
                 self._chain.send(msg)
 
     def shutdown(self, wait=True):
@@ -461,11 +464,11 @@ class HTTPServer:
             log.info('HTTP server waiting for %s seconds for client updates before quitting',
                      self._monitor.poll_sec)
         rt = self._rt
-        if asyncoro._get_ident() == rt._tid:
-            gevent.spawn_later(delay, self._stop)
+        if _get_ident() == rt._tid:
+            spawn_later(delay, self._stop)
             return
         if delay:
-            asyncoro._sleep(delay)
+            time.sleep(delay)
         if rt._stopping:            # the runtime (and with it the server) is gone already
             self._server = None
             return
@@ -480,7 +483,7 @@ class HTTPServer:
 
 # ---------------------------------------------------------------- the httpd.py program
 
-class _Watcher(_Service):
+class _Watcher(Service):
     """The standalone program's link to a discoro.py scheduler: finds it,
     asks it to `watch` (messages go to the monitor's coroutine), and asks
     again every poll interval, which also tells whether it is still there
@@ -493,7 +496,7 @@ class _Watcher(_Service):
         self.timeout = timeout
         self.scheduler = None
         self.stopped = False
-        self.loop = gevent.spawn(self._run)
+        self.loop = spawn(self._run)
 
     def _run(self):
         monitor = self.httpd._monitor
@@ -508,34 +511,35 @@ class _Watcher(_Service):
                     gevent.sleep(1)
                     continue
                 monitor.held = []           # what comes before the snapshot waits for it
-                answer = self.call(found, 'watch', status_coro, timeout=self.timeout)
-                if isinstance(answer, _Failure) or not isinstance(answer, dict):
+                answer = self.call(found, WATCH, status_coro, timeout=self.timeout)
+                if isinstance(answer, Failure) or not isinstance(answer, dict):
                     log.warning('scheduler at %s did not take the monitor: %s', found.location,
                                 answer)
-                    status_coro.send(_Snapshot({}, True))
+                    status_coro.send(Snapshot({}, True))
                     gevent.sleep(monitor.poll_sec)
                     continue
                 self.scheduler = found
                 monitor.scheduler = str(found.location)
-                status_coro.send(_Snapshot(answer, True))
+                status_coro.send(Snapshot(answer, True))
                 log.info('monitoring the scheduler at %s', found.location)
             gevent.sleep(monitor.poll_sec)
             if self.stopped:
                 break
-            answer = self.call(self.scheduler, 'watch', status_coro, timeout=self.timeout)
+            answer = self.call(self.scheduler, WATCH, status_coro, timeout=self.timeout)
             if isinstance(answer, dict):
-                status_coro.send(_Snapshot(answer, False))
+                status_coro.send(Snapshot(answer, False))
             else:
                 log.warning('scheduler at %s does not answer (%s); looking for it again',
                             self.scheduler.location, answer)
                 self.scheduler = None
                 monitor.scheduler = None
 
-    def stop(self):
+    def stop(self, reason='the monitor stops'):
         self.stopped = True
         if self.scheduler is not None:
-            self.call(self.scheduler, 'unwatch', self.httpd.status_coro, timeout=self.timeout)
+            self.call(self.scheduler, UNWATCH, self.httpd.status_coro, timeout=self.timeout)
         self.loop.kill(block=False)
+        super().stop(reason)
 
 
 def _options(argv):
@@ -544,37 +548,39 @@ def _options(argv):
         'is running (and of the ones waiting in its queue).')
     parser.add_argument('--host', default='',
                         help='address the HTTP server binds (default: $ASYNCORO_NODE, else all)')
-    parser.add_argument('-p', '--port', type=int, default=DEFAULT_PORT,
+    parser.add_argument('-p', '--port', type=port_or_any, default=DEFAULT_PORT,
                         help='HTTP port (default %(default)s; 0 = any free port)')
-    parser.add_argument('--poll_sec', type=float, default=10,
+    parser.add_argument('--poll_sec', type=seconds, default=10,
                         help='seconds between page updates (default %(default)s)')
     parser.add_argument('--hide_coro_args', action='store_true',
                         help='do not show coroutine arguments (they can be large)')
     parser.add_argument('--DocumentRoot', default=None, help='directory of the pages')
-    parser.add_argument('--http_certfile', default=None, help='certificate for HTTPS')
-    parser.add_argument('--http_keyfile', default=None, help='key for HTTPS')
-    parser.add_argument('--scheduler', default=None, metavar='HOST:PORT',
+    parser.add_argument('--http_certfile', type=existing_file, default=None,
+                        help='certificate for HTTPS')
+    parser.add_argument('--http_keyfile', type=existing_file, default=None,
+                        help='key for HTTPS')
+    parser.add_argument('--scheduler', type=host_port, default=None, metavar='HOST:PORT',
                         help='where the scheduler runs (its TCP port); default: discover it')
-    parser.add_argument('-i', '--ip_addr', default=None,
+    parser.add_argument('-i', '--ip_addr', type=host, default=None,
                         help='address of this program\'s asyncoro runtime')
-    parser.add_argument('-t', '--tcp_port', type=int, default=0)
-    parser.add_argument('-u', '--udp_port', type=int, default=0,
+    parser.add_argument('-t', '--tcp_port', type=port_or_any, default=0)
+    parser.add_argument('-u', '--udp_port', type=port, default=0,
                         help='discovery port: the scheduler\'s (default $ASYNCORO_UDP_PORT, else '
                         '51350)')
     parser.add_argument('-s', '--secret', default='', help='the scheduler\'s secret')
-    parser.add_argument('--certfile', default=None, help='certificate for asyncoro peers')
-    parser.add_argument('--keyfile', default=None, help='key for asyncoro peers')
-    parser.add_argument('--timeout', type=float, default=10,
+    parser.add_argument('--certfile', type=existing_file, default=None,
+                        help='certificate for asyncoro peers')
+    parser.add_argument('--keyfile', type=existing_file, default=None,
+                        help='key for asyncoro peers')
+    parser.add_argument('--timeout', type=seconds, default=10,
                         help='seconds to wait for the scheduler at each try')
     parser.add_argument('--daemon', action='store_true', help='do not read stdin')
     parser.add_argument('-d', '--debug', action='store_true', help='debug logging')
     options = parser.parse_args(argv)
-    if options.scheduler:
-        host, _, port = options.scheduler.rpartition(':')
-        if not host or not port.isdigit():
-            parser.error('--scheduler must be HOST:PORT, not %r' % options.scheduler)
     if options.poll_sec < POLL_MIN:
         parser.error('--poll_sec must be at least %s' % POLL_MIN)
+    check_tls(parser, options.certfile, options.keyfile)
+    check_tls(parser, options.http_certfile, options.http_keyfile, '--http_certfile')
     return options
 
 
@@ -583,19 +589,18 @@ def main(argv=None):
     discoro.py scheduler runs. Reads `quit` (or end of input) from stdin
     unless --daemon. Returns the exit status."""
     options = _options(argv)
-    asyncoro.logger.setLevel(logging.DEBUG if options.debug else logging.INFO)
+    disasyncoro.logger.setLevel(logging.DEBUG if options.debug else logging.INFO)
     try:
-        rt = asyncoro.AsynCoro(node=options.ip_addr, tcp_port=options.tcp_port,
-                               udp_port=options.udp_port, secret=options.secret,
-                               certfile=options.certfile, keyfile=options.keyfile,
-                               name='discoro_httpd')
+        rt = disasyncoro.AsynCoro(node=options.ip_addr, tcp_port=options.tcp_port,
+                                  udp_port=options.udp_port, secret=options.secret,
+                                  certfile=options.certfile, keyfile=options.keyfile,
+                                  name='discoro_httpd')
     except OSError as exc:
         print('httpd.py: %s' % exc, file=sys.stderr)
         return 1
     location = None
     if options.scheduler:
-        host, _, port = options.scheduler.rpartition(':')
-        location = Location(host, int(port))
+        location = Location(*options.scheduler.rsplit(':', 1))
         rt.peer(location)
     try:
         httpd = HTTPServer(None, host=options.host, port=options.port,
@@ -622,10 +627,9 @@ def _wait_for_quit(daemon):
     """Until `quit`/`exit` or end of input on stdin (unless `daemon` or started
     in the background of a terminal), or SIGINT/SIGTERM/SIGHUP."""
     import signal
-    from asyncoro.discoronode import _in_background
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.default_int_handler)     # KeyboardInterrupt, like SIGINT
-    if daemon or _in_background() or sys.stdin is None or sys.stdin.closed:
+    if daemon or in_background() or sys.stdin is None or sys.stdin.closed:
         while True:
             signal.pause()
     print('commands: quit or exit', flush=True)

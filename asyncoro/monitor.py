@@ -1,6 +1,6 @@
 """asyncoro.monitor: what the web monitor knows of a discoro computation.
 
-What it owns: `_Monitor`, the state of one computation (its nodes with their
+What it owns: `Monitor`, the state of one computation (its nodes with their
 load over time, its servers, the coroutines running on each and the ones
 that ended) built from the status messages a scheduler sends (API.md §5.4),
 and the plain-data views of it that asyncoro.httpd serves as JSON; also the
@@ -15,7 +15,7 @@ How it works:
   the job appears. Coroutine ids are reused once a coroutine ended, so a
   job is known by `str(coro)` only while it runs.
 - Attached to a shared scheduler (the httpd.py program), the state starts
-  from the scheduler's snapshot (`_Snapshot`); messages that overtake the
+  from the scheduler's snapshot (`Snapshot`); messages that overtake the
   snapshot are held until it is applied, so none is applied to a state older
   than itself. A new computation (ComputationScheduled) starts a clean slate.
 - It is not thread-safe: one thread (the runtime's hub) owns it.
@@ -102,7 +102,7 @@ class _Job:
             else time.time()
 
 
-class _Snapshot:
+class Snapshot:
     """From the standalone program to the monitor's coroutine: the scheduler's
     `watch` answer (`full`: a new snapshot; else only its queue is news)."""
 
@@ -131,7 +131,7 @@ def _ended_how(kind, value):
     return 'failed: %s: %s' % (name, _text(value)) if value is not None else 'failed: ' + name
 
 
-class _Monitor:
+class Monitor:
     """What the pages show: nodes, servers and running coroutines of one
     computation, built from its status messages. Used in one thread only
     (the runtime's hub)."""
@@ -157,7 +157,7 @@ class _Monitor:
 
     def update(self, msg):
         """Take one status message (any other message is logged and dropped)."""
-        if isinstance(msg, _Snapshot):
+        if isinstance(msg, Snapshot):
             self._snapshot(msg.answer, msg.full)
             return
         if self.held is not None:
@@ -478,7 +478,7 @@ def _flag(value, what):
     raise BadRequest('%s must be true or false, not %r' % (what, value))
 
 
-def _split_location(text):
+def split_location(text):
     """'addr:port' (or '[v6]:port') -> normalized str, or None if malformed."""
     addr, sep, port = (text or '').rpartition(':')
     addr = addr[1:-1] if addr.startswith('[') and addr.endswith(']') else addr

@@ -32,7 +32,7 @@ business of asyncoro.disasyncoro.
 
 How AsyncSocket waits: the wrapped socket is always in non-blocking mode. An
 operation is tried; when it would block, the calling greenlet waits on a
-gevent io watcher created in the hub of *the calling thread* (`_FdWaiter`),
+gevent io watcher created in the hub of *the calling thread* (`FdWaiter`),
 then tries again. Nothing is bound to a hub when the socket is created, so a
 socket made in the main thread can be used by coroutines in the runtime's hub
 thread. A timeout is one deadline for the whole call (`recvall`, `sendall`,
@@ -71,8 +71,8 @@ __all__ = ['serialize', 'deserialize', 'unserialize', 'Location', 'AsyncSocket',
 
 log = logging.getLogger(__name__)
 
-_READ = 1           # libev/libuv event mask bits of an io watcher
-_WRITE = 2
+READ = 1           # libev/libuv event mask bits of an io watcher
+WRITE = 2
 _MSG_HEADER = struct.Struct('>L')   # send_msg/recv_msg frame: 4-byte big-endian length
 _CHUNK = 1 << 20    # largest single recv while collecting a message
 # A TLS handshake with no timeout set on the socket is still bounded by this,
@@ -145,7 +145,7 @@ class Location:
         return (Location, (self.addr, self.port))
 
 
-class _FdWaiter:
+class FdWaiter:
     """Blocks the calling greenlet until a descriptor is ready.
 
     Works in whichever thread's hub calls it: each wait makes its own io
@@ -161,7 +161,7 @@ class _FdWaiter:
         self._pending = {}      # started io watcher -> the hub it waits in
 
     def wait(self, fd, event, deadline, timeout_error):
-        """Wait for `event` (_READ/_WRITE) on `fd`; `deadline` is a
+        """Wait for `event` (READ/WRITE) on `fd`; `deadline` is a
         time.monotonic() value or None; raise timeout_error() when it passes."""
         timeout = None
         if deadline is not None:
@@ -198,7 +198,7 @@ class _FdWaiter:
 
 
 def _block_until_ready(fd, event, deadline, timeout_error):
-    """The blocking-mode counterpart of _FdWaiter.wait: blocks the OS thread."""
+    """The blocking-mode counterpart of FdWaiter.wait: blocks the OS thread."""
     timeout = None
     if deadline is not None:
         timeout = deadline - time.monotonic()
@@ -206,11 +206,11 @@ def _block_until_ready(fd, event, deadline, timeout_error):
             raise timeout_error()
     if hasattr(select, 'poll'):
         poller = select.poll()
-        poller.register(fd, select.POLLIN if event == _READ else select.POLLOUT)
+        poller.register(fd, select.POLLIN if event == READ else select.POLLOUT)
         ready = poller.poll(None if timeout is None else timeout * 1000)
     else:
         wanted = [fd]
-        ready = select.select(wanted, [], [], timeout)[0] if event == _READ else \
+        ready = select.select(wanted, [], [], timeout)[0] if event == READ else \
             select.select([], wanted, [], timeout)[1]
     if not ready:
         raise timeout_error()
@@ -281,7 +281,7 @@ class AsyncSocket:
         self._keyfile = keyfile
         self._certfile = certfile
         self._ssl_version = ssl_version if ssl_version is not None else self._default_ssl_version
-        self._waiter = _FdWaiter()
+        self._waiter = FdWaiter()
 
     def __getattr__(self, name):
         if name.startswith('__') or name == '_sock':
@@ -369,9 +369,9 @@ class AsyncSocket:
             try:
                 return getattr(sock, method)(*args)
             except ssl.SSLWantReadError:
-                self._wait(_READ, deadline)
+                self._wait(READ, deadline)
             except ssl.SSLWantWriteError:
-                self._wait(_WRITE, deadline)
+                self._wait(WRITE, deadline)
             except BlockingIOError:
                 self._wait(event, deadline)
 
@@ -398,7 +398,7 @@ class AsyncSocket:
         address = self._resolve(address)
         err = self._sock.connect_ex(address)
         if err in _CONNECT_PENDING:
-            self._wait(_WRITE, deadline)
+            self._wait(WRITE, deadline)
             err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err and err != errno.EISCONN:
             raise OSError(err, '%s (connecting to %s)' % (os.strerror(err), address))
@@ -421,7 +421,7 @@ class AsyncSocket:
         server side of the TLS handshake is done here, bounded by this socket's
         timeout (or _TLS_HANDSHAKE_TIMEOUT); if it fails, the connection is
         closed, a warning logged and ssl.SSLError (or socket.error) raised."""
-        conn, addr = self._io(_READ, self._deadline(), 'accept')
+        conn, addr = self._io(READ, self._deadline(), 'accept')
         conn = AsyncSocket(conn, blocking=self._blocking, keyfile=self._keyfile,
                            certfile=self._certfile, ssl_version=self._ssl_version)
         conn._timeout = None
@@ -441,14 +441,14 @@ class AsyncSocket:
         context = _tls_context(server_side, self._certfile, self._keyfile, self._ssl_version)
         self._sock = context.wrap_socket(self._sock, server_side=server_side,
                                          do_handshake_on_connect=False)
-        self._io(_READ, deadline, 'do_handshake')
+        self._io(READ, deadline, 'do_handshake')
 
     # -- data -----------------------------------------------------------------------
 
     def recv(self, bufsize):
         """Up to `bufsize` bytes; b'' at EOF. Blocks (the greenlet) until some
         data arrives. Generator form: `data = yield sock.recv(n)`."""
-        return self._io(_READ, self._deadline(), 'recv', bufsize)
+        return self._io(READ, self._deadline(), 'recv', bufsize)
 
     def recvall(self, bufsize):
         """Exactly `bufsize` bytes, or fewer at EOF. When the timeout passes it
@@ -460,7 +460,7 @@ class AsyncSocket:
         remaining = size
         try:
             while remaining > 0:
-                chunk = self._io(_READ, deadline, 'recv', min(remaining, _CHUNK))
+                chunk = self._io(READ, deadline, 'recv', min(remaining, _CHUNK))
                 if not chunk:
                     break
                 chunks.append(chunk)
@@ -473,7 +473,7 @@ class AsyncSocket:
     def send(self, data):
         """Send what the socket takes now (waiting until it takes something);
         returns the number of bytes sent."""
-        return self._io(_WRITE, self._deadline(), 'send', data)
+        return self._io(WRITE, self._deadline(), 'send', data)
 
     def sendall(self, data):
         """Send all of `data`; returns None; socket.timeout if the timeout passes."""
@@ -483,15 +483,15 @@ class AsyncSocket:
         view = memoryview(data).cast('B')
         sent = 0
         while sent < len(view):
-            sent += self._io(_WRITE, deadline, 'send', view[sent:])
+            sent += self._io(WRITE, deadline, 'send', view[sent:])
 
     def recvfrom(self, bufsize):
         """One datagram: (bytes, address)."""
-        return self._io(_READ, self._deadline(), 'recvfrom', bufsize)
+        return self._io(READ, self._deadline(), 'recvfrom', bufsize)
 
     def sendto(self, data, address):
         """Send one datagram; returns the number of bytes sent."""
-        return self._io(_WRITE, self._deadline(), 'sendto', data, address)
+        return self._io(WRITE, self._deadline(), 'sendto', data, address)
 
     def send_msg(self, data):
         """Send one frame: a 4-byte big-endian length, then `data`. Returns None.
@@ -647,6 +647,42 @@ def frame(payload):
     return _FRAME_HEADER.pack(len(payload)) + payload
 
 
+def read_pipe_frame(fd):
+    """The next frame on a pipe (a blocking descriptor): its unpickled
+    payload, or None at the end of the pipe (or inside a frame)."""
+    header = _read_exact(fd, 4)
+    if header is None:
+        return None
+    data = _read_exact(fd, _FRAME_HEADER.unpack(header)[0])
+    return None if data is None else loads(data)
+
+
+def _read_exact(fd, size):
+    chunks = []
+    while size:
+        chunk = os.read(fd, size)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b''.join(chunks)
+
+
+PIPE_ATOMIC = 4096 - 4     # a frame up to this long is written to a pipe in one piece
+
+
+def write_pipe_frame(fd, obj):
+    """Write `obj` as one frame to a pipe; several processes may write to
+    one pipe, and a frame of at most PIPE_ATOMIC bytes never mixes with
+    another. Returns the payload's size."""
+    payload = dumps(obj)
+    data = frame(payload)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    return len(payload)
+
+
 def _recv_handshake_frame(sock, deadline, peer):
     header = sock._recv_exact(4, deadline, partial_ok=False)
     if len(header) < 4:
@@ -659,6 +695,9 @@ def _recv_handshake_frame(sock, deadline, peer):
     if len(data) < size:
         raise PeerError('%s closed the connection during the handshake' % peer)
     return data
+
+
+_OTHER_SECRET = '%s failed authentication (not the same secret)'
 
 
 def _mac(key, role, first, second):
@@ -680,7 +719,7 @@ def handshake(sock, server_side, key, timeout, peer):
         sock._send_all(frame(PROTOCOL + mine + _mac(key, b'server', theirs, mine)), deadline)
         proof = _recv_handshake_frame(sock, deadline, peer)
         if not hmac.compare_digest(proof, _mac(key, b'client', mine, theirs)):
-            raise AuthError('%s failed authentication (not the same secret)' % peer)
+            raise AuthError(_OTHER_SECRET % peer)
     else:
         sock._send_all(frame(PROTOCOL + mine), deadline)
         reply = _recv_handshake_frame(sock, deadline, peer)
@@ -688,9 +727,10 @@ def handshake(sock, server_side, key, timeout, peer):
                 len(reply) != len(PROTOCOL) + _NONCE_SIZE + _MAC_SIZE):
             raise AuthError('%s does not speak %s' % (peer, PROTOCOL.decode()))
         theirs = reply[len(PROTOCOL):len(PROTOCOL) + _NONCE_SIZE]
-        if not hmac.compare_digest(reply[-_MAC_SIZE:], _mac(key, b'server', mine, theirs)):
-            raise AuthError('%s failed authentication (not the same secret)' % peer)
+        # our proof goes even when theirs failed, so that they find out too
         sock._send_all(frame(_mac(key, b'client', theirs, mine)), deadline)
+        if not hmac.compare_digest(reply[-_MAC_SIZE:], _mac(key, b'server', mine, theirs)):
+            raise AuthError(_OTHER_SECRET % peer)
 
 
 def connect(addr, key, timeout, certfile=None, keyfile=None):
@@ -839,10 +879,21 @@ class Connection:
         if failed:
             self.close(failed)
 
+    def push(self):
+        """In the hub: write what is queued now, in this greenlet, instead of
+        at the hub's next turn (an answer that must be on the wire before
+        what it started runs)."""
+        failed = None
+        with self._lock:
+            if self._state == _SCHEDULED and not self.closed:
+                failed = self._write_or_hand_over()
+        if failed:
+            self.close(failed)
+
     def _write_some(self):
         """Write from the head of _outbox what the socket takes now (the
         caller holds _lock). Returns True once _outbox is empty, else the
-        event (_WRITE, or _READ for TLS) to wait for before writing more.
+        event (WRITE, or READ for TLS) to wait for before writing more.
         Raises OSError or ValueError when the connection failed."""
         outbox = self._outbox
         sock = self.sock._sock
@@ -858,16 +909,16 @@ class Connection:
                 else:
                     sent = sock.send(self._joined(head))
             except (BlockingIOError, ssl.SSLWantWriteError):
-                return _WRITE
+                return WRITE
             except ssl.SSLWantReadError:
-                return _READ
+                return READ
             self._queued = max(self._queued - sent, 0)
             offset = self._sent + sent
             while outbox and offset >= len(outbox[0]):
                 offset -= len(outbox.popleft())
             self._sent = offset
             if outbox and offset:       # the socket is full
-                return _WRITE
+                return WRITE
         self._queued = 0
         return True
 
@@ -995,7 +1046,7 @@ class Connection:
         # more than the read); after a short read the socket is most likely
         # drained, so wait first instead of paying for an EAGAIN.
         hub = gevent.get_hub()
-        readable = hub.loop.io(self.sock._sock.fileno(), _READ)
+        readable = hub.loop.io(self.sock._sock.fileno(), READ)
         drained = False
         try:
             while not self.closed:
@@ -1003,8 +1054,8 @@ class Connection:
                     hub.wait(readable)
                 with self._lock:
                     drained = self._read_some(self._on_frame)
-                if drained == _WRITE:           # TLS wants to write before it reads
-                    self.sock._wait(_WRITE, None)
+                if drained == WRITE:           # TLS wants to write before it reads
+                    self.sock._wait(WRITE, None)
                     drained = False
                 if self._failed:
                     self.close(self._failed)
@@ -1022,7 +1073,7 @@ class Connection:
         except (BlockingIOError, ssl.SSLWantReadError):
             return True
         except ssl.SSLWantWriteError:
-            return _WRITE
+            return WRITE
         except (OSError, ValueError) as exc:
             self._failed = 'read failed: %s' % exc
             return True
@@ -1125,6 +1176,19 @@ def decode_ping(key, datagram):
     try:
         info = json.loads(body)
     except ValueError:
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def unverified_ping(datagram):
+    """What a discovery datagram claims (its info dict) without checking its
+    signature, or None if it is not a ping at all: to say who sent a ping
+    signed with another secret. Trust nothing in it."""
+    if not datagram.startswith(_PING_MAGIC):
+        return None
+    try:
+        info = json.loads(datagram[len(_PING_MAGIC):].split(b' ', 1)[1])
+    except (ValueError, IndexError):
         return None
     return info if isinstance(info, dict) else None
 

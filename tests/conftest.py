@@ -252,7 +252,7 @@ def discoronode(services, tmp_path):
             '--dest_path', dest] + list(argv)
         proc = services('discoronode', argv, 'discoronode ready', console)
         proc.location = proc.ready_line.split()[2]
-        proc.node_dir = os.path.join(str(dest), 'discoro')
+        proc.node_dir = proc.ready_line.split('dir=', 1)[1]
         return proc, ports
     return start
 

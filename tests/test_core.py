@@ -514,10 +514,34 @@ def test_name_repr_location_and_equality():
     assert c.value(timeout=5) is c
     assert c.name == 'my_coro'
     # with networking on (asyncoro.disasyncoro imported) the location follows
-    assert repr(c) in ('~my_coro/%s' % id(c), '~my_coro/%s@%s' % (id(c), c.location))
+    assert repr(c) in ('~my_coro/%s' % c._id, '~my_coro/%s@%s' % (c._id, c.location))
     assert c.location == asyncoro.AsynCoro.instance().location
-    assert c == c and hash(c) == id(c)
+    assert c == c and hash(c) == c._id
     assert not c.is_alive()
+
+
+def test_coroutine_ids_are_never_reused():
+    """id() of a finished coroutine's object comes back at once; a
+    coroutine's id (in its repr, its references, the monitor) never does."""
+    def short(coro=None):
+        yield
+
+    first = asyncoro.Coro(short)
+    first.value(timeout=5)
+    seen = {first._id}
+    objects = {id(first)}
+
+    def many(count, coro=None):
+        ids = []
+        for _ in range(count):
+            c = asyncoro.Coro(short)
+            ids.append((c._id, id(c)))
+            yield c.finish()
+        return ids
+    ids = run_coro(many, 100000, timeout=120)
+    assert len(ids) == 100000
+    assert len(seen | {i for i, _ in ids}) == 100001       # no id came twice
+    assert len(objects | {o for _, o in ids}) < 1000        # while id() did, over and over
 
 
 def test_hot_swap_replaces_generator_and_keeps_messages():

@@ -267,8 +267,10 @@ def client(host, port, coro=None):
             result = yield rt.send_file(loc, path, dir=subdir[0] if subdir else None,
                                         overwrite=overwrite, timeout=30)
         elif op == 'raw-name':      # a name with a path in it, straight to the wire
-            result = rt.request(loc, 'file-begin', ('', path, 1, 0, 0, 0o644, True), 10,
-                              on_timeout=None, on_failure=None)
+            answer = rt.request(loc, 'file-begin', ('', path, 1, 0, 0, 0o644, True), 10,
+                                on_timeout=None, on_failure=None)
+            # refused, and the answer says why
+            result = -1 if 'refused it: file name' in str(answer) else answer
         else:
             result = yield rt.del_file(loc, path, dir=rest[0] if rest else None)
         print(line, result, flush=True)

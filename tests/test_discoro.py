@@ -235,7 +235,8 @@ def test_allocation_rules():
     # imported here: importing asyncoro.discoro makes the next runtime of this
     # (test) process a distributed one, which tests of the core do not expect
     from asyncoro.discoro import (DiscoroNodeAllocate, DiscoroNodeAvailInfo, DiscoroNodeInfo,
-                                  _servers_for)
+                                  )
+    from asyncoro.records import servers_for as _servers_for
     info = DiscoroNodeInfo('n1', '10.1.2.15', 8, 'linux-6.1-x86_64',
                            DiscoroNodeAvailInfo(None, 90.0, 2 * 1024 ** 3, 10 ** 12, 100.0))
     assert _servers_for([], info) == 8
@@ -291,7 +292,7 @@ def broken(coro=None):
     yield undefined_name
 
 def main(coro=None):
-    for bad in [lambda: Computation([compute], pulse_interval=1),
+    for bad in [lambda: Computation([compute], pulse_interval=0.5),
                 lambda: Computation([42]),
                 lambda: Computation(['no/such/file.txt']),
                 lambda: Computation([compute], node_setup=compute_plain),
@@ -316,7 +317,7 @@ def compute_plain(x):
 
 asyncoro.Coro(main)
 ''', logs=logs)
-    expected = ['refused: pulse_interval must be between 10 and 100, not 1',
+    expected = ['refused: pulse_interval must be a number of seconds, at least 1',
                 'refused: component 42 is not a function, class, module or file',
                 "refused: file component 'no/such/file.txt' does not exist",
                 'refused: node_setup must be a generator function, not <function',
@@ -362,7 +363,7 @@ asyncoro.Coro(main)
     os.kill(server_pid, signal.SIGKILL)
     out, err = proc.communicate(b'', timeout=30)
     lines = split_log(out.decode())[0]
-    assert lines[0].startswith('result ServerLost'), (lines, err.decode()[-2000:])
+    assert lines[0].startswith('result ServerLost'), (out.decode()[-3000:], err.decode()[-2000:])
     assert time.monotonic() - t0 < 5
     assert lines[1] == 'then other server still works'
 
@@ -458,17 +459,22 @@ def _alive(pid):
 
 
 def test_node_option_parsing():
-    from asyncoro.discoronode import _ports, _cpus, _size
-    assert _ports([], 2) == [0, 0, 0]
-    assert _ports(['2345-2347', '3799'], 8) == [2345, 2346, 2347, 3799, 3800, 3801, 3802,
-                                                3803, 3804]
-    assert _ports(['5000'], 2) == [5000, 5001, 5002]
+    import argparse
+    from asyncoro.discoronode import server_ports, servers_wanted
+    from asyncoro.programs import size
+    assert server_ports([], 2) == [0, 0, 0]
+    assert server_ports(['2345-2347', '3799'], 8) == [2345, 2346, 2347, 3799, 3800, 3801,
+                                                      3802, 3803, 3804]
+    assert server_ports(['5000'], 2) == [5000, 5001, 5002]
     with pytest.raises(ValueError):
-        _ports(['10-5'], 1)
+        server_ports(['65535'], 2)          # the servers' ports would pass 65535
     cpus = os.cpu_count()
-    assert (_cpus(0), _cpus(4), _cpus(-1)) == (cpus, 4, max(cpus - 1, 0) or cpus - 1)
-    assert (_size('10k'), _size('2m'), _size('1g'), _size(None)) == (10240, 2 * 1024 ** 2,
-                                                                      1024 ** 3, 0)
+    assert (servers_wanted(0), servers_wanted(4)) == (cpus, 4)
+    assert servers_wanted(-1) == max(cpus - 1, 0) or cpus - 1
+    assert (size('10k'), size('2m'), size('1g'), size('0')) == (10240, 2 * 1024 ** 2,
+                                                                1024 ** 3, 0)
+    with pytest.raises(argparse.ArgumentTypeError):
+        size('xyz')
 
 
 def test_server_setup_with_enable_server_and_files_sent_to_servers(processes, discoronode,

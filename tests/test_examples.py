@@ -190,8 +190,8 @@ def test_client4_files_go_to_the_jobs_and_results_come_back(example, discoronode
         with open(outputs[i]) as f:
             assert f.read().splitlines() == expected
     # moved out of the client's dest_path (under its TMPDIR)
-    inbox = os.path.join(str(example.tmp), 'asyncoro', 'discoro', 'discoroscheduler')
-    assert glob.glob(os.path.join(inbox, 'result-*')) == []
+    inboxes = os.path.join(str(example.tmp), 'asyncoro', 'discoro', 'scheduler-*')
+    assert glob.glob(os.path.join(inboxes, 'result-*')) == []
 
 
 def test_client5_external_program_talks_through_pipes(example, discoronode):

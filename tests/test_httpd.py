@@ -95,7 +95,7 @@ def post(app, path, form=None, data=None):
 def cluster():
     """A monitor fed the messages of one node with two servers and three jobs
     (one of them finished), and its WSGI application."""
-    monitor = monitor_module._Monitor(poll_sec=5)
+    monitor = monitor_module.Monitor(poll_sec=5)
     avail = DiscoroNodeAvailInfo(Location(NODE, 9000), 75.0, 8 << 30, 100 << 30, 90.0)
     monitor.update(DiscoroStatus(Scheduler.NodeDiscovered,
                                  DiscoroNodeInfo('box', NODE, 2, 'linux-x86_64', avail)))
@@ -324,7 +324,7 @@ def test_ends_before_creation_and_reused_coroutine_ids(cluster):
 
 
 def test_snapshot_from_the_scheduler_orders_messages_that_overtake_it():
-    monitor = monitor_module._Monitor()
+    monitor = monitor_module.Monitor()
     monitor.mode = 'scheduler'
     monitor.held = []
     running = FakeCoro('compute', 1, S1)
@@ -338,7 +338,7 @@ def test_snapshot_from_the_scheduler_orders_messages_that_overtake_it():
               'queue': [(77, Location('127.0.0.9', 4000)), (78, Location('127.0.0.8', 4001))],
               'nodes': [DiscoroNodeInfo('box', NODE, 2, 'linux', None)], 'servers': [S1, S2],
               'jobs': [(DiscoroCoroInfo(running, (1,), {}, 2.0), 'compute')]}
-    monitor.update(monitor_module._Snapshot(answer, True))
+    monitor.update(monitor_module.Snapshot(answer, True))
     summary = get_json(app, '/api/cluster')
     assert summary['computation']['id'] == '77'        # a str: JavaScript numbers are 53-bit
     assert summary['queue'] == [{'id': '78', 'client': '127.0.0.8:4001'}]

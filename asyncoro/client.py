@@ -1,0 +1,510 @@
+"""asyncoro.client: a computation, seen from the client program.
+
+What it owns: `Computation` (components to ship, `schedule`, the `run*`
+family, `close`) and its client-side service, which takes the results of
+`run_result*` jobs and answers the scheduler's pings. asyncoro.discoro is
+its public home.
+
+How it works: `schedule()` finds the scheduler (`discoro_scheduler`: in this
+process with `Scheduler()`, or a discoro.py program), sends it the component
+files if it lives elsewhere, and submits the computation; every later call
+asks that scheduler (asyncoro.service). A request refused or lost comes back
+as a Failure and becomes, here at the edge, the return value asyncoro 4.5
+gives (-1, None, an error tuple), with one WARNING saying why. Nothing waits
+forever: a call waits as long as the scheduler is reachable, and one that
+waits long (no node, the queue) says why after `Computation.wait_warning`
+seconds.
+"""
+
+import functools
+import inspect
+import logging
+import os
+import sys
+import types
+import uuid
+
+import gevent
+import gevent.event
+
+from asyncoro import _msg_timeout, disasyncoro, netio
+from asyncoro.disasyncoro import Coro, Location, PeerStatus, SysCoro
+from asyncoro.failure import Failure, spawn
+from asyncoro.records import (DiscoroError, DiscoroNodeAllocate, JobNotCreated, MaxPulseInterval,
+                              MinPulseInterval, Package, ServerLost, SMALLEST_PULSE_INTERVAL,
+                              upload_dir)
+from asyncoro.service import (CLOSE, ENABLE_NODE, ENABLE_SERVER, NODES, PING, RESULT, RUN,
+                              SCHEDULE, SERVERS, WAITING, Service, answers)
+
+__all__ = ['Computation']
+
+log = logging.getLogger(__name__)
+
+
+# CPython drops __main__.__file__ once the script's last line has run, and
+# inspect needs it to find a class's source: programs build computations in
+# coroutines that run after that (exit-wait), so remember it now
+_MAIN_FILE = getattr(sys.modules.get('__main__'), '__file__', None)
+
+
+def _source(obj, what):
+    main = sys.modules.get('__main__')
+    if _MAIN_FILE and main is not None and getattr(obj, '__module__', None) == '__main__' \
+            and getattr(main, '__file__', None) is None:
+        main.__file__ = _MAIN_FILE
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError) as exc:
+        raise DiscoroError('%s %r: its source code is not available (%s); define it in a '
+                           'file' % (what, obj, exc)) from exc
+
+
+def _tracked(cls):
+    """A line to run after a class component's source on the servers: it makes
+    the class made there the one the client's instances unpickle to, and
+    instances made there unpickle here to `cls`."""
+    return '\nasyncoro.netio.track_class(%r, %s)\n' % (netio.class_tracker_id(cls), cls.__name__)
+
+
+def _dedent(text):
+    lines = text.splitlines(True)
+    indent = min((len(line) - len(line.lstrip()) for line in lines if line.strip()), default=0)
+    return ''.join(line[indent:] for line in lines)
+
+
+class Computation:
+    """A computation: code and files (`components`) to ship to servers, and
+    the jobs run with them.
+
+    :param components: functions, classes, objects (their class), modules and
+        file paths to ship to every server.
+    :param pulse_interval: seconds between the nodes' pulses, which carry
+        their load and prove they are there (a node silent for 5 pulses is
+        dropped). At least 1; each node keeps it within its own
+        ``--min_pulse_interval``/``--max_pulse_interval`` (10 and 100 by
+        default).
+    :param node_allocations: DiscoroNodeAllocate rules (or address patterns)
+        saying which nodes to use, and how many of their servers.
+    :param status_coro: a Coro that gets the status messages.
+    :param node_setup: a generator function run once per node before its
+        servers start; the globals it sets are in every server of that node.
+    :param server_setup: a generator function run on each server first.
+    :param disable_nodes: nodes (servers) wait for enable_node
+        (enable_server) before they are used.
+    :param peers_communicate: servers pair with one another.
+    :raises DiscoroError: for a bad argument, saying which and why.
+
+    `wait_warning` (seconds, 10 by default; class or instance attribute):
+    when schedule() or a run* call has waited that long, one WARNING says
+    what the scheduler knows of why (its queue, no node found, nodes that
+    refused and why, peers with another secret).
+    """
+
+    wait_warning = 10
+
+    def __init__(self, components, pulse_interval=(5 * MinPulseInterval),
+                 node_allocations=[],         # noqa: B006 - API.md's signature; never mutated
+                 status_coro=None, node_setup=None, server_setup=None, disable_nodes=False,
+                 disable_servers=False, peers_communicate=False):
+        if not isinstance(components, (list, tuple)):
+            components = [components]
+        if isinstance(pulse_interval, bool) or not isinstance(pulse_interval, (int, float)) or \
+                not pulse_interval >= SMALLEST_PULSE_INTERVAL:
+            raise DiscoroError('pulse_interval must be a number of seconds, at least %s (each '
+                               'node keeps it within its own bounds, %s to %s by default), '
+                               'not %r' % (SMALLEST_PULSE_INTERVAL, MinPulseInterval,
+                                           MaxPulseInterval, pulse_interval))
+        allocations = []
+        for rule in node_allocations or []:
+            if isinstance(rule, str):
+                rule = DiscoroNodeAllocate(rule)
+            if not isinstance(rule, DiscoroNodeAllocate):
+                raise DiscoroError('node_allocations must be DiscoroNodeAllocate objects or '
+                                   'strings, not %r' % (rule,))
+            allocations.append(rule)
+        if status_coro is not None and not isinstance(status_coro, Coro):
+            raise DiscoroError('status_coro must be a Coro, not %r' % (status_coro,))
+        for name, setup in (('node_setup', node_setup), ('server_setup', server_setup)):
+            if setup is not None and not inspect.isgeneratorfunction(setup):
+                raise DiscoroError('%s must be a generator function, not %r' % (name, setup))
+        if (disable_nodes or disable_servers) and status_coro is None:
+            raise DiscoroError('disable_nodes and disable_servers need a status_coro (to hear '
+                               'of the nodes and servers to enable)')
+        code, files, names = [], [], set()
+        for item in list(components) + [s for s in (node_setup, server_setup) if s is not None]:
+            if isinstance(item, (types.FunctionType, type)):
+                if item.__name__ not in names:
+                    code.append(_dedent(_source(item, 'component')))
+                    if isinstance(item, type):
+                        code.append(_tracked(item))
+                    names.add(item.__name__)
+            elif isinstance(item, types.ModuleType):
+                path = getattr(item, '__file__', None) or ''
+                if not path.endswith('.py'):
+                    raise DiscoroError('module component %r has no .py source' % item.__name__)
+                files.append(self._file(path, os.path.join(*item.__name__.split('.')[:-1])
+                                        if '.' in item.__name__ else None))
+            elif isinstance(item, str):
+                if not os.path.isfile(item):
+                    raise DiscoroError('file component %r does not exist' % item)
+                files.append(self._file(item, None))
+            elif isinstance(item, (types.BuiltinFunctionType, functools.partial,
+                                   types.MethodType)) or type(item).__module__ == 'builtins':
+                raise DiscoroError('component %r is not a function, class, module or file'
+                                   % (item,))
+            else:
+                cls = type(item)
+                if cls.__name__ not in names:
+                    code.append(_dedent(_source(cls, 'class of component')))
+                    code.append(_tracked(cls))
+                    names.add(cls.__name__)
+        self._code = '\n'.join(code)
+        try:
+            compile(self._code, '<computation components>', 'exec')
+        except SyntaxError as exc:
+            raise DiscoroError('components do not compile: %s' % exc) from exc
+        self._names = names
+        self._files = files
+        self._pulse_interval = pulse_interval
+        self._allocations = allocations
+        self.status_coro = status_coro
+        self._node_setup = node_setup.__name__ if node_setup else None
+        self._server_setup = server_setup.__name__ if server_setup else None
+        self._disable_nodes = bool(disable_nodes)
+        self._disable_servers = bool(disable_servers)
+        self._peers_communicate = bool(peers_communicate)
+        # the key of this computation everywhere: id(self) alone is not unique
+        # across client processes, which share one scheduler program
+        self._id = uuid.uuid4().int >> 65
+        self.scheduler = None
+        self._client = None
+        self._closed = False
+
+    @staticmethod
+    def _file(path, rel):
+        path = os.path.abspath(path)
+        if rel is None:
+            cwd = os.getcwd()
+            parent = os.path.dirname(path)
+            rel = os.path.relpath(parent, cwd) if os.path.commonpath([cwd, parent]) == cwd else ''
+            rel = '' if rel == '.' else rel
+        return (path, rel)
+
+    def _package(self):
+        """What the scheduler (and through it the nodes) needs of this."""
+        return Package(self._id, self._code, self._files, self._pulse_interval,
+                        self._allocations, self.status_coro, self._node_setup,
+                        self._server_setup, self._disable_nodes, self._disable_servers,
+                        self._peers_communicate, self._client.coro,
+                        disasyncoro.AsynCoro.instance().location, id(self))
+
+    def _upload(self, rt, scheduler):
+        """A scheduler in another process gets the component files first:
+        it sends them on to the nodes. 0, or the reason it failed."""
+        for path, rel in self._files:
+            folder = os.path.join(upload_dir(self._id), rel) if rel else upload_dir(self._id)
+            if rt.send_file(scheduler.location, path, dir=folder, overwrite=True,
+                            timeout=_msg_timeout()) < 0:
+                return 'could not send %s to the scheduler at %s' % (path, scheduler.location)
+        return 0
+
+    # -------------------------------------------- scheduling
+
+    def schedule(self, location=None, timeout=None):
+        """Find the scheduler (at `location`, or anywhere, within MsgTimeout)
+        and submit this computation; wait until the scheduler starts it (it
+        runs one computation at a time, in the order they came). Blocks; the
+        wait ends when it starts, or with -1 when the scheduler goes away.
+        `timeout` is accepted and unused.
+
+        :returns: 0, or -1 (with a WARNING saying why) if no scheduler was
+            found or it would not take the computation.
+        Call form: ``yield computation.schedule()``."""
+        if self.scheduler is not None:
+            return 0
+        if self._closed:
+            raise DiscoroError('computation %x was closed' % self._id)
+        rt = disasyncoro.AsynCoro.instance()
+        scheduler = None
+        if location is None and _last_scheduler[0] is not None:
+            # the scheduler of this client's last computation, asked alone
+            # first: a broadcast would also ask every server of the last
+            # computation, which may be going away just now
+            scheduler = rt._run_here(SysCoro.locate, 'discoro_scheduler', _last_scheduler[0],
+                                     _msg_timeout())
+        if scheduler is None:
+            scheduler = rt._run_here(SysCoro.locate, 'discoro_scheduler', location,
+                                     _msg_timeout())
+        if scheduler is None:
+            log.warning('no scheduler answered at %s within %ss (is discoro.py running, or '
+                        'Scheduler() called? same secret and UDP port %s?)',
+                        location or 'any peer', _msg_timeout(), rt.udp_port)
+            return -1
+        if scheduler.location != rt.location:
+            failed = self._upload(rt, scheduler)
+            if failed:
+                log.warning('scheduling computation %x failed: %s', self._id, failed)
+                return -1
+        self._client = rt._run_here(_ClientService, scheduler, self)
+        answer = rt._run_here(self._client.ask, self.wait_warning, scheduler, SCHEDULE,
+                              self._package())
+        if isinstance(answer, Failure):
+            log.warning('scheduling computation %x failed: %s', self._id, answer)
+            rt._run_here(self._client.stop, 'computation %x was not scheduled' % self._id)
+            self._client = None
+            return -1
+        self.scheduler = scheduler
+        _last_scheduler[0] = scheduler.location
+        rt.atexit(10, self._close_at_exit)
+        return 0
+
+    def _close_at_exit(self):
+        if self.scheduler is not None and not self._closed:
+            self.close()
+
+    def _ask(self, op, *args, timeout=None, patient=False):
+        """Ask the scheduler `op` about this computation: its answer, or a
+        Failure. `patient`: a wait with no limit (placing a job), which says
+        after wait_warning seconds why it still waits."""
+        if self.scheduler is None:
+            raise DiscoroError('computation %x is not scheduled (call schedule() first)'
+                               % self._id)
+        if self._closed and op != CLOSE:
+            raise DiscoroError('computation %x is closed' % self._id)
+        rt = disasyncoro.AsynCoro.instance()
+        return rt._run_here(self._client.ask, self.wait_warning if patient else None,
+                            self.scheduler, op, self._id, *args, timeout=timeout)
+
+    # -------------------------------------------- jobs
+
+    def _job_spec(self, gen):
+        if isinstance(gen, str):
+            return gen, None
+        if not callable(gen) or not hasattr(gen, '__name__'):
+            raise DiscoroError('%r is not a function (or the name of one)' % (gen,))
+        if gen.__name__ in self._names:
+            return gen.__name__, None
+        return gen.__name__, _dedent(_source(gen, 'job function'))
+
+    def _run(self, kind, where, gen, args, kwargs, want_result):
+        name, source = self._job_spec(gen)
+        if where is not None and not isinstance(where, (str, Location)):
+            raise DiscoroError('where must be a node address or a server Location, not %r'
+                               % (where,))
+        try:
+            netio.dumps((args, kwargs))
+        except Exception as exc:       # whatever pickling raises: the arguments are at fault
+            log.warning('job %s not run: its arguments cannot be pickled: %s: %s',
+                        name, type(exc).__name__, exc)
+            return None
+        answer = self._ask(RUN, kind, where, name, source, args, kwargs, want_result,
+                           patient=True)
+        if isinstance(answer, ServerLost) and want_result:
+            return answer           # run_result*: the job's error
+        if isinstance(answer, JobNotCreated):
+            # the server could not create it: asyncoro 4.5's error tuple
+            log.warning('job %s of computation %x not created: %s', name, self._id, answer)
+            return (answer.error, name, answer.traceback)
+        if isinstance(answer, (Failure, ServerLost)):
+            log.warning('job %s of computation %x not run: %s', name, self._id, answer)
+            return None
+        return answer
+
+    def run_at(self, where, gen, *args, **kwargs):
+        """A CPU-bound job: `gen(*args, **kwargs)` on node `where` (an IP
+        address: any of its servers, if one is free now) or server `where` (a
+        Location: once it is free). Blocks until the job has started.
+
+        :returns: the job's remote Coro; None if it could not be placed (with
+            a WARNING saying why); (exc_type, name, traceback text) if the
+            server could not create it.
+        Call form: ``rcoro = yield computation.run_at(where, compute, 1)``."""
+        return self._run('cpu', where, gen, args, kwargs, False)
+
+    def run(self, gen, *args, **kwargs):
+        """A CPU-bound job on the least-loaded server; blocks until a server
+        is free and the job has started (so a loop of run() keeps every
+        server busy). Returns as run_at."""
+        return self._run('cpu', None, gen, args, kwargs, False)
+
+    def run_async_at(self, where, gen, *args, **kwargs):
+        """A job that does not reserve its server, on node or server `where`.
+        Returns as run_at."""
+        return self._run('async', where, gen, args, kwargs, False)
+
+    def run_async(self, gen, *args, **kwargs):
+        """A job that does not reserve its server, on the least busy one.
+        Returns as run_at."""
+        return self._run('async', None, gen, args, kwargs, False)
+
+    def run_result_at(self, where, gen, *args, **kwargs):
+        """run_at, then wait for the job's end. Blocks; the wait ends when the
+        job ends, its server is lost, or the computation is closed.
+
+        :returns: the job's value, the exception it raised (or ServerLost),
+            the error tuple of a job that could not be created, or None (with
+            a WARNING) if it could not run."""
+        return self._result(self._run('cpu', where, gen, args, kwargs, True))
+
+    def run_result(self, gen, *args, **kwargs):
+        """run, then wait for the job's value (see run_result_at)."""
+        return self._result(self._run('cpu', None, gen, args, kwargs, True))
+
+    def _result(self, rcoro):
+        if not isinstance(rcoro, Coro):
+            return rcoro
+        rt = disasyncoro.AsynCoro.instance()
+        return rt._run_here(self._client.result, rcoro)
+
+    def run_results(self, gen, iterable):
+        """run_result for each item, all at once; their values (or errors) in
+        the items' order. An item that is a tuple is the positional arguments,
+        another iterable becomes tuple(item) (so a str gives one argument per
+        character), anything else the one argument. Blocks until all ended."""
+        calls = []
+        for item in iterable:
+            if isinstance(item, tuple):
+                args = item
+            elif isinstance(item, (list, str, bytes, set, frozenset, dict, range)) or \
+                    hasattr(item, '__iter__'):
+                args = tuple(item)
+            else:
+                args = (item,)
+            calls.append(args)
+        rt = disasyncoro.AsynCoro.instance()
+
+        def all_results():
+            jobs = [spawn(self.run_result, gen, *args) for args in calls]
+            gevent.joinall(jobs)
+            return [job.value for job in jobs]
+        return rt._run_here(all_results)
+
+    # -------------------------------------------- nodes and servers
+
+    def enable_node(self, ip_addr, *setup_args):
+        """With disable_nodes: let the scheduler set up node `ip_addr` (or a
+        Location's addr), running node_setup(*setup_args) there."""
+        addr = ip_addr.addr if isinstance(ip_addr, Location) else ip_addr
+        self._tell(ENABLE_NODE, addr, setup_args)
+
+    def enable_server(self, location, *setup_args):
+        """With disable_servers: set up server `location` with
+        server_setup(*setup_args)."""
+        self._tell(ENABLE_SERVER, location, setup_args)
+
+    def _tell(self, op, *args):
+        if self.scheduler is None:
+            raise DiscoroError('computation %x is not scheduled' % self._id)
+        rt = disasyncoro.AsynCoro.instance()
+        rt._run_here(self._client.tell, self.scheduler, op, self._id, *args)
+
+    def nodes(self):
+        """The IP addresses of the nodes set up for this computation
+        ([] if the scheduler does not answer within MsgTimeout)."""
+        answer = self._ask(NODES, timeout=_msg_timeout())
+        return [] if isinstance(answer, Failure) else answer
+
+    def servers(self):
+        """The Locations of the servers ready for jobs ([] if the scheduler
+        does not answer within MsgTimeout)."""
+        answer = self._ask(SERVERS, timeout=_msg_timeout())
+        return [] if isinstance(answer, Failure) else answer
+
+    def close(self, await_async=False):
+        """Wait for the CPU-bound jobs (and the async ones too with
+        await_async; otherwise they are terminated), close the servers,
+        release the nodes, delete the files. Blocks until the scheduler has
+        closed it, or is gone.
+
+        :returns: 0, or -1 (with a WARNING) if the scheduler did not close it.
+        Call form: ``yield computation.close()``."""
+        if self.scheduler is None or self._closed:
+            return 0
+        self._closed = True
+        answer = self._ask(CLOSE, bool(await_async))
+        rt = disasyncoro.AsynCoro.instance()
+        rt._drop_atexit(self._close_at_exit)
+        rt._run_here(self._client.stop, 'computation %x is closed' % self._id)
+        if isinstance(answer, Failure):
+            log.warning('closing computation %x: %s', self._id, answer)
+            return -1
+        return 0
+
+
+_last_scheduler = [None]      # where this client's last computation found its scheduler
+
+
+class _ClientService(Service):
+    """The client side of one computation: job results for run_result*
+    come here, and the scheduler pings it to know the client is there."""
+
+    def __init__(self, scheduler, computation):
+        super().__init__()
+        self._results = {}          # remote Coro -> AsyncResult of its value
+        self._scheduler = scheduler
+        self._comp_id = computation._id
+        self._gone = None           # why every answer fails: the scheduler is gone
+        if scheduler.location != self.rt.location:
+            self.rt.peer_status(self.coro)
+
+    def on_peer(self, status):
+        """A scheduler program that goes away fails whatever waits for it."""
+        if status.status == PeerStatus.Offline and status.location == self._scheduler.location:
+            self._gone = 'the scheduler at %s is gone' % status.location
+            log.warning('%s: computation %x ends here', self._gone, self._comp_id)
+            for slot in self._results.values():
+                if not slot.ready():
+                    slot.set(DiscoroError(self._gone))
+
+    def ask(self, patience, target, op, *args, timeout=None):
+        """call(); with `patience` (seconds), a call that has waited that long
+        logs one WARNING with what the scheduler says of why."""
+        if self._gone:
+            return Failure(op, self._gone)
+        if not patience:
+            return self.call(target, op, *args, timeout=timeout)
+        job = spawn(self.call, target, op, *args, timeout=timeout)
+        job.join(patience)
+        if not job.ready():
+            why = self.call(target, WAITING, self._comp_id, timeout=_msg_timeout())
+            log.warning('%s for computation %x has waited %ss: %s', _WAITS.get(op, op),
+                        self._comp_id, patience, why)
+            job.join()
+        return job.value
+
+    def _slot(self, rcoro):
+        slot = self._results.get(rcoro)
+        if slot is None:
+            slot = self._results[rcoro] = gevent.event.AsyncResult()
+        return slot
+
+    @answers(RESULT)
+    def result_came(self, rcoro, value):
+        slot = self._slot(rcoro)
+        if not slot.ready():
+            slot.set(value)
+
+    @answers(PING)
+    def ping(self):
+        return 0
+
+    def result(self, rcoro):
+        """The value of job `rcoro` (an error once the computation is closed
+        or its scheduler gone). Blocks this greenlet until then."""
+        slot = self._slot(rcoro)
+        if self._gone and not slot.ready():
+            slot.set(DiscoroError(self._gone))
+        value = slot.get()
+        self._results.pop(rcoro, None)
+        return value
+
+    def stop(self, reason='the service stopped'):
+        """The computation is closed: results still awaited will not come."""
+        self._gone = reason
+        for slot in self._results.values():
+            if not slot.ready():
+                slot.set(DiscoroError(reason))
+        super().stop(reason)
+
+
+_WAITS = {SCHEDULE: 'schedule()', RUN: 'a job'}

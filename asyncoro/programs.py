@@ -1,0 +1,259 @@
+"""asyncoro.programs: what the package's programs share.
+
+What it owns: the option types of discoronode.py, discoro.py and httpd.py
+(each bad value is one line naming the option and the value, and exit
+status 2, through argparse), the runtime options the node and the scheduler
+share, the check of TLS files at start, starting a runtime with a one-line
+error, the console loop and the wait for the end, and the folder each
+discoro process keeps for itself.
+
+How it works: option types raise argparse.ArgumentTypeError with a message
+that names the value; argparse adds the option's name and exits with 2.
+Checks that need several options (the TLS pair) call `parser.error`. A
+folder is claimed with an exclusive lock on a file beside it (`<folder>.lock`,
+flock): the first free `<role>-<n>` under the parent is this process's, for
+its life, so no two programs on one machine ever share one, and a program
+started again gets the same one back (and finds what its last run left).
+"""
+
+import argparse
+import errno
+import itertools
+import os
+import signal
+import ssl
+import sys
+
+from asyncoro import disasyncoro
+from asyncoro.disasyncoro import Location
+
+try:
+    import fcntl
+except ImportError:         # no flock here: folders are told apart by process id
+    fcntl = None
+
+__all__ = []
+
+
+# ---------------------------------------------------------------- option types
+
+def _bad(text, what):
+    return argparse.ArgumentTypeError('%r is not %s' % (text, what))
+
+
+def port(text):
+    """A TCP or UDP port, 1-65535 (0 where any port will do is `port_or_any`)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise _bad(text, 'a port number (1-65535)') from None
+    if not 0 < value < 65536:
+        raise _bad(text, 'a port number (1-65535)')
+    return value
+
+
+def port_or_any(text):
+    """A port number, or 0 for any free port."""
+    if str(text).strip() == '0':
+        return 0
+    return port(text)
+
+
+def port_ranges(text):
+    """`n`, `n1-n2`, or several of them separated by commas: the text back,
+    once it is known to be good (discoronode's --tcp_ports)."""
+    for part in str(text).split(','):
+        low, dash, high = part.partition('-')
+        numbers = [low, high] if dash else [low]
+        for number in numbers:
+            try:
+                value = int(number)
+            except ValueError:
+                raise _bad(text, 'a port (n) or a range of ports (n1-n2), 1-65535') from None
+            if not 0 < value < 65536:
+                raise _bad(text, 'a port (n) or a range of ports (n1-n2), 1-65535')
+        if dash and int(low) > int(high):
+            raise _bad(text, 'a range of ports (n1-n2 with n1 <= n2)')
+    return text
+
+
+def size(text):
+    """Bytes: a number with an optional k, m, g or t (powers of 1024)."""
+    value = str(text).strip().lower()
+    factor = 1
+    if value and value[-1] in 'kmgt':
+        factor = 1024 ** ('kmgt'.index(value[-1]) + 1)
+        value = value[:-1]
+    try:
+        number = float(value)
+    except ValueError:
+        raise _bad(text, 'a size (bytes, or with k, m, g or t: 10m)') from None
+    if number < 0:
+        raise _bad(text, 'a size (bytes, or with k, m, g or t: 10m)')
+    return int(number * factor)
+
+
+def seconds(text):
+    """A number of seconds, not negative."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise _bad(text, 'a number of seconds') from None
+    if value < 0 or value != value:
+        raise _bad(text, 'a number of seconds (0 or more)')
+    return value
+
+
+def host(text):
+    """A host name or address that resolves; its address."""
+    try:
+        return Location(text, 0).addr
+    except (OSError, UnicodeError) as exc:
+        raise argparse.ArgumentTypeError('%r is not a host here (%s)' % (text, exc)) from None
+
+
+def host_port(text):
+    """HOST:PORT, a peer's TCP listener: 'address:port' (Location(*it.rsplit(':', 1)))."""
+    name, colon, number = str(text).rpartition(':')
+    if not colon or not name:
+        raise _bad(text, 'HOST:PORT')
+    return str(Location(host(name), port(number)))
+
+
+def existing_file(text):
+    """A file that exists and can be read."""
+    if not os.path.isfile(text) or not os.access(text, os.R_OK):
+        raise argparse.ArgumentTypeError('%r is not a file that can be read' % (text,))
+    return text
+
+
+def folder(text):
+    """A folder that exists or can be made; its absolute path."""
+    path = os.path.abspath(text)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError('%r: cannot make that folder (%s)'
+                                         % (text, exc.strerror or exc)) from None
+    if not os.access(path, os.W_OK):
+        raise argparse.ArgumentTypeError('%r: that folder cannot be written' % (text,))
+    return path
+
+
+def new_file(text):
+    """A file that can be written (its folder exists)."""
+    parent = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise argparse.ArgumentTypeError('%r: folder %s does not exist or cannot be written'
+                                         % (text, parent))
+    return text
+
+
+def add_runtime_options(add):
+    """The AsynCoro options the node and scheduler programs share."""
+    add('--dest_path', type=folder, default=None, help='where files sent here are saved')
+    add('--max_file_size', type=size, default=0,
+        help='the largest file a peer may send here: bytes, or with a k/m/g/t suffix')
+    add('-s', '--secret', default='', help='shared with every peer')
+    add('--certfile', type=existing_file, default=None, help='TLS certificate (with --keyfile)')
+    add('--keyfile', type=existing_file, default=None)
+
+
+def check_tls(parser, certfile, keyfile, option='--certfile'):
+    """The TLS certificate and key load together, or the program stops here
+    (status 2) saying why."""
+    if keyfile and not certfile:
+        parser.error('%s is needed with --keyfile' % option)
+    if not certfile:
+        return
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        parser.error('%s %s%s: not a certificate (and key) that can be used: %s'
+                     % (option, certfile, ' with key %s' % keyfile if keyfile else '', exc))
+
+
+def start_runtime(program, hint, **options):
+    """The distributed runtime, or SystemExit(1) with one line saying why it
+    cannot start (`hint`: what to do when its TCP port is in use)."""
+    node = options.get('node')
+    try:
+        return disasyncoro.AsynCoro(**options)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            why = 'TCP port %s on %s is already in use: %s' % (options.get('tcp_port'), node,
+                                                               hint)
+        else:
+            why = 'it cannot start on %s: %s' % (node, exc)
+        print('%s: %s' % (program, why), file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+# ---------------------------------------------------------------- consoles and ending
+
+def in_background():
+    """Started in the background of a terminal (`&`): stdin is not ours."""
+    try:
+        return os.isatty(0) and os.tcgetpgrp(0) != os.getpgrp()
+    except OSError:
+        return False
+
+
+def console(commands, menu, done):
+    """Read commands from stdin until `done` is set or the input ends (end
+    of input runs 'quit'). `commands` maps a command (lower case; '' for an
+    empty line) to a function of no arguments; anything else prints `menu`.
+    For a thread of its own."""
+    print(menu, flush=True)
+    while not done.is_set():
+        line = sys.stdin.readline()
+        command = line.strip().lower() if line else 'quit'
+        action = commands.get(command)
+        if action is None:
+            print(menu, flush=True)
+        else:
+            action()
+        if not line:
+            return
+
+
+def end_on_signals(done, signals=('SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT')):
+    """These signals set `done` (a threading.Event) instead of killing."""
+    for name in signals:
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            signal.signal(sig, lambda *_: done.set())
+
+
+# ---------------------------------------------------------------- folders
+
+_CLAIMS = []        # lock files held for the life of this process
+
+
+def claim_folder(parent, role):
+    """A folder under `parent` for this process alone: `<role>-1`, or the
+    first `<role>-<n>` no other live process holds. Returns its path."""
+    os.makedirs(parent, exist_ok=True)
+    if fcntl is None:
+        path = os.path.join(parent, '%s-pid%d' % (role, os.getpid()))
+        os.makedirs(path, exist_ok=True)
+        return path
+    for number in itertools.count(1):
+        path = os.path.join(parent, '%s-%d' % (role, number))
+        fd = os.open(path + '.lock', os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:     # another process has it
+            os.close(fd)
+            continue
+        os.makedirs(path, exist_ok=True)
+        _CLAIMS.append(fd)
+        return path
+
+
+def release_claims_in_child():
+    """In a forked child that must not keep its parent's folders (the
+    node's zygote): close the inherited locks, so they end with the parent."""
+    while _CLAIMS:
+        os.close(_CLAIMS.pop())
+

@@ -1,0 +1,170 @@
+"""asyncoro.records: what discoro's parts tell each other and the user.
+
+What it owns: the status messages and records of asyncoro 4.5's discoro
+(`DiscoroStatus`, `DiscoroCoroInfo`, `DiscoroNodeInfo`,
+`DiscoroNodeAvailInfo`, `DiscoroNodeAllocate`; asyncoro.discoro is their
+public home), the bounds of a computation's pulse interval, the errors a
+computation gives (`DiscoroError`, `ServerLost`), and `Package`: a
+computation as its scheduler holds it.
+"""
+
+import collections
+import re
+import time
+
+from asyncoro.disasyncoro import AsyncoroError, Location
+from asyncoro.failure import Failure
+
+__all__ = []
+
+MinPulseInterval = 10       # the bounds nodes keep by default (--min/--max_pulse_interval)
+MaxPulseInterval = 100
+SMALLEST_PULSE_INTERVAL = 1     # what no node goes below, whatever it is told
+DEFAULT_NODE_PORT = 51351
+
+
+class DiscoroError(AsyncoroError):
+    """A computation was used wrongly (not scheduled, closed, bad argument),
+    or cannot go on; the message says which and why."""
+
+
+class ServerLost(DiscoroError):
+    """What run_result* gives for a job whose server closed or died under it."""
+
+
+# ---------------------------------------------------------------- status and data
+
+DiscoroStatus = collections.namedtuple('DiscoroStatus', ['status', 'info'])
+DiscoroCoroInfo = collections.namedtuple('DiscoroCoroInfo', ['coro', 'args', 'kwargs',
+                                                             'start_time'])
+CoroInfo = DiscoroCoroInfo
+
+
+class DiscoroNodeAvailInfo:
+    """What a node has free: `cpu` (percent of CPU idle), `memory` (bytes
+    available), `disk` (bytes free where the node keeps files), `swap`
+    (percent of swap free); `location` is the node process's Location. The
+    figures are None where psutil cannot tell."""
+
+    __slots__ = ('location', 'cpu', 'memory', 'disk', 'swap')
+
+    def __init__(self, location, cpu, memory, disk, swap):
+        self.location = location
+        self.cpu = cpu
+        self.memory = memory
+        self.disk = disk
+        self.swap = swap
+
+    def __reduce__(self):
+        return (DiscoroNodeAvailInfo, (self.location, self.cpu, self.memory, self.disk,
+                                       self.swap))
+
+    def __repr__(self):
+        return ('DiscoroNodeAvailInfo(%s, cpu=%s, memory=%s, disk=%s, swap=%s)'
+                % (self.location, self.cpu, self.memory, self.disk, self.swap))
+
+
+class DiscoroNodeInfo(collections.namedtuple('DiscoroNodeInfo',
+                                             ['name', 'addr', 'cpus', 'platform', 'avail_info'])):
+    """A node as the scheduler sees it; the seed's names (`location`, `cpu`,
+    `memory`, `disk`, `swap`) read its avail_info."""
+
+    __slots__ = ()
+
+    location = property(lambda self: self.avail_info.location if self.avail_info else None)
+    cpu = property(lambda self: self.avail_info.cpu if self.avail_info else None)
+    memory = property(lambda self: self.avail_info.memory if self.avail_info else None)
+    disk = property(lambda self: self.avail_info.disk if self.avail_info else None)
+    swap = property(lambda self: self.avail_info.swap if self.avail_info else None)
+
+
+class DiscoroNodeAllocate:
+    """Which nodes a computation uses, and how many of their servers.
+
+    `node`: a host name, an IP address or a pattern with `*` ('192.168.1.*',
+    '*'); `platform`: a regular expression searched (ignoring case) in the
+    node's platform string; `cpus`, `memory`, `disk`: what the node must have.
+    `allocate()` returns how many servers to use: > 0 that many, 0 not this
+    node, < 0 this rule does not apply (the next one is asked). As in asyncoro
+    4.5, cpus=0 *excludes* matching nodes; subclasses may
+    override `allocate`."""
+
+    def __init__(self, node, platform='', cpus=0, memory=0, disk=0):
+        if not isinstance(node, str) or not node:
+            raise TypeError('DiscoroNodeAllocate node must be a host, an IP address or a '
+                            'pattern such as "192.168.1.*", not %r' % (node,))
+        if '*' not in node and not re.fullmatch(r'[0-9a-fA-F.:]+', node):
+            node = Location(node, 0).addr        # a host name: its address
+        self.node = node
+        self.ip_rex = re.compile('^' + re.escape(node).replace(r'\*', '.*') + '$')
+        self.platform = re.compile(platform, re.IGNORECASE) if platform else None
+        self.cpus = int(cpus)
+        self.memory = memory or 0
+        self.disk = disk or 0
+
+    def allocate(self, ip_addr, name, platform, cpus, memory, disk):
+        if not self.ip_rex.match(ip_addr):
+            return -1
+        if self.platform is not None and not self.platform.search(platform or ''):
+            return -1
+        if (self.memory and memory is not None and memory < self.memory) or \
+                (self.disk and disk is not None and disk < self.disk):
+            return 0
+        if self.cpus > 0:
+            return self.cpus if cpus >= self.cpus else 0
+        if self.cpus == 0:
+            return 0
+        return max(cpus + self.cpus, 0)
+
+    def __repr__(self):
+        return 'DiscoroNodeAllocate(%r, cpus=%s)' % (self.node, self.cpus)
+
+
+def servers_for(allocations, info):
+    """How many servers of the node `info` a computation uses (the first
+    rule that applies decides; with none, all of them)."""
+    avail = info.avail_info
+    for rule in allocations:
+        n = rule.allocate(info.addr, info.name, info.platform, info.cpus,
+                          avail.memory if avail else None, avail.disk if avail else None)
+        if n >= 0:
+            return min(n, info.cpus)
+    return info.cpus
+
+
+class Package:
+    """A computation as its scheduler holds it: made by the client, sent to
+    a scheduler in another process pickled."""
+
+    def __init__(self, comp_id, code, files, pulse_interval, allocations, status_coro,
+                 node_setup, server_setup, disable_nodes, disable_servers, peers_communicate,
+                 client, client_location, public_id):
+        self.id = comp_id
+        self.code = code
+        self.files = files
+        self.pulse_interval = pulse_interval
+        self.allocations = allocations
+        self.status_coro = status_coro
+        self.node_setup = node_setup
+        self.server_setup = server_setup
+        self.disable_nodes = disable_nodes
+        self.disable_servers = disable_servers
+        self.peers_communicate = peers_communicate
+        self.client = client
+        self.client_location = client_location
+        self.public_id = public_id          # id(computation), for ComputationClosed
+        self.last_contact = time.monotonic()    # the client last answered (or asked)
+        self.last_active = time.monotonic()     # a job ran or ended, or the client asked
+        self.closing = False
+        self.ended = None           # the scheduler's gevent Event, set when it is closed
+
+
+def upload_dir(comp_id):
+    """Where a scheduler program keeps a computation's files (under its dest_path)."""
+    return 'computation-%x' % comp_id
+
+
+class JobNotCreated(Failure):
+    """The failure of a job its server could not create (its code did not
+    run, its name is not defined, its arguments do not fit): `error` is the
+    exception type and `traceback` the server's traceback text."""
