@@ -18,7 +18,7 @@ setup(
     long_description_content_type='text/x-rst',
     license='MIT',
     packages=['asyncoro'],
-    # the monitor's pages and the Dockerfile live beside the module (API.md §2)
+    # the monitor's pages and the Dockerfile live beside the module
     package_data={'asyncoro': ['data/*']},
     scripts=['scripts/discoronode.py', 'scripts/discoro.py', 'scripts/httpd.py'],
     python_requires='>=3.8',

@@ -19,7 +19,8 @@ import gevent
 import gevent.event
 
 from asyncoro.failure import spawn
-from asyncoro import AsynCoro, Coro, _get_ident, _location_copy, _remote_factory, _runtime
+from asyncoro.core import (AsynCoro, Coro, _get_ident, _location_copy, _remote_factory,
+                           _runtime)
 
 __all__ = ['Channel', 'CategorizeMessages']
 

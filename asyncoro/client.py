@@ -27,7 +27,8 @@ import uuid
 import gevent
 import gevent.event
 
-from asyncoro import _msg_timeout, disasyncoro, netio
+from asyncoro import disasyncoro, netio
+from asyncoro.core import _msg_timeout
 from asyncoro.disasyncoro import Coro, Location, PeerStatus, SysCoro
 from asyncoro.failure import Failure, spawn
 from asyncoro.records import (DiscoroError, DiscoroNodeAllocate, JobNotCreated, MaxPulseInterval,
@@ -103,7 +104,7 @@ class Computation:
     wait_warning = 10
 
     def __init__(self, components, pulse_interval=(5 * MinPulseInterval),
-                 node_allocations=[],         # noqa: B006 - API.md's signature; never mutated
+                 node_allocations=[],         # noqa: B006 - asyncoro 4.5's signature; never mutated
                  status_coro=None, node_setup=None, server_setup=None, disable_nodes=False,
                  disable_servers=False, peers_communicate=False):
         if not isinstance(components, (list, tuple)):

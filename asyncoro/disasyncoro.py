@@ -53,8 +53,9 @@ from asyncoro import (AsyncSocket, AsynCoroSocket, AsyncThreadPool, AsyncDBCurso
                       CategorizeMessages, Channel, Condition, Coro, Event,    # (the core's
                       HotSwapException, Location, Lock, Logger, MonitorException,  # names
                       RLock, Semaphore, Singleton, deserialize, logger, serialize,  # are this
-                      unserialize, AsyncoroError, WrongContextError, _get_ident)  # module's)
-from asyncoro import netio
+                      unserialize, AsyncoroError)                             # module's)
+from asyncoro import core, netio
+from asyncoro.core import WrongContextError, _get_ident
 from asyncoro.failure import spawn
 from asyncoro.handlers import (BYE, DEL_FILE, DELIVER, FAILED, FILE_BEGIN, FILE_CHUNK,
                                FILE_END, HANDLERS, INFO, LOCATE, REPLY, SEND, drop_transfer,
@@ -74,10 +75,10 @@ DEFAULT_UDP_PORT = 51350
 # guard thread serves the connections
 BEAT = 0.05
 STALL = 0.25
-_sleep = asyncoro._get_original('time', 'sleep')
+_sleep = core._get_original('time', 'sleep')
 
 
-_msg_timeout = asyncoro._msg_timeout
+_msg_timeout = core._msg_timeout
 
 
 # request kinds: the first element of every frame
@@ -141,7 +142,7 @@ def resolve(host):
     return Location(host, 0).addr
 
 
-class AsynCoro(asyncoro.AsynCoro):
+class AsynCoro(core.AsynCoro):
     """The distributed runtime: the core runtime plus a TCP listener, UDP
     discovery, peers, remote references and file transfer. A singleton: the
     first construction wins (later calls return it and ignore their
@@ -244,7 +245,7 @@ class AsynCoro(asyncoro.AsynCoro):
                 self.discover_peers()
         self._beat_timer = self._loop.timer(BEAT, BEAT)
         self._beat_timer.start(self._mark_beat)
-        asyncoro._start_new_thread(self._guard_main, ())
+        core._start_new_thread(self._guard_main, ())
 
     def _mark_beat(self):
         self._beat = time.monotonic()
@@ -819,7 +820,7 @@ class AsynCoro(asyncoro.AsynCoro):
     # ------------------------------------------------ ending
 
     def _stop(self):
-        # flush what is queued for peers before the runtime goes (API.md §11.3)
+        # flush what is queued for peers before the runtime goes, as asyncoro 4.5 did
         if not self._closing:
             self._run_here(self._close_network, _msg_timeout())
         super()._stop()
@@ -858,10 +859,10 @@ def _picklable_monitor(exc):
 # ---------------------------------------------------------------- the package face
 
 # The first Coro or Channel made from now on starts the distributed runtime;
-# the package's names become this module's (API.md §2).
-asyncoro._RUNTIME_CLASS[0] = AsynCoro
+# the package's names become this module's, as programs written for asyncoro 4.5 expect.
+core._RUNTIME_CLASS[0] = AsynCoro
 for _name in ('AsynCoro', 'PeerStatus', 'RCI', 'SysCoro', 'MaxConnectionErrors'):
     setattr(asyncoro, _name, globals()[_name])
 del _name
 # MsgTimeout read or assigned here is the core's (programs do either)
-sys.modules[__name__].__class__ = asyncoro._ShowsMsgTimeout
+sys.modules[__name__].__class__ = core._ShowsMsgTimeout

@@ -19,10 +19,11 @@ import threading
 import time
 
 import asyncoro
-from asyncoro import _ShowsMsgTimeout, disasyncoro
+from asyncoro import disasyncoro
+from asyncoro.core import _ShowsMsgTimeout
 from asyncoro.client import Computation
-from asyncoro.programs import (add_runtime_options, check_tls, console, end_on_signals, host,
-                               in_background, port, port_or_any, seconds, start_runtime)
+from asyncoro.programs import (Parser, add_runtime_options, check_tls, console, end_on_signals,
+                               host, in_background, port, port_or_any, seconds, start_runtime)
 from asyncoro.records import (CoroInfo, DiscoroCoroInfo, DiscoroNodeAllocate,  # noqa: F401
                               DiscoroNodeAvailInfo, DiscoroNodeInfo, DiscoroStatus,  # (the
                               MaxPulseInterval, MinPulseInterval)   # names programs read here)
@@ -42,8 +43,7 @@ sys.modules[__name__].__class__ = _ShowsMsgTimeout
 # ---------------------------------------------------------------- the discoro.py program
 
 def _parser():
-    import argparse
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog='discoro.py', description='Run the discoro scheduler for several clients: their '
         'computations run one at a time, in the order they were scheduled.')
     add = parser.add_argument

@@ -26,7 +26,7 @@ import threading
 from asyncoro import disasyncoro
 from asyncoro.disasyncoro import DEFAULT_UDP_PORT, Location, env_port
 from asyncoro.node import NodeService, Windows, clock
-from asyncoro.programs import (add_runtime_options, check_tls, claim_folder, console,
+from asyncoro.programs import (Parser, add_runtime_options, check_tls, claim_folder, console,
                                end_on_signals, host, host_port, in_background, new_file,
                                port, port_ranges, seconds, start_runtime)
 from asyncoro.records import DEFAULT_NODE_PORT, MaxPulseInterval, MinPulseInterval
@@ -71,7 +71,7 @@ def servers_wanted(value):
 
 
 def _parser():
-    parser = argparse.ArgumentParser(prog='discoronode.py',
+    parser = Parser(prog='discoronode.py',
                                      description='Run discoro servers on this node.')
     add = parser.add_argument
     add('-c', '--cpus', type=int, default=0,

@@ -22,7 +22,8 @@ import logging
 import os
 
 import asyncoro
-from asyncoro import Coro, netio
+from asyncoro import netio
+from asyncoro.core import Coro
 from asyncoro.failure import spawn
 
 __all__ = []

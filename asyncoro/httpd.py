@@ -1,6 +1,6 @@
 """asyncoro.httpd: the web monitor of a discoro computation, and the httpd.py program.
 
-What it owns: `HTTPServer` (API.md §7), the bottle application that serves
+What it owns: `HTTPServer`, the bottle application that serves
 the pages in `data/` and the JSON they render from the monitor's state
 (asyncoro.monitor), and `main()`, the standalone httpd.py program that
 attaches to a running discoro.py scheduler.
@@ -28,7 +28,6 @@ How it works:
   interval tells whether it is still there and who waits in its queue.
 """
 
-import argparse
 import html
 import json
 import logging
@@ -44,12 +43,13 @@ import gevent.lock
 import gevent.pywsgi
 import gevent.ssl
 
-from asyncoro import _get_ident, disasyncoro
+from asyncoro import disasyncoro
+from asyncoro.core import _get_ident
 from asyncoro.disasyncoro import Coro, Location, SysCoro
 from asyncoro.failure import Failure, spawn, spawn_later
 from asyncoro.monitor import POLL_MIN, BadRequest, Monitor, Snapshot, split_location
-from asyncoro.programs import (check_tls, existing_file, host, host_port, in_background, port,
-                               port_or_any, seconds)
+from asyncoro.programs import (Parser, check_tls, existing_file, host, host_port, in_background,
+                               port, port_or_any, seconds)
 from asyncoro.service import UNWATCH, WATCH, Service
 
 __all__ = ['HTTPServer']
@@ -543,7 +543,7 @@ class _Watcher(Service):
 
 
 def _options(argv):
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog='httpd.py', description='Web monitor of the computation a discoro.py scheduler '
         'is running (and of the ones waiting in its queue).')
     parser.add_argument('--host', default='',

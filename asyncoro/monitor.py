@@ -2,7 +2,7 @@
 
 What it owns: `Monitor`, the state of one computation (its nodes with their
 load over time, its servers, the coroutines running on each and the ones
-that ended) built from the status messages a scheduler sends (API.md §5.4),
+that ended) built from the status messages a scheduler sends,
 and the plain-data views of it that asyncoro.httpd serves as JSON; also the
 monitor's settings (poll interval, whether arguments are shown).
 

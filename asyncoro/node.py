@@ -31,7 +31,7 @@ import time
 import gevent
 import gevent.event
 
-from asyncoro import _msg_timeout
+from asyncoro.core import _msg_timeout
 from asyncoro.disasyncoro import PeerStatus
 from asyncoro.failure import Failure, NoAnswer, spawn
 from asyncoro.records import DiscoroNodeAvailInfo, DiscoroNodeInfo, SMALLEST_PULSE_INTERVAL
@@ -220,10 +220,9 @@ class NodeService(Service):
         if refused or (not by_scheduler and not rejoin):
             self.closed_ids.add(comp.id)
         if comp.scheduler is not None:
-            if refused and not by_scheduler:
-                self.tell(comp.scheduler, NODE_CLOSED, comp.id, self.rt.location.addr, why)
-            elif not by_scheduler:
-                self.tell(comp.scheduler, NODE_CLOSED, comp.id, self.rt.location.addr)
+            if not by_scheduler:
+                self.tell(comp.scheduler, NODE_CLOSED, comp.id, self.rt.location.addr, why,
+                          not rejoin, refused)
             self.served += 1
         if self.options.serve > 0 and self.served >= self.options.serve:
             log.info('served %d computations; quitting', self.served)

@@ -37,6 +37,14 @@ __all__ = []
 
 # ---------------------------------------------------------------- option types
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (and exit status 2):
+    `<program>: error: <what is wrong, naming the option and the value>`."""
+
+    def error(self, message):
+        self.exit(2, '%s: error: %s (see %s --help)\n' % (self.prog, message, self.prog))
+
+
 def _bad(text, what):
     return argparse.ArgumentTypeError('%r is not %s' % (text, what))
 
@@ -117,7 +125,10 @@ def host_port(text):
     name, colon, number = str(text).rpartition(':')
     if not colon or not name:
         raise _bad(text, 'HOST:PORT')
-    return str(Location(host(name), port(number)))
+    try:
+        return str(Location(host(name), port(number)))
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError('%r is not HOST:PORT (%s)' % (text, exc)) from None
 
 
 def existing_file(text):

@@ -32,6 +32,23 @@ class ServerLost(DiscoroError):
     """What run_result* gives for a job whose server closed or died under it."""
 
 
+class DiscoroJobLost(ServerLost):
+    """A job lost with its server: the server's process died, its node went
+    silent or ended the computation, or the computation was closed under it.
+    It is the value of the job's end, `MonitorException(rcoro,
+    (Scheduler.ServerClosed, DiscoroJobLost(...)))` (asyncoro 4.5 sent None
+    there), and what run_result* gives for the job. `server` is the server's
+    Location, `cause` says what happened, in words."""
+
+    def __init__(self, server, cause):
+        super().__init__('job lost with server %s: %s' % (server, cause), server, cause)
+        self.server = server
+        self.cause = cause
+
+    def __str__(self):
+        return self.args[0]
+
+
 # ---------------------------------------------------------------- status and data
 
 DiscoroStatus = collections.namedtuple('DiscoroStatus', ['status', 'info'])

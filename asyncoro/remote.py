@@ -15,9 +15,10 @@ the connections.
 
 import logging
 
-import asyncoro
-from asyncoro import Channel, Coro, Location, WrongContextError, _get_ident, _runtime
-from asyncoro import netio
+from asyncoro import core, netio
+from asyncoro.channel import Channel
+from asyncoro.core import Coro, WrongContextError, _get_ident, _runtime
+from asyncoro.netio import Location
 from asyncoro.handlers import (CHANNEL_DELIVER, CHANNEL_SEND, CHANNEL_SUBSCRIBE,
                                CHANNEL_UNSUBSCRIBE, DELIVER, MONITOR, RCI_CALL, SEND, TERMINATE)
 
@@ -25,7 +26,7 @@ __all__ = ['PeerStatus', 'RCI', 'SysCoro']
 
 log = logging.getLogger(__name__)
 
-_msg_timeout = asyncoro._msg_timeout
+_msg_timeout = core._msg_timeout
 
 
 class PeerStatus:
@@ -72,7 +73,7 @@ class _RemoteCoro(Coro):
     __str__ = __repr__
 
     def __reduce__(self):
-        return (asyncoro._rebuild_coro, (self._rprefix + self._name, self._id, self._where))
+        return (core._rebuild_coro, (self._rprefix + self._name, self._id, self._where))
 
     def _ref(self):
         return (self._id, self._rprefix + self._name)
@@ -214,8 +215,8 @@ class _RemoteChannel(Channel):
         log.warning('close of remote channel %s ignored', self)
 
 
-asyncoro._REMOTE_FACTORIES['coro'] = _RemoteCoro
-asyncoro._REMOTE_FACTORIES['channel'] = _RemoteChannel
+core._REMOTE_FACTORIES['coro'] = _RemoteCoro
+core._REMOTE_FACTORIES['channel'] = _RemoteChannel
 
 
 class SysCoro(Coro):
@@ -240,7 +241,7 @@ class RCI:
     `rci = yield RCI.locate('name')`; `rcoro = yield rci(*args, **kwargs)`."""
 
     def __init__(self, method, name=None):
-        if method is not None and not asyncoro._inspect_target(method)[0]:
+        if method is not None and not core._inspect_target(method)[0]:
             raise RuntimeError('RCI method %r must be a generator function' % (method,))
         self._method = method
         self._name = name or method.__name__
@@ -296,7 +297,7 @@ class RCI:
             return None
         ok, value = result
         if not ok:
-            raise Exception(value)      # API.md §4.3: the original raises Exception
+            raise Exception(value)      # asyncoro 4.5 raises a plain Exception here
         return value
 
 

@@ -37,12 +37,13 @@ import time
 import gevent
 import gevent.event
 
-from asyncoro import _msg_timeout
+from asyncoro.core import _msg_timeout
 from asyncoro.disasyncoro import (AsynCoro, Coro, Location, MonitorException, PeerStatus,
                                   Singleton, SysCoro, env_port)
 from asyncoro.failure import Failure, NoAnswer, spawn
 from asyncoro.programs import claim_folder
-from asyncoro.records import (DEFAULT_NODE_PORT, DiscoroCoroInfo, DiscoroError, DiscoroStatus,
+from asyncoro.records import (DEFAULT_NODE_PORT, DiscoroCoroInfo, DiscoroError, DiscoroJobLost,
+                              DiscoroStatus,
                               JobNotCreated, MaxPulseInterval, ServerLost, servers_for,
                               upload_dir)
 from asyncoro.service import (CLOSE, ENABLE_NODE, ENABLE_SERVER, JOB, NODE_AVAILABLE, NODE_CLOSE,
@@ -288,39 +289,48 @@ class _SchedulerService(Service):
             self.watchers = {w for w in self.watchers if w.location != location}
             server = self.servers.get(location)
             if server is not None:
-                self._server_gone(server, Scheduler.ServerDisconnected)
+                self._server_gone(server, Scheduler.ServerDisconnected, 'its connection was lost')
             for node in list(self.nodes.values()):
                 if node.location == location:
-                    self._node_gone(node)
+                    self._node_gone(node, 'its node %s went away' % node.info.addr)
 
     def _probe(self, location):
+        """Is the new peer at `location` a node? If so, use it."""
+        node = None
         try:
             coro = SysCoro.locate('discoro_node', location, _msg_timeout())
-            if coro is None:
-                return
-            info = self.call(coro, NODE_INFO, timeout=_msg_timeout())
-            if isinstance(info, Failure):
-                log.warning('node at %s did not describe itself: %s', location, info)
-                return
-            node = _Node(info, coro)
-            self.nodes[info.addr] = node
-            log.debug('node %s (%s) with %d servers discovered', info.name, info.addr, info.cpus)
-            if self.current is not None:
-                self._use_node(node)
+            if coro is not None:
+                info = self.call(coro, NODE_INFO, timeout=_msg_timeout())
+                if isinstance(info, Failure):
+                    log.warning('node at %s did not describe itself: %s', location, info)
+                else:
+                    node = self.nodes[info.addr] = _Node(info, coro)
+                    log.debug('node %s (%s) with %d servers discovered', info.name, info.addr,
+                              info.cpus)
         finally:
             self.probing.discard(location)
+        if node is not None and self.current is not None:
+            self._use_node(node)
+        else:
+            self._place()       # what waits may have waited for this peer
 
-    def _leave_out(self, node, package, why, tell_node=True):
-        """`node` does not serve `package`: one WARNING, NodeClosed for the
-        client if it heard of the node, and it is not asked again."""
+    def _leave_out(self, node, package, why, tell_node=True, failed=True):
+        """`node` does not serve `package`: one line (a WARNING when it
+        `failed` to), NodeClosed for the client if it heard of the node, and
+        it is not asked again."""
         if package is not self.current or node.info.addr in self.left_out:
             return
         self.left_out[node.info.addr] = why
-        log.warning('node %s is left out of computation %x: %s', node.info.addr, package.id, why)
+        if failed:
+            log.warning('node %s is left out of computation %x: %s', node.info.addr, package.id,
+                        why)
+        else:
+            self._log(package, 'node %s ended its part: %s' % (node.info.addr, why))
         if tell_node:
             self.tell(node.coro, NODE_CLOSE, package.id)
         for server in list(node.servers.values()):
-            self._server_gone(server, Scheduler.ServerClosed)
+            self._server_gone(server, Scheduler.ServerClosed, 'its node %s: %s'
+                              % (node.info.addr, why))
         if node.status:
             self._status(Scheduler.NodeClosed, node.info)
         node.status = None
@@ -352,16 +362,18 @@ class _SchedulerService(Service):
         node.pulse_interval = answer
         node.cpus = cpus
         node.status = Scheduler.NodeDiscovered
-        for path, rel in package.files:
-            if self.rt.send_file(node.location, path, dir=rel or None, overwrite=True,
-                                 timeout=_msg_timeout()) < 0:
-                self._leave_out(node, package, 'file %s could not be sent to it (its log, or '
-                                'this one, says why)' % os.path.basename(path))
-                return
+        if package.disable_nodes:       # before the client hears of it: it may answer at once
+            node.enabled = gevent.event.AsyncResult()
         self._status(Scheduler.NodeDiscovered, node.info)
+        for path, rel in package.files:
+            failed = self.rt.transfer_file(node.location, path, dir=rel or None, overwrite=True,
+                                           timeout=_msg_timeout())
+            if failed:
+                self._leave_out(node, package, 'file %s could not be sent to it: %s'
+                                % (os.path.basename(path), failed))
+                return
         args = ()
         if package.disable_nodes:
-            node.enabled = gevent.event.AsyncResult()
             args = node.enabled.get()
             node.enabled = None
             if package is not self.current:
@@ -381,10 +393,10 @@ class _SchedulerService(Service):
             if server.ready:
                 self._status(Scheduler.ServerInitialized, server.location)
 
-    def _node_gone(self, node):
+    def _node_gone(self, node, cause):
         self.nodes.pop(node.info.addr, None)
         for server in list(node.servers.values()):
-            self._server_gone(server, Scheduler.ServerDisconnected)
+            self._server_gone(server, Scheduler.ServerDisconnected, cause)
         if node.status:
             self._status(Scheduler.NodeClosed, node.info)
         node.status = None
@@ -486,9 +498,11 @@ class _SchedulerService(Service):
             for node in list(self.nodes.values()):
                 limit = 5 * (node.pulse_interval or package.pulse_interval)
                 if node.status == Scheduler.NodeInitialized and now - node.last_pulse > limit:
+                    silent = now - node.last_pulse
                     log.warning('node %s sent no pulse for %.0f s (5 pulse intervals); dropped',
-                                node.info.addr, now - node.last_pulse)
-                    self._node_gone(node)
+                                node.info.addr, silent)
+                    self._node_gone(node, 'its node %s sent no pulse for %.0f s'
+                                    % (node.info.addr, silent))
 
     def _current(self, comp_id):
         current = self.current
@@ -521,7 +535,7 @@ class _SchedulerService(Service):
             if answer != 0:
                 log.warning('server %s not used: server_setup gave %s', location, answer)
                 self.tell(coro, SERVER_CLOSE)
-                self._server_gone(server, Scheduler.ServerClosed)
+                self._server_gone(server, Scheduler.ServerClosed, 'server_setup failed')
                 return 0
         if location not in self.servers:        # it went while it was set up
             return 0
@@ -534,7 +548,8 @@ class _SchedulerService(Service):
         self._place()
         return 0
 
-    def _server_gone(self, server, status):
+    def _server_gone(self, server, status, cause):
+        """`server` is gone (`cause`, in words): its jobs end as lost."""
         if self.servers.pop(server.location, None) is None:
             return
         if not any(s.ready for s in self.servers.values()):
@@ -542,7 +557,8 @@ class _SchedulerService(Service):
         server.node.servers.pop(server.location, None)
         server.ready = False
         for rcoro in list(server.jobs):
-            self._job_end(MonitorException(rcoro, (Scheduler.ServerClosed, None)))
+            self._job_end(MonitorException(rcoro, (Scheduler.ServerClosed,
+                                                   DiscoroJobLost(server.location, cause))))
         self._status(status, server.location)
 
     @answers(SERVER_CLOSED)
@@ -551,7 +567,7 @@ class _SchedulerService(Service):
         if server is not None:
             if why:
                 log.warning('server %s of computation %x: %s', location, comp_id, why)
-            self._server_gone(server, Scheduler.ServerClosed)
+            self._server_gone(server, Scheduler.ServerClosed, why or 'it closed')
         return 0
 
     @answers(ENABLE_NODE)
@@ -592,18 +608,20 @@ class _SchedulerService(Service):
         return 0
 
     @answers(NODE_CLOSED)
-    def node_closed(self, comp_id, addr, why=None):
-        """The node ended the computation (its servers are gone): with `why`,
-        it could not serve it, and is left out of it."""
+    def node_closed(self, comp_id, addr, why, final, failed):
+        """The node ended the computation (its servers are gone), saying why:
+        `final`, it will not serve it again (it is left out of it); `failed`,
+        it could not serve it."""
         node = self.nodes.get(addr)
         package = self.current
         if node is None or package is None or package.id != comp_id:
             return 0
-        if why:
-            self._leave_out(node, package, why, tell_node=False)
+        if final:
+            self._leave_out(node, package, why, tell_node=False, failed=failed)
             return 0
         for server in list(node.servers.values()):
-            self._server_gone(server, Scheduler.ServerClosed)
+            self._server_gone(server, Scheduler.ServerClosed, 'its node %s ended the computation'
+                              % addr)
         if node.status:
             self._status(Scheduler.NodeClosed, node.info)
         node.status = None
@@ -670,8 +688,8 @@ class _SchedulerService(Service):
         been left out of it), or None while one may."""
         if not self.nodes or self.probing:
             return None
-        if any(node.status or node.setting_up for node in self.nodes.values()
-               if node.info.addr not in self.left_out):
+        if any((node.status and not node.draining) or node.setting_up
+               for node in self.nodes.values() if node.info.addr not in self.left_out):
             return None
         if not self.left_out:
             return None     # nodes this computation does not use (node_allocations)
@@ -731,8 +749,8 @@ class _SchedulerService(Service):
                 self._place()
             if server.location not in self.servers or isinstance(answer, NoAnswer):
                 # it died (or its connection did) while it started the job
-                return ServerLost('server %s closed while job %s started: %s'
-                                  % (server.location, name, answer))
+                return DiscoroJobLost(server.location, 'it went away while job %s started (%s)'
+                                      % (name, answer))
             if isinstance(answer, JobNotCreated):
                 return answer
             raise Failure(what, 'server %s: %s' % (server.location, answer))
@@ -770,8 +788,8 @@ class _SchedulerService(Service):
                 if kind is StopIteration:
                     result = value
                 elif kind == Scheduler.ServerClosed:
-                    result = ServerLost('server %s closed while job %s ran'
-                                        % (job.server.location, rcoro))
+                    result = value if isinstance(value, ServerLost) else DiscoroJobLost(
+                        job.server.location, 'its server closed')
                 elif isinstance(value, BaseException):
                     result = value
                 else:       # the exception could not travel: its type did
@@ -833,11 +851,12 @@ class _SchedulerService(Service):
                     log.warning('node %s did not close computation %x: %s', node.info.addr,
                                 package.id, answer)
                 for server in list(node.servers.values()):
-                    self._server_gone(server, Scheduler.ServerClosed)
+                    self._server_gone(server, Scheduler.ServerClosed, 'the computation was closed')
                 node.status = None
                 node.servers.clear()
-        for rcoro in list(self.jobs):
-            self._job_end(MonitorException(rcoro, (Scheduler.ServerClosed, None)))
+        for rcoro, job in list(self.jobs.items()):
+            self._job_end(MonitorException(rcoro, (Scheduler.ServerClosed, DiscoroJobLost(
+                job.server.location, 'the computation was closed'))))
         self._status(Scheduler.ComputationClosed, package.public_id)
         self._remove_files(package)
         self.current = None

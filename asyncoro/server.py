@@ -33,7 +33,8 @@ import traceback
 import types
 
 import asyncoro
-from asyncoro import _stop_value, disasyncoro, netio
+from asyncoro import core, disasyncoro, netio
+from asyncoro.core import _stop_value
 from asyncoro.failure import Failure, spawn
 from asyncoro.programs import release_claims_in_child
 from asyncoro.records import JobNotCreated
@@ -57,11 +58,16 @@ SERVER_EXIT = 'server-exit'             # (index, pid, wait status)
 
 def report(fd, kind, comp_id, *fields):
     """One report to the node; one whole pipe write (a long last field is
-    cut, so reports from several processes never mix)."""
+    cut, so reports from several processes never mix). False if the node is
+    gone (killed: nobody is left to tell)."""
     msg = (kind, comp_id) + fields
     if len(netio.dumps(msg)) > netio.PIPE_ATOMIC and fields:
         msg = msg[:-1] + (str(msg[-1])[:1000],)
-    netio.write_pipe_frame(fd, msg)
+    try:
+        netio.write_pipe_frame(fd, msg)
+    except BrokenPipeError:     # the node died: what is left of it ends quietly
+        return False
+    return True
 
 
 # ---------------------------------------------------------------- the zygote
@@ -93,7 +99,7 @@ def command(fd, *msg):
 
 
 def _zygote_main(cmd_fd, report_fd):
-    asyncoro._NO_RUNTIME[0] = 'discoronode zygote (it forks servers)'
+    core._NO_RUNTIME[0] = 'discoronode zygote (it forks servers)'
     release_claims_in_child()       # the node's folder is the node's, not ours
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # the node decides when it ends
     while True:
@@ -197,8 +203,9 @@ def _computation_main(spec, report_fd):
         except ChildProcessError:
             break
         index = servers.pop(pid, None)
-        if index is not None:
-            report(report_fd, SERVER_EXIT, spec['id'], index, pid, status)
+        if index is not None and not report(report_fd, SERVER_EXIT, spec['id'], index, pid,
+                                            status):
+            return
 
 
 # ---------------------------------------------------------------- servers
@@ -209,7 +216,7 @@ def server_dir(node_dir, index):
 
 def _server_main(spec, index, port, namespace, report_fd):
     """A server's life; its exit status."""
-    asyncoro._NO_RUNTIME[0] = None
+    core._NO_RUNTIME[0] = None
     node_dir = spec['node_dir']
     path = server_dir(node_dir, index)
     shutil.rmtree(path, ignore_errors=True)
@@ -232,7 +239,7 @@ def _server_main(spec, index, port, namespace, report_fd):
         report(report_fd, SERVER_FAILED, spec['id'], index, 'server %d: %s' % (index, exc))
         os.remove(pid_file)
         return 1
-    done = asyncoro._allocate_lock()
+    done = core._allocate_lock()
     done.acquire()
     rt._run_here(_ServerService, spec, index, namespace, done)
     log.info('discoro server %d started at %s; computation files will be saved in "%s"',
@@ -255,7 +262,7 @@ class _ServerService(Service):
         self._namespace = namespace
         self._done = done
         self._index = index
-        self._node = asyncoro._rebuild_coro(*spec['node'])
+        self._node = core._rebuild_coro(*spec['node'])
         self.jobs = set()               # the jobs running here
         self.draining = False           # finishing the jobs it has, taking no more
         self.rt.peer_status(self.coro)
@@ -263,7 +270,7 @@ class _ServerService(Service):
 
     def _introduce(self):
         rt = self.rt
-        scheduler = asyncoro._rebuild_coro(*self._spec['scheduler'])
+        scheduler = core._rebuild_coro(*self._spec['scheduler'])
         for location in (scheduler.location, self._spec['client_location'],
                          self._node.location):
             if location is not None and location != rt.location:

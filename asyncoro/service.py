@@ -33,8 +33,8 @@ import logging
 import gevent
 import gevent.event
 
-import asyncoro
-from asyncoro import MonitorException, _msg_timeout
+from asyncoro import disasyncoro, netio
+from asyncoro.core import MonitorException
 from asyncoro.failure import Failure, NoAnswer, spawn
 from asyncoro.handlers import handler
 from asyncoro.remote import PeerStatus, SysCoro
@@ -64,7 +64,8 @@ WAITING = 'scheduler.waiting'       # client: (id) -> why its request still wait
 SERVER_UP = 'scheduler.server_up'   # server: (id, Location, node addr, service) -> 0
 SERVER_CLOSED = 'scheduler.server_closed'   # node: (id, Location, why) a server died
 NODE_DRAINING = 'scheduler.node_draining'   # node: (id, addr) no more jobs there
-NODE_CLOSED = 'scheduler.node_closed'       # node: (id, addr, why) it ended the computation
+NODE_CLOSED = 'scheduler.node_closed'       # node: (id, addr, why, final, failed) it ended
+                                            #   the computation (final: for good)
 NODE_AVAILABLE = 'scheduler.node_available'  # node: (addr) it takes computations again
 PULSE = 'scheduler.pulse'           # node: (id, addr, avail info) -> jobs running there
 WATCH = 'scheduler.watch'           # monitor: (coro) -> the state so far; news follows
@@ -125,7 +126,7 @@ class Service:
         cls._operations = table
 
     def __init__(self, name=None):
-        self.rt = asyncoro.AsynCoro.instance()
+        self.rt = disasyncoro.AsynCoro.instance()
         self._local_waiters = set()     # AsyncResults of local calls to this service
         self.stopped = None             # why, once stopped
         self.coro = SysCoro(self._mailbox)
@@ -173,7 +174,7 @@ class Service:
         """Why a call to `where` got no answer: its arguments cannot be
         pickled (the log says so too), or the peer is gone."""
         try:
-            asyncoro.netio.dumps(args)
+            netio.dumps(args)
         except Exception as exc:        # whatever pickling raises: the arguments are at fault
             return 'its arguments cannot be pickled: %s: %s' % (type(exc).__name__, exc)
         return 'the peer at %s went away or cannot be reached' % (where,)
@@ -289,8 +290,3 @@ def _handle_tell(rt, conn, request):
         log.debug('%s from %s dropped: %s', op, conn.info, service)
         return
     spawn(service._answer_told, op, args)
-
-
-def call_timeout():
-    """The timeout of calls that should be answered at once: MsgTimeout."""
-    return _msg_timeout()

@@ -19,7 +19,7 @@ import threading
 import gevent.event
 import gevent.lock
 
-from asyncoro import (WrongContextError, _current_coro, _runtime, _get_ident, _get_original,
+from asyncoro.core import (WrongContextError, _current_coro, _runtime, _get_ident, _get_original,
                       _allocate_lock, _start_new_thread)
 
 __all__ = ['Lock', 'RLock', 'Condition', 'Event', 'Semaphore', 'AsyncThreadPool',

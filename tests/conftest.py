@@ -90,13 +90,100 @@ def program_env(**extra):
     return env
 
 
-def reap(procs):
-    """Kill each process with its descendants and close its pipes."""
+class _Tee:
+    """A process's stdout or stderr that keeps a copy of what is read."""
+
+    def __init__(self, stream, transcript):
+        self._stream = stream
+        self._transcript = transcript
+
+    def fileno(self):
+        return self._stream.fileno()
+
+    def read(self, *args):
+        data = self._stream.read(*args)
+        self._transcript += data
+        return data
+
+    def readline(self, *args):
+        data = self._stream.readline(*args)
+        self._transcript += data
+        return data
+
+    def __iter__(self):
+        return iter(self.readline, b'')
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+class Process(subprocess.Popen):
+    """A program a test starts: everything it prints, on stdout and stderr,
+    is kept in `transcript` as the test reads it (and the rest when it is
+    reaped), to look for tracebacks nobody expected."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.transcript = bytearray()
+        for name in ('stdout', 'stderr'):
+            stream = getattr(self, name)
+            if stream is not None:
+                setattr(self, name, _Tee(stream, self.transcript))
+
+    def communicate(self, input=None, timeout=None):
+        streams = (self.stdout, self.stderr)
+        self.stdout, self.stderr = [s._stream if isinstance(s, _Tee) else s for s in streams]
+        try:
+            out, err = super().communicate(input, timeout)
+        finally:
+            self.stdout, self.stderr = streams
+        for data in (out, err):
+            if data:
+                self.transcript += data
+        return out, err
+
+
+TRACEBACK = re.compile(rb'Traceback \(most recent call last\):\n(?:[ \t].*\n|\n)*(\S.*)')
+
+
+def unexpected_tracebacks(procs, expected):
+    """The last lines of the tracebacks these processes printed that match
+    none of the `expected` patterns (regular expressions)."""
+    found = []
+    for proc in procs:
+        transcript = getattr(proc, 'transcript', None)
+        if transcript is None:
+            continue
+        for match in TRACEBACK.finditer(bytes(transcript)):
+            last = match.group(1).decode(errors='replace')
+            if not any(re.search(pattern, last) for pattern in expected):
+                found.append('pid %s: %s' % (proc.pid, last))
+    return found
+
+
+def reap(procs, request=None):
+    """Kill each process with its descendants and close its pipes; then, with
+    `request`, fail the test if one printed a traceback the test did not
+    expect (its marker `expected_tracebacks(*patterns)` says which it does)."""
     for proc in procs:
         kill_tree(proc)
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
+        for stream in (proc.stdout, proc.stderr):
             if stream is not None:
+                if isinstance(stream, _Tee):
+                    try:
+                        stream.read()
+                    except (OSError, ValueError):   # closed by the test already
+                        pass
                 stream.close()
+        if proc.stdin is not None:
+            proc.stdin.close()
+    if request is None:
+        return
+    marker = request.node.get_closest_marker('expected_tracebacks')
+    found = unexpected_tracebacks(procs, marker.args if marker else ())
+    if found:
+        pytest.fail('a program printed a traceback the test did not expect:\n  %s'
+                    % '\n  '.join(found), pytrace=False)
 
 
 def kill_tree(proc, timeout=5):
@@ -161,6 +248,8 @@ def read_line(proc, timeout, what='a line'):
             raise AssertionError('%s from pid %s did not come within %ss (so far: %r)'
                                  % (what, proc.pid, timeout, bytes(pending[-500:])))
         data = os.read(proc.stdout.fileno(), 65536)
+        if hasattr(proc, 'transcript'):
+            proc.transcript += data
         if not data:
             raise AssertionError('pid %s ended before %s; stderr: %s'
                                  % (proc.pid, what, proc.stderr.read().decode()[-2000:]))
@@ -181,7 +270,7 @@ def split_log(text):
 
 
 @pytest.fixture
-def processes(tmp_path):
+def processes(tmp_path, request):
     """Run Python programs (source text + argv) as subprocesses with
     ASYNCORO_NODE=127.0.0.1; every one is killed by PID at the end.
     `start(source, *argv, ready=True)` waits for the program's 'ready ...'
@@ -191,7 +280,7 @@ def processes(tmp_path):
     def start(source, *argv, ready=True, env=None):
         script = tmp_path / ('prog%d.py' % len(procs))
         script.write_text(source)
-        proc = subprocess.Popen([sys.executable, str(script)] + [str(a) for a in argv],
+        proc = Process([sys.executable, str(script)] + [str(a) for a in argv],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env=program_env(**(env or {})),
                                 cwd=str(tmp_path))
@@ -203,7 +292,7 @@ def processes(tmp_path):
             if line.startswith('ready'):
                 return proc, line[len('ready'):].strip()
     yield start
-    reap(procs)
+    reap(procs, request)
 
 
 def options(**kwargs):
@@ -212,7 +301,7 @@ def options(**kwargs):
 
 
 @pytest.fixture
-def services(tmp_path):
+def services(tmp_path, request):
     """Start the package's programs (`python -m asyncoro.<module> ...`) on
     127.0.0.1: start(module, argv, ready, console=False) -> proc, once it
     printed a line starting with `ready` (proc.ready_line); with `console`
@@ -222,7 +311,7 @@ def services(tmp_path):
 
     def start(module, argv, ready, console=False):
         cmd = [sys.executable, '-m', 'asyncoro.' + module] + [str(a) for a in argv]
-        proc = subprocess.Popen(cmd + ([] if console else ['--daemon']),
+        proc = Process(cmd + ([] if console else ['--daemon']),
                                 stdin=subprocess.PIPE if console else subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=program_env(), cwd=str(tmp_path))
@@ -233,7 +322,7 @@ def services(tmp_path):
                 proc.ready_line = line
                 return proc
     yield start
-    reap(procs)
+    reap(procs, request)
 
 
 @pytest.fixture

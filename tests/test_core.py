@@ -341,7 +341,7 @@ def test_throw_into_a_blocked_greenlet_style_coroutine():
         except KeyError:
             return 'caught'
     c = asyncoro.Coro(func)
-    wait_until(lambda: c._state == asyncoro._WAITING, 5, 'the coroutine blocking in receive')
+    wait_until(lambda: c._state == asyncoro.core._WAITING, 5, 'the coroutine blocking in receive')
     c.throw(KeyError('x'))
     assert c.value(timeout=5) == 'caught'
 
@@ -392,7 +392,7 @@ def test_terminate_a_greenlet_style_coroutine_runs_its_finally():
         finally:
             events.append('finally')
     c = asyncoro.Coro(func)
-    wait_until(lambda: c._state == asyncoro._WAITING, 5, 'the coroutine sleeping')
+    wait_until(lambda: c._state == asyncoro.core._WAITING, 5, 'the coroutine sleeping')
     c.terminate()
     c.value(timeout=5)
     assert not c.is_alive()

@@ -78,6 +78,7 @@ def stop(proc):
     return out.decode()
 
 
+@pytest.mark.expected_tracebacks('ValueError: told to die: now')
 def test_locate_send_deliver_reply_monitor_between_processes(processes):
     port = free_udp_port()
     server, where = processes(SERVER, options(node='127.0.0.1', udp_port=port))
@@ -160,6 +161,7 @@ asyncoro.Coro(publisher)
                                           for m in ('first', 'second', 'third')]
 
 
+@pytest.mark.expected_tracebacks('ZeroDivisionError: b is zero')
 def test_rci_creates_a_remote_coroutine_whose_value_comes_back(processes):
     port = free_udp_port()
     processes(SERVER, options(node='127.0.0.1', udp_port=port))
@@ -568,6 +570,7 @@ asyncoro.Coro(client, sys.argv[2], int(sys.argv[3]))
                for line in logs)
 
 
+@pytest.mark.expected_tracebacks(r"ValueError: ASYNCORO_UDP_PORT='5135O' is not a port")
 def test_udp_port_from_environment_and_a_bad_value_named(processes):
     port = free_udp_port()
     server, where = processes(SERVER, options(node='127.0.0.1'),

@@ -25,7 +25,7 @@ import urllib.request
 
 import pytest
 
-from conftest import (LOG_LINE, ROOT, free_udp_port, reap, program_env, read_line,
+from conftest import (LOG_LINE, ROOT, Process, free_udp_port, reap, program_env, read_line,
                       split_log)
 
 TIMEOUT = 45
@@ -34,7 +34,7 @@ LOCATION = r'127\.0\.0\.1:\d+'
 
 
 @pytest.fixture
-def example(tmp_path):
+def example(tmp_path, request):
     """start(name, *argv, ports=None) runs examples/<name> from a scratch
     copy; `ports` (udp ports of a node, or {'scheduler': port}) go to the
     program in $ASYNCORO_UDP_PORT / $ASYNCORO_DISCORONODE_PORT.
@@ -52,7 +52,7 @@ def example(tmp_path):
             env['ASYNCORO_UDP_PORT'] = str(ports['scheduler'])
             if 'node' in ports:
                 env['ASYNCORO_DISCORONODE_PORT'] = str(ports['node'])
-        proc = subprocess.Popen([sys.executable, os.path.join('examples', name)] +
+        proc = Process([sys.executable, os.path.join('examples', name)] +
                                 [str(a) for a in argv],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env=program_env(**env),
@@ -62,7 +62,7 @@ def example(tmp_path):
     start.folder = folder
     start.tmp = tmp
     yield start
-    reap(procs)
+    reap(procs, request)
 
 
 def finish(proc, stdin=b'', timeout=TIMEOUT):
@@ -331,6 +331,7 @@ def start_server(example, name, *argv):
     return server, ports, first
 
 
+@pytest.mark.expected_tracebacks('Exception: invalid invocation: [13]')   # the example's own
 def test_rci_monitor_pair(example):
     server, ports, first = start_server(example, 'rci_monitor_server.py')
     where = re.match(r'^RCI rci_1 registered at (%s); enter "quit" to stop$' % LOCATION,

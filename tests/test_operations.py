@@ -20,7 +20,8 @@ import pytest
 import asyncoro
 from asyncoro import discoronode as node_program
 from asyncoro import node as node_node
-from conftest import free_udp_port, kill_tree, program_env, read_line, split_log, wait_until
+from conftest import (LOG_LINE, free_udp_port, kill_tree, program_env, read_line, split_log,
+                      wait_until)
 
 CLIENT = r'''
 import sys, json, time
@@ -244,7 +245,7 @@ def test_node_console_status_and_close(processes, discoronode):
     # close: the running job is killed, the client hears it, the node serves on
     node.stdin.write(b'close\n')
     node.stdin.flush()
-    assert read_line(client, 20, 'the job result').startswith('result ServerLost')
+    assert read_line(client, 20, 'the job result').startswith('result DiscoroJobLost')
     assert client.wait(20) == 0
     node.stdin.write(b'status\n')
     node.stdin.flush()
@@ -257,16 +258,39 @@ def test_node_console_status_and_close(processes, discoronode):
 
 @pytest.mark.deadline(60)
 @pytest.mark.parametrize('command', ['quit', 'exit'])
-def test_node_quit_lets_the_running_job_finish(processes, discoronode, command):
+def test_node_quit_lets_the_running_job_finish_then_ends_and_goes(processes, discoronode,
+                                                                  command):
     node, ports = discoronode(console=True)
-    client = processes(WATCHED_JOB, json.dumps(ports), 3, ready=False)
-    read_line(client, 30, 'the job start')
+    client = processes(PRIVATE + r'''
+def job(seconds, coro=None):
+    yield coro.sleep(seconds)
+    return 'slept %s' % seconds
+
+def main(coro=None):
+    computation = Computation([job])
+    assert (yield computation.schedule()) == 0
+    first = asyncoro.Coro(lambda coro=None: (yield computation.run_result(job, 3)))
+    yield coro.sleep(1)
+    print('started', flush=True)
+    print('result', (yield first.finish()), flush=True)
+    # the node takes no more jobs: this one fails at once, it does not wait
+    print('after quit', (yield computation.run_result(job, 0.1)), flush=True)
+    sys.stdin.read()            # the client does not close the computation: the node goes anyway
+    yield computation.close()
+
+asyncoro.Coro(main)
+''', json.dumps(ports), ready=False)
+    assert read_line(client, 30, 'the job start') == 'started'
     node.stdin.write(command.encode() + b'\n')
     node.stdin.flush()
     wait_for_line(node, 5, 'the quit answer', lambda line: line.startswith('quitting'))
     assert node.poll() is None               # still there while the job runs
-    assert read_line(client, 20, 'the job result') == 'result str slept 3.0'
-    assert node.wait(20) == 0
+    assert read_line(client, 20, 'the job result') == 'result slept 3'
+    refused = wait_for_line(client, 20, 'why the next job was refused', LOG_LINE.match)
+    assert 'no node can run it: node 127.0.0.1: the node quits' in refused
+    assert read_line(client, 20, 'the next job') == 'after quit None'
+    assert node.wait(20) == 0                # the computation ended there, and the node went
+    assert client.poll() is None
 
 
 @pytest.mark.deadline(60)
@@ -277,7 +301,7 @@ def test_node_terminate_kills_the_running_job(processes, discoronode):
     node.stdin.write(b'terminate\n')
     node.stdin.flush()
     assert node.wait(15) == 0
-    assert read_line(client, 30, 'the job result').startswith('result ServerLost')
+    assert read_line(client, 30, 'the job result').startswith('result DiscoroJobLost')
 
 
 @pytest.mark.deadline(90)
@@ -310,7 +334,7 @@ asyncoro.Coro(main)
     code, lines, _ = finish(client, 60)
     assert code == 0, lines
     first, second = lines[0].split(), lines[1].split()
-    assert first[1] == 'ServerLost', lines           # killed at the window's end
+    assert first[1] == 'DiscoroJobLost', lines          # killed at the window's end
     assert end - 1 <= float(first[2]) < start, (lines, end, start)
     assert second[1] == 'float', lines
     # no job ran until it opened again
@@ -605,7 +629,7 @@ def retained():
     """What closed computations could leave behind in this scheduler."""
     gc.collect()
     rt = asyncoro.AsynCoro.instance()
-    objects = {'_Package': 0, 'Greenlet': 0}
+    objects = {'Package': 0, 'Greenlet': 0}
     for obj in gc.get_objects():
         name = type(obj).__name__
         if name in objects:
@@ -657,4 +681,4 @@ def test_closed_computations_leave_nothing_behind_in_the_scheduler_program(
         line = wait_for_line(scheduler, 30, 'the counts', lambda l: l.startswith('counts'))
         counts.append(json.loads(line.split(None, 1)[1]))
     assert counts[1] == counts[0], 'after 1 computation: %s; after 50: %s' % tuple(counts)
-    assert counts[0]['_Package'] == 0
+    assert counts[0]['Package'] == 0

@@ -1,0 +1,1369 @@
+"""asyncoro.core: coroutines on gevent greenlets, with asyncoro 4.5's API.
+
+What it owns: `Coro` (a coroutine: a generator function driven by the yield
+adapter, or a plain function that blocks), `AsynCoro` (the process's
+runtime), `MonitorException`/`HotSwapException`, `Singleton`, `Logger` and
+the shared `logger`, `MsgTimeout` (its one home), and the internals the
+layers above build on (`_INTERNALS`). The package's face (asyncoro) gives
+these with the channel, synchronisation, socket and serialization names.
+
+How it works:
+
+- The runtime runs a gevent hub in a thread of its own, so a main program may
+  block in `input()`, `time.sleep()` or `Coro.value()` while coroutines run.
+  Calls from other threads are queued (`AsynCoro._call_threadsafe`) and run in
+  the hub thread in the order they were made.
+- Coroutines run on *worker* greenlets taken from a pool. A generator coroutine
+  that waits in `receive()`, `sleep()` or `finish()` parks: the generator stays
+  suspended at its `yield`, the worker goes back to the pool, and nothing but
+  the generator and this object is kept (a started greenlet costs ~6 KB on
+  CPython 3.11, a parked generator a few hundred bytes). Any other blocking
+  call (sockets, locks, pipes, network requests) simply blocks the worker, so
+  operations need not know whether they were called from a generator.
+- Ready coroutines wait in one FIFO (`AsynCoro._ready`) drained by a hub
+  callback; that batch is the scheduler.
+- The yield adapter (`Coro._drive`) sends each operation's result back into the
+  generator, runs a yielded generator object as a sub-coroutine, treats any
+  other yielded value as a cooperative switch, and turns `return v`,
+  `raise StopIteration(v)` and PEP 479's RuntimeError into the value.
+"""
+
+import atexit
+import collections
+import functools
+import inspect
+import itertools
+import logging
+import pickle
+import sys
+import time
+import traceback
+import types
+
+import gevent
+import gevent.event
+import greenlet
+from gevent.monkey import get_original as _get_original
+
+from asyncoro.failure import AsyncoroError, spawn
+from asyncoro.netio import Location
+
+__version__ = '4.5.6'
+
+__all__ = ['Coro', 'AsynCoro', 'HotSwapException', 'MonitorException', 'Singleton', 'logger',
+           'Logger']
+
+# The core's documented internals: the private names the package's other
+# modules may use (checked by tests/test_structure.py). They are how the
+# lower layers hook into the runtime; nothing outside the package uses them.
+_INTERNALS = (
+    '_runtime',             # the runtime, started on first use
+    '_current_coro',        # the coroutine running now, or None
+    '_get_ident', '_get_original', '_allocate_lock', '_start_new_thread',   # real threads
+    '_msg_timeout',         # MsgTimeout as the program set it
+    '_ShowsMsgTimeout',     # the module class that shows the one MsgTimeout
+    '_REMOTE_FACTORIES',    # how references of other processes unpickle (filled by remote)
+    '_RUNTIME_CLASS',       # the runtime class to start (the distributed one, once imported)
+    '_NO_RUNTIME',          # why no runtime may start in this process (the zygote)
+    '_rebuild_coro',        # a coroutine reference from its parts
+    '_remote_factory',      # the factory for references of a kind
+    '_location_copy',       # a runtime's Location, copied
+    '_inspect_target',      # (is a generator function, takes coro=) of a callable
+    '_stop_value',          # a generator's value from its StopIteration
+)
+
+MsgTimeout = 10         # its one home: asyncoro.disasyncoro and asyncoro.discoro show this one
+
+log = logging.getLogger('asyncoro')
+
+# Real OS threads, locks and thread ids even in a program that monkey-patched
+# (gevent.monkey.patch_all() turns threads into greenlets of the main hub, which
+# would put the runtime's "own thread" in the main thread and deadlock value()).
+_allocate_lock = _get_original('_thread', 'allocate_lock')
+_get_ident = _get_original('_thread', 'get_ident')
+_start_new_thread = _get_original('_thread', 'start_new_thread')
+_getcurrent = greenlet.getcurrent
+_GeneratorType = types.GeneratorType
+# At most this many consecutive results a generator gets straight back without
+# a cooperative switch, so a coroutine with a full mailbox cannot starve others.
+_FAST_STREAK = 256
+# Idle worker greenlets kept for reuse; beyond that they end.
+_MAX_IDLE_WORKERS = 256
+
+
+class WrongContextError(AsyncoroError, RuntimeError):
+    """An operation was called from where it cannot work: `receive()` from
+    anything but the coroutine itself, `value()`/`finish()` of the runtime from
+    inside a coroutine, and the like. The message names the operation."""
+
+
+class MonitorException(Exception):
+    """Message a monitor receives when a coroutine it watches ends.
+
+    `args[0]` is the coroutine; `args[1]` is `(StopIteration, value)` for a
+    normal end (terminate() included) or `(exc_type, exc_value)` for a death by
+    exception."""
+
+
+class HotSwapException(Exception):
+    """Thrown into a coroutine by `hot_swap`; `args[0]` is the new generator."""
+
+
+class Singleton(type):
+    """Metaclass: the first `cls(...)` builds the instance; later calls return it
+    and ignore their arguments. A subclass shares its base's instance (the
+    distributed AsynCoro is still *the* runtime)."""
+
+    def __init__(cls, name, bases, namespace):
+        super().__init__(name, bases, namespace)
+        if not any(isinstance(base, Singleton) for base in bases):
+            cls._instance = None        # the root of a hierarchy holds the one slot
+
+    def _root(cls):
+        for klass in reversed(cls.__mro__):
+            if isinstance(klass, Singleton):
+                return klass
+        return cls
+
+    def __call__(cls, *args, **kwargs):
+        inst = cls._instance
+        if inst is None:
+            with _SINGLETON_LOCK:
+                inst = cls._instance
+                if inst is None:
+                    inst = super().__call__(*args, **kwargs)
+                    Singleton._root(cls)._instance = inst
+        return inst
+
+
+_SINGLETON_LOCK = _get_original('threading', 'RLock')()
+
+
+# ---------------------------------------------------------------- logging
+
+class _Format(logging.Formatter):
+    def __init__(self, log_ms):
+        super().__init__('%(asctime)s %(name)s - %(message)s')
+        self.log_ms = log_ms
+
+    def formatTime(self, record, datefmt=None):
+        text = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(record.created))
+        if self.log_ms:
+            text += '.%03d' % record.msecs
+        return text
+
+
+class _StreamHandler(logging.StreamHandler):
+    """Writes to the given stream, or to whatever `sys.stdout` is at the time."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._fixed = stream
+
+    @property
+    def stream(self):
+        return self._fixed if self._fixed is not None else sys.stdout
+
+    @stream.setter
+    def stream(self, value):
+        self._fixed = value
+
+
+class Logger:
+    """asyncoro's logger: `YYYY-MM-DD HH:MM:SS <name> - <message>` lines on
+    stdout (or `stream`), with printf-style arguments. It is a face of the
+    `logging` logger of the same name, so `logging` configuration applies."""
+
+    DEBUG = logging.DEBUG
+    INFO = logging.INFO
+    WARN = WARNING = logging.WARNING
+    ERROR = logging.ERROR
+    CRITICAL = FATAL = logging.CRITICAL
+
+    def __init__(self, name, stream=None, level=None, log_ms=False):
+        self.name = name
+        self._logger = logging.getLogger(name)
+        self._handler = _StreamHandler(stream)
+        self._handler.setFormatter(_Format(log_ms))
+        for old in [h for h in self._logger.handlers if isinstance(h, _StreamHandler)]:
+            self._logger.removeHandler(old)
+        self._logger.addHandler(self._handler)
+        self._logger.propagate = False
+        self._logger.setLevel(self.INFO if level is None else level)
+
+    def setLevel(self, level):
+        self._logger.setLevel(level)
+
+    def getEffectiveLevel(self):
+        return self._logger.getEffectiveLevel()
+
+    def show_ms(self, flag):
+        self._handler.formatter.log_ms = bool(flag)
+
+    def log(self, level, msg, *args, **kwargs):
+        self._logger.log(level, msg, *args, **kwargs)
+
+    def debug(self, msg, *args, **kwargs):
+        self._logger.debug(msg, *args, **kwargs)
+
+    def info(self, msg, *args, **kwargs):
+        self._logger.info(msg, *args, **kwargs)
+
+    def warning(self, msg, *args, **kwargs):
+        self._logger.warning(msg, *args, **kwargs)
+
+    warn = warning
+
+    def error(self, msg, *args, **kwargs):
+        self._logger.error(msg, *args, **kwargs)
+
+    def critical(self, msg, *args, **kwargs):
+        self._logger.critical(msg, *args, **kwargs)
+
+    fatal = critical
+
+    def flush(self):
+        self._handler.flush()
+
+    def shutdown(self):
+        self.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_value, tb):
+        self.shutdown()
+        return False
+
+
+logger = Logger('asyncoro')
+
+
+# ---------------------------------------------------------------- coroutines
+
+# what a coroutine waits for (Coro._wait)
+_RECV, _SLEEP, _FINISH = 'receive', 'sleep', 'finish'
+# returned by an operation that parked a generator coroutine; the adapter sees
+# it come out of the generator's `yield` and releases the worker
+_PARK = object()
+# resume value meaning "the oldest message in the mailbox"
+_FROM_MAILBOX = object()
+# states (Coro._state)
+_NEW, _READY, _RUNNING, _WAITING, _DONE = range(5)
+
+_TARGETS = {}   # code object -> (is_generator_function, passes_coro)
+# coroutine ids: never reused in a process (id() is, at once), so a reference
+# names one coroutine for the life of the process
+_COROUTINE_IDS = itertools.count(1)
+
+
+def _inspect_target(target):
+    """(is a generator function, takes `coro=` with a default) for a callable;
+    cached per code object, since this runs for every Coro created."""
+    func = getattr(target, '__func__', target)
+    code = getattr(func, '__code__', None)
+    if code is not None:
+        info = _TARGETS.get(code)
+        if info is not None:
+            return info
+    is_gen = inspect.isgeneratorfunction(target)
+    try:
+        param = inspect.signature(target).parameters.get('coro')
+    except (TypeError, ValueError):     # builtins without a signature take no coro
+        param = None
+    passes = (param is not None and param.default is not inspect.Parameter.empty and
+              param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY))
+    info = (is_gen, passes)
+    if code is not None:
+        _TARGETS[code] = info
+    return info
+
+
+def _target_name(target):
+    name = getattr(target, '__name__', None)
+    if name is None and isinstance(target, functools.partial):
+        name = getattr(target.func, '__name__', None)
+    return name or type(target).__name__
+
+
+def _exception_from(args):
+    """An exception instance from throw()'s accepted argument forms."""
+    if len(args) == 1 and isinstance(args[0], tuple):
+        args = args[0]
+    if not args:
+        raise TypeError('throw() needs an exception, an exception type or a tuple')
+    first = args[0]
+    if isinstance(first, BaseException):
+        return first
+    if isinstance(first, type) and issubclass(first, BaseException):
+        value = args[1] if len(args) > 1 else None
+        if isinstance(value, first):
+            return value
+        if value is None:
+            return first()
+        return first(*value) if isinstance(value, tuple) else first(value)
+    raise TypeError('throw() needs an exception, an exception type or a tuple; got %r' % (first,))
+
+
+def _stop_value(exc, last):
+    """A generator's result from its StopIteration: the single argument, the
+    argument tuple, or the last value sent into it when there is none."""
+    args = exc.args
+    if not args:
+        return last
+    return args[0] if len(args) == 1 else args
+
+
+class _Worker(greenlet.greenlet):
+    """A pooled greenlet; `coro` is the coroutine it is running now."""
+    __slots__ = ('coro',)
+
+
+class Coro:
+    """A coroutine: `Coro(target, *args, **kwargs)` or
+    `Coro(target=f, args=(...), kwargs={...})`.
+
+    `target` is a generator function (yield style) or a plain function
+    (greenlet style: it blocks in operations and returns its value). It is
+    passed `coro=<this Coro>` if it has a `coro` parameter with a default. The
+    coroutine starts soon, not at once. Raises TypeError for a target that is
+    not callable or arguments it does not accept (generator functions)."""
+
+    __slots__ = ('_rt', '_name', '_id', '_target', '_gen', '_stack', '_mailbox', '_state',
+                 '_wait', '_wait_seq', '_timer', '_alarm', '_resume_val', '_pending_exc',
+                 '_worker', '_value', '_exception', '_fast', '_daemon', '_monitors',
+                 '_waiters', '_terminating', '_swappable', '_pending_swap', '_args',
+                 '__weakref__')
+
+    _prefix = '~'
+    _remote = False          # True for references to coroutines in other processes
+    _start_daemon = False    # system coroutines (SysCoro) start as daemons
+
+    def __init__(self, *args, **kwargs):
+        if args:
+            target, args = args[0], args[1:]
+        elif 'target' in kwargs:
+            target = kwargs.pop('target')
+            args = tuple(kwargs.pop('args', ()))
+            kwargs = dict(kwargs.pop('kwargs', {}), **kwargs)
+        else:
+            raise TypeError('Coro needs a target: Coro(target, *args, **kwargs)')
+        if not callable(target):
+            raise TypeError('Coro target must be a generator function or a function, '
+                            'not %r' % (target,))
+        rt = _runtime()
+        self._rt = rt
+        self._name = _target_name(target)
+        self._id = next(_COROUTINE_IDS)
+        self._mailbox = None
+        self._state = _NEW
+        self._wait = None
+        self._wait_seq = 0
+        self._timer = None
+        self._alarm = None
+        self._resume_val = None
+        self._pending_exc = None
+        self._worker = None
+        self._value = None
+        self._exception = None
+        self._fast = False
+        self._daemon = self._start_daemon
+        self._monitors = None
+        self._waiters = None
+        self._terminating = False
+        self._swappable = False
+        self._pending_swap = None
+        self._stack = None
+        is_gen, passes_coro = _inspect_target(target)
+        if passes_coro:
+            kwargs['coro'] = self
+        if is_gen:
+            self._gen = target(*args, **kwargs)
+            self._target = None
+            self._args = None
+        else:
+            self._gen = None
+            self._target = target
+            self._args = (args, kwargs)
+        if _get_ident() == rt._tid:
+            rt._start(self)
+        else:
+            rt._call_threadsafe(rt._start, self)
+
+    # ------------------------------------------------ identity
+
+    @property
+    def name(self):
+        return self._name
+
+    @property
+    def location(self):
+        return _location_copy(self._rt)
+
+    def __repr__(self):
+        loc = self._rt.location
+        if loc is None:
+            return '%s%s/%s' % (self._prefix, self._name, self._id)
+        return '%s%s/%s@%s' % (self._prefix, self._name, self._id, loc)
+
+    __str__ = __repr__
+
+    def __eq__(self, other):
+        if self is other:
+            return True
+        return (isinstance(other, Coro) and self._id == other._id and
+                self.location == other.location)
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    def __hash__(self):
+        return self._id
+
+    def __reduce__(self):
+        # a reference: (prefixed name, id, location); see _rebuild_coro
+        return (_rebuild_coro, (self._prefix + self._name, self._id, self.location))
+
+    @classmethod
+    def scheduler(cls):
+        """The runtime that user coroutines run on."""
+        return _runtime()
+
+    # ------------------------------------------------ messages
+
+    def send(self, message):
+        """Queue `message` for this coroutine; never blocks. Returns 0, or -1
+        (with a warning) if the coroutine has finished. Safe from any thread."""
+        if self._state == _DONE:
+            log.warning('send to %s ignored: it has finished', self)
+            return -1
+        rt = self._rt
+        if _get_ident() != rt._tid:
+            rt._call_threadsafe(self._send_here, message)
+            return 0
+        mailbox = self._mailbox
+        if mailbox is None:
+            mailbox = self._mailbox = collections.deque()
+        mailbox.append(message)
+        if self._wait is _RECV:
+            self._wake(_FROM_MAILBOX)
+        return 0
+
+    def _send_here(self, message):
+        if self._state == _DONE:
+            log.warning('send to %s ignored: it finished before the message arrived', self)
+            return
+        self.send(message)
+
+    def deliver(self, message, timeout=None):
+        """Like send, acknowledged: 1 once the message is in the queue, -1 if
+        the coroutine has finished. Call form: `n = yield coro.deliver(msg)`."""
+        return 1 if self.send(message) == 0 else -1
+
+    def receive(self, timeout=None, alarm_value=None):
+        """The oldest queued message, waiting for one if need be; `alarm_value`
+        once `timeout` seconds pass (at once for timeout <= 0). Only the
+        coroutine itself may call it: `msg = yield coro.receive()`."""
+        mailbox = self._mailbox
+        if mailbox and _getcurrent() is self._worker:
+            self._fast = True
+            return mailbox.popleft()
+        self._check_self('receive')
+        if timeout is not None and timeout <= 0:
+            return alarm_value
+        return self._wait_for(_RECV, timeout, alarm_value, self._gen is not None)
+
+    recv = receive
+
+    def _receive_blocking(self, timeout=None, alarm_value=None):
+        """receive() for library helpers: always returns the message (never
+        parks), so it can be called from any function of this coroutine."""
+        self._check_self('receive')
+        if self._mailbox:
+            return self._mailbox.popleft()
+        if timeout is not None and timeout <= 0:
+            return alarm_value
+        return self._wait_for(_RECV, timeout, alarm_value, False)
+
+    def sleep(self, timeout=None, alarm_value=None):
+        """Suspend this coroutine for `timeout` seconds (None: until resume());
+        returns `alarm_value`, or the value given to resume(). Messages do not
+        wake it. Call form: `yield coro.sleep(1)`."""
+        self._check_self('sleep')
+        if timeout is not None and timeout <= 0:
+            return alarm_value
+        return self._wait_for(_SLEEP, timeout, alarm_value, self._gen is not None)
+
+    suspend = sleep
+
+    def resume(self, update=None):
+        """Wake this coroutine from sleep()/suspend(); that call returns
+        `update`. Ignored with a warning if it is not sleeping. Returns 0, or -1
+        if the coroutine has finished."""
+        if self._state == _DONE:
+            return -1
+        if _get_ident() != self._rt._tid:
+            self._rt._call_threadsafe(self.resume, update)
+            return 0
+        if self._wait is _SLEEP:
+            self._wake(update)
+        else:
+            log.warning('resume of %s ignored: it is not sleeping', self)
+        return 0
+
+    wakeup = resume
+
+    # ------------------------------------------------ ending
+
+    def throw(self, *args):
+        """Raise an exception in this coroutine where it is blocked or
+        yielded: throw(exc), throw(type, value[, tb]) or throw((type, value)).
+        Returns 0, or -1 if the coroutine has finished."""
+        exc = _exception_from(args)
+        if self._state == _DONE:
+            log.warning('throw to %s ignored: it has finished', self)
+            return -1
+        self._rt._run_here(self._interrupt, exc)
+        return 0
+
+    def terminate(self):
+        """Stop this coroutine: GeneratorExit arrives where it is blocked, its
+        generators' finally blocks run, and it ends normally with its last
+        value (monitors get (StopIteration, value)). Returns 0, or -1 if it has
+        finished already."""
+        if self._state == _DONE:
+            return -1
+        self._rt._run_here(self._terminate)
+        return 0
+
+    def _terminate(self):
+        if self._state == _DONE or self._terminating:
+            return
+        self._terminating = True
+        self._interrupt(GeneratorExit())
+
+    def value(self, timeout=None):
+        """For threads and the main program: block until this coroutine ends
+        and return its value (None on timeout; the last value if it died from
+        an exception). From inside a coroutine it acts as finish()."""
+        rt = self._rt
+        if _get_ident() == rt._tid:
+            return self._finish_wait(timeout, False)
+        if self._state == _DONE:
+            return self._value
+        lock = _allocate_lock()
+        lock.acquire()
+        rt._call_threadsafe(self._add_waiter, lock)
+        if lock.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
+            return self._value
+        return None
+
+    def finish(self, timeout=None):
+        """For coroutines: wait until this coroutine ends and return its value
+        (None on timeout). Call form: `v = yield other.finish()`."""
+        if _get_ident() != self._rt._tid:
+            return self.value(timeout)
+        cur = _getcurrent()
+        me = getattr(cur, 'coro', None)
+        return self._finish_wait(timeout, me is not None and me._gen is not None and
+                                 cur is me._worker)
+
+    def _finish_wait(self, timeout, may_park):
+        if self._state == _DONE:
+            return self._value
+        me = _current_coro()
+        if me is None:      # a plain greenlet of the hub (a service handler, say)
+            if timeout is not None and timeout <= 0:
+                return None
+            done = gevent.event.Event()
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(done)
+            done.wait(timeout)
+            return self._value if self._state == _DONE else None
+        if me is self:
+            raise WrongContextError('%s cannot wait for its own end' % self)
+        if timeout is not None and timeout <= 0:
+            return None
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append((me, me._wait_seq + 1))
+        return me._wait_for(_FINISH, timeout, None, may_park)
+
+    def _add_waiter(self, waiter):
+        if self._state == _DONE:
+            waiter.release()
+        else:
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(waiter)
+
+    # ------------------------------------------------ monitors, daemon, names
+
+    def monitor(self, observe):
+        """Make this coroutine a monitor of `observe`: when `observe` ends this
+        one receives MonitorException(observe, (type, value)). Returns 0, or -1
+        if `observe` is not a coroutine. Call form: `yield coro.monitor(c)`."""
+        if not isinstance(observe, Coro):
+            log.warning('monitor: %r is not a coroutine', observe)
+            return -1
+        return observe.notify(self)
+
+    def notify(self, monitor):
+        """Add `monitor` (a coroutine, local or remote) to this coroutine's
+        monitors. Returns 0, or -1 for an invalid monitor."""
+        if not isinstance(monitor, Coro):
+            log.warning('notify: %r is not a coroutine', monitor)
+            return -1
+        return self._rt._run_here(self._add_monitor, monitor)
+
+    def _add_monitor(self, monitor):
+        if self._state == _DONE:
+            monitor.send(MonitorException(self, self._end_info()))
+            return 0
+        if self._monitors is None:
+            self._monitors = []
+        if monitor not in self._monitors:
+            self._monitors.append(monitor)
+        return 0
+
+    def is_alive(self):
+        """True while this coroutine has not finished."""
+        return self._state != _DONE
+
+    def set_daemon(self, flag=True):
+        """Mark the calling coroutine as a daemon: the program does not wait
+        for it at exit. Only a coroutine may call it on itself; otherwise -1."""
+        if _current_coro() is not self:
+            log.warning('set_daemon on %s ignored: a coroutine may only set itself', self)
+            return -1
+        flag = bool(flag)
+        if flag != self._daemon:
+            self._daemon = flag
+            self._rt._count_nondaemon(-1 if flag else 1)
+        return 0
+
+    def register(self, name=None):
+        """Publish this coroutine under `name` (default its own name) for
+        Coro.locate. Returns -1 if a live coroutine holds that name already."""
+        return self._rt._run_here(self._rt._register, 'coro', name or self._name, self)
+
+    def unregister(self, name=None):
+        """Withdraw a registration made by register(); -1 if there was none."""
+        return self._rt._run_here(self._rt._unregister, 'coro', name or self._name, self)
+
+    @classmethod
+    def locate(cls, name, location=None, timeout=None):
+        """The coroutine registered under `name`: in this process first, then
+        (with asyncoro.disasyncoro) at `location` or at every peer, waiting up
+        to `timeout` seconds (None: forever); None on timeout. Call form:
+        `c = yield Coro.locate('server')`."""
+        rt = _runtime()
+        return rt._run_here(rt._locate, cls._registry_kind, name, location, timeout)
+
+    _registry_kind = 'coro'
+
+    # ------------------------------------------------ hot swap
+
+    def hot_swappable(self, flag):
+        """Allow (True) or forbid hot swapping of the calling coroutine; a
+        pending swap happens at its next yield. Returns 0, or -1 if not called
+        by the coroutine itself."""
+        if _current_coro() is not self:
+            log.warning('hot_swappable on %s ignored: a coroutine may only set itself', self)
+            return -1
+        self._swappable = bool(flag)
+        if self._swappable and self._pending_swap is not None and not self._stack:
+            self._start_swap()
+        return 0
+
+    def hot_swap(self, target, *args, **kwargs):
+        """Replace this coroutine's generator with `target(*args, **kwargs)`,
+        keeping its queued messages, by throwing HotSwapException(new) into it.
+        It waits while the coroutine is not swappable or in a sub-generator.
+        Returns 0, or -1 if `target` is not a generator function."""
+        is_gen, passes_coro = _inspect_target(target) if callable(target) else (False, False)
+        if not is_gen or self._gen is None or self._state == _DONE:
+            log.warning('hot_swap of %s refused: %r is not a generator function '
+                        '(or the coroutine is not one / has finished)', self, target)
+            return -1
+        if passes_coro:
+            kwargs['coro'] = self
+        new = target(*args, **kwargs)
+        return self._rt._run_here(self._request_swap, new)
+
+    def _request_swap(self, new):
+        self._pending_swap = new
+        if self._swappable and not self._stack:
+            self._start_swap()
+        return 0
+
+    def _start_swap(self):
+        new, self._pending_swap = self._pending_swap, None
+        self._interrupt(HotSwapException(new))
+
+    # ------------------------------------------------ internals (hub thread only)
+
+    def _check_self(self, what):
+        if _getcurrent() is not self._worker or self._worker is None:
+            raise WrongContextError(
+                '%s() of %s can only be called by that coroutine itself (called from %s)'
+                % (what, self, _current_coro() or 'outside any coroutine'))
+
+    def _wait_for(self, kind, timeout, alarm_value, may_park):
+        """Wait for `kind` (a message, a resume, another's end). A generator
+        coroutine that yields the result at once may park (returns _PARK);
+        otherwise the worker blocks and the result is returned."""
+        if self._pending_exc is not None:    # thrown at itself while running
+            exc, self._pending_exc = self._pending_exc, None
+            raise exc
+        self._wait = kind
+        self._wait_seq += 1
+        self._alarm = alarm_value
+        self._state = _WAITING
+        if timeout is not None:
+            timer = self._timer = self._rt._loop.timer(timeout)
+            timer.start(self._timed_out, self._wait_seq)
+        if may_park:
+            return _PARK
+        self._rt._hub.switch()    # until _run_ready switches back to this worker
+        return self._take_resume()
+
+    def _timed_out(self, seq):
+        if self._wait_seq == seq and self._wait is not None:
+            self._wake(self._alarm)
+
+    def _clear_wait(self):
+        self._wait = None
+        timer = self._timer
+        if timer is not None:
+            self._timer = None
+            timer.close()
+
+    def _wake(self, value):
+        """Make a waiting coroutine ready; `value` is what its wait returns."""
+        self._clear_wait()
+        self._resume_val = value
+        self._state = _READY
+        self._rt._schedule(self)
+
+    def _take_resume(self):
+        self._state = _RUNNING
+        exc = self._pending_exc
+        if exc is not None:
+            self._pending_exc = None
+            raise exc
+        value = self._resume_val
+        self._resume_val = None
+        if value is _FROM_MAILBOX:
+            value = self._mailbox.popleft()
+        return value
+
+    def _interrupt(self, exc):
+        """Deliver `exc` where the coroutine is blocked or at its next switch."""
+        state = self._state
+        if state == _DONE:
+            return
+        self._pending_exc = exc
+        if state == _WAITING:
+            self._wake(None)
+        elif state == _RUNNING and _getcurrent() is not self._worker:
+            # blocked in some other gevent wait (a socket, a lock): throw it in
+            # from the hub, which is where that wait switched to
+            self._rt._loop.run_callback(self._throw_in, exc)
+
+    def _throw_in(self, exc):
+        if self._pending_exc is exc and self._state == _RUNNING and self._worker is not None:
+            self._pending_exc = None
+            self._worker.throw(exc)
+
+    def _drive(self):
+        """Run this coroutine in the current worker until it parks or ends."""
+        if self._gen is None:
+            self._run_function()
+            return
+        gen = self._gen
+        stack = self._stack
+        exc = None
+        streak = 0
+        try:
+            val = self._value = self._take_resume()
+        except (Exception, GeneratorExit) as e:   # a throw/terminate delivered on resume
+            val, exc = None, e
+        while True:
+            try:
+                if exc is None:
+                    yielded = gen.send(val)
+                else:
+                    thrown, exc = exc, None
+                    yielded = gen.throw(thrown)
+            except StopIteration as e:
+                val = _stop_value(e, self._value)
+            except RuntimeError as e:
+                cause = e.__cause__
+                if isinstance(cause, StopIteration) and 'StopIteration' in str(e):
+                    val = _stop_value(cause, self._value)     # PEP 479
+                else:
+                    exc = e
+            except GeneratorExit as e:
+                if self._terminating:
+                    self._close_stack(gen)
+                    self._end(self._value, None)
+                    return
+                exc = e
+            except HotSwapException as e:
+                if stack or not isinstance(e.args[0] if e.args else None, _GeneratorType):
+                    exc = e
+                else:
+                    gen = self._gen = e.args[0]
+                    val = None
+                    continue
+            except Exception as e:     # the coroutine's own error: to its caller or its end
+                exc = e
+            else:
+                if self._fast:
+                    # an operation's result coming straight back: no switch
+                    self._fast = False
+                    streak += 1
+                    if (streak < _FAST_STREAK and self._pending_exc is None and
+                            yielded is not _PARK and type(yielded) is not _GeneratorType):
+                        self._value = val = yielded
+                        continue
+                    streak = 0
+                if self._terminating and self._pending_exc is None:
+                    # it caught the GeneratorExit of terminate() and went on
+                    self._force_close(gen)
+                    return
+                if self._pending_exc is not None:     # thrown at itself while running
+                    self._clear_wait()
+                    self._state = _RUNNING
+                    exc, self._pending_exc = self._pending_exc, None
+                    val = None
+                    continue
+                if yielded is _PARK:
+                    self._gen, self._stack = gen, stack
+                    return
+                if type(yielded) is _GeneratorType:
+                    if stack is None:
+                        stack = self._stack = []
+                    stack.append(gen)
+                    gen = yielded
+                    val = None
+                    continue
+                # any other value: a cooperative switch; it comes back as is
+                self._value = yielded
+                self._resume_val = yielded
+                self._state = _READY
+                self._gen, self._stack = gen, stack
+                self._rt._schedule(self)
+                return
+            # the innermost generator ended, with value `val` or exception `exc`
+            if stack:
+                gen = stack.pop()
+                if exc is None:
+                    self._value = val
+                if not stack and self._pending_swap is not None and self._swappable:
+                    self._gen = gen
+                    self._start_swap()
+                continue
+            if exc is not None and self._terminating and isinstance(exc, GeneratorExit):
+                exc = None
+            self._end(self._value if exc is not None else val, exc)
+            return
+
+    def _force_close(self, gen):
+        self._clear_wait()
+        try:
+            gen.close()
+        except RuntimeError:    # it ignores GeneratorExit; it is dropped all the same
+            log.warning('%s ignored terminate(); closed', self)
+        self._close_stack(gen)
+        self._end(self._value, None)
+
+    def _close_stack(self, innermost):
+        for gen in reversed(self._stack or ()):
+            try:
+                gen.close()
+            except Exception:      # a finally block that fails while closing
+                log.warning('closing %s of %s failed', gen, self, exc_info=True)
+
+    def _run_function(self):
+        args, kwargs = self._args
+        self._args = None
+        try:
+            self._take_resume()
+            value = self._target(*args, **kwargs)
+            if type(value) is _GeneratorType:
+                # a function that returns a generator (a decorated generator
+                # function, say): drive that generator from here on
+                self._gen, self._target = value, None
+                self._drive()
+                return
+        except (GeneratorExit, greenlet.GreenletExit) as e:
+            if self._terminating:
+                self._end(None, None)
+            else:
+                self._end(None, e)
+        except Exception as e:     # the edge of a greenlet-style coroutine
+            self._end(None, e)
+        else:
+            self._end(value, None)
+
+    def _end_info(self):
+        if self._exception is None:
+            return (StopIteration, self._value)
+        return (type(self._exception), self._exception)
+
+    def _end(self, value, exc):
+        self._state = _DONE
+        self._wait = None
+        self._gen = self._stack = self._target = None
+        self._pending_swap = None
+        if exc is None:
+            self._value = value
+        else:
+            self._exception = exc
+            if not isinstance(exc, GeneratorExit):
+                log.warning('uncaught exception in %s:\n%s', self,
+                            ''.join(traceback.format_exception(type(exc), exc,
+                                                               exc.__traceback__)))
+        self._rt._ended(self)
+        waiters = self._waiters
+        if waiters:
+            self._waiters = None
+            for waiter in waiters:
+                if isinstance(waiter, tuple):         # a coroutine in finish()
+                    coro, seq = waiter
+                    if coro._wait is _FINISH and coro._wait_seq == seq:
+                        coro._wake(self._value)
+                elif isinstance(waiter, gevent.event.Event):   # a greenlet in finish()
+                    waiter.set()
+                else:                                 # a thread in value()
+                    waiter.release()
+        monitors = self._monitors
+        if monitors:
+            self._monitors = None
+            info = self._end_info()
+            for monitor in monitors:
+                monitor.send(MonitorException(self, info))
+
+
+def _msg_timeout():
+    """MsgTimeout as the program has set it, on whichever module."""
+    return MsgTimeout
+
+
+class _ShowsMsgTimeout(types.ModuleType):
+    """The class of the modules that show the core's MsgTimeout as their own
+    (asyncoro.disasyncoro, asyncoro.discoro): reading or assigning
+    `module.MsgTimeout` there reads or assigns this module's."""
+
+    @property
+    def MsgTimeout(self):
+        return _msg_timeout()
+
+    @MsgTimeout.setter
+    def MsgTimeout(self, value):
+        global MsgTimeout
+        MsgTimeout = value
+
+
+def _location_copy(rt):
+    """A copy of the runtime's Location (callers may change theirs), or None."""
+    loc = rt.location
+    return None if loc is None else Location(loc.addr, loc.port)
+
+
+def _current_coro():
+    return getattr(_getcurrent(), 'coro', None)
+
+
+# kind -> factory(*reference) for objects that live in another process; filled
+# by asyncoro.disasyncoro ('coro', 'channel')
+_REMOTE_FACTORIES = {}
+
+
+def _rebuild_coro(name, coro_id, location):
+    """Unpickle a Coro reference: the coroutine itself if it lives in this
+    process (and still has that name), else a remote reference."""
+    rt = AsynCoro._instance
+    if rt is not None and location == rt.location:
+        coro = rt._coros.get(coro_id)
+        if coro is not None and coro._prefix + coro._name == name:
+            return coro
+    return _remote_factory('coro')(name, coro_id, location)
+
+
+def _remote_factory(kind):
+    factory = _REMOTE_FACTORIES.get(kind)
+    if factory is None:
+        raise pickle.UnpicklingError('a reference to a %s of another process needs '
+                                     'asyncoro.disasyncoro' % kind)
+    return factory
+
+
+
+# ---------------------------------------------------------------- the runtime
+
+def _runtime():
+    rt = AsynCoro._instance
+    if rt is None:
+        if _NO_RUNTIME[0]:
+            raise AsyncoroError('no runtime may start in this process: %s' % _NO_RUNTIME[0])
+        rt = _RUNTIME_CLASS[0].instance()
+    return rt
+
+
+# a reason, in processes that must never get a hub or threads (discoronode's
+# zygote forks servers: it must stay free of both)
+_NO_RUNTIME = [None]
+
+
+# the class built when a coroutine needs a runtime and none exists;
+# asyncoro.disasyncoro puts its distributed AsynCoro here
+_RUNTIME_CLASS = [None]
+
+
+class AsynCoro(metaclass=Singleton):
+    """The process's runtime: a gevent hub in a thread of its own, the ready
+    queue, the coroutine tables. A singleton: the first construction wins.
+    The core form takes no options (the distributed one does; see
+    asyncoro.disasyncoro) and ignores any it is given."""
+
+    def __init__(self, *args, **kwargs):
+        if _NO_RUNTIME[0]:
+            raise AsyncoroError('no runtime may start in this process: %s' % _NO_RUNTIME[0])
+        self._name = kwargs.get('name') or 'asyncoro'
+        self._ready = collections.deque()
+        self._ready_pending = False
+        self._pool = []
+        self._xq = collections.deque()     # calls from other threads
+        self._xq_signalled = False
+        self._nondaemon = 0
+        self._join_waiters = []
+        self._coros = {}                    # id -> Coro, every coroutine not yet ended
+        self._registry = {}                 # (kind, name) -> object
+        self._locate_events = {}            # (kind, name) -> [gevent Events of locate()s]
+        self._atexit = []
+        self._channels = {}
+        self._stopping = False
+        self._stopped = None
+        self._ending = None     # (coroutines being terminated, lock) while stopping
+        self._tid = None
+        started = _allocate_lock()
+        started.acquire()
+        self._thread_ended = _allocate_lock()     # held while the hub thread runs
+        self._thread_ended.acquire()
+        _start_new_thread(self._hub_main, (started,))
+        started.acquire()
+        atexit.register(self._at_interpreter_exit)
+        log.debug('runtime started in thread %s', self._tid)
+
+    @classmethod
+    def instance(cls, *args, **kwargs):
+        """The runtime, created with the given arguments if there is none."""
+        inst = AsynCoro._instance
+        return inst if inst is not None else cls(*args, **kwargs)
+
+    @staticmethod
+    def scheduler():
+        """The runtime, or None if none has been started."""
+        return AsynCoro._instance
+
+    @staticmethod
+    def cur_coro(scheduler=None):
+        """The coroutine running now, or None outside coroutines."""
+        return _current_coro()
+
+    @property
+    def location(self):
+        return None
+
+    @property
+    def name(self):
+        return self._name
+
+    def __repr__(self):
+        return '<AsynCoro %s>' % self._name
+
+    # ------------------------------------------------ the hub thread
+
+    def _hub_main(self, started):
+        hub = self._hub = gevent.get_hub()
+        self._loop = hub.loop
+        self._tid = _get_ident()
+        self._wakeup = self._loop.async_()
+        self._wakeup.start(self._drain_foreign)
+        self._stopped = gevent.event.Event()
+        started.release()
+        try:
+            self._stopped.wait()
+        finally:
+            self._wakeup.close()
+            here = _getcurrent()
+            for worker in self._pool:
+                worker.parent = here       # so that its end comes back here, not to the hub
+                worker.throw(greenlet.GreenletExit)
+            self._pool = []
+            log.debug('runtime thread ends')
+            self._thread_ended.release()
+
+    def _call_threadsafe(self, func, *args):
+        """Queue func(*args) to run in the hub thread; calls from one thread
+        run in the order they were made. Never blocks."""
+        self._xq.append((func, args))
+        if not self._xq_signalled:
+            self._xq_signalled = True
+            self._wakeup.send()
+
+    def _drain_foreign(self):
+        # clear the flag before draining: a call queued after this point sends
+        # a new wakeup, one queued before is seen by the loop below
+        self._xq_signalled = False
+        xq = self._xq
+        while xq:
+            func, args = xq.popleft()
+            try:
+                func(*args)
+            except Exception:    # a failing handed-over call must not stop the others
+                log.error('call %s from another thread failed', func, exc_info=True)
+
+    def _run_here(self, func, *args, **kwargs):
+        """Run func(*args, **kwargs) in the hub thread and return its result:
+        directly when already there, else from a helper greenlet while this
+        thread waits (func may block)."""
+        if _get_ident() == self._tid:
+            return func(*args, **kwargs)
+        result = []
+        done = _allocate_lock()
+        done.acquire()
+
+        def call():
+            try:
+                result.append((True, func(*args, **kwargs)))
+            except Exception as exc:     # re-raised in the calling thread
+                result.append((False, exc))
+            finally:
+                done.release()
+        self._call_threadsafe(spawn, call)
+        done.acquire()
+        ok, value = result[0]
+        if not ok:
+            raise value
+        return value
+
+    # ------------------------------------------------ scheduling
+
+    def _start(self, coro):
+        self._coros[coro._id] = coro
+        if not coro._daemon:
+            self._nondaemon += 1
+        coro._state = _READY
+        self._schedule(coro)
+
+    def _schedule(self, coro):
+        self._ready.append(coro)
+        if not self._ready_pending:
+            self._ready_pending = True
+            self._loop.run_callback(self._run_ready)
+
+    def _run_ready(self):
+        """Run the coroutines that were ready when this batch began (later
+        ones wait for the next batch, so I/O is polled in between)."""
+        ready = self._ready
+        pool = self._pool
+        for _ in range(len(ready)):
+            coro = ready.popleft()
+            if coro._state != _READY:
+                continue
+            worker = coro._worker
+            if worker is not None:
+                worker.switch()             # back into _wait_for's hub.switch()
+            else:
+                worker = pool.pop() if pool else _Worker(self._worker_main, parent=self._hub)
+                worker.switch(coro)
+        self._ready_pending = False
+        if ready:
+            self._ready_pending = True
+            self._loop.run_callback(self._run_ready)
+
+    def _worker_main(self, coro):
+        worker = _getcurrent()
+        pool = self._pool
+        hub = self._hub
+        while True:
+            worker.coro = coro
+            coro._worker = worker
+            coro._state = _RUNNING
+            try:
+                coro._drive()
+            except Exception as exc:    # our bug: end the coroutine, keep the hub alive
+                log.error('internal error running %s', coro, exc_info=True)
+                if coro._state != _DONE:
+                    coro._end(None, exc)
+            finally:
+                coro._worker = None
+                worker.coro = None
+            if len(pool) >= _MAX_IDLE_WORKERS:
+                return
+            pool.append(worker)
+            coro = hub.switch()
+
+    def _ended(self, coro):
+        self._coros.pop(coro._id, None)
+        if self._registry:
+            for key in [key for key, obj in self._registry.items() if obj is coro]:
+                del self._registry[key]
+        if not coro._daemon:
+            self._count_nondaemon(-1)
+        ending = self._ending
+        if ending is not None:
+            ending[0].discard(coro)
+            if not ending[0]:
+                self._ending = None
+                ending[1].release()
+
+    def _count_nondaemon(self, delta):
+        self._nondaemon += delta
+        if self._nondaemon <= 0 and self._join_waiters:
+            waiters, self._join_waiters = self._join_waiters, []
+            for lock in waiters:
+                lock.release()
+
+    def _add_join_waiter(self, lock):
+        if self._nondaemon <= 0:
+            lock.release()
+        else:
+            self._join_waiters.append(lock)
+
+    # ------------------------------------------------ names
+
+    def _add_channel(self, channel):
+        """Put a new channel in the process table, unless a live one has its name."""
+        held = self._channels.get(channel._name)
+        if held is not None and not held._closed:
+            log.warning('channel name %r is in use; the new channel is not put in the '
+                        'process table', channel._name)
+            return
+        self._channels[channel._name] = channel
+
+    def _register(self, kind, name, obj):
+        key = (kind, name)
+        held = self._registry.get(key)
+        if held is not None and held is not obj and getattr(held, '_state', None) != _DONE:
+            log.warning('%s name %r is taken by %s', kind, name, held)
+            return -1
+        self._registry[key] = obj
+        for event in self._locate_events.pop(key, ()):
+            event.set()
+        return 0
+
+    def _unregister(self, kind, name, obj):
+        key = (kind, name)
+        if self._registry.get(key) is obj:
+            del self._registry[key]
+            return 0
+        return -1
+
+    def _locate(self, kind, name, location, timeout):
+        """Find a registered object (coroutine, channel, ...) by name; the
+        core looks in this process only. Runs in the hub thread."""
+        return self._locate_local(kind, name, timeout)
+
+    def _locate_local(self, kind, name, timeout):
+        key = (kind, name)
+        found = self._registry.get(key)
+        if found is not None or (timeout is not None and timeout <= 0):
+            return found
+        event = gevent.event.Event()
+        self._locate_events.setdefault(key, []).append(event)
+        event.wait(timeout)
+        return self._registry.get(key)
+
+    # ------------------------------------------------ ending the program
+
+    def atexit(self, priority, func, *args, **kwargs):
+        """Run func(*args, **kwargs) during finish(), after the user
+        coroutines are done; higher priority first."""
+        self._atexit.append((priority, len(self._atexit), func, args, kwargs))
+
+    def _drop_atexit(self, func):
+        """Withdraw the exit hooks that would call `func` (so that what they
+        hold, a computation closed early say, can go)."""
+        self._atexit = [hook for hook in self._atexit if hook[2] != func]
+
+    def join(self, show_running=False):
+        """For threads: wait until every non-daemon coroutine has finished;
+        the runtime keeps running."""
+        if _get_ident() == self._tid:
+            raise WrongContextError('AsynCoro.join() is for threads, not coroutines')
+        if show_running:
+            self._run_here(self._log_running)
+        lock = _allocate_lock()
+        lock.acquire()
+        self._call_threadsafe(self._add_join_waiter, lock)
+        lock.acquire()
+
+    def _log_running(self):
+        for coro in list(self._coros.values()):
+            if not coro._daemon:
+                log.info('waiting for %s', coro)
+
+    def finish(self):
+        """For threads: wait for every non-daemon coroutine, run the atexit
+        hooks, end the daemon coroutines and stop the runtime."""
+        if _get_ident() == self._tid:
+            raise WrongContextError('AsynCoro.finish() is for threads, not coroutines')
+        if self._stopping:
+            return
+        self.join()
+        self._run_hooks()
+        self._stop()
+
+    def terminate(self):
+        """For threads: make every coroutine a daemon and stop at once; the
+        remaining coroutines get GeneratorExit."""
+        if _get_ident() == self._tid:
+            raise WrongContextError('AsynCoro.terminate() is for threads, not coroutines')
+        if self._stopping:
+            return
+        self._stop()
+
+    def _run_hooks(self):
+        hooks, self._atexit = sorted(self._atexit, key=lambda h: (-h[0], h[1])), []
+        for _, _, func, args, kwargs in hooks:
+            try:
+                self._run_here(func, *args, **kwargs)
+            except Exception:   # one failing hook must not keep the others from running
+                log.warning('atexit hook %s failed', func, exc_info=True)
+
+    def _stop(self):
+        self._stopping = True
+        done = _allocate_lock()
+        done.acquire()
+        self._call_threadsafe(self._terminate_all, done)
+        done.acquire(timeout=_msg_timeout())
+        self._call_threadsafe(self._stopped.set)
+        if self._thread_ended.acquire(timeout=_msg_timeout()):
+            self._thread_ended.release()
+        with _SINGLETON_LOCK:
+            if AsynCoro._instance is self:
+                AsynCoro._instance = None
+
+    def _terminate_all(self, done):
+        coros = set(self._coros.values())
+        if not coros:
+            done.release()
+            return
+        self._ending = (coros, done)    # _ended releases `done` when the last one ends
+        for coro in list(coros):
+            coro._daemon = True
+            coro._terminate()
+
+    def _at_interpreter_exit(self):
+        if not self._stopping and AsynCoro._instance is self:
+            self.finish()
+
+
+_RUNTIME_CLASS[0] = AsynCoro
+

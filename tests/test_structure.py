@@ -1,0 +1,123 @@
+"""The package's structure: imports go one way, and modules keep their
+private names to themselves.
+
+The rules, read from the source (every import, at any depth of a module):
+
+1. No import cycle among the package's modules. `from asyncoro import X`
+   where X is a module of the package is an import of that module; the
+   package's face (asyncoro/__init__.py) is a module like the others.
+2. No module takes another module's private name (`_name`: by `from M
+   import _name`, or as `M._name` of an imported module M), except
+   - the core's documented internals, listed in `asyncoro.core._INTERNALS`
+     (the lower layers' hooks into the runtime: `_runtime`, `_get_ident`, ...);
+   - names of `asyncoro.programs`, the module the three programs share.
+   Attributes of objects (`runtime._tid`) are not module names and are not
+   checked here.
+"""
+
+import ast
+import os
+
+import asyncoro.core
+
+PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'asyncoro')
+
+
+def _modules():
+    """{dotted name: parsed source} of every module of the package."""
+    found = {}
+    for name in sorted(os.listdir(PACKAGE)):
+        if name.endswith('.py'):
+            dotted = 'asyncoro' if name == '__init__.py' else 'asyncoro.' + name[:-3]
+            with open(os.path.join(PACKAGE, name)) as f:
+                found[dotted] = ast.parse(f.read(), name)
+    return found
+
+
+MODULES = _modules()
+
+
+def _imports(tree):
+    """(module imported, [names taken from it]) for each import in `tree`,
+    and {local name: module} of the names bound to package modules."""
+    edges, bound = [], {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split('.')[0] == 'asyncoro':
+                    edges.append((alias.name, []))
+                    bound[alias.asname or alias.name.split('.')[0]] = \
+                        alias.name if alias.asname else 'asyncoro'
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and \
+                node.module.split('.')[0] == 'asyncoro':
+            names = []
+            for alias in node.names:
+                sub = '%s.%s' % (node.module, alias.name)
+                if sub in MODULES:
+                    edges.append((sub, []))
+                    bound[alias.asname or alias.name] = sub
+                else:
+                    names.append(alias.name)
+            if names:
+                edges.append((node.module, names))
+    return edges, bound
+
+
+def _private_uses(tree, bound):
+    """`module._name` uses of the package modules bound in `tree`."""
+    uses = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and \
+                node.value.id in bound and _private(node.attr):
+            uses.append((bound[node.value.id], node.attr))
+    return uses
+
+
+def _private(name):
+    return name.startswith('_') and not (name.startswith('__') and name.endswith('__'))
+
+
+def test_no_import_cycle():
+    graph = {name: {target for target, _ in _imports(tree)[0] if target != name}
+             for name, tree in MODULES.items()}
+    cycles = []
+    state = {}
+
+    def visit(name, path):
+        state[name] = 'open'
+        for target in sorted(graph.get(name, ())):
+            if state.get(target) == 'open':
+                cycles.append(' -> '.join(path[path.index(target):] + [target]))
+            elif target not in state:
+                visit(target, path + [target])
+        state[name] = 'done'
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert cycles == []
+
+
+def test_no_private_name_crosses_modules():
+    allowed = {('asyncoro.core', name) for name in asyncoro.core._INTERNALS}
+    crossings = []
+    for name, tree in MODULES.items():
+        edges, bound = _imports(tree)
+        taken = [(module, imported) for module, names in edges for imported in names]
+        for module, imported in taken + _private_uses(tree, bound):
+            if module == name or not _private(imported) or module == 'asyncoro.programs':
+                continue
+            if (module, imported) not in allowed:
+                crossings.append('%s takes %s.%s' % (name, module, imported))
+    assert crossings == []
+
+
+def test_the_documented_internals_exist_and_are_used():
+    used = set()
+    for name, tree in MODULES.items():
+        edges, bound = _imports(tree)
+        for module, names in edges:
+            used.update((module, n) for n in names)
+        used.update(_private_uses(tree, bound))
+    for name in asyncoro.core._INTERNALS:
+        assert hasattr(asyncoro.core, name), name
+        assert ('asyncoro.core', name) in used, '%s is listed but no module uses it' % name
