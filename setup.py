@@ -22,18 +22,35 @@ setup(
     package_data={'asyncoro': ['data/*']},
     scripts=['scripts/discoronode.py', 'scripts/discoro.py', 'scripts/httpd.py'],
     python_requires='>=3.8',
+    # Each lower bound is a release that installs from a wheel and passes CI on
+    # the Pythons its marker names: CI's smoke runs install exactly these (see
+    # .ci/bounds.py and tests/test_setup_bounds.py), so keep them real versions.
     install_requires=[
-        'gevent>=22.10,<27',
-        'psutil>=5.9,<8',
-        'cloudpickle>=2.2,<4',
-        'bottle>=0.12.25,<0.14',
+        # gevent's first wheels for 3.12 and for 3.13
+        'gevent>=22.10.2,<27; python_version < "3.12"',
+        'gevent>=23.9.1,<27; python_version >= "3.12" and python_version < "3.13"',
+        'gevent>=24.10.1,<27; python_version >= "3.13"',
+        'psutil>=5.9.4,<8',
+        'cloudpickle>=2.2.0,<4',
+        # bottle 0.12 imports cgi, which Python 3.13 removed
+        'bottle>=0.12.25,<0.14; python_version < "3.13"',
+        'bottle>=0.13.0,<0.14; python_version >= "3.13"',
     ],
     extras_require={
         # playwright drives the system's Chromium in the monitor's browser test
         'test': ['pytest>=7.4,<10', 'playwright>=1.40,<2'],
+        # the documentation (python -m sphinx -W docs docs/_build/html)
+        'docs': ['sphinx>=7.1,<9'],
     },
     classifiers=[
         'Programming Language :: Python :: 3',
+        'Programming Language :: Python :: 3 :: Only',
+        'Programming Language :: Python :: 3.8',
+        'Programming Language :: Python :: 3.9',
+        'Programming Language :: Python :: 3.10',
+        'Programming Language :: Python :: 3.11',
+        'Programming Language :: Python :: 3.12',
+        'Programming Language :: Python :: 3.13',
         'Topic :: System :: Distributed Computing',
     ],
 )
