@@ -42,6 +42,7 @@ from asyncoro.disasyncoro import (AsynCoro, Coro, Location, MonitorException, Pe
                                   Singleton, SysCoro, env_port)
 from asyncoro.failure import Failure, NoAnswer, spawn
 from asyncoro.programs import claim_folder
+from asyncoro.placement import Placement
 from asyncoro.records import (DEFAULT_NODE_PORT, DiscoroCoroInfo, DiscoroError, DiscoroJobLost,
                               DiscoroStatus,
                               JobNotCreated, MaxPulseInterval, ServerLost, servers_for,
@@ -141,9 +142,10 @@ class Scheduler(metaclass=Singleton):
 
 class _Node:
     __slots__ = ('info', 'coro', 'location', 'servers', 'cpus', 'status', 'enabled',
-                 'last_pulse', 'draining', 'pulse_interval', 'setting_up')
+                 'last_pulse', 'draining', 'pulse_interval', 'setting_up', 'slot')
 
-    def __init__(self, info, coro):
+    def __init__(self, info, coro, slot):
+        self.slot = slot                    # its placement.NodeSlot
         self.info = info
         self.coro = coro                    # the node's service
         self.location = coro.location
@@ -158,16 +160,16 @@ class _Node:
 
 
 class _Server:
-    __slots__ = ('location', 'coro', 'node', 'jobs', 'busy', 'ready', 'enabled')
+    __slots__ = ('location', 'coro', 'node', 'jobs', 'enabled', 'slot', 'waiting')
 
-    def __init__(self, location, coro, node):
+    def __init__(self, location, coro, node, slot):
         self.location = location
         self.coro = coro
         self.node = node
         self.jobs = {}                      # remote Coro -> _Job
-        self.busy = False                   # running a CPU-bound job
-        self.ready = False
         self.enabled = None
+        self.slot = slot                    # its placement.Slot: ready, busy, jobs
+        self.waiting = collections.deque()  # CPU jobs waiting for this server (run_at)
 
 
 class _Job:
@@ -193,7 +195,8 @@ class _SchedulerService(Service):
         self.queue = collections.deque()    # (package, AsyncResult) waiting their turn
         self.current = None                 # the package running now
         self.left_out = {}                  # addr -> why that node does not serve `current`
-        self.placements = collections.deque()   # CPU-bound requests waiting for a server
+        self.placement = Placement()
+        self.waiting = collections.deque()  # AsyncResults of CPU jobs waiting for any server
         self.probing = set()
         self.server_ready = gevent.event.Event()    # set while some server is ready
         self.watchers = set()               # monitors (httpd.py) that get every status message
@@ -231,7 +234,7 @@ class _SchedulerService(Service):
                 'client': current.client_location if current else None,
                 'queue': [(package.id, package.client_location) for package, _ in self.queue],
                 'nodes': [node.info for node in self.nodes.values() if node.status],
-                'servers': [loc for loc, server in self.servers.items() if server.ready],
+                'servers': [loc for loc, server in self.servers.items() if server.slot.ready],
                 'jobs': [(job.info, job.name) for job in self.jobs.values()]}
 
     @answers(UNWATCH)
@@ -271,9 +274,9 @@ class _SchedulerService(Service):
         if starting:
             parts.append('being set up: %s' % ', '.join(starting))
         if working:
-            ready = [s for s in self.servers.values() if s.ready]
+            ready = [s for s in self.servers.values() if s.slot.ready]
             parts.append('%d server(s) of %d node(s) ready, %d busy with CPU jobs'
-                         % (len(ready), len(working), sum(1 for s in ready if s.busy)))
+                         % (len(ready), len(working), sum(1 for s in ready if s.slot.busy)))
         return '; '.join(parts) or 'no server is ready yet'
 
     # ---------------- peers and nodes
@@ -304,7 +307,9 @@ class _SchedulerService(Service):
                 if isinstance(info, Failure):
                     log.warning('node at %s did not describe itself: %s', location, info)
                 else:
-                    node = self.nodes[info.addr] = _Node(info, coro)
+                    node = self.nodes[info.addr] = _Node(info, coro,
+                                                         self.placement.node_slot(None))
+                    node.slot.node = node
                     log.debug('node %s (%s) with %d servers discovered', info.name, info.addr,
                               info.cpus)
         finally:
@@ -335,6 +340,14 @@ class _SchedulerService(Service):
             self._status(Scheduler.NodeClosed, node.info)
         node.status = None
         node.draining = False
+        self._refresh(node)
+
+    def _refresh(self, node):
+        """After a change to `node` (set up, draining, closed, left out,
+        gone): is it usable now; then what waits gets a server, or fails."""
+        self.placement.set_usable(node.slot, node.status == Scheduler.NodeInitialized and
+                                  not node.draining and node.info.addr not in self.left_out and
+                                  self.nodes.get(node.info.addr) is node)
         self._place()
 
     def _use_node(self, node):
@@ -389,9 +402,12 @@ class _SchedulerService(Service):
         node.status = Scheduler.NodeInitialized
         node.last_pulse = time.monotonic()
         self._status(Scheduler.NodeInitialized, node.info)
-        for server in node.servers.values():     # servers that were ready before their node
-            if server.ready:
+        for server in list(node.servers.values()):     # ready before their node
+            if server.slot.ready:
                 self._status(Scheduler.ServerInitialized, server.location)
+        self._refresh(node)
+        for server in list(node.servers.values()):
+            self._give(server)
 
     def _node_gone(self, node, cause):
         self.nodes.pop(node.info.addr, None)
@@ -400,7 +416,7 @@ class _SchedulerService(Service):
         if node.status:
             self._status(Scheduler.NodeClosed, node.info)
         node.status = None
-        self._place()
+        self._refresh(node)
 
     # ---------------- computations
 
@@ -521,7 +537,8 @@ class _SchedulerService(Service):
         if node is None or node_addr in self.left_out:
             raise Failure('server %s' % location, 'its node %s does not serve computation %x'
                           % (node_addr, comp_id))
-        server = _Server(location, coro, node)
+        server = _Server(location, coro, node, self.placement.server_slot(None, node.slot))
+        server.slot.server = server
         node.servers[location] = server
         self.servers[location] = server
         self._status(Scheduler.ServerDiscovered, location)
@@ -539,23 +556,28 @@ class _SchedulerService(Service):
                 return 0
         if location not in self.servers:        # it went while it was set up
             return 0
-        server.ready = True
+        self.placement.set_ready(server.slot, True)
         if node.status == Scheduler.NodeInitialized:
             self._status(Scheduler.ServerInitialized, location)
         if package.peers_communicate:
             others = [s.location for s in self.servers.values() if s is not server]
             self.tell(coro, PEERS, others)
+        self._give(server)
         self._place()
         return 0
 
     def _server_gone(self, server, status, cause):
-        """`server` is gone (`cause`, in words): its jobs end as lost."""
+        """`server` is gone (`cause`, in words): its jobs end as lost, and
+        the jobs that waited for it alone fail."""
         if self.servers.pop(server.location, None) is None:
             return
-        if not any(s.ready for s in self.servers.values()):
-            self.server_ready.clear()
         server.node.servers.pop(server.location, None)
-        server.ready = False
+        self.placement.forget(server.slot)
+        if not self.placement.ready:
+            self.server_ready.clear()
+        while server.waiting:
+            server.waiting.popleft().set(Failure('run', 'server %s is gone: %s'
+                                                 % (server.location, cause)))
         for rcoro in list(server.jobs):
             self._job_end(MonitorException(rcoro, (Scheduler.ServerClosed,
                                                    DiscoroJobLost(server.location, cause))))
@@ -594,7 +616,7 @@ class _SchedulerService(Service):
     def servers_ready(self, comp_id):
         self._current(comp_id)
         return [loc for loc, server in self.servers.items()
-                if server.ready and not server.node.draining]
+                if server.slot.ready and not server.node.draining]
 
     # ---------------- a node ends its part on its own (its console, service window, zombie)
 
@@ -604,7 +626,7 @@ class _SchedulerService(Service):
         node = self.nodes.get(addr)
         if node is not None and self.current is not None and self.current.id == comp_id:
             node.draining = True
-            self._place()       # requests waiting for that node only fail now
+            self._refresh(node)
         return 0
 
     @answers(NODE_CLOSED)
@@ -626,7 +648,7 @@ class _SchedulerService(Service):
             self._status(Scheduler.NodeClosed, node.info)
         node.status = None
         node.draining = False
-        self._place()
+        self._refresh(node)
         return 0
 
     @answers(NODE_AVAILABLE)
@@ -653,35 +675,14 @@ class _SchedulerService(Service):
 
     # ---------------- jobs
 
-    def _pick(self, kind, where):
-        """A server for a job, or None: CPU jobs a free server of the least
-        loaded node; async jobs the least busy server."""
-        if isinstance(where, Location):
-            server = self.servers.get(where)
-            if server is None or not server.ready or server.node.draining:
-                return None
-            return server if kind == 'async' or not server.busy else None
-        nodes = [node for node in self.nodes.values() if node.status == Scheduler.NodeInitialized
-                 and not node.draining and (where is None or node.info.addr == where)]
-        best = None
-        for node in nodes:
-            candidates = [s for s in node.servers.values()
-                          if s.ready and (kind == 'async' or not s.busy)]
-            if not candidates:
-                continue
-            load = sum(1 for s in node.servers.values() if s.busy) / max(len(node.servers), 1)
-            server = min(candidates, key=lambda s: len(s.jobs))
-            if best is None or load < best[0]:
-                best = (load, server)
-        return best[1] if best else None
-
     def _known_where(self, where):
+        """Whether a job may wait for `where` (a node address or a server
+        Location) of this computation."""
         if isinstance(where, Location):
             server = self.servers.get(where)
             return server is not None and not server.node.draining
-        return where is None or any(node.info.addr == where for node in self.nodes.values()
-                                    if node.status == Scheduler.NodeInitialized
-                                    and not node.draining)
+        node = self.nodes.get(where)
+        return node is not None and node.slot.usable
 
     def _hopeless(self):
         """Why no server will come for this computation (every node known has
@@ -697,56 +698,103 @@ class _SchedulerService(Service):
             'node %s: %s' % item for item in sorted(self.left_out.items()))
 
     def _place(self):
-        """Give waiting CPU-bound requests the servers that are free, in order."""
-        if any(server.ready for server in self.servers.values()):
+        """Give the CPU jobs that wait for any server the free ones; fail
+        them all when no node will serve this computation. After a change of
+        nodes or servers (a job's end only calls _give)."""
+        placement = self.placement
+        if placement.ready:
             self.server_ready.set()
-        hopeless = self._hopeless() if self.placements else None
-        while self.placements:
-            where, waiter = self.placements[0]
-            server = self._pick('cpu', where)
-            if server is None:
-                if hopeless or not self._known_where(where):
-                    self.placements.popleft()
-                    waiter.set(Failure('run', hopeless or 'no server for the job at %s' % where))
-                    continue
-                return
-            self.placements.popleft()
-            server.busy = True
-            waiter.set(server)
+        else:
+            self.server_ready.clear()
+        while self.waiting:
+            slot = placement.cpu()
+            if slot is None:
+                break
+            self.waiting.popleft().set(slot.server)
+        if self.waiting:
+            hopeless = self._hopeless()
+            if hopeless:
+                while self.waiting:
+                    self.waiting.popleft().set(Failure('run', hopeless))
+
+    def _give(self, server):
+        """`server` may be free: to the CPU job waiting for it alone, else to
+        one waiting for any server (which goes where placement says)."""
+        slot = server.slot
+        if server.waiting and slot.ready and not slot.busy and slot.node.usable:
+            self.placement.reserve(slot)
+            server.waiting.popleft().set(server)
+        elif self.waiting:
+            slot = self.placement.cpu()
+            if slot is not None:
+                self.waiting.popleft().set(slot.server)
+
+    def _server_for(self, kind, where, what):
+        """The server for a job, reserved for it (a CPU job waits for one);
+        raises Failure if there is none."""
+        placement = self.placement
+        if kind == 'cpu':
+            if isinstance(where, Location):
+                server = self.servers.get(where)
+                if server is None or server.node.draining:
+                    raise Failure(what, 'server %s is not running this computation' % where)
+                slot = server.slot
+                if slot.ready and not slot.busy and slot.node.usable and not server.waiting:
+                    placement.reserve(slot)
+                    return server
+                queue = server.waiting
+            elif where is not None:
+                node = self.nodes.get(where)
+                if node is None or not node.slot.usable:
+                    raise Failure(what, 'node %s is not running this computation' % where)
+                slot = placement.cpu_on(node.slot)
+                if slot is None:
+                    raise Failure(what, 'no free server on node %s' % where)   # as asyncoro 4.5
+                return slot.server
+            else:
+                slot = placement.cpu() if not self.waiting else None
+                if slot is not None:
+                    return slot.server
+                queue = self.waiting
+            waiter = gevent.event.AsyncResult()
+            queue.append(waiter)
+            if queue is self.waiting:
+                self._place()       # hopeless already?
+            server = waiter.get()
+            if isinstance(server, Failure):
+                raise server
+            return server
+        if isinstance(where, Location):
+            server = self.servers.get(where)
+            slot = server.slot if server is not None and not server.node.draining else None
+        else:
+            node = None
+            if where is not None:
+                node = self.nodes.get(where)
+                if node is None:
+                    raise Failure(what, 'node %s is not running this computation' % where)
+            slot = placement.least_busy(node and node.slot)
+            if slot is None and where is None:      # the computation's servers are starting
+                self.server_ready.wait(_msg_timeout())
+                slot = placement.least_busy()
+        if slot is None or not slot.ready:
+            raise Failure(what, self._hopeless() or 'no server available%s'
+                          % (' at %s' % where if where else ''))
+        placement.started(slot, False)
+        return slot.server
 
     @answers(RUN)
     def run(self, comp_id, kind, where, name, source, args, kwargs, want_result):
         package = self._current(comp_id)
         what = 'job %s' % name
-        if kind == 'cpu':
-            if isinstance(where, str) and not self._known_where(where):
-                raise Failure(what, 'node %s is not running this computation' % where)
-            if isinstance(where, Location) and where not in self.servers:
-                raise Failure(what, 'server %s is not running this computation' % where)
-            if isinstance(where, str) and self._pick('cpu', where) is None:
-                raise Failure(what, 'no free server on node %s' % where)   # as the original
-            waiter = gevent.event.AsyncResult()
-            self.placements.append((where, waiter))
-            self._place()
-            server = waiter.get()
-            if isinstance(server, Failure):
-                raise server
-        else:
-            server = self._pick('async', where)
-            if server is None and where is None:     # the computation's servers are starting
-                self.server_ready.wait(_msg_timeout())
-                server = self._pick('async', where)
-            if server is None:
-                raise Failure(what, self._hopeless() or 'no server available%s'
-                              % (' at %s' % where if where else ''))
+        server = self._server_for(kind, where, what)
+        cpu = kind == 'cpu'
         if package is not self.current:
-            server.busy = False
+            self._unreserve(server, cpu)
             raise Failure(what, 'the computation was closed')
         answer = self.call(server.coro, JOB, name, source, args, kwargs, self.coro)
         if not isinstance(answer, Coro):
-            if kind == 'cpu':
-                server.busy = False
-                self._place()
+            self._unreserve(server, cpu)
             if server.location not in self.servers or isinstance(answer, NoAnswer):
                 # it died (or its connection did) while it started the job
                 return DiscoroJobLost(server.location, 'it went away while job %s started (%s)'
@@ -765,6 +813,11 @@ class _SchedulerService(Service):
             self._job_end(early)
         return answer
 
+    def _unreserve(self, server, cpu):
+        """A job counted on `server` did not start there."""
+        if server.location in self.servers and self.placement.ended(server.slot, cpu):
+            self._give(server)
+
     def on_monitor(self, msg):
         rcoro = msg.args[0]
         if rcoro not in self.jobs:
@@ -777,10 +830,12 @@ class _SchedulerService(Service):
         job = self.jobs.pop(rcoro, None)
         if job is None:
             return
-        job.server.jobs.pop(rcoro, None)
+        server = job.server
+        server.jobs.pop(rcoro, None)
         self.job_ended.set()
-        if job.kind == 'cpu':
-            job.server.busy = False
+        if server.location in self.servers and self.placement.ended(server.slot,
+                                                                    job.kind == 'cpu'):
+            self._give(server)
         current = self.current
         if current is not None:
             self._notify(msg)
@@ -795,8 +850,6 @@ class _SchedulerService(Service):
                 else:       # the exception could not travel: its type did
                     result = kind(value) if isinstance(kind, type) else value
                 self.tell(current.client, RESULT, rcoro, result)
-        if job.kind == 'cpu':
-            self._place()
 
     # ---------------- closing
 
@@ -861,13 +914,13 @@ class _SchedulerService(Service):
         self._remove_files(package)
         self.current = None
         package.ended.set()
-        for _where, waiter in self.placements:
-            waiter.set(Failure('run', 'the computation was closed'))
-        self.placements.clear()
+        while self.waiting:
+            self.waiting.popleft().set(Failure('run', 'the computation was closed'))
         self.early_ends.clear()
         self.left_out = {}
         for node in self.nodes.values():
             node.draining = False
             node.pulse_interval = None
+            self.placement.set_usable(node.slot, False)
         self._next()
         return 0

@@ -4,11 +4,15 @@ Run by hand: `python bench/jobs.py [--trivial N] [--cpu N]`. It starts a
 discoronode with `-c 2` on 127.0.0.1 (ports of its own) and a private
 scheduler, then prints from one run:
 
-- jobs/second for N trivial jobs (run_results of a job that returns at once);
-- wall time for N jobs of 10 ms CPU each, next to the ideal (N * 10 ms / 2).
+- jobs/second for N trivial jobs (a job that returns at once) and the wall
+  time for N jobs of 10 ms CPU each, next to the ideal (N * 10 ms / 2), for
+  two ways of submitting them: `run_results` (all at once, results in
+  order), and a loop of `rcoro = yield computation.run(...)` with the
+  results taken from status_coro (the seed's first use case: each run()
+  returns once its job has started, so the loop keeps both servers busy).
 
-Targets (issue 4): at least 3,000 trivial jobs/s; the CPU variant within 10%
-of the ideal (1.0 s for 200 jobs).
+Targets: at least 3,000 trivial jobs/s; the CPU variant within 10% of the
+ideal (1.0 s for 200 jobs) for both ways.
 """
 
 import argparse
@@ -46,20 +50,55 @@ def free_udp_port():
         return probe.getsockname()[1]
 
 
+class Ends:
+    """The run() loop's status_coro: it keeps the values of the jobs that
+    ended; `until(n)` waits (a greenlet) until n jobs have ended."""
+
+    def __init__(self):
+        import gevent.event
+        self.values = []
+        self.target = 0
+        self.reached = gevent.event.Event()
+        self.coro = asyncoro.Coro(self.receive)
+
+    def receive(self, coro=None):
+        coro.set_daemon()
+        while True:
+            msg = yield coro.receive()
+            if isinstance(msg, asyncoro.MonitorException):
+                self.values.append(msg.args[1][1])
+                if len(self.values) >= self.target:
+                    self.reached.set()
+
+    def until(self, count):
+        self.target = count
+        if len(self.values) < count:
+            self.reached.clear()
+            self.reached.wait()
+
+
 def measure(trivial_jobs, cpu_jobs, coro=None):
-    computation = Computation([trivial, cpu_10ms])
-    assert (yield computation.schedule()) == 0
-    yield computation.run_results(trivial, range(100))          # warm up
-    t0 = time.perf_counter()
-    results = yield computation.run_results(trivial, range(trivial_jobs))
-    trivial_time = time.perf_counter() - t0
-    assert results == list(range(trivial_jobs)), 'wrong results'
-    t0 = time.perf_counter()
-    results = yield computation.run_results(cpu_10ms, range(cpu_jobs))
-    cpu_time = time.perf_counter() - t0
-    assert results == list(range(cpu_jobs)), 'wrong results'
-    yield computation.close()
-    return trivial_time, cpu_time
+    figures = {}
+    for way in ('run_results', 'run() loop'):
+        ends = Ends() if way == 'run() loop' else None
+        computation = Computation([trivial, cpu_10ms], status_coro=ends and ends.coro)
+        assert (yield computation.schedule()) == 0
+        submitted = 0
+        for job, count in ((trivial, 100), (trivial, trivial_jobs), (cpu_10ms, cpu_jobs)):
+            t0 = time.perf_counter()
+            if ends is None:
+                results = yield computation.run_results(job, range(count))
+                assert results == list(range(count)), 'wrong results'
+            else:
+                for i in range(count):
+                    rcoro = yield computation.run(job, i)
+                    assert isinstance(rcoro, asyncoro.Coro), rcoro
+                submitted += count
+                ends.until(submitted)       # every job of this round has ended
+                assert sorted(ends.values[submitted - count:]) == list(range(count))
+            figures.setdefault(way, []).append(time.perf_counter() - t0)
+        yield computation.close()
+    return figures
 
 
 def main(argv=None):
@@ -78,16 +117,17 @@ def main(argv=None):
                 if line.startswith('discoronode ready'):
                     break
             Scheduler(node='127.0.0.1', udp_port=scheduler_port, discoronode_port=node_port)
-            trivial_time, cpu_time = asyncoro.Coro(measure, args.trivial, args.cpu).value()
+            figures = asyncoro.Coro(measure, args.trivial, args.cpu).value()
         finally:
             node.terminate()
             node.wait(10)
     ideal = args.cpu * 0.010 / 2
     print('discoro jobs on one node with 2 servers (private scheduler, 127.0.0.1)')
-    print('  %d trivial jobs (run_results)     %8.0f jobs/s  (%.2f s)'
-          % (args.trivial, args.trivial / trivial_time, trivial_time))
-    print('  %d jobs of 10 ms CPU              %8.2f s wall  (ideal %.2f s: %+.0f%%)'
-          % (args.cpu, cpu_time, ideal, (cpu_time / ideal - 1) * 100))
+    for way, (_, trivial_time, cpu_time) in sorted(figures.items()):
+        print('  %-12s %5d trivial jobs %8.0f jobs/s  (%.2f s)'
+              % (way, args.trivial, args.trivial / trivial_time, trivial_time))
+        print('  %-12s %5d jobs of 10 ms CPU %6.2f s wall  (ideal %.2f s: %+.0f%%)'
+              % (way, args.cpu, cpu_time, ideal, (cpu_time / ideal - 1) * 100))
     return 0
 
 

@@ -1,0 +1,184 @@
+"""The scheduler at 8, 64 and 256 servers: jobs/s, CPU per job, spread.
+
+Run by hand: `python bench/scale.py [--sizes 8,64,256] [--per-node 8]
+[--jobs 2000]`. For each size it starts size/per-node discoronode processes,
+each on an address of its own (127.0.0.2, 127.0.0.3, ...: the scheduler
+knows nodes by address) with `-c per-node`, and a private scheduler in this
+process. Then, with trivial jobs (a job that returns at once), it prints:
+
+- jobs/s and this process's CPU seconds per 1,000 jobs (the scheduler and the
+  client: one process) for `run_results`, a loop of `run()` with the results
+  taken from status_coro, and a loop of `run_async()`;
+- how the jobs spread over the servers (fewest and most jobs on one server);
+- the resident memory of a server process (median over all of them).
+
+Targets: the scheduler's CPU per 1,000 jobs at 256 servers within 1.5x of
+that at 8 servers, and jobs/s not falling as the cluster grows.
+"""
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import psutil
+
+os.environ['ASYNCORO_NODE'] = '127.0.0.1'
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import asyncoro.disasyncoro as asyncoro                  # noqa: E402
+from asyncoro.discoro import Computation, DiscoroStatus, Scheduler     # noqa: E402
+
+
+def trivial(x):
+    return x
+
+
+def free_udp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(('127.0.0.1', 0))
+        return probe.getsockname()[1]
+
+
+class Status:
+    """status_coro: counts servers ready and the jobs' ends (with where they
+    ran); `until(n)` waits (a greenlet) until n jobs have ended."""
+
+    def __init__(self):
+        import gevent.event
+        self.ends = []              # (server Location, value)
+        self.servers = 0
+        self.target = 0
+        self.reached = gevent.event.Event()
+        self.coro = asyncoro.Coro(self.receive)
+
+    def receive(self, coro=None):
+        coro.set_daemon()
+        while True:
+            msg = yield coro.receive()
+            if isinstance(msg, asyncoro.MonitorException):
+                self.ends.append((str(msg.args[0].location), msg.args[1][1]))
+                if len(self.ends) >= self.target:
+                    self.reached.set()
+            elif isinstance(msg, DiscoroStatus) and msg.status == Scheduler.ServerInitialized:
+                self.servers += 1
+
+    def until(self, count):
+        self.target = count
+        if len(self.ends) < count:
+            self.reached.clear()
+            self.reached.wait()
+
+
+def measure(size, jobs, nodes, coro=None):
+    """({way: (jobs/s, CPU s per 1000 jobs, fewest, most jobs on a server)},
+    a server process's RSS in MB)."""
+    status = Status()
+    computation = Computation([trivial], status_coro=status.coro)
+    assert (yield computation.schedule()) == 0
+    while status.servers < size:
+        yield coro.sleep(0.2)
+    yield computation.run_results(trivial, range(2 * size))        # warm every server
+    figures = {}
+    done = len(status.ends)
+    for way in ('run_results', 'run() loop', 'run_async loop'):
+        wall, cpu = time.perf_counter(), time.process_time()
+        if way == 'run_results':
+            results = yield computation.run_results(trivial, range(jobs))
+            assert results == list(range(jobs)), 'wrong results'
+        else:
+            run = computation.run if way == 'run() loop' else computation.run_async
+            for i in range(jobs):
+                rcoro = yield run(trivial, i)
+                assert isinstance(rcoro, asyncoro.Coro), rcoro
+        status.until(done + jobs)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        per_server = {}
+        for where, _ in status.ends[done:done + jobs]:
+            per_server[where] = per_server.get(where, 0) + 1
+        done += jobs
+        counts = [per_server.get(str(loc), 0) for loc in (yield computation.servers())]
+        figures[way] = (jobs / wall, cpu * 1000 / jobs, min(counts), max(counts))
+    memory = server_memory(nodes)
+    yield computation.close()
+    return figures, memory
+
+
+def start_nodes(count, per_node, ports, work):
+    nodes = []
+    for i in range(count):
+        addr = '127.0.0.%d' % (i + 2)
+        log = open(os.path.join(work, 'node-%d.log' % i), 'w')
+        nodes.append(subprocess.Popen(
+            [sys.executable, '-m', 'asyncoro.discoronode', '-c', str(per_node), '-i', addr,
+             '-u', str(ports['node']), '--scheduler_port', str(ports['scheduler']),
+             '--dest_path', os.path.join(work, 'node-%d' % i), '--daemon'],
+            stdout=log, stderr=subprocess.STDOUT, cwd=work))
+    for i, node in enumerate(nodes):
+        deadline = time.monotonic() + 60
+        while True:
+            with open(os.path.join(work, 'node-%d.log' % i)) as f:
+                if 'discoronode ready' in f.read():
+                    break
+            if node.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError('node %d did not start (see its log in %s)' % (i, work))
+            time.sleep(0.1)
+    return nodes
+
+
+def server_memory(nodes):
+    sizes = []
+    for node in nodes:
+        try:
+            # node -> zygote -> computation process -> servers
+            for child in psutil.Process(node.pid).children(recursive=True):
+                if child.ppid() != node.pid and not child.children():
+                    sizes.append(child.memory_info().rss / 1e6)
+        except psutil.NoSuchProcess:
+            pass
+    return statistics.median(sizes) if sizes else float('nan')
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--sizes', default='8,64,256')
+    parser.add_argument('--per-node', type=int, default=8)
+    parser.add_argument('--jobs', type=int, default=2000)
+    args = parser.parse_args(argv)
+    ports = {'scheduler': free_udp_port(), 'node': free_udp_port()}
+    Scheduler(node='127.0.0.1', udp_port=ports['scheduler'], discoronode_port=ports['node'])
+    rows = []
+    for size in [int(s) for s in args.sizes.split(',')]:
+        with tempfile.TemporaryDirectory(prefix='asyncoro-scale-') as work:
+            nodes = start_nodes(max(size // args.per_node, 1), min(size, args.per_node), ports,
+                                work)
+            try:
+                figures, memory = asyncoro.Coro(measure, size, args.jobs, nodes).value()
+            finally:
+                for node in nodes:
+                    node.terminate()
+                for node in nodes:
+                    node.wait(20)
+        rows.append((size, figures, memory))
+    print('the scheduler with trivial jobs (%d per way), nodes of %d servers on 127.0.0.x'
+          % (args.jobs, args.per_node))
+    print('%8s  %-15s %10s %18s %14s %12s' % ('servers', 'way', 'jobs/s', 'CPU s / 1000 jobs',
+                                                'jobs/server', 'server RSS'))
+    for size, figures, memory in rows:
+        for way, (rate, cpu, fewest, most) in figures.items():
+            print('%8d  %-15s %10.0f %18.3f %8d-%-5d %9.1f MB' % (size, way, rate, cpu, fewest,
+                                                                 most, memory))
+    first, last = rows[0], rows[-1]
+    for way in first[1]:
+        print('%s: CPU per 1000 jobs at %d servers is %.2fx that at %d (target <= 1.5x); '
+              'jobs/s %.2fx' % (way, last[0], last[1][way][1] / first[1][way][1], first[0],
+                                last[1][way][0] / first[1][way][0]))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
