@@ -6,13 +6,13 @@ blocking read/write/readline), `AsyncPipe` (AsyncFiles over the pipes of one
 `subprocess.Popen`, or of a chain of them, plus `communicate`) and `Popen` (a
 plain `subprocess.Popen`, kept for programs that name it).
 
-How it works: an operation tries `os.read`/`os.write`; when the descriptor is
+How it works: an operation tries `os.read` or `os.write`; when the descriptor is
 not ready, the calling greenlet waits on a gevent io watcher made in the hub
 of the calling thread (`netio.FdWaiter`), so an AsyncFile made in one thread
 can be used by coroutines in another. Methods are ordinary blocking calls
 that return their result; a generator coroutine writes
 `line = yield afile.readline()`. `readline` reads ahead into a buffer that
-later `read`s use first, so do not mix AsyncFile calls with direct reads of
+later calls of `read` use first, so do not mix AsyncFile calls with direct reads of
 the same descriptor. Regular disk files never report "not ready": reads and
 writes on them simply run.
 """

@@ -4,15 +4,15 @@ What it owns: the zygote, the computation process that runs `node_setup`,
 the server processes and their service (`discoro_server`, which runs jobs),
 and the reports these processes send the node over a pipe.
 
-How it works (process tree):
+How it works (process tree)::
 
     node process (runtime <name>_proc-0)
-     `- zygote: forked first thing in the node program, before any hub,
+     +- zygote: forked first thing in the node program, before any hub,
         thread or socket exists; it only forks, on the node's command
-         `- computation process (one per computation, its own process group):
+         +- computation process (one per computation, its own process group):
             execs the components into one namespace, runs node_setup there
             (synchronously: no runtime may exist in it), then forks
-             `- server i (runtime <name>_proc-<i>, cwd <node dir>/discoroproc-<i>)
+             +- server i (runtime <name>_proc-<i>, cwd <node dir>/discoroproc-<i>)
 
 So the globals node_setup makes are in every server, and no process ever
 forks from one with a running hub. The node commands the zygote over one

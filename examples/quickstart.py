@@ -6,7 +6,12 @@ is printed), ships `compute` to the servers, prints each job's result, and
 shuts everything down. Nothing needs to be running first, and nothing leaves
 127.0.0.1:
 
-    python examples/quickstart.py [jobs]
+    python examples/quickstart.py [seconds]
+
+Without an argument it runs 8 short jobs and is done in a few seconds. With
+a number of seconds it keeps both servers busy about that long (a job of 2
+seconds for each second, two at a time), which leaves time to open the
+monitor's address in a browser and watch the jobs come and go.
 """
 
 import os
@@ -22,26 +27,26 @@ from asyncoro.discoro import Computation, Scheduler   # noqa: E402
 from asyncoro.httpd import HTTPServer                 # noqa: E402
 
 
-def compute(n, coro=None):
+def compute(n, pause, coro=None):
     # runs on a server: jobs get only `asyncoro`; they import what they need
     import math
     import time
     started = time.time()
     total = sum(math.sqrt(i) for i in range(n * 20000))     # a little CPU work
-    yield coro.sleep(0.1)                                    # and a little waiting
+    yield coro.sleep(pause)                                  # and some waiting
     return (n, round(total), str(coro.location), round(time.time() - started, 2))
 
 
-def client(jobs, coro=None):
+def client(jobs, pause, coro=None):
     computation = Computation([compute])
     # the web monitor: created before schedule(), so it hears of every node and job
     monitor = HTTPServer(computation, host='127.0.0.1', port=0, poll_sec=1)
-    print('monitor: %s (nodes, servers and jobs, while this runs)' % monitor.url)
+    print('monitor: %s (nodes, servers and jobs, while this runs)' % monitor.url, flush=True)
     if (yield computation.schedule()) != 0:
         print('no scheduler found')
         monitor.shutdown(wait=False)
         return 1
-    results = yield computation.run_results(compute, range(1, jobs + 1))
+    results = yield computation.run_results(compute, [(n, pause) for n in range(1, jobs + 1)])
     for n, total, server, seconds in results:
         print('job %2d: sum of square roots = %-10d on server %s in %.2f s'
               % (n, total, server, seconds))
@@ -57,7 +62,13 @@ def free_udp_port():
 
 
 def main():
-    jobs = int(sys.argv[1]) if len(sys.argv) > 1 else 8
+    if len(sys.argv) > 2 or (len(sys.argv) == 2 and not sys.argv[1].isdigit()):
+        print('usage: %s [seconds]' % sys.argv[0], file=sys.stderr)
+        return 2
+    if len(sys.argv) == 2:          # one 2-second job a second, two servers at a time
+        jobs, pause = max(int(sys.argv[1]), 1), 2.0
+    else:
+        jobs, pause = 8, 0.1
     scheduler_port, node_port = free_udp_port(), free_udp_port()
     with tempfile.TemporaryDirectory(prefix='asyncoro-quickstart-') as work:
         node = subprocess.Popen(
@@ -74,7 +85,7 @@ def main():
                 print('the node did not start')
                 return 1
             Scheduler(node='127.0.0.1', udp_port=scheduler_port, discoronode_port=node_port)
-            status = asyncoro.Coro(client, jobs).value()
+            status = asyncoro.Coro(client, jobs, pause).value()
         finally:
             node.terminate()
             node.wait(10)
