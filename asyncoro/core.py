@@ -35,6 +35,7 @@ import inspect
 import itertools
 import logging
 import pickle
+import random
 import sys
 import time
 import traceback
@@ -253,8 +254,10 @@ _NEW, _READY, _RUNNING, _WAITING, _DONE = range(5)
 
 _TARGETS = {}   # code object -> (is_generator_function, passes_coro)
 # coroutine ids: never reused in a process (id() is, at once), so a reference
-# names one coroutine for the life of the process
-_COROUTINE_IDS = itertools.count(1)
+# names one coroutine for the life of the process; they start at a random
+# point, so that a process started again at the same address (a server of a
+# node that rejoins) does not give its coroutines the ids of the last one's
+_COROUTINE_IDS = itertools.count(random.SystemRandom().randrange(1 << 32) << 16)
 
 
 def _inspect_target(target):
