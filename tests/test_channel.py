@@ -1,4 +1,4 @@
-"""Local channels (API.md §3.5) and CategorizeMessages (§3.6)."""
+"""Local channels and CategorizeMessages (docs/guide/messages.rst)."""
 
 import asyncoro
 from conftest import run_coro

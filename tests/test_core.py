@@ -1,7 +1,8 @@
 """The core runtime: Coro on greenlets with the yield adapter, local messaging.
 
 Each test runs coroutines in the real runtime (its hub thread) and asserts the
-semantics API.md §3 and §11 give, mostly as transcripts of what happened.
+semantics docs/guide/coroutines.rst and messages.rst give, mostly as
+transcripts of what happened.
 """
 
 import collections

@@ -1,4 +1,4 @@
-"""The distributed layer with real processes on 127.0.0.1 (API.md §4, §11.5–§11.10).
+"""The distributed layer with real processes on 127.0.0.1 (docs/guide/distributed.rst).
 
 A server program publishes a coroutine, a channel and an RCI; client programs
 find them (by discovery, or by peer()) and use them. Each test has its own UDP

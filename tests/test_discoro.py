@@ -1,4 +1,5 @@
-"""discoro with real discoronode processes on 127.0.0.1 (API.md §5, §6.1, §11.12–§11.15).
+"""discoro with real discoronode processes on 127.0.0.1 (docs/guide/discoro.rst,
+faults.rst).
 
 Each test starts its own node (2 servers unless it says otherwise) with UDP
 ports of its own, and client programs with a private Scheduler that find it
@@ -37,7 +38,7 @@ def test_run_results_in_order_on_both_servers_and_files_gone_after_close(
     data.write_text('\n'.join(str(i) for i in range(10)) + '\n')
     lines = client(processes, ports, r'''
 def compute(i, coro=None):
-    import os       # jobs have only `asyncoro` to begin with (API.md §5.6)
+    import os       # jobs have only `asyncoro` to begin with (docs: where jobs run)
     # component files are in the node directory, one level up, under their subdir
     with open(os.path.join('..', 'data', 'numbers.txt')) as f:
         numbers = [int(x) for x in f]
@@ -165,7 +166,7 @@ asyncoro.Coro(main)
 
 
 def test_instances_of_a_component_class_are_that_class_on_both_sides(processes, discoronode):
-    # API.md §5.6: a class in the components is one class on client and
+    # a class in the components is one class on client and
     # servers: what the client sends is an instance of the servers' class,
     # and what a server makes is an instance of the client's
     node, ports = discoronode()
@@ -561,7 +562,7 @@ asyncoro.Coro(main)
     created = [line for line in lines if line.startswith('created')]
     assert sorted(created) == ['created (0.1,)'] + ['created (30,)'] * 3
     ended = [line for line in lines if line.startswith('ended')]
-    # terminate() looks like a normal end with the last value (API.md §11.8)
+    # terminate() looks like a normal end with the last value
     assert sorted(ended) == ['ended StopIteration slept'] + ['ended StopIteration started'] * 3
     assert 'all started True' in lines and 'same server True' in lines
     assert lines.index('closed') > max(lines.index(line) for line in ended)
@@ -781,7 +782,7 @@ asyncoro.Coro(main)
 
 
 def test_coro_created_reaches_status_coro_before_the_jobs_end(processes, discoronode):
-    # API.md §5.4: CoroCreated first, even for a job that ends at once
+    # CoroCreated first, even for a job that ends at once
     node, ports = discoronode()
     lines = client(processes, ports, r'''
 def quick(i, coro=None):

@@ -1,5 +1,5 @@
-"""Every runnable program of examples/ as a real process (API.md §10; the
-httpd examples are in test_examples_httpd.py).
+"""Every runnable program of examples/ as a real process (examples/README.rst;
+the httpd examples are in test_examples_httpd.py).
 
 Each test copies examples/ to a scratch directory (some examples chdir to
 their own directory and write files there) and runs the programs from its

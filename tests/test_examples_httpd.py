@@ -1,4 +1,4 @@
-"""examples/discoro_httpd1.py and discoro_httpd2.py (API.md §10.1) as real
+"""examples/discoro_httpd1.py and discoro_httpd2.py (examples/README.rst) as real
 programs: a real node, the monitor on a free port, stdin through a pipe.
 
 The examples call `Scheduler()` and `HTTPServer(computation, port=...)` as

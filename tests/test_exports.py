@@ -1,5 +1,6 @@
-"""Public names: each module's __all__ is exactly its part of API.md, and the
-logger writes asyncoro's line format."""
+"""Public names: each module's __all__ is exactly the names asyncoro 4.5
+programs use from it (docs/reference), and the logger writes asyncoro's
+line format."""
 
 import io
 import re
@@ -10,7 +11,7 @@ import asyncoro.netio
 import asyncoro.sync
 
 
-def test_core_all_is_api_md_3_1():
+def test_core_all_is_asyncoro_4_5s():
     assert sorted(asyncoro.__all__) == sorted([
         'AsyncSocket', 'AsynCoroSocket', 'Coro', 'AsynCoro', 'Lock', 'RLock', 'Event',
         'Condition', 'Semaphore', 'HotSwapException', 'MonitorException', 'Location',

@@ -1,7 +1,7 @@
 """Whole programs as subprocesses: exit-wait, a main thread blocked in input()
 or time.sleep() while coroutines run, daemons, finish and terminate.
 
-These are API.md §11.3/§11.4: most existing programs end with a bare
+As docs/guide/coroutines.rst says: most existing programs end with a bare
 module-level `asyncoro.Coro(...)`, and many block their main thread.
 """
 

@@ -1,4 +1,5 @@
-"""Hostile peers against a real server process (DESIGN.md "Rules", issue 3).
+"""Hostile peers against a real server process (docs/guide/distributed.rst,
+"Security").
 
 The test process plays the attacker with raw sockets: nothing it sends before
 authenticating may be unpickled, a malformed or oversized frame closes only

@@ -1,4 +1,5 @@
-"""Synchronisation primitives (per coroutine) and the thread pool (API.md §3.7, §3.9)."""
+"""Synchronisation primitives (per coroutine) and the thread pool
+(docs/guide/coroutines.rst, "Locks, events and threads")."""
 
 import sqlite3
 import threading
