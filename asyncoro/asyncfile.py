@@ -46,10 +46,15 @@ def _deadline(timeout):
 
 
 class AsyncFile:
-    """AsyncFile(fd): `fd` is an int (which this object then owns and closes)
-    or anything with fileno(): a file object, a pipe end, a socket, or an
-    AsyncSocket (whose socket it takes over; not a TLS one). The descriptor is
-    put in non-blocking mode. Usable as a context manager (exceptions pass).
+    """A descriptor read and written without blocking other coroutines. It
+    is put in non-blocking mode. Usable as a context manager (exceptions
+    pass through).
+
+    :param fd: an int (which this object then owns and closes) or anything
+        with ``fileno()``: a file object, a pipe end, a socket, or an
+        AsyncSocket (whose socket it takes over).
+    :raises ValueError: for a TLS socket, whose descriptor carries
+        encrypted records.
     """
 
     def __init__(self, fd):
@@ -84,11 +89,12 @@ class AsyncFile:
         return False
 
     def fileno(self):
+        """:returns: the descriptor (-1 once closed)."""
         return self._fd
 
     def close(self):
-        """Close the descriptor and the wrapped object. Greenlets still waiting
-        on it get OSError(EBADF). Closing twice is harmless."""
+        """Close the descriptor and the wrapped object. Closing twice is
+        harmless; greenlets still waiting on it get ``OSError(EBADF)``."""
         if self._fd < 0:
             return
         fd, self._fd = self._fd, -1
@@ -121,13 +127,18 @@ class AsyncFile:
     def read(self, size=0, full=False, timeout=None):
         """Read from the descriptor. Blocks the calling greenlet.
 
-        size <= 0: everything up to EOF. size > 0: what is available, at most
-        `size` bytes; with full=True exactly `size` unless EOF comes first.
-        Returns bytes, b'' at EOF. If `timeout` seconds pass (<= 0: only what
-        is ready now), returns the data read so far, or raises
-        IOError('timedout') (a TimeoutError) if there is none.
-        Generator form: `data = yield afile.read()`.
-        """
+        :param size: <= 0: everything up to EOF; > 0: what is available, at
+            most `size` bytes.
+        :param full: with a `size`, read exactly `size` bytes unless EOF
+            comes first.
+        :param timeout: seconds to wait at most (<= 0: only what is ready
+            now); None: no limit.
+        :returns: bytes; b'' at EOF; when the timeout passes, the data read
+            so far.
+        :raises TimeoutError: (an ``IOError('timedout')``) when the timeout
+            passes before any data.
+
+        Call form: ``data = yield afile.read()``."""
         self._check_open()
         deadline = _deadline(timeout)
         if size > 0 and self._buffer and (not full or len(self._buffer) >= size):
@@ -147,13 +158,18 @@ class AsyncFile:
         return bytes(data)
 
     def readline(self, size=0, sizehint=100, timeout=None):
-        """One line including b'\\n' (at most `size` bytes when size > 0), or
-        the rest of the data at EOF, or b'' at EOF. Reads ahead at least
-        `sizehint` bytes at a time. If `timeout` passes before a whole line is
-        in, raises IOError('timedout') and keeps the partial line for the next
-        call. Blocks the calling greenlet.
-        Generator form: `line = yield afile.readline()`.
-        """
+        """Read one line. Blocks the calling greenlet.
+
+        :param size: > 0: at most this many bytes.
+        :param sizehint: read ahead at least this many bytes at a time.
+        :param timeout: seconds to wait at most; None: no limit.
+        :returns: the line including ``b'\\n'``; at EOF the rest of the
+            data, then b''.
+        :raises TimeoutError: (an ``IOError('timedout')``) when the timeout
+            passes before a whole line is in; the partial line is kept for
+            the next call.
+
+        Call form: ``line = yield afile.readline()``."""
         self._check_open()
         deadline = _deadline(timeout)
         scanned = 0
@@ -171,13 +187,17 @@ class AsyncFile:
             self._buffer += chunk
 
     def write(self, buf, full=False, timeout=None):
-        """Write `buf` (bytes-like): once (full=False), waiting until the
-        descriptor takes something, or until all of it is written (full=True).
-        Returns the number of bytes written; when `timeout` passes, the count
-        written so far. Blocks the calling greenlet. Raises BrokenPipeError if
-        the reader has gone.
-        Generator form: `n = yield afile.write(data, full=True)`.
-        """
+        """Write bytes. Blocks the calling greenlet.
+
+        :param buf: a bytes-like object.
+        :param full: write all of it (True), or once, as much as the
+            descriptor takes when it is ready (False).
+        :param timeout: seconds to wait at most; None: no limit.
+        :returns: the number of bytes written (so far, when the timeout
+            passes).
+        :raises BrokenPipeError: when the reader has gone.
+
+        Call form: ``n = yield afile.write(data, full=True)``."""
         self._check_open()
         deadline = _deadline(timeout)
         view = memoryview(buf).cast('B')
@@ -207,13 +227,18 @@ def _run_captured(func, *args):
 
 
 class AsyncPipe:
-    """AsyncPipe(first, last=None): the pipes of subprocess.Popen objects made
-    with stdin/stdout/stderr=PIPE, as AsyncFiles. Writes go to `first.stdin`,
-    reads come from `last.stdout`/`last.stderr` (for a chain such as
-    `p2 = Popen(..., stdin=p1.stdout)`, pass both). `stdin`, `stdout` and
-    `stderr` are AsyncFiles or None. Other attributes (wait, returncode, pid,
-    kill, ...) are those of `last`; note that `wait()` is Popen's and blocks
-    the OS thread: use it after stdout reached EOF, with a timeout.
+    """The pipes of one subprocess, or of a chain of them, as AsyncFiles.
+
+    :param first: the subprocess.Popen that writes go to (its stdin).
+    :param last: the subprocess.Popen that reads come from (its stdout and
+        stderr); for a chain such as ``p2 = Popen(..., stdin=p1.stdout)``
+        pass both. Default: `first`.
+
+    The Popens are made with ``stdin``, ``stdout`` and ``stderr`` = PIPE as
+    needed; the attributes `stdin`, `stdout` and `stderr` are AsyncFiles, or
+    None. Other attributes (``returncode``, ``pid``, ``kill``, ...) are those
+    of `last`; ``wait()`` is Popen's and blocks the OS thread: use it after
+    stdout reached EOF, with a timeout.
     """
 
     def __init__(self, first, last=None):
@@ -241,27 +266,32 @@ class AsyncPipe:
         return afile
 
     def write(self, buf, full=False, timeout=None):
-        """Write to the first process's stdin; see AsyncFile.write."""
+        """Write to the first process's stdin; as :py:meth:`AsyncFile.write`."""
         return self._pipe('stdin').write(buf, full=full, timeout=timeout)
 
     def read(self, size=0, timeout=None):
-        """Read from the last process's stdout; see AsyncFile.read."""
+        """Read from the last process's stdout; as :py:meth:`AsyncFile.read`."""
         return self._pipe('stdout').read(size, timeout=timeout)
 
     def readline(self, size=0, sizehint=100, timeout=None):
-        """A line from the last process's stdout; see AsyncFile.readline."""
+        """A line from the last process's stdout; as
+        :py:meth:`AsyncFile.readline`."""
         return self._pipe('stdout').readline(size, sizehint=sizehint, timeout=timeout)
 
     def read_stderr(self, size=0, timeout=None):
-        """Read from the last process's stderr; see AsyncFile.read."""
+        """Read from the last process's stderr; as :py:meth:`AsyncFile.read`."""
         return self._pipe('stderr').read(size, timeout=timeout)
 
     def readline_stderr(self, size=0, sizehint=100, timeout=None):
-        """A line from the last process's stderr; see AsyncFile.readline."""
+        """A line from the last process's stderr; as
+        :py:meth:`AsyncFile.readline`."""
         return self._pipe('stderr').readline(size, sizehint=sizehint, timeout=timeout)
 
     def poll(self):
-        """The exit status of the last process, or None while it runs."""
+        """The exit status of the last process.
+
+        :returns: its exit status, or None while it runs.
+        """
         return self._last.poll()
 
     def close(self):
@@ -273,19 +303,21 @@ class AsyncPipe:
                 setattr(self, name, None)
 
     def communicate(self, input=None, timeout=None):
-        """Feed `input` to stdin while reading stdout and stderr to EOF, like
-        Popen.communicate. Blocks the calling greenlet; does not wait for the
-        processes to exit.
+        """Feed `input` to stdin while reading stdout and stderr to EOF, as
+        ``Popen.communicate`` does. Blocks the calling greenlet; does not wait
+        for the processes to exit.
 
-        `input`: None, bytes, str (UTF-8 encoded), or an object with read(): an
-        AsyncFile, a file object (read with os.read on its descriptor, so text
-        mode is fine), or any other reader (io.BytesIO, ...). When the input
-        is exhausted (or the process stops reading), stdin is closed, and the
-        input object too. Returns (stdout bytes or None, stderr bytes or None).
-        `timeout` (not in asyncoro): raise subprocess.TimeoutExpired after
-        that many seconds.
-        Generator form: `out, err = yield apipe.communicate(data)`.
-        """
+        :param input: None, bytes, str (UTF-8 encoded), or an object with
+            ``read()``: an AsyncFile, a file object (read by descriptor, so
+            text mode is fine) or any other reader (``io.BytesIO``...). When
+            it is exhausted, or the process stops reading, stdin is closed,
+            and the input object too.
+        :param timeout: seconds to wait at most (not in asyncoro 4.5); None:
+            no limit.
+        :returns: (stdout bytes or None, stderr bytes or None).
+        :raises subprocess.TimeoutExpired: when the timeout passes.
+
+        Call form: ``out, err = yield apipe.communicate(data)``."""
         if input is not None and self.stdin is None:
             raise ValueError('%s has no stdin pipe to send input to' % (self,))
         jobs = {}
@@ -357,6 +389,6 @@ def _chunk_reader(source):
 
 
 class Popen(subprocess.Popen):
-    """A plain subprocess.Popen. asyncoro needed its own only on Windows;
-    programs that name asyncfile.Popen work unchanged."""
+    """A plain ``subprocess.Popen``. asyncoro 4.5 needed its own only on
+    Windows; programs that name ``asyncfile.Popen`` work unchanged."""
 

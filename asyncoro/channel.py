@@ -37,12 +37,16 @@ def _valid_transform(transform):
 
 
 class Channel:
-    """Broadcast to subscribers: `Channel(name, transform=None)`.
+    """Broadcasts each message to its subscribers: coroutines or other
+    channels (local, and with asyncoro.disasyncoro remote too).
 
-    Subscribers are coroutines or other channels (local, and with
-    asyncoro.disasyncoro remote too). `transform(name, message)` replaces each
-    message; returning None drops it. Names are unique per process; a
-    duplicate is warned about and not put in the process table."""
+    :param name: the channel's name, unique in its process (a duplicate is
+        warned about and not put in the process table); it should start
+        with a letter or digit.
+    :param transform: ``f(channel_name, message)``, whose value replaces
+        each message; a value of None drops the message.
+    :raises TypeError: for a name that is not a non-empty string.
+    """
 
     def __init__(self, name, transform=None):
         if not isinstance(name, str) or not name:
@@ -92,8 +96,13 @@ class Channel:
     _remote = False     # True for references to channels of other processes
 
     def set_transform(self, transform):
-        """Replace the transform (f(name, message) -> message or None); an
-        invalid one is ignored with a warning and gives -1."""
+        """Replace the transform.
+
+        :param transform: ``f(channel_name, message)`` -> the message to
+            send, or None to drop it; None: no transform.
+        :returns: 0, or -1 (with a warning) for a transform that cannot be
+            called that way, which is then ignored.
+        """
         if transform is not None and not (callable(transform) and _valid_transform(transform)):
             log.warning('transform %r of channel %s ignored: it must take '
                         '(channel_name, message)', transform, self._name)
@@ -102,8 +111,13 @@ class Channel:
         return 0
 
     def subscribe(self, subscriber, timeout=None):
-        """Add a coroutine or channel as a subscriber; again has no effect.
-        Returns 0, or -1 for an invalid subscriber. `yield ch.subscribe(coro)`."""
+        """Add a subscriber; subscribing again has no effect.
+
+        :param subscriber: a Coro or a Channel (local or remote).
+        :param timeout: accepted for asyncoro 4.5's signature.
+        :returns: 0, or -1 for an invalid subscriber.
+
+        Call form: ``yield channel.subscribe(coro)``."""
         if not isinstance(subscriber, (Coro, Channel)) or subscriber is self:
             log.warning('channel %s: %r cannot subscribe', self._name, subscriber)
             return -1
@@ -117,7 +131,10 @@ class Channel:
         return 0
 
     def unsubscribe(self, subscriber, timeout=None):
-        """Remove a subscriber; -1 if it was not subscribed."""
+        """Remove a subscriber.
+
+        :returns: 0, or -1 if it was not subscribed.
+        """
         return self._rt._run_here(self._remove_subscriber, subscriber)
 
     def _remove_subscriber(self, subscriber):
@@ -136,8 +153,11 @@ class Channel:
             return None
 
     def send(self, message):
-        """Transform `message` and send it to every subscriber; never blocks.
-        Returns 0 (also when the transform dropped it). Safe from threads."""
+        """Transform `message` and send it to every subscriber. Never blocks;
+        safe from any thread. A subscriber that cannot be sent to is dropped.
+
+        :returns: 0 (also when the transform dropped the message).
+        """
         rt = self._rt
         if _get_ident() != rt._tid:
             rt._call_threadsafe(self.send, message)
@@ -156,11 +176,18 @@ class Channel:
         return 0
 
     def deliver(self, message, timeout=None, n=0):
-        """Acknowledged send: wait (up to `timeout`) for at least `n`
-        subscribers, then deliver to all and return the number of end
-        recipients (sub-channels' recipients included). 0 on timeout, when
-        fewer than n subscribe, or when the transform drops the message; -1
-        for an invalid n. Call form: `count = yield ch.deliver(msg, n=2)`."""
+        """Acknowledged send: wait for at least `n` subscribers, then deliver
+        to all of them (remote ones and sub-channels in parallel). Blocks the
+        calling coroutine.
+
+        :param timeout: seconds to wait at most, for the subscribers and the
+            deliveries; None: no limit.
+        :param n: the subscribers to wait for (0: none).
+        :returns: how many coroutines got the message, those of sub-channels
+            included; 0 on timeout, when fewer than `n` subscribe, or when the
+            transform drops it; -1 for an invalid `n`.
+
+        Call form: ``count = yield channel.deliver(msg, n=2)``."""
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             log.warning('channel %s: deliver needs n >= 0, not %r', self._name, n)
             return -1
@@ -200,19 +227,29 @@ class Channel:
         return count
 
     def register(self):
-        """Make this channel visible to Channel.locate from other processes;
-        -1 if the name is registered by a live channel already."""
+        """Make this channel visible to `Channel.locate` from other processes.
+
+        :returns: 0, or -1 if a live channel has registered that name.
+        """
         return self._rt._run_here(self._rt._register, 'channel', self._name, self)
 
     def unregister(self):
-        """Withdraw register()."""
+        """Withdraw `register`.
+
+        :returns: 0, or -1 if it was not registered.
+        """
         return self._rt._run_here(self._rt._unregister, 'channel', self._name, self)
 
     @staticmethod
     def locate(name, location=None, timeout=None):
-        """A channel named `name` in this process (registered or not), waiting
-        up to `timeout` for a registered one; None on timeout.
-        `ch = yield Channel.locate('news')`."""
+        """Find a channel by name: any channel of this process with that
+        name, else a registered one at `location` (or, with
+        asyncoro.disasyncoro, at any peer). Blocks the calling coroutine.
+
+        :param timeout: seconds to wait at most; None: no limit.
+        :returns: the Channel, or None on timeout.
+
+        Call form: ``channel = yield Channel.locate('news')``."""
         rt = _runtime()
         channel = rt._channels.get(name)
         if channel is not None:
@@ -220,7 +257,8 @@ class Channel:
         return rt._run_here(rt._locate, 'channel', name, location, timeout)
 
     def close(self):
-        """Unregister, drop every subscriber, leave the process table."""
+        """Unregister the channel, drop every subscriber and leave the
+        process table."""
         self._rt._run_here(self._close)
 
     def _close(self):
@@ -247,11 +285,13 @@ def _rebuild_channel(name, location):
 # ---------------------------------------------------------------- categories
 
 class CategorizeMessages:
-    """Sorts a coroutine's incoming messages into categories.
+    """Sorts a coroutine's incoming messages into categories, so that it
+    can receive them by category.
 
-    `add(f)`: f(message) -> a hashable category or None (asked newest first);
-    `receive(category=None, timeout=None, alarm_value=None)` returns the next
-    message of that category (None: messages no function categorized)."""
+    :param coro: the coroutine whose messages are sorted (the one that
+        calls `receive`).
+    :raises TypeError: if `coro` is not a Coro.
+    """
 
     def __init__(self, coro):
         if not isinstance(coro, Coro):
@@ -261,7 +301,12 @@ class CategorizeMessages:
         self._sorted = {}      # category -> deque of messages
 
     def add(self, categorize):
-        """Add a one-argument function; returns 0, or -1 if it is not one."""
+        """Add a function that gives a message's category; the newest is
+        asked first.
+
+        :param categorize: ``f(message)`` -> a hashable category, or None.
+        :returns: 0, or -1 if it cannot be called with one argument.
+        """
         try:
             inspect.signature(categorize).bind('message')
         except (TypeError, ValueError):
@@ -272,7 +317,10 @@ class CategorizeMessages:
         return 0
 
     def remove(self, categorize):
-        """Remove a function added earlier; -1 if it was not added."""
+        """Remove a function added earlier.
+
+        :returns: 0, or -1 if it was not added.
+        """
         if categorize in self._categorizers:
             self._categorizers.remove(categorize)
             return 0
@@ -291,8 +339,15 @@ class CategorizeMessages:
         return None
 
     def receive(self, category=None, timeout=None, alarm_value=None):
-        """The next message in `category`, receiving and sorting new ones as
-        needed; `alarm_value` on timeout. `msg = yield cm.receive('a')`."""
+        """The next message of `category`, receiving and sorting new
+        messages as needed (also ``recv``). Blocks the calling coroutine.
+
+        :param category: the category; None: messages no function
+            categorized.
+        :param timeout: seconds to wait at most; None: no limit.
+        :returns: the message, or `alarm_value` on timeout.
+
+        Call form: ``msg = yield categories.receive('a')``."""
         queue = self._sorted.get(category)
         if queue:
             return queue.popleft()

@@ -72,7 +72,11 @@ def _parser():
 
 
 def main(argv=None):
-    """The discoro.py program. Returns its exit status."""
+    """The discoro.py program.
+
+    :param argv: its arguments; None: ``sys.argv[1:]``.
+    :returns: its exit status.
+    """
     parser = _parser()
     options = parser.parse_args(argv)
     if options.zombie_period and options.zombie_period < 1:

@@ -38,8 +38,13 @@ log = logging.getLogger(__name__)
 
 
 def server_ports(specs, count):
-    """The TCP ports for the node (first) and `count` servers: ranges and
-    single ports as given, continued past the highest one (0: any)."""
+    """The TCP ports of the node (first) and `count` servers: ranges and
+    single ports as given, continued past the highest one.
+
+    :param specs: the --tcp_ports values.
+    :returns: `count` + 1 ports (0: any).
+    :raises ValueError: when they would go above 65535.
+    """
     ports = []
     for spec in specs or []:
         for part in str(spec).split(','):
@@ -59,7 +64,11 @@ def server_ports(specs, count):
 
 
 def servers_wanted(value):
-    """-c: 0 one server per CPU, n > 0 that many, n < 0 all CPUs but n."""
+    """The servers -c asks for: 0 one per CPU, n > 0 that many, n < 0 all
+    CPUs but n.
+
+    :raises ValueError: when that leaves none.
+    """
     total = os.cpu_count() or 1
     if value == 0:
         return total
@@ -119,6 +128,8 @@ _CONFIG_MARK = 'discoronode'
 
 
 def save_config(parser, options, path):
+    """Write the options given (not the node's own address and name) to the
+    INI file `path`, for --config."""
     config = configparser.ConfigParser(interpolation=None)
     config['DEFAULT']['program'] = _CONFIG_MARK
     for action in parser._actions:
@@ -134,7 +145,11 @@ def save_config(parser, options, path):
 
 
 def load_config(parser, path):
-    """{dest: value} from a file save_config wrote; ValueError says what is wrong."""
+    """The options saved in a file by `save_config`.
+
+    :returns: {dest: value}.
+    :raises ValueError: saying what is wrong with the file.
+    """
     config = configparser.ConfigParser(interpolation=None)
     try:
         with open(path) as f:
@@ -170,8 +185,10 @@ def load_config(parser, path):
 
 
 def options_of(argv):
-    """The program's options, checked; SystemExit(2) with one line for a
-    bad one (SystemExit(0) after --save_config)."""
+    """The program's options, each checked.
+
+    :raises SystemExit: 2 with one line for a bad one; 0 after --save_config.
+    """
     parser = _parser()
     options = parser.parse_args(argv)
     if options.config:
@@ -259,7 +276,11 @@ def _stale_servers(node_dir, clean):
 
 
 def main(argv=None):
-    """The discoronode.py program. Returns its exit status."""
+    """The discoronode.py program.
+
+    :param argv: its arguments; None: ``sys.argv[1:]``.
+    :returns: its exit status.
+    """
     options = options_of(argv)
     options.node_dir = claim_folder(os.path.join(options.dest_path, 'discoro'), 'node')
     _stale_servers(options.node_dir, options.clean)

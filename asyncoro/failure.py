@@ -38,12 +38,17 @@ class AsyncoroError(Exception):
 
 
 class Failure(AsyncoroError):
-    """What failed, where and why: `what` names the operation or object
-    ('job compute', 'reserve node 127.0.0.1'), `where` the place (a
-    Location or a description; may be None), `reason` one line of text,
-    `traceback` the traceback text from the process where it happened (or
-    None), `error` the exception type when one was raised there (or None).
-    `str()` gives one line; it pickles by value, so a peer can send it."""
+    """What failed, where and why. ``str()`` gives one line; it pickles by
+    value, so a peer can send it.
+
+    :param what: the operation or object ('job compute', 'reserve node
+        127.0.0.1').
+    :param reason: one line of text.
+    :param where: the place: a Location or a description; may be None.
+    :param traceback: the traceback text from the process where it
+        happened, or None.
+    :param error: the exception type when one was raised there, or None.
+    """
 
     def __init__(self, what, reason, where=None, traceback=None, error=None):
         super().__init__(what, reason, where, traceback, error)
@@ -63,7 +68,10 @@ class Failure(AsyncoroError):
     @classmethod
     def from_exception(cls, what, exc, where=None):
         """The Failure of `exc`, raised here while doing `what`; it keeps the
-        traceback text (to send it to the process that asked)."""
+        traceback text, to send it to the process that asked.
+
+        :returns: a Failure (`exc` itself if it is one).
+        """
         if isinstance(exc, Failure):
             return exc
         text = ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -88,13 +96,19 @@ def _run(func, args, kwargs, fail):
 
 
 def spawn(func, *args, fail=None, **kwargs):
-    """Run func(*args, **kwargs) in a new greenlet of this thread's hub;
-    returns the greenlet. An exception it lets out is logged once (ERROR,
-    with the traceback) and `fail`, if given, is called with its Failure
-    (pass an AsyncResult's `set` to wake its waiter)."""
+    """Run ``func(*args, **kwargs)`` in a new greenlet of this thread's hub.
+    An exception it lets out is logged once (ERROR, with the traceback).
+
+    :param fail: called with the Failure of such an exception (pass an
+        AsyncResult's ``set`` to wake its waiter).
+    :returns: the greenlet.
+    """
     return gevent.spawn(_run, func, args, kwargs, fail)
 
 
 def spawn_later(seconds, func, *args, fail=None, **kwargs):
-    """spawn, `seconds` from now."""
+    """`spawn`, `seconds` from now.
+
+    :returns: the greenlet.
+    """
     return gevent.spawn_later(seconds, _run, func, args, kwargs, fail)

@@ -50,7 +50,11 @@ def _bad(text, what):
 
 
 def port(text):
-    """A TCP or UDP port, 1-65535 (0 where any port will do is `port_or_any`)."""
+    """An option type: a TCP or UDP port, 1-65535 (`port_or_any` allows 0).
+
+    :returns: the port number.
+    :raises argparse.ArgumentTypeError: naming the value.
+    """
     try:
         value = int(text)
     except ValueError:
@@ -61,15 +65,23 @@ def port(text):
 
 
 def port_or_any(text):
-    """A port number, or 0 for any free port."""
+    """An option type: a port number, or 0 for any free port.
+
+    :returns: the port number.
+    :raises argparse.ArgumentTypeError: naming the value.
+    """
     if str(text).strip() == '0':
         return 0
     return port(text)
 
 
 def port_ranges(text):
-    """`n`, `n1-n2`, or several of them separated by commas: the text back,
-    once it is known to be good (discoronode's --tcp_ports)."""
+    """An option type (discoronode's --tcp_ports): `n`, `n1-n2`, or several
+    of them separated by commas.
+
+    :returns: the text, once it is known to be good.
+    :raises argparse.ArgumentTypeError: naming the value.
+    """
     for part in str(text).split(','):
         low, dash, high = part.partition('-')
         numbers = [low, high] if dash else [low]
@@ -86,7 +98,12 @@ def port_ranges(text):
 
 
 def size(text):
-    """Bytes: a number with an optional k, m, g or t (powers of 1024)."""
+    """An option type: bytes, a number with an optional k, m, g or t
+    (powers of 1024).
+
+    :returns: the number of bytes.
+    :raises argparse.ArgumentTypeError: naming the value.
+    """
     value = str(text).strip().lower()
     factor = 1
     if value and value[-1] in 'kmgt':
@@ -102,7 +119,11 @@ def size(text):
 
 
 def seconds(text):
-    """A number of seconds, not negative."""
+    """An option type: a number of seconds, not negative.
+
+    :returns: the seconds, a float.
+    :raises argparse.ArgumentTypeError: naming the value.
+    """
     try:
         value = float(text)
     except ValueError:
@@ -113,7 +134,11 @@ def seconds(text):
 
 
 def host(text):
-    """A host name or address that resolves; its address."""
+    """An option type: a host name or address that resolves.
+
+    :returns: its address.
+    :raises argparse.ArgumentTypeError: naming the value and why.
+    """
     try:
         return Location(text, 0).addr
     except (OSError, UnicodeError) as exc:
@@ -121,7 +146,11 @@ def host(text):
 
 
 def host_port(text):
-    """HOST:PORT, a peer's TCP listener: 'address:port' (Location(*it.rsplit(':', 1)))."""
+    """An option type: HOST:PORT, a peer's TCP listener.
+
+    :returns: 'address:port' (``Location(*it.rsplit(':', 1))``).
+    :raises argparse.ArgumentTypeError: naming the value.
+    """
     name, colon, number = str(text).rpartition(':')
     if not colon or not name:
         raise _bad(text, 'HOST:PORT')
@@ -132,14 +161,22 @@ def host_port(text):
 
 
 def existing_file(text):
-    """A file that exists and can be read."""
+    """An option type: a file that exists and can be read.
+
+    :returns: its path, as given.
+    :raises argparse.ArgumentTypeError: naming the value.
+    """
     if not os.path.isfile(text) or not os.access(text, os.R_OK):
         raise argparse.ArgumentTypeError('%r is not a file that can be read' % (text,))
     return text
 
 
 def folder(text):
-    """A folder that exists or can be made; its absolute path."""
+    """An option type: a folder that exists or can be made (it is made).
+
+    :returns: its absolute path.
+    :raises argparse.ArgumentTypeError: naming the value and why.
+    """
     path = os.path.abspath(text)
     try:
         os.makedirs(path, exist_ok=True)
@@ -152,7 +189,11 @@ def folder(text):
 
 
 def new_file(text):
-    """A file that can be written (its folder exists)."""
+    """An option type: a file that can be written (its folder exists).
+
+    :returns: its path, as given.
+    :raises argparse.ArgumentTypeError: naming the value.
+    """
     parent = os.path.dirname(os.path.abspath(text))
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
         raise argparse.ArgumentTypeError('%r: folder %s does not exist or cannot be written'
@@ -161,7 +202,10 @@ def new_file(text):
 
 
 def add_runtime_options(add):
-    """The AsynCoro options the node and scheduler programs share."""
+    """Add the AsynCoro options the node and scheduler programs share.
+
+    :param add: the parser's ``add_argument``.
+    """
     add('--dest_path', type=folder, default=None, help='where files sent here are saved')
     add('--max_file_size', type=size, default=0,
         help='the largest file a peer may send here: bytes, or with a k/m/g/t suffix')
@@ -171,8 +215,11 @@ def add_runtime_options(add):
 
 
 def check_tls(parser, certfile, keyfile, option='--certfile'):
-    """The TLS certificate and key load together, or the program stops here
-    (status 2) saying why."""
+    """Check that the TLS certificate and key load together; otherwise the
+    program stops here (status 2), saying why.
+
+    :param option: the certificate's option, for the message.
+    """
     if keyfile and not certfile:
         parser.error('%s is needed with --keyfile' % option)
     if not certfile:
@@ -185,8 +232,14 @@ def check_tls(parser, certfile, keyfile, option='--certfile'):
 
 
 def start_runtime(program, hint, **options):
-    """The distributed runtime, or SystemExit(1) with one line saying why it
-    cannot start (`hint`: what to do when its TCP port is in use)."""
+    """Start the distributed runtime with `options`.
+
+    :param program: the program's name, for the message.
+    :param hint: what to do when its TCP port is in use.
+    :returns: the runtime.
+    :raises SystemExit: (status 1) after one line saying why it cannot
+        start.
+    """
     node = options.get('node')
     try:
         return disasyncoro.AsynCoro(**options)
@@ -203,7 +256,11 @@ def start_runtime(program, hint, **options):
 # ---------------------------------------------------------------- consoles and ending
 
 def in_background():
-    """Started in the background of a terminal (`&`): stdin is not ours."""
+    """Whether this process was started in the background of a terminal
+    (``&``), so that stdin is not its own.
+
+    :returns: True or False.
+    """
     try:
         return os.isatty(0) and os.tcgetpgrp(0) != os.getpgrp()
     except OSError:
@@ -212,9 +269,13 @@ def in_background():
 
 def console(commands, menu, done):
     """Read commands from stdin until `done` is set or the input ends (end
-    of input runs 'quit'). `commands` maps a command (lower case; '' for an
-    empty line) to a function of no arguments; anything else prints `menu`.
-    For a thread of its own."""
+    of input runs 'quit'). For a thread of its own.
+
+    :param commands: {command (lower case; '' for an empty line): function
+        of no arguments}.
+    :param menu: printed at the start and for anything else.
+    :param done: a threading.Event.
+    """
     print(menu, flush=True)
     while not done.is_set():
         line = sys.stdin.readline()
@@ -229,7 +290,8 @@ def console(commands, menu, done):
 
 
 def end_on_signals(done, signals=('SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT')):
-    """These signals set `done` (a threading.Event) instead of killing."""
+    """Make these signals set `done` (a threading.Event) instead of
+    killing the process."""
     for name in signals:
         sig = getattr(signal, name, None)
         if sig is not None:
@@ -242,8 +304,11 @@ _CLAIMS = []        # lock files held for the life of this process
 
 
 def claim_folder(parent, role):
-    """A folder under `parent` for this process alone: `<role>-1`, or the
-    first `<role>-<n>` no other live process holds. Returns its path."""
+    """Claim a folder under `parent` for this process alone, for its life:
+    `<role>-1`, or the first `<role>-<n>` no other live process holds.
+
+    :returns: its path.
+    """
     os.makedirs(parent, exist_ok=True)
     if fcntl is None:
         path = os.path.join(parent, '%s-pid%d' % (role, os.getpid()))

@@ -61,12 +61,13 @@ SERVERS = 'scheduler.servers'       # client: (id) -> [server Location]
 ENABLE_NODE = 'scheduler.enable_node'       # client: (id, addr, setup args)
 ENABLE_SERVER = 'scheduler.enable_server'   # client: (id, Location, setup args)
 WAITING = 'scheduler.waiting'       # client: (id) -> why its request still waits (text)
-SERVER_UP = 'scheduler.server_up'   # server: (id, Location, node addr, service) -> 0
+SERVER_UP = 'scheduler.server_up'   # server: (id, part, Location, node addr, service) -> 0
 SERVER_CLOSED = 'scheduler.server_closed'   # node: (id, Location, why) a server died
 NODE_DRAINING = 'scheduler.node_draining'   # node: (id, addr) no more jobs there
 NODE_CLOSED = 'scheduler.node_closed'       # node: (id, addr, why, final, failed) it ended
                                             #   the computation (final: for good)
-NODE_AVAILABLE = 'scheduler.node_available'  # node: (addr) it takes computations again
+NODE_AVAILABLE = 'scheduler.node_available'  # node: (addr, service) it takes computations
+                                            #   (again, or it is back)
 PULSE = 'scheduler.pulse'           # node: (id, addr, avail info) -> jobs running there
 WATCH = 'scheduler.watch'           # monitor: (coro) -> the state so far; news follows
 UNWATCH = 'scheduler.unwatch'       # monitor: (coro)
@@ -80,10 +81,11 @@ NODE_INFO = 'node.info'             # scheduler: () -> DiscoroNodeInfo
 RESERVE = 'node.reserve'            # scheduler: (id, client Location, pulse interval, cpus,
                                     #   scheduler) -> the pulse interval the node keeps
 NODE_SETUP = 'node.setup'           # scheduler: (id, code, node_setup, args, scheduler, client,
-                                    #   client Location, server_setup) -> 0 once set up
+                                    #   client Location, server_setup, part) -> 0 once set
+                                    #   up; `part` tells this setup from an earlier one
 NODE_CLOSE = 'node.close'           # scheduler: (id) -> 0 once its processes are gone
-SERVER_STARTED = 'node.server_started'  # server: (id, index, Location, service)
-SERVER_IDLE = 'node.server_idle'    # server: (id, index) a draining server's jobs are done
+SERVER_STARTED = 'node.server_started'  # server: ((id, part), index, Location, service)
+SERVER_IDLE = 'node.server_idle'    # server: ((id, part), index) its jobs are done (draining)
 
 # a server (`discoro_server`)
 SERVER_SETUP = 'server.setup'       # scheduler: (setup args) -> server_setup's value
@@ -98,9 +100,11 @@ _SERVICES = {}      # coroutine id -> the Service of this process it is
 
 
 def answers(op, push=False):
-    """Decorator: the method answers `op` (arguments: the call's). With
-    `push`, its answer is on the wire before anything it started runs (a
-    job that computes without yielding would hold it back)."""
+    """Decorator: the method answers `op`; its arguments are the call's.
+
+    :param push: put its answer on the wire before anything it started runs
+        (a job that computes without yielding would hold it back).
+    """
     def mark(func):
         func.answers = op
         func.push = push
@@ -109,9 +113,12 @@ def answers(op, push=False):
 
 
 class Service:
-    """A role that answers operations (see the module docstring).
-    `Service(name)` registers its coroutine under `name` (for
-    `SysCoro.locate`). Make one in the runtime's hub thread."""
+    """A role that answers operations (see the module docstring). Make one
+    in the runtime's hub thread.
+
+    :param name: register its coroutine under this name (for
+        `SysCoro.locate`); None: not registered.
+    """
 
     _operations = {}
 
@@ -140,9 +147,13 @@ class Service:
     # ------------------------------------------------ asking
 
     def call(self, target, op, *args, timeout=None):
-        """Ask the service whose coroutine is `target` to do `op`; its answer,
-        or a Failure. Blocks the calling greenlet at most `timeout` seconds
-        (None: as long as the target's process is reachable)."""
+        """Ask the service whose coroutine is `target` to do `op`. Blocks the
+        calling greenlet.
+
+        :param timeout: seconds to wait at most; None: as long as the
+            target's process is reachable.
+        :returns: its answer, or a Failure saying why there is none.
+        """
         if not getattr(target, '_remote', True):
             service = _SERVICES.get(target._id)
             if service is None:
@@ -158,8 +169,11 @@ class Service:
         return answer
 
     def tell(self, target, op, *args):
-        """`op` for the service whose coroutine is `target`, wanting no
-        answer; 0, or -1 if it could not be sent (logged)."""
+        """Ask the service whose coroutine is `target` to do `op`, wanting no
+        answer.
+
+        :returns: 0, or -1 if it could not be sent (the log says why).
+        """
         if not getattr(target, '_remote', True):
             service = _SERVICES.get(target._id)
             if service is None:
@@ -243,8 +257,10 @@ class Service:
         """A PeerStatus, for a service that asked for them."""
 
     def stop(self, reason='the service stopped'):
-        """End this service: it answers nothing more, its coroutine ends,
-        and local calls still waiting for it fail with `reason`."""
+        """End this service: it answers nothing more, its coroutine ends.
+
+        :param reason: what local calls still waiting for it fail with.
+        """
         if self.stopped:
             return
         self.stopped = reason

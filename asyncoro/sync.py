@@ -57,17 +57,24 @@ def _timeout(timeout):
 
 
 class Lock(_Acquired):
-    """A lock owned by the coroutine that acquired it.
+    """A lock owned by the coroutine that acquired it (not by a thread).
 
-    `ok = yield lock.acquire(blocking=True, timeout=-1)`; `lock.release()`
-    raises RuntimeError if the caller does not own it."""
+    Call form: ``ok = yield lock.acquire()`` ... ``lock.release()``; or
+    ``with lock:`` in a greenlet-style coroutine."""
 
     def __init__(self):
         self._sem = gevent.lock.Semaphore(1)
         self._owner = None
 
     def acquire(self, blocking=True, timeout=-1):
-        """True once acquired; False if not blocking or on timeout."""
+        """Acquire the lock for the calling coroutine. Blocks that coroutine
+        only.
+
+        :param blocking: wait for the lock (True) or take it only if free.
+        :param timeout: seconds to wait at most; -1 or None: no limit.
+        :returns: True once acquired; False if not blocking or on timeout.
+        :raises WrongContextError: when not called from a coroutine.
+        """
         me = _caller('Lock.acquire')
         if not self._sem.acquire(blocking, _timeout(timeout) if blocking else None):
             return False
@@ -75,6 +82,10 @@ class Lock(_Acquired):
         return True
 
     def release(self):
+        """Release the lock.
+
+        :raises RuntimeError: if the calling coroutine does not own it.
+        """
         if self._owner is None or self._owner is not _current_coro():
             raise RuntimeError('Lock released by %s, which does not own it (owner: %s)'
                                % (_current_coro(), self._owner))
@@ -82,6 +93,7 @@ class Lock(_Acquired):
         self._sem.release()
 
     def locked(self):
+        """:returns: whether some coroutine holds the lock."""
         return self._owner is not None
 
 
@@ -94,6 +106,8 @@ class RLock(Lock):
         self._depth = 0
 
     def acquire(self, blocking=True, timeout=-1):
+        """As :py:meth:`Lock.acquire`; the owner acquiring it again only
+        counts one more level."""
         me = _caller('RLock.acquire')
         if self._owner is me:
             self._depth += 1
@@ -104,6 +118,10 @@ class RLock(Lock):
         return True
 
     def release(self):
+        """Release one level; the lock is free once every level is released.
+
+        :raises RuntimeError: if the calling coroutine does not own it.
+        """
         if self._owner is None or self._owner is not _current_coro():
             raise RuntimeError('RLock released by %s, which does not own it (owner: %s)'
                                % (_current_coro(), self._owner))
@@ -115,21 +133,30 @@ class RLock(Lock):
 class Condition(_Acquired):
     """A condition variable with a lock of its own (asyncoro's takes none).
 
-    `yield cv.acquire()`; `notified = yield cv.wait(timeout)` (the caller
-    must hold the lock; True if notified and re-acquired, False on timeout);
-    `cv.notify(n=1)`, `cv.notify_all()`; `cv.release()`."""
+    Call form: ``yield cv.acquire()``, ``notified = yield cv.wait(5)``,
+    ``cv.release()``; another coroutine ``cv.notify()``."""
 
     def __init__(self):
         self._lock = RLock()
         self._waiters = []
 
     def acquire(self, blocking=True, timeout=-1):
+        """Acquire the condition's lock; as :py:meth:`Lock.acquire`."""
         return self._lock.acquire(blocking, timeout)
 
     def release(self):
+        """Release the condition's lock; as :py:meth:`Lock.release`."""
         self._lock.release()
 
     def wait(self, timeout=None):
+        """Release the lock, wait to be notified, acquire the lock again.
+        Blocks the calling coroutine only.
+
+        :param timeout: seconds to wait at most; None: no limit.
+        :returns: True if notified (the lock is held again), False on
+            timeout (the lock is held again too).
+        :raises RuntimeError: if the caller does not hold the lock.
+        """
         me = _caller('Condition.wait')
         if self._lock._owner is not me:
             raise RuntimeError('Condition.wait by %s, which does not hold its lock' % me)
@@ -148,6 +175,11 @@ class Condition(_Acquired):
         return bool(notified)
 
     def notify(self, n=1):
+        """Wake up to `n` waiting coroutines; they run once they hold the
+        lock again.
+
+        :param n: how many waiters to wake.
+        """
         _runtime()._run_here(self._notify, n)
 
     def _notify(self, n):
@@ -156,19 +188,22 @@ class Condition(_Acquired):
         del self._waiters[:n]
 
     def notify_all(self):
+        """Wake every waiting coroutine (also ``notifyAll``)."""
         self.notify(len(self._waiters))
 
     notifyAll = notify_all
 
 
 class Event:
-    """`yield event.wait(timeout=None)` -> True when set (at once if set
-    already), False on timeout. `set()`/`clear()` may be called from threads."""
+    """A flag that coroutines wait for: ``yield event.wait()``.
+
+    `set` may be called from any thread."""
 
     def __init__(self):
         self._event = gevent.event.Event()
 
     def set(self):
+        """Set the flag and wake every waiting coroutine."""
         rt = _runtime()
         if _get_ident() != rt._tid:
             rt._call_threadsafe(self._event.set)
@@ -176,21 +211,33 @@ class Event:
             self._event.set()
 
     def clear(self):
+        """Clear the flag: later waits wait again."""
         self._event.clear()
 
     def is_set(self):
+        """:returns: whether the flag is set (also ``isSet``)."""
         return self._event.is_set()
 
     isSet = is_set
 
     def wait(self, timeout=None):
+        """Wait until the flag is set. Blocks the calling coroutine only.
+
+        :param timeout: seconds to wait at most; None: no limit.
+        :returns: True once set (at once if it is), False on timeout.
+        """
         if self._event.is_set():
             return True
         return bool(_runtime()._run_here(self._event.wait, _timeout(timeout)))
 
 
 class Semaphore(_Acquired):
-    """`ok = yield sem.acquire(blocking=True)`; `sem.release()`."""
+    """A counter that coroutines acquire and release.
+
+    :param value: how many acquisitions may be held at once.
+    :raises ValueError: for a negative value.
+
+    Call form: ``ok = yield sem.acquire()`` ... ``sem.release()``."""
 
     def __init__(self, value=1):
         if value < 0:
@@ -198,10 +245,19 @@ class Semaphore(_Acquired):
         self._sem = gevent.lock.Semaphore(value)
 
     def acquire(self, blocking=True, timeout=None):
+        """Take one unit, waiting for one if need be. Blocks the calling
+        coroutine only.
+
+        :param blocking: wait (True) or take one only if available.
+        :param timeout: seconds to wait at most; None or -1: no limit.
+        :returns: True once taken; False if not blocking or on timeout.
+        :raises WrongContextError: when not called from a coroutine.
+        """
         _caller('Semaphore.acquire')
         return self._sem.acquire(blocking, _timeout(timeout) if blocking else None)
 
     def release(self):
+        """Give one unit back; may be called from any thread."""
         rt = _runtime()
         if _get_ident() != rt._tid:
             rt._call_threadsafe(self._sem.release)
@@ -210,14 +266,18 @@ class Semaphore(_Acquired):
 
 
 class AsyncThreadPool:
-    """Run blocking functions in `num_threads` OS threads:
-    `result = yield pool.async_task(func, *args, **kwargs)` blocks only the
-    calling coroutine and returns func's result or raises its exception.
+    """Runs blocking functions in OS threads, so that coroutines wait for
+    them without blocking each other.
 
-    The threads start at once and do not hold up the interpreter's exit (as
-    the original's): a coroutine that runs while the program exits (after the
-    main program's last line) can still use the pool, which a
-    concurrent.futures executor refuses by then."""
+    :param num_threads: how many threads (at least 1); they start at once.
+    :raises ValueError: for fewer than 1.
+
+    The threads do not hold up the interpreter's exit (as asyncoro's): a
+    coroutine that runs while the program exits (after the main program's
+    last line) can still use the pool, which a concurrent.futures executor
+    refuses by then.
+
+    Call form: ``result = yield pool.async_task(func, arg)``."""
 
     def __init__(self, num_threads):
         if not isinstance(num_threads, int) or num_threads < 1:
@@ -250,6 +310,13 @@ class AsyncThreadPool:
             ended.release()
 
     def async_task(self, target, *args, **kwargs):
+        """Run ``target(*args, **kwargs)`` in a pool thread and wait for it.
+        Blocks the calling coroutine only (called from a thread, blocks that
+        thread).
+
+        :returns: what `target` returns.
+        :raises: what `target` raises; RuntimeError if the pool was stopped.
+        """
         if self._stopped:
             raise RuntimeError('this AsyncThreadPool was stopped (join/terminate)')
         outcome = []
@@ -277,7 +344,8 @@ class AsyncThreadPool:
         raise value
 
     def join(self):
-        """For threads: wait until the queued tasks are done; stop the pool."""
+        """For threads: wait until the queued tasks are done, and stop the
+        pool."""
         self._stop()
         for ended in self._ended:
             ended.acquire()
@@ -304,9 +372,13 @@ class AsyncThreadPool:
 
 
 class AsyncDBCursor:
-    """A DB-API cursor whose `execute`, `executemany` and `callproc` run in
-    an AsyncThreadPool, one at a time per cursor: `yield cur.execute(q, a)`.
-    Other attributes are the wrapped cursor's."""
+    """A DB-API cursor whose queries run in a thread pool, one at a time per
+    cursor. Other attributes are the wrapped cursor's.
+
+    :param thread_pool: the AsyncThreadPool to run the queries in.
+    :param cursor: the DB-API cursor.
+
+    Call form: ``yield cur.execute(query, args)``, then ``cur.fetchall()``."""
 
     def __init__(self, thread_pool, cursor):
         self._pool = thread_pool
@@ -318,14 +390,21 @@ class AsyncDBCursor:
             return self._pool.async_task(method, *args)
 
     def execute(self, query, args=None):
+        """The cursor's ``execute(query[, args])``, in the pool. Blocks the
+        calling coroutine only.
+
+        :returns: what the cursor's execute returns.
+        """
         if args is None:
             return self._run(self._cursor.execute, query)
         return self._run(self._cursor.execute, query, args)
 
     def executemany(self, query, args):
+        """The cursor's ``executemany(query, args)``, in the pool."""
         return self._run(self._cursor.executemany, query, args)
 
     def callproc(self, proc, args=()):
+        """The cursor's ``callproc(proc, args)``, in the pool."""
         return self._run(self._cursor.callproc, proc, args)
 
     def __getattr__(self, name):
