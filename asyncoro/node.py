@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 
 
 def avail_info(location, path):
-    """What this node has free now, as DiscoroNodeAvailInfo."""
+    """What this node has free now, as DiscoroNodeAvailInfo, with the CPU %
+    and resident memory of each of its server processes (`processes`)."""
     try:
         import psutil
     except ImportError:     # figures unknown without psutil
@@ -56,7 +57,49 @@ def avail_info(location, path):
     return DiscoroNodeAvailInfo(location, 100.0 - psutil.cpu_percent(),
                                 psutil.virtual_memory().available,
                                 psutil.disk_usage(path).free,
-                                100.0 - psutil.swap_memory().percent)
+                                100.0 - psutil.swap_memory().percent,
+                                _server_processes(psutil, location))
+
+
+# pid -> psutil.Process of a server process: kept from one report to the next,
+# because cpu_percent() measures since the previous call on the same object
+_MEASURED = {}
+
+
+def _server_processes(psutil, location):
+    """[{'location', 'pid', 'cpu', 'rss'}] of this node's server processes.
+
+    The servers are descendants of this process (node -> zygote ->
+    computation -> servers) and each listens on its own TCP port: a
+    descendant's listening socket of lowest descriptor (its runtime opened
+    it first) names the server's Location. The zygote and the computation
+    process listen on nothing and are not counted."""
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return None
+    found = []
+    for child in children:
+        try:
+            listing = getattr(child, 'net_connections', None) or child.connections  # psutil < 6
+            listening = [conn for conn in listing(kind='tcp')
+                         if conn.status == psutil.CONN_LISTEN and conn.laddr]
+            if not listening:
+                continue
+            port = min(listening, key=lambda conn: conn.fd if conn.fd >= 0 else 1 << 30).laddr[1]
+            measured = _MEASURED.get(child.pid)
+            first = measured is None or measured.create_time() != child.create_time()
+            if first:
+                measured = _MEASURED[child.pid] = child
+            cpu = measured.cpu_percent(None)
+            found.append({'location': type(location)(location.addr, port), 'pid': child.pid,
+                          'cpu': None if first else cpu, 'rss': measured.memory_info().rss})
+        except psutil.Error:    # it ended (or hides) between the listing and the reading
+            continue
+    alive = {entry['pid'] for entry in found}
+    for pid in [pid for pid in _MEASURED if pid not in alive]:
+        del _MEASURED[pid]
+    return found
 
 
 class _Computation:

@@ -61,24 +61,33 @@ class DiscoroNodeAvailInfo:
     """What a node has free: `cpu` (percent of CPU idle), `memory` (bytes
     available), `disk` (bytes free where the node keeps files), `swap`
     (percent of swap free); `location` is the node process's Location. The
-    figures are None where psutil cannot tell."""
+    figures are None where psutil cannot tell.
 
-    __slots__ = ('location', 'cpu', 'memory', 'disk', 'swap')
+    `processes` (optional, None when not measured): one dict per server
+    process the node runs, `{'location': the server's Location, 'pid',
+    'cpu': percent of one CPU used since the node's last report (None at the
+    first), 'rss': resident bytes}`; the web monitor shows them."""
 
-    def __init__(self, location, cpu, memory, disk, swap):
+    __slots__ = ('location', 'cpu', 'memory', 'disk', 'swap', 'processes')
+
+    def __init__(self, location, cpu, memory, disk, swap, processes=None):
         self.location = location
         self.cpu = cpu
         self.memory = memory
         self.disk = disk
         self.swap = swap
+        self.processes = processes
 
     def __reduce__(self):
-        return (DiscoroNodeAvailInfo, (self.location, self.cpu, self.memory, self.disk,
-                                       self.swap))
+        args = (self.location, self.cpu, self.memory, self.disk, self.swap)
+        if self.processes is not None:      # five arguments otherwise, as before
+            args += (self.processes,)
+        return (DiscoroNodeAvailInfo, args)
 
     def __repr__(self):
-        return ('DiscoroNodeAvailInfo(%s, cpu=%s, memory=%s, disk=%s, swap=%s)'
-                % (self.location, self.cpu, self.memory, self.disk, self.swap))
+        return ('DiscoroNodeAvailInfo(%s, cpu=%s, memory=%s, disk=%s, swap=%s%s)'
+                % (self.location, self.cpu, self.memory, self.disk, self.swap,
+                   '' if self.processes is None else ', %d processes' % len(self.processes)))
 
 
 class DiscoroNodeInfo(collections.namedtuple('DiscoroNodeInfo',
