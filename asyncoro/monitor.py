@@ -1,27 +1,38 @@
 """asyncoro.monitor: what the web monitor knows of a discoro computation.
 
 What it owns: `Monitor`, the state of one computation (its nodes with their
-load over time, its servers, the coroutines running on each and the ones
-that ended) built from the status messages a scheduler sends,
-and the plain-data views of it that asyncoro.httpd serves as JSON; also the
-monitor's settings (poll interval, whether arguments are shown).
+load over time, its servers with their processes' CPU and memory, its jobs
+running and ended, the failures, the throughput over time, and counters
+that outlive computations for /metrics) built from the status messages a
+scheduler sends, and the plain-data views of it that asyncoro.httpd serves
+as JSON; also the monitor's settings (poll interval, whether arguments are
+shown).
 
 How it works:
 
 - `update(msg)` takes one message: DiscoroStatus for nodes, servers, jobs
   (CoroCreated) and the computation; MonitorException for a job's end;
-  DiscoroNodeAvailInfo for a node's load. A job's CoroCreated and its end
-  come from different senders, so an end may come first: it is kept until
-  the job appears. Coroutine ids are reused once a coroutine ended, so a
-  job is known by `str(coro)` only while it runs.
+  DiscoroNodeAvailInfo for a node's load (a pulse). A job's CoroCreated and
+  its end come from different senders, so an end may come first: it is kept
+  until the job appears. `str(rcoro)` names one job for the life of its
+  server process (ids are never reused).
+- A job is running, finished, failed (its exception), terminated (from a
+  page of this monitor: the end itself looks like a normal one) or lost (its
+  server or node died, or the computation closed under it: the end is
+  (Scheduler.ServerClosed, DiscoroJobLost)). A node or server is starting,
+  up, closed or lost: a server that disconnected, or whose jobs were lost
+  because its process died, is lost, and so is a node that closes after one
+  of its servers was lost. The computation closing closes what is still up.
 - Attached to a shared scheduler (the httpd.py program), the state starts
   from the scheduler's snapshot (`Snapshot`); messages that overtake the
   snapshot are held until it is applied, so none is applied to a state older
-  than itself. A new computation (ComputationScheduled) starts a clean slate.
+  than itself. A new computation (ComputationScheduled) starts a clean slate;
+  only the per-node counters for /metrics (`totals`) carry on.
 - It is not thread-safe: one thread (the runtime's hub) owns it.
 """
 
 import collections
+import itertools
 import logging
 import time
 
@@ -34,19 +45,39 @@ __all__ = []
 log = logging.getLogger(__name__)
 
 HISTORY = 720           # availability samples kept per node (2 hours at 10 s pulses)
-RECENT = 25             # finished coroutines listed per server
-ENDED = 20000           # finished coroutines remembered (to say "already finished")
-MAX_TEXT = 400          # characters of one argument shown
+RECENT = 25             # ended jobs listed per server
+RECENT_JOBS = 2000      # ended jobs kept for the search (failures are kept apart)
+FAILURES = 100          # failed and lost jobs kept, by default
+ENDED = 20000           # ends remembered (to say "already finished" to a terminate)
+MAX_TEXT = 400          # characters of one argument shown in full
+LIST_TEXT = 120         # characters of a job's arguments in lists (the rest on demand)
+MAX_DETAIL = 8000       # characters of a traceback or cause kept
+BARS = 120              # throughput intervals kept; older ones merge two by two
 POLL_MIN, POLL_MAX = 1, 3600
+LOST_WITH = 10          # seconds: a node that closes this soon after a server of it was lost is lost
 
-_NODE_STATUS = {Scheduler.NodeDiscovered: 'Discovered', Scheduler.NodeInitialized: 'Initialized',
-                Scheduler.NodeClosed: 'Closed', Scheduler.NodeIgnore: 'Ignore',
-                Scheduler.NodeDisconnected: 'Disconnected'}
-_SERVER_STATUS = {Scheduler.ServerDiscovered: 'Discovered',
-                  Scheduler.ServerInitialized: 'Initialized',
-                  Scheduler.ServerClosed: 'Closed', Scheduler.ServerIgnore: 'Ignore',
-                  Scheduler.ServerDisconnected: 'Disconnected'}
-_GONE = ('Closed', 'Disconnected', 'Ignore')
+# job states
+RUNNING, FINISHED, FAILED, TERMINATED, LOST = ('running', 'finished', 'failed', 'terminated',
+                                               'lost')
+JOB_STATES = (RUNNING, FINISHED, FAILED, TERMINATED, LOST)
+# node and server states
+STARTING, UP, CLOSED = 'starting', 'up', 'closed'
+
+# the original's status words (its endpoints keep them) and the state each means
+_NODE_STATUS = {Scheduler.NodeDiscovered: ('Discovered', STARTING),
+                Scheduler.NodeInitialized: ('Initialized', UP),
+                Scheduler.NodeClosed: ('Closed', CLOSED),
+                Scheduler.NodeIgnore: ('Ignore', CLOSED),
+                Scheduler.NodeDisconnected: ('Disconnected', LOST)}
+_SERVER_STATUS = {Scheduler.ServerDiscovered: ('Discovered', STARTING),
+                  Scheduler.ServerInitialized: ('Initialized', UP),
+                  Scheduler.ServerClosed: ('Closed', CLOSED),
+                  Scheduler.ServerIgnore: ('Ignore', CLOSED),
+                  Scheduler.ServerDisconnected: ('Disconnected', LOST)}
+_DOWN = (CLOSED, LOST)
+_STATUS_OF = {CLOSED: 'Closed', LOST: 'Disconnected'}
+# words in a lost job's cause that say its server's process or node died (else it was closed)
+_DIED = ('died', 'went away', 'connection was lost', 'no pulse')
 
 
 class BadRequest(ValueError):
@@ -55,14 +86,19 @@ class BadRequest(ValueError):
 
 # ---------------------------------------------------------------- state
 
+_epochs = itertools.count(1)
+
+
 class _Node:
-    __slots__ = ('addr', 'name', 'status', 'platform', 'cpus', 'avail', 'history', 'servers',
-                 'submitted', 'done', 'update_time', 'seq')
+    __slots__ = ('addr', 'name', 'status', 'state', 'platform', 'cpus', 'avail', 'history',
+                 'servers', 'submitted', 'done', 'update_time', 'seq', 'last_report', 'cause',
+                 'down_time', 'epoch', 'lost_server', 'counts')
 
     def __init__(self, addr):
         self.addr = addr
         self.name = addr
-        self.status = None
+        self.status = None                  # the original's word
+        self.state = STARTING
         self.platform = ''
         self.cpus = 0
         self.avail = None                   # the latest (cpu, memory, disk, swap)
@@ -72,27 +108,38 @@ class _Node:
         self.done = 0
         self.update_time = time.time()
         self.seq = 0
+        self.last_report = None             # when its last figures came
+        self.cause = None                   # why it is lost
+        self.down_time = None               # when it closed or was lost
+        self.epoch = next(_epochs)          # a page's history of an older record is dropped
+        self.lost_server = None             # (cause, when) one of its servers was lost
+        self.counts = dict.fromkeys(JOB_STATES[1:], 0)    # jobs ended here, by how
 
 
 class _Server:
-    __slots__ = ('location', 'node', 'status', 'jobs', 'submitted', 'done', 'recent',
-                 'update_time')
+    __slots__ = ('location', 'node', 'status', 'state', 'jobs', 'submitted', 'done', 'recent',
+                 'update_time', 'cause', 'down_time', 'process')
 
     def __init__(self, location, node):
         self.location = location            # str(Location)
         self.node = node
         self.status = None
+        self.state = STARTING
         self.jobs = {}                      # str(rcoro) -> _Job, the running ones
         self.submitted = 0
         self.done = 0
-        self.recent = collections.deque(maxlen=RECENT)   # dicts of finished coroutines
+        self.recent = collections.deque(maxlen=RECENT)   # _Jobs that ended here, newest first
         self.update_time = time.time()
+        self.cause = None
+        self.down_time = None
+        self.process = None                 # {'pid', 'cpu', 'rss', 'time'} from the last pulse
 
 
 class _Job:
-    __slots__ = ('coro', 'key', 'name', 'args', 'kwargs', 'start_time')
+    __slots__ = ('coro', 'key', 'name', 'args', 'kwargs', 'start_time', 'server', 'node',
+                 'state', 'end_time', 'error', 'detail', '_text')
 
-    def __init__(self, info):
+    def __init__(self, info, server):
         self.coro = info.coro
         self.key = str(info.coro)
         self.name = getattr(info.coro, 'name', '') or ''
@@ -100,6 +147,62 @@ class _Job:
         self.kwargs = info.kwargs if isinstance(info.kwargs, dict) else {}
         self.start_time = info.start_time if isinstance(info.start_time, (int, float)) \
             else time.time()
+        self.server = server.location
+        self.node = server.node.addr
+        self.state = RUNNING
+        self.end_time = None
+        self.error = None                   # failed: 'ExcType: message'; lost: the cause
+        self.detail = None                  # failed: the traceback text, when it came
+        self._text = None
+
+    def texts(self):
+        """(arguments, keyword arguments) as text, each argument shortened
+        to MAX_TEXT; made once, on first need (str() of user objects)."""
+        if self._text is None:
+            self._text = (', '.join(_text(arg) for arg in self.args),
+                          ', '.join('%s=%s' % (key, _text(value))
+                                    for key, value in self.kwargs.items()))
+        return self._text
+
+    def end(self, state, end_time, error=None, detail=None):
+        self.state = state
+        self.end_time = end_time
+        self.error = error
+        self.detail = detail
+        self.coro = None                    # the reference is of no use once it ended
+
+
+class _Throughput:
+    """Jobs started, finished, failed, terminated and lost per interval since
+    the computation began; at most BARS intervals, which double in width
+    (two merged into one) when time runs past them."""
+
+    KINDS = ('started',) + JOB_STATES[1:]
+
+    def __init__(self, start=None):
+        self.start = start
+        self.width = 1.0
+        self.counts = {kind: [] for kind in self.KINDS}
+
+    def add(self, kind, when):
+        if self.start is None:
+            self.start = when
+        index = max(int((when - self.start) // self.width), 0)
+        while index >= BARS:
+            for kind_counts in self.counts.values():
+                kind_counts[:] = [sum(kind_counts[i:i + 2]) for i in range(0, len(kind_counts), 2)]
+            self.width *= 2
+            index = max(int((when - self.start) // self.width), 0)
+        counts = self.counts[kind]
+        if len(counts) <= index:
+            counts.extend([0] * (index + 1 - len(counts)))
+        counts[index] += 1
+
+    def view(self):
+        size = max([len(counts) for counts in self.counts.values()] + [0])
+        return dict({kind: counts + [0] * (size - len(counts))
+                     for kind, counts in self.counts.items()},
+                    start=self.start, width=self.width)
 
 
 class Snapshot:
@@ -113,42 +216,77 @@ class Snapshot:
         self.full = full
 
 
-def _text(obj):
+def _text(obj, limit=MAX_TEXT):
     """str(obj) for the page: shortened, and never an exception."""
     try:
         text = str(obj)
     except Exception as exc:        # a user class whose __str__ fails: say so, go on
         text = '<%s: str() failed: %s>' % (type(obj).__name__, exc)
-    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT - 1] + '\u2026'
+    return text if len(text) <= limit else text[:limit - 1] + '\u2026'
 
 
-def _ended_how(kind, value):
+def _cut(text, limit=LIST_TEXT):
+    return text if len(text) <= limit else text[:limit - 1] + '\u2026'
+
+
+def _how_ended(kind, value):
+    """(state, error, detail) of a job's end (kind, value)."""
     if kind is StopIteration:
-        return 'finished'
+        return FINISHED, None, None
     if kind == Scheduler.ServerClosed:
-        return 'server closed'
+        cause = getattr(value, 'cause', None)
+        if not isinstance(cause, str):
+            cause = 'its server closed' if value is None else _text(value)
+        return LOST, _text(cause), None
     name = getattr(kind, '__name__', None) or _text(kind)
-    return 'failed: %s: %s' % (name, _text(value)) if value is not None else 'failed: ' + name
+    if value is None or isinstance(value, type):    # the exception could not travel: its type did
+        error = name
+    else:
+        message = _text(value)
+        error = '%s: %s' % (name, message) if message else name
+    return FAILED, error, _traceback_text(value)
+
+
+def _traceback_text(exc):
+    """The remote traceback an exception carries, if any: a `traceback`
+    text (the package's Failure) or notes added to it; else None."""
+    text = getattr(exc, 'traceback', None)
+    if not isinstance(text, str):
+        notes = getattr(exc, '__notes__', None)
+        text = '\n'.join(note for note in notes if isinstance(note, str)) \
+            if isinstance(notes, list) else None
+    if not text:
+        return None
+    return text if len(text) <= MAX_DETAIL else '\u2026' + text[-MAX_DETAIL + 1:]
+
+
+def _rounded(value, digits=1):
+    return round(value, digits) if isinstance(value, float) else value
 
 
 class Monitor:
-    """What the pages show: nodes, servers and running coroutines of one
-    computation, built from its status messages. Used in one thread only
-    (the runtime's hub)."""
+    """What the pages show of one computation, built from its status
+    messages (see the module docstring). Used in one thread only (the
+    runtime's hub). `max_failures`: how many failed and lost jobs are kept."""
 
-    def __init__(self, poll_sec=10, show_coro_args=True):
+    def __init__(self, poll_sec=10, show_coro_args=True, max_failures=FAILURES):
         self.poll_sec = poll_sec
         self.show_coro_args = bool(show_coro_args)
         self.mode = 'client'
         self.scheduler = None           # standalone: where the scheduler is, or None
         # ids are str: they are 64-bit, more than a JavaScript number holds exactly
-        self.computation = None         # {'id', 'client', 'status', 'since'}
+        self.computation = None         # {'id', 'client', 'status', 'since', 'closed'}
         self.queue = []                 # standalone: [{'id', 'client'}] waiting their turn
         self.nodes = {}                 # addr -> _Node
         self.servers = {}               # str(Location) -> _Server
-        self.ended = collections.OrderedDict()   # str(rcoro) -> {'how', 'end_time'}
-        self.early = collections.OrderedDict()   # the same, of ends that came before creation
+        self.recent = collections.OrderedDict()     # str(rcoro) -> _Job that ended (search)
+        self.failures = collections.deque(maxlen=max(int(max_failures), 1))  # newest last
+        self.ended = collections.OrderedDict()      # str(rcoro) -> (state, end_time)
+        self.early = collections.OrderedDict()      # ends that came before creation
         self.terminating = set()        # str(rcoro) of the running ones terminated from a page
+        self.throughput = _Throughput()
+        # addr -> {state or 'submitted': count}, for /metrics: never reset
+        self.totals = collections.OrderedDict()
         self.seq = 0                    # bumped at every change of a node
         self.reset_seq = 0              # the seq at the last reset: older cursors see all
         self.held = None                # messages that came before the awaited snapshot
@@ -175,35 +313,76 @@ class Monitor:
 
     def _status(self, status, info):
         if status in _NODE_STATUS and isinstance(info, DiscoroNodeInfo):
-            node = self._node(info.addr)
-            node.name = info.name or info.addr
-            node.platform = info.platform or ''
-            node.cpus = info.cpus or 0
-            node.status = _NODE_STATUS[status]
-            if info.avail_info is not None:
-                self._sample(node, info.avail_info)
-            self._touch(node)
+            self._node_status(status, info)
         elif status in _SERVER_STATUS and isinstance(info, Location):
-            server = self._server(info)
-            server.status = _SERVER_STATUS[status]
-            server.update_time = time.time()
-            if server.status in _GONE:
-                for job in list(server.jobs.values()):
-                    self._end(job.key, 'server closed')
-            self._touch(server.node)
+            self._server_status(status, info)
         elif status == Scheduler.CoroCreated and isinstance(info, DiscoroCoroInfo):
             self._job_created(info)
         elif status == Scheduler.ComputationClosed:
-            if self.computation is not None:
-                self.computation['status'] = 'closed'
+            self._closed()
         elif status == Scheduler.ComputationScheduled and isinstance(info, tuple) \
                 and len(info) == 2:
             self._reset()
             self.computation = {'id': str(info[0]), 'client': _text(info[1]), 'status': 'running',
-                                'since': time.time()}
+                                'since': time.time(), 'closed': None}
+            self.throughput = _Throughput(self.computation['since'])
             self.queue = [entry for entry in self.queue if entry['id'] != str(info[0])]
         else:
             log.debug('monitor: status %s with %.200r ignored', status, info)
+
+    def _node_status(self, status, info):
+        node = self._node(info.addr)
+        node.name = info.name or info.addr
+        node.platform = info.platform or ''
+        node.cpus = info.cpus or 0
+        word, state = _NODE_STATUS[status]
+        if state in (STARTING, UP):
+            node.cause = node.down_time = node.lost_server = None
+        elif state == CLOSED and node.lost_server and \
+                time.time() - node.lost_server[1] < LOST_WITH:
+            state, node.cause = LOST, node.lost_server[0]   # it went with its servers
+        elif state == LOST:
+            node.cause = node.lost_server[0] if node.lost_server else 'its connection was lost'
+        node.status, node.state = _STATUS_OF.get(state, word), state
+        if state in _DOWN:
+            node.down_time = time.time()
+        if info.avail_info is not None and state not in _DOWN:
+            self._sample(node, info.avail_info)
+        self._touch(node)
+
+    def _server_status(self, status, location):
+        server = self._server(location)
+        word, state = _SERVER_STATUS[status]
+        if state in _DOWN:
+            for job in list(server.jobs.values()):      # the scheduler ends them first
+                self._end(job.key, LOST, 'its server %s' % ('was lost' if state == LOST
+                                                           else 'closed'))
+            if server.cause:                # a job of it was lost because its process died
+                state = LOST
+            elif state == LOST:
+                server.cause = 'its connection was lost'
+            server.down_time = time.time()
+            if state == LOST:
+                server.node.lost_server = (server.cause, time.time())
+        else:
+            server.cause = server.down_time = None
+        server.status, server.state = _STATUS_OF.get(state, word), state
+        server.update_time = time.time()
+        self._touch(server.node)
+
+    def _closed(self):
+        """The computation closed: what is still up closes with it."""
+        now = time.time()
+        if self.computation is not None:
+            self.computation['status'] = 'closed'
+            self.computation['closed'] = now
+        for server in self.servers.values():
+            if server.state not in _DOWN:
+                server.status, server.state, server.down_time = 'Closed', CLOSED, now
+        for node in self.nodes.values():
+            if node.state not in _DOWN:
+                node.status, node.state, node.down_time = 'Closed', CLOSED, now
+            self._touch(node)
 
     def _node(self, addr):
         node = self.nodes.get(addr)
@@ -226,13 +405,28 @@ class Monitor:
         node.seq = self.seq
         node.update_time = time.time()
 
+    def _total(self, addr, kind):
+        totals = self.totals.get(addr)
+        if totals is None:
+            totals = self.totals[addr] = dict.fromkeys(('submitted',) + JOB_STATES[1:], 0)
+        totals[kind] += 1
+
     def _sample(self, node, avail):
         figures = (avail.cpu, avail.memory, avail.disk, avail.swap)
         node.avail = figures
         now = time.time()
+        node.last_report = now
         if node.history and now - node.history[-1][0] < 1:
             node.history.pop()          # one node status carries the same figures as the last
         node.history.append((now,) + figures)
+        for entry in getattr(avail, 'processes', None) or ():
+            try:
+                server = node.servers.get(str(entry['location']))
+                if server is not None:
+                    server.process = {'pid': entry.get('pid'), 'cpu': entry.get('cpu'),
+                                      'rss': entry.get('rss'), 'time': now}
+            except (TypeError, KeyError, AttributeError):
+                log.debug('monitor: process figures %.200r of node %s ignored', entry, node.addr)
         self._touch(node)
 
     def _job_created(self, info):
@@ -241,70 +435,83 @@ class Monitor:
             log.debug('monitor: coroutine %s has no location; ignored', info.coro)
             return
         server = self._server(location)
-        if server.status is None:
-            server.status = 'Initialized'
-        job = _Job(info)
-        if job.key in server.jobs:
-            return
+        if server.state == STARTING:
+            server.status, server.state = 'Initialized', UP
+        key = str(info.coro)
+        if key in server.jobs or key in self.ended:
+            return                      # told twice (a snapshot and its news)
+        job = _Job(info, server)
         server.submitted += 1
         server.node.submitted += 1
-        self.ended.pop(job.key, None)   # ids are reused once a coroutine ended
-        ended = self.early.pop(job.key, None)
+        self._total(server.node.addr, 'submitted')
+        self.throughput.add('started', job.start_time)
+        server.jobs[key] = job
+        ended = self.early.pop(key, None)
         if ended is not None:           # its end came first (they come from two senders)
-            self.ended[job.key] = ended
-            server.done += 1
-            server.node.done += 1
-            server.recent.appendleft(self._finished(job, ended))
+            self._end(key, *ended)
         else:
-            server.jobs[job.key] = job
-        self._touch(server.node)
+            self._touch(server.node)
 
     def _job_ended(self, msg):
         if len(msg.args) < 2 or not isinstance(msg.args[1], tuple) or len(msg.args[1]) != 2:
             log.debug('monitor: malformed %r ignored', msg)
             return
         kind, value = msg.args[1]
-        self._end(str(msg.args[0]), _ended_how(kind, value))
+        state, error, detail = _how_ended(kind, value)
+        if state == LOST and any(word in error for word in _DIED):
+            location = getattr(value, 'server', None)
+            server = self.servers.get(str(location)) if location is not None else None
+            if server is not None and server.state not in _DOWN:
+                server.cause = error    # its ServerClosed that follows means it was lost
+        self._end(str(msg.args[0]), state, error, detail)
 
-    def _end(self, key, how):
+    def _end(self, key, state, error=None, detail=None, end_time=None):
         if key in self.terminating:
             self.terminating.discard(key)
-            if how == 'finished':       # a terminated coroutine ends like a finished one
-                how = 'terminated'
-        ended = {'how': how, 'end_time': time.time()}
+            if state == FINISHED:       # a terminated coroutine ends like a finished one
+                state = TERMINATED
+        end_time = end_time or time.time()
         for server in self.servers.values():
             job = server.jobs.pop(key, None)
             if job is not None:
-                self._remember(self.ended, key, ended)
-                server.done += 1
-                server.node.done += 1
-                server.recent.appendleft(self._finished(job, ended))
-                self._touch(server.node)
-                return
-        self._remember(self.early, key, ended)
+                break
+        else:
+            self._remember(self.early, key, (state, error, detail, end_time))
+            return
+        job.end(state, end_time, error, detail)
+        self._remember(self.ended, key, (state, end_time))
+        self._remember(self.recent, key, job, RECENT_JOBS)
+        if state in (FAILED, LOST):
+            self.failures.append(job)
+        server.done += 1
+        server.node.done += 1
+        server.node.counts[state] += 1
+        server.recent.appendleft(job)
+        self._total(server.node.addr, state)
+        self.throughput.add(state, end_time)
+        self._touch(server.node)
 
     @staticmethod
-    def _remember(table, key, ended):
-        table[key] = ended
+    def _remember(table, key, value, size=ENDED):
+        table[key] = value
         table.move_to_end(key)
-        while len(table) > ENDED:
+        while len(table) > size:
             table.popitem(last=False)
-
-    def _finished(self, job, ended):
-        return {'coro': job.key, 'name': job.name, 'start_time': job.start_time,
-                'end_time': ended['end_time'], 'how': ended['how']}
 
     def _reset(self):
         self.nodes.clear()
         self.servers.clear()
+        self.recent.clear()
+        self.failures.clear()
         self.ended.clear()
         self.early.clear()
         self.terminating.clear()
+        self.throughput = _Throughput()
         self.seq += 1
         self.reset_seq = self.seq
 
     def _snapshot(self, answer, full):
-        """Apply the scheduler's `watch` answer (API of _SchedulerService.on_watch)."""
+        """Apply the scheduler's `watch` answer (API of the scheduler's watch)."""
         queue = answer.get('queue') or []
         current = answer.get('computation')
         self.queue = [{'id': str(comp_id), 'client': _text(client)} for comp_id, client in queue
@@ -316,7 +523,7 @@ class Monitor:
             self.computation = None
         else:
             self.computation = {'id': str(current), 'client': _text(answer.get('client')),
-                                'status': 'running', 'since': None}
+                                'status': 'running', 'since': None, 'closed': None}
         for info in answer.get('nodes') or []:
             self._status(Scheduler.NodeInitialized, info)
         for location in answer.get('servers') or []:
@@ -327,7 +534,7 @@ class Monitor:
         for msg in held:
             self.update(msg)
 
-    # ---------------- views (plain data, for JSON)
+    # ---------------- settings
 
     def settings(self):
         return {'poll_sec': self.poll_sec, 'show_coro_args': self.show_coro_args}
@@ -352,33 +559,69 @@ class Monitor:
             self.show_coro_args = show_coro_args
         return self.settings()
 
-    def _node_summary(self, node):
+    # ---------------- views (plain data, for JSON)
+
+    @staticmethod
+    def _pulse_interval(node):
+        """How often the node reports, from its last samples (None if unknown)."""
+        times = [sample[0] for sample in list(node.history)[-6:]]
+        gaps = sorted(b - a for a, b in zip(times, times[1:]))
+        return gaps[len(gaps) // 2] if gaps else None
+
+    def _node_summary(self, node, now):
+        """A node as the original's /cluster_status gave it (name, addr,
+        status, servers, update_time, coros_submitted, coros_done,
+        avail_info), and what this monitor adds."""
         running = sum(len(server.jobs) for server in node.servers.values())
         avail = None
         if node.avail:
             cpu, memory, disk, swap = node.avail
-            avail = {'cpu': cpu, 'memory': memory, 'disk': disk, 'swap': swap}
-        return {'ip_addr': node.addr, 'name': node.name, 'status': node.status,
-                'servers': sum(1 for s in node.servers.values() if s.status not in _GONE),
-                'coros_submitted': node.submitted, 'coros_done': node.done,
-                'coros_running': running, 'update_time': node.update_time,
-                'avail_info': avail}
+            avail = {'location': None, 'cpu': _rounded(cpu), 'memory': memory, 'disk': disk,
+                     'swap': _rounded(swap)}
+        interval = self._pulse_interval(node)
+        age = now - node.last_report if node.last_report else None
+        return {'name': node.name, 'addr': node.addr, 'status': node.status,
+                'servers': sum(1 for s in node.servers.values() if s.state not in _DOWN),
+                'update_time': node.update_time, 'coros_submitted': node.submitted,
+                'coros_done': node.done, 'avail_info': avail,
+                # added by this monitor
+                'state': node.state, 'coros_running': running, 'cause': node.cause,
+                'coros_finished': node.counts[FINISHED], 'coros_failed': node.counts[FAILED],
+                'coros_terminated': node.counts[TERMINATED], 'coros_lost': node.counts[LOST],
+                'down_time': node.down_time, 'last_report': node.last_report,
+                'report_age': _rounded(age), 'pulse_interval': _rounded(interval),
+                'stale': bool(node.state == UP and age is not None and interval and
+                              age > 3 * interval + 1)}
 
     def node_list(self, since=None):
         """Summaries of the nodes changed after `since` (all when None)."""
         if since is not None and since < self.reset_seq:
             since = None
-        return [self._node_summary(node) for node in self.nodes.values()
+        now = time.time()
+        return [self._node_summary(node, now) for node in self.nodes.values()
                 if since is None or node.seq > since]
 
     def cluster(self):
         nodes = self.node_list()
+        counts = self.job_counts()
+        servers = sum(n['servers'] for n in nodes)
         return dict(self.settings(), mode=self.mode, scheduler=self.scheduler,
                     computation=self.computation, queue=self.queue, nodes=nodes,
                     coros_submitted=sum(n['coros_submitted'] for n in nodes),
                     coros_done=sum(n['coros_done'] for n in nodes),
-                    coros_running=sum(n['coros_running'] for n in nodes),
-                    servers=sum(n['servers'] for n in nodes), seq=self.seq, time=time.time())
+                    coros_running=counts[RUNNING], jobs=counts, servers=servers,
+                    throughput=self.throughput.view(),
+                    failures=[self._job_view(job) for job in list(self.failures)[-5:][::-1]],
+                    seq=self.seq, time=time.time())
+
+    def job_counts(self):
+        """{state: jobs} of this computation."""
+        counts = dict.fromkeys(JOB_STATES, 0)
+        for server in self.servers.values():
+            counts[RUNNING] += len(server.jobs)
+        for state, _end_time in self.ended.values():
+            counts[state] += 1
+        return counts
 
     def find_node(self, host):
         node = self.nodes.get(host)
@@ -386,45 +629,134 @@ class Monitor:
             node = next((n for n in self.nodes.values() if n.name == host), None)
         return node
 
-    def node_info(self, host):
-        """The node at address (or with name) `host` in detail, or None."""
+    def node_info(self, host, since=None, epoch=None, history=True):
+        """The node at address (or with name) `host` in detail, or None: the
+        original's /node_info fields and this monitor's. With `history`, its
+        load samples newer than `since` when `epoch` is the node record's (a
+        page's earlier poll), else all of them."""
         node = self.find_node(host)
         if node is None:
             return None
-        info = self._node_summary(node)
-        info.update(platform=node.platform, cpus=node.cpus, time=time.time(),
+        now = time.time()
+        info = self._node_summary(node, now)
+        full = since is None or epoch != node.epoch
+        # times go out rounded (to 10 ms) and come back so: compare them rounded
+        samples = [sample for sample in node.history if full or round(sample[0], 2) > since] \
+            if history else []
+        info.update(platform=node.platform, cpus=node.cpus, time=now, epoch=node.epoch,
                     poll_sec=self.poll_sec, show_coro_args=self.show_coro_args,
-                    history=[list(sample) for sample in node.history],
-                    servers=[{'location': server.location, 'status': server.status,
-                              'coros_submitted': server.submitted, 'coros_done': server.done,
-                              'coros_running': len(server.jobs),
-                              'update_time': server.update_time}
-                             for server in node.servers.values()])
+                    history_full=full,
+                    history=[[round(s[0], 2)] + [_rounded(v) for v in s[1:]] for s in samples],
+                    servers=[self._server_summary(server) for server in node.servers.values()])
         return info
 
-    def server_info(self, location, limit=0):
+    @staticmethod
+    def _server_summary(server):
+        process = server.process
+        return {'location': server.location, 'coros_submitted': server.submitted,
+                'coros_done': server.done, 'coros_running': len(server.jobs),
+                'update_time': server.update_time,
+                # added by this monitor
+                'status': server.status, 'state': server.state, 'cause': server.cause,
+                'down_time': server.down_time,
+                'cpu': _rounded(process['cpu']) if process else None,
+                'rss': process['rss'] if process else None,
+                'pid': process['pid'] if process else None}
+
+    def _job_view(self, job, full=False):
+        """A job for the pages: its arguments shortened to LIST_TEXT unless
+        `full` (then each to MAX_TEXT), hidden when arguments are not shown."""
+        view = {'coro': job.key, 'name': job.name, 'server': job.server, 'node': job.node,
+                'state': job.state, 'start_time': job.start_time, 'end_time': job.end_time,
+                'error': job.error, 'args': '', 'kwargs': '', 'cut': False}
+        if self.show_coro_args:
+            args, kwargs = job.texts()
+            if not full:
+                view['cut'] = len(args) > LIST_TEXT or len(kwargs) > LIST_TEXT
+                args, kwargs = _cut(args), _cut(kwargs)
+            view['args'], view['kwargs'] = args, kwargs
+        if full:
+            view['detail'] = job.detail
+        else:
+            view['has_detail'] = bool(job.detail)
+        return view
+
+    def server_info(self, location, limit=0, original=False):
         """The server at `location` ('addr:port') with its running coroutines
-        (at most `limit` of them when > 0), or None."""
+        (the oldest `limit` of them when > 0), or None. `original`: the
+        original's /server_info (arguments as str() of each, up to MAX_TEXT),
+        else this monitor's (shortened, with the jobs that ended here)."""
         server = self.servers.get(location)
         if server is None:
             return None
         jobs = sorted(server.jobs.values(), key=lambda job: job.start_time)
         shown = jobs[:limit] if limit > 0 else jobs
-        coros = []
-        for job in shown:
-            entry = {'coro': job.key, 'name': job.name, 'start_time': job.start_time,
-                     'args': '', 'kwargs': ''}
-            if self.show_coro_args:
-                entry['args'] = ', '.join(_text(arg) for arg in job.args)
-                entry['kwargs'] = ', '.join('%s=%s' % (key, _text(value))
-                                            for key, value in job.kwargs.items())
-            coros.append(entry)
-        return {'location': server.location, 'name': server.node.name,
-                'node': server.node.addr, 'status': server.status,
+        if original:
+            coros = []
+            for job in shown:
+                args, kwargs = job.texts() if self.show_coro_args else ('', '')
+                coros.append({'coro': job.key, 'name': job.name, 'args': args, 'kwargs': kwargs,
+                              'start_time': job.start_time})
+        else:
+            coros = [self._job_view(job) for job in shown]
+        info = {'location': server.location, 'status': server.status,
                 'coros_submitted': server.submitted, 'coros_done': server.done,
-                'coros_running': len(jobs), 'coros': coros, 'recent': list(server.recent),
-                'update_time': server.update_time, 'time': time.time(),
+                'coros': coros, 'update_time': server.node.update_time}
+        info.update(self._server_summary(server))
+        info.update(name=server.node.name, node=server.node.addr, node_state=server.node.state,
+                    time=time.time(), poll_sec=self.poll_sec,
+                    show_coro_args=self.show_coro_args)
+        if not original:
+            info['recent'] = [self._job_view(job) for job in server.recent]
+        return info
+
+    def jobs(self, query='', states=(), limit=100):
+        """Running and recently ended jobs (and the kept failures) whose id,
+        function name or argument text contains `query` (any case), in
+        `states` (all when empty), newest first: {'jobs': at most `limit`,
+        'matched': how many matched, 'counts': {state: matches ignoring the
+        state filter}, 'searched': how many were looked at}."""
+        query = (query or '').strip().lower()
+        bad = [state for state in states if state not in JOB_STATES]
+        if bad:
+            raise BadRequest('state must be one of %s, not %s' % (', '.join(JOB_STATES),
+                                                                  ', '.join(bad)))
+        seen = {}
+        for server in self.servers.values():
+            seen.update(server.jobs)
+        for job in itertools.chain(self.recent.values(), self.failures):
+            seen.setdefault(job.key, job)
+        counts = dict.fromkeys(JOB_STATES, 0)
+        matched = []
+        for job in seen.values():
+            if query and not self._matches(job, query):
+                continue
+            counts[job.state] += 1
+            if not states or job.state in states:
+                matched.append(job)
+        matched.sort(key=lambda job: job.end_time or job.start_time, reverse=True)
+        return {'jobs': [self._job_view(job) for job in matched[:max(limit, 0)]],
+                'matched': len(matched), 'counts': counts, 'searched': len(seen),
+                'max_failures': self.failures.maxlen, 'time': time.time(),
                 'poll_sec': self.poll_sec, 'show_coro_args': self.show_coro_args}
+
+    def _matches(self, job, query):
+        if query in job.key.lower() or query in job.name.lower():
+            return True
+        if job.error and query in job.error.lower():
+            return True
+        if self.show_coro_args:
+            args, kwargs = job.texts()
+            return query in args.lower() or query in kwargs.lower()
+        return False
+
+    def job(self, key):
+        """One job in full (arguments, error, traceback), or None."""
+        for server in self.servers.values():
+            if key in server.jobs:
+                return self._job_view(server.jobs[key], full=True)
+        job = self.recent.get(key) or next((j for j in self.failures if j.key == key), None)
+        return None if job is None else self._job_view(job, full=True)
 
     def terminate(self, keys):
         """Terminate the running coroutines named (`str(coro)`) in `keys`:
@@ -435,14 +767,15 @@ class Monitor:
             job = next((server.jobs[key] for server in self.servers.values()
                         if key in server.jobs), None)
             if job is not None:
-                if job.coro.terminate() == 0:
+                if key in self.terminating or job.coro.terminate() == 0:
                     self.terminating.add(key)
                     result['terminated'].append(key)
                 else:
                     result['failed'].append(key)
             elif key in self.ended or key in self.early:
                 ended = self.ended.get(key) or self.early[key]
-                result['finished'].append(dict(ended, coro=key))
+                result['finished'].append({'coro': key, 'how': ended[0], 'state': ended[0],
+                                           'end_time': ended[-1]})
             else:
                 result['unknown'].append(key)
         result['message'] = _terminate_message(result)
@@ -455,9 +788,7 @@ def _terminate_message(result):
         n = len(result['terminated'])
         parts.append('terminating %d coroutine%s' % (n, '' if n == 1 else 's'))
     for entry in result['finished']:
-        how = entry['how']
-        parts.append('%s already %s' % (entry['coro'], how if how in ('finished', 'terminated')
-                                        else 'ended (%s)' % how))
+        parts.append('%s already %s' % (entry['coro'], entry['state']))
     for key in result['failed']:
         parts.append('%s could not be reached to terminate it' % key)
     for key in result['unknown']:

@@ -52,7 +52,7 @@ def output(lines):
 
 def node_counts(base):
     nodes = json.loads(http(base + '/cluster_status')[2])
-    return [(n['ip_addr'], n['coros_submitted'], n['coros_done'], n['coros_running'])
+    return [(n['addr'], n['coros_submitted'], n['coros_done'], n['coros_running'])
             for n in nodes]
 
 

@@ -22,6 +22,7 @@ from conftest import ROOT, free_udp_port, read_line, wait_until
 
 import asyncoro.httpd as httpd
 import asyncoro.monitor as monitor_module
+import asyncoro.webapp as webapp
 from asyncoro import MonitorException
 from asyncoro.discoro import (DiscoroCoroInfo, DiscoroNodeAvailInfo, DiscoroNodeInfo,
                               DiscoroStatus, Scheduler)
@@ -53,8 +54,9 @@ class Unprintable:
         raise RuntimeError('no text for you')
 
 
-def call(app, method, path, body=None, content_type=None, cookie=None):
-    """(status code, headers dict, body text) of one request to a WSGI app."""
+def call(app, method, path, body=None, content_type=None, cookie=None, headers=None):
+    """(status code, headers dict, body text) of one request to a WSGI app;
+    `headers` {name: value} are added to the request's."""
     path, _, query = path.partition('?')
     data = body.encode() if isinstance(body, str) else (body or b'')
     environ = {'REQUEST_METHOD': method, 'PATH_INFO': urllib.parse.unquote(path),
@@ -68,6 +70,8 @@ def call(app, method, path, body=None, content_type=None, cookie=None):
         environ['CONTENT_TYPE'] = content_type
     if cookie:
         environ['HTTP_COOKIE'] = cookie
+    for name, value in (headers or {}).items():
+        environ['HTTP_' + name.upper().replace('-', '_')] = value
     started = []
     chunks = app(environ, lambda status, headers, exc_info=None: started.append((status, headers)))
     text = b''.join(chunks)
@@ -84,11 +88,15 @@ def get_json(app, path):
     return json.loads(text)
 
 
-def post(app, path, form=None, data=None):
+def post(app, path, form=None, data=None, headers=None):
+    """A POST as the monitor's own pages send it (with their token), unless
+    `headers` says otherwise."""
+    if headers is None:
+        headers = {webapp.TOKEN_HEADER: app.guard.token}
     if data is not None:
-        return call(app, 'POST', path, json.dumps(data), 'application/json')
+        return call(app, 'POST', path, json.dumps(data), 'application/json', headers=headers)
     return call(app, 'POST', path, urllib.parse.urlencode(form or {}, doseq=True),
-                'application/x-www-form-urlencoded')
+                'application/x-www-form-urlencoded', headers=headers)
 
 
 @pytest.fixture
@@ -111,7 +119,7 @@ def cluster():
     monitor.update(MonitorException(coros[0], (StopIteration, 42)))
     monitor.update(DiscoroNodeAvailInfo(Location(NODE, 9000), 25.0, 7 << 30, 99 << 30, 80.0))
     monitor.update('a stray message')       # logged at debug level and dropped
-    return monitor, httpd._make_app(monitor, httpd.DATA_DIR), coros
+    return monitor, webapp.make_app(monitor, webapp.DATA_DIR), coros
 
 
 def test_cluster_status_node_and_server_info_follow_the_status_messages(cluster):
@@ -119,11 +127,12 @@ def test_cluster_status_node_and_server_info_follow_the_status_messages(cluster)
     nodes = get_json(app, '/cluster_status')
     assert len(nodes) == 1
     node = nodes[0]
-    assert {k: node[k] for k in ('ip_addr', 'name', 'status', 'servers', 'coros_submitted',
-                                 'coros_done', 'coros_running')} == {
-        'ip_addr': NODE, 'name': 'box', 'status': 'Initialized', 'servers': 2,
-        'coros_submitted': 3, 'coros_done': 1, 'coros_running': 2}
-    assert node['avail_info'] == {'cpu': 25.0, 'memory': 7 << 30, 'disk': 99 << 30, 'swap': 80.0}
+    assert {k: node[k] for k in ('addr', 'name', 'status', 'servers', 'coros_submitted',
+                                 'coros_done', 'coros_running', 'state')} == {
+        'addr': NODE, 'name': 'box', 'status': 'Initialized', 'servers': 2,
+        'coros_submitted': 3, 'coros_done': 1, 'coros_running': 2, 'state': 'up'}
+    assert node['avail_info'] == {'location': None, 'cpu': 25.0, 'memory': 7 << 30,
+                                  'disk': 99 << 30, 'swap': 80.0}
 
     summary = get_json(app, '/api/cluster')
     assert (summary['coros_submitted'], summary['coros_done'], summary['coros_running'],
@@ -136,11 +145,11 @@ def test_cluster_status_node_and_server_info_follow_the_status_messages(cluster)
     assert code == 200 and info['platform'] == 'linux-x86_64' and info['cpus'] == 2
     assert [(s['location'], s['coros_submitted'], s['coros_done'], s['coros_running'])
             for s in info['servers']] == [(str(S1), 2, 1, 1), (str(S2), 1, 0, 1)]
-    # one sample a second at most: the later figures replaced the earlier ones
-    assert [sample[1:] for sample in info['history']] == [[25.0, 7 << 30, 99 << 30, 80.0]]
+    assert info['history'] == []        # the original's /node_info has none
     again = get_json(app, '/api/node/' + NODE)
-    assert again.pop('time') >= info.pop('time') and again == info
-    assert get_json(app, '/api/node/box')['ip_addr'] == NODE      # by name too
+    # one sample a second at most: the later figures replaced the earlier ones
+    assert [sample[1:] for sample in again['history']] == [[25.0, 7 << 30, 99 << 30, 80.0]]
+    assert get_json(app, '/api/node/box')['addr'] == NODE      # by name too
 
     code, _, text = post(app, '/server_info', {'location': str(S1), 'limit': '0'})
     server = json.loads(text)
@@ -149,7 +158,9 @@ def test_cluster_status_node_and_server_info_follow_the_status_messages(cluster)
         (str(coros[1]), 'compute', 1001.0)]
     assert server['coros'][0]['args'] == "1, text, <Unprintable: str() failed: no text for you>"
     assert server['coros'][0]['kwargs'] == 'scale=2'
-    assert [(r['coro'], r['how']) for r in server['recent']] == [(str(coros[0]), 'finished')]
+    assert 'recent' not in server       # the original's shape
+    mine = get_json(app, '/api/server/%s' % S1)
+    assert [(r['coro'], r['state']) for r in mine['recent']] == [(str(coros[0]), 'finished')]
     assert get_json(app, '/api/server/%s?limit=1' % S2)['coros'][0]['coro'] == str(coros[2])
 
 
@@ -176,7 +187,7 @@ def test_settings_change_from_update_and_api_and_bad_values_change_nothing(clust
 def test_cluster_updates_keep_a_cursor_per_reader(cluster):
     monitor, app, coros = cluster
     code, headers, text = call(app, 'GET', '/cluster_updates')
-    assert code == 200 and [n['ip_addr'] for n in json.loads(text)] == [NODE]   # new reader: all
+    assert code == 200 and [n['addr'] for n in json.loads(text)] == [NODE]   # new reader: all
     cookie = headers['Set-Cookie'].split(';')[0]
     seq = int(headers['X-Monitor-Seq'])
     assert json.loads(call(app, 'GET', '/cluster_updates', cookie=cookie)[2]) == []
@@ -184,9 +195,9 @@ def test_cluster_updates_keep_a_cursor_per_reader(cluster):
     monitor.update(DiscoroStatus(Scheduler.NodeInitialized,
                                  DiscoroNodeInfo('two', '127.0.0.6', 1, 'linux', None)))
     # both readers see the change: one by its cookie, one by its `since`
-    assert [n['ip_addr'] for n in json.loads(call(app, 'GET', '/cluster_updates',
+    assert [n['addr'] for n in json.loads(call(app, 'GET', '/cluster_updates',
                                                   cookie=cookie)[2])] == ['127.0.0.6']
-    assert [n['ip_addr'] for n in get_json(app, '/cluster_updates?since=%d' % seq)] == \
+    assert [n['addr'] for n in get_json(app, '/cluster_updates?since=%d' % seq)] == \
         ['127.0.0.6']
     assert call(app, 'GET', '/cluster_updates?since=soon')[0] == 400
 
@@ -208,7 +219,7 @@ def test_terminate_running_finished_and_unknown_coroutines(cluster):
     assert [(f['coro'], f['how']) for f in result['finished']] == [(str(coros[1]), 'terminated')]
     assert result['message'] == ('%s already terminated; ~x/1@1.2.3.4:5 is not a coroutine of '
                                  'this computation' % coros[1])
-    assert get_json(app, '/api/server/%s' % S1)['recent'][0]['how'] == 'terminated'
+    assert get_json(app, '/api/server/%s' % S1)['recent'][0]['state'] == 'terminated'
     assert coros[1].terminated == 1
     # the original's endpoint: form fields `coro`, the list of terminated ones back
     code, _, text = post(app, '/terminate_coros', {'coro': [str(coros[2]), str(coros[0])]})
@@ -236,8 +247,6 @@ def test_bad_input_gets_404_and_400_pages_never_a_traceback(cluster, monkeypatch
         ('GET', '/api/server/%s?limit=many' % S1, None, None, 400,
          "limit must be a whole number, not 'many'"),
         ('POST', '/node_info', '', 'application/x-www-form-urlencoded', 400, 'host is missing'),
-        ('POST', '/node_info', 'host=10.1.2.3', 'application/x-www-form-urlencoded', 404,
-         'no node 10.1.2.3'),
         ('POST', '/server_info', 'location=nowhere', 'application/x-www-form-urlencoded', 400,
          "location must be addr:port, not 'nowhere'"),
         ('POST', '/server_info', 'location=%s&limit=x' % S1, 'application/x-www-form-urlencoded',
@@ -254,11 +263,12 @@ def test_bad_input_gets_404_and_400_pages_never_a_traceback(cluster, monkeypatch
          'name the coroutines to terminate'),
         ('POST', '/api/settings', b'\xff\xfe', 'application/json', 400,
          'request body is not valid JSON'),
-        ('POST', '/api/terminate', 'x' * (httpd.MAX_BODY + 1), 'application/json', 413,
+        ('POST', '/api/terminate', 'x' * (webapp.MAX_BODY + 1), 'application/json', 413,
          'is over the limit of'),
     ]
     for method, path, body, ctype, status, message in cases:
-        code, headers, text = call(app, method, path, body, ctype)
+        code, headers, text = call(app, method, path, body, ctype,
+                                   headers={webapp.TOKEN_HEADER: app.guard.token})
         assert (code, message in html_unescape(text)) == (status, True), (path, code, text)
         assert 'Traceback' not in text and 'File "' not in text
         if path.startswith(('/node/', '/server/', '/no/')):
@@ -294,33 +304,30 @@ def test_pages_and_assets_are_served_and_fetch_nothing_from_elsewhere(cluster):
         code, headers, text = call(app, 'GET', '/static/' + asset)
         assert code == 200 and kind in headers['Content-Type']
     # offline: every page and asset refers only to this server
-    for name in sorted(os.listdir(httpd.DATA_DIR)):
+    for name in sorted(os.listdir(webapp.DATA_DIR)):
         if name.endswith(('.html', '.css', '.js')):
-            with open(os.path.join(httpd.DATA_DIR, name), encoding='utf-8') as f:
+            with open(os.path.join(webapp.DATA_DIR, name), encoding='utf-8') as f:
                 text = f.read()
             assert not re.search(r'(src|href)\s*=\s*["\']?(https?:)?//', text), name
             assert not re.search(r'url\(\s*["\']?(https?:)?//', text), name
             assert not re.search(r'fetch\(\s*["\'](https?:)?//', text), name
 
 
-def test_ends_before_creation_and_reused_coroutine_ids(cluster):
+def test_ends_before_creation_and_a_job_told_twice(cluster):
     monitor, app, coros = cluster
     quick = FakeCoro('quick', 31, S2)
-    monitor.update(MonitorException(quick, (ValueError, 'bad n')))     # before its CoroCreated
+    monitor.update(MonitorException(quick, (ValueError, ValueError('bad n'))))  # before creation
     monitor.update(DiscoroStatus(Scheduler.CoroCreated, DiscoroCoroInfo(quick, (), {}, 5.0)))
     server = get_json(app, '/api/server/%s' % S2)
     assert (server['coros_submitted'], server['coros_done'], server['coros_running']) == (2, 1, 1)
-    assert server['recent'][0]['how'] == 'failed: ValueError: bad n'
-    # a new job that got the id of one that ended is a new, running job
-    again = FakeCoro('compute', 11, S1)
-    monitor.update(DiscoroStatus(Scheduler.CoroCreated, DiscoroCoroInfo(again, (7,), {}, 9.0)))
-    assert str(again) in [c['coro'] for c in get_json(app, '/api/server/%s' % S1)['coros']]
-    # a server that closes ends what still ran on it
-    monitor.update(DiscoroStatus(Scheduler.ServerClosed, S1))
-    server = get_json(app, '/api/server/%s' % S1)
-    assert server['status'] == 'Closed' and server['coros'] == []
-    assert server['recent'][0]['how'] == 'server closed'
-    assert get_json(app, '/cluster_status')[0]['servers'] == 1
+    assert (server['recent'][0]['state'], server['recent'][0]['error']) == \
+        ('failed', 'ValueError: bad n')
+    # told again (a snapshot and the news after it): still one job, still ended
+    monitor.update(DiscoroStatus(Scheduler.CoroCreated, DiscoroCoroInfo(quick, (), {}, 5.0)))
+    monitor.update(DiscoroStatus(Scheduler.CoroCreated, DiscoroCoroInfo(coros[1], (), {}, 5.0)))
+    server = get_json(app, '/api/server/%s' % S2)
+    assert (server['coros_submitted'], server['coros_running']) == (2, 1)
+    assert get_json(app, '/api/server/%s' % S1)['coros_submitted'] == 2
 
 
 def test_snapshot_from_the_scheduler_orders_messages_that_overtake_it():
@@ -332,7 +339,7 @@ def test_snapshot_from_the_scheduler_orders_messages_that_overtake_it():
     # these came after the snapshot was taken but before its answer was applied
     monitor.update(MonitorException(running, (StopIteration, 1)))
     monitor.update(DiscoroStatus(Scheduler.CoroCreated, DiscoroCoroInfo(late, (), {}, 3.0)))
-    app = httpd._make_app(monitor, httpd.DATA_DIR)
+    app = webapp.make_app(monitor, webapp.DATA_DIR)
     assert get_json(app, '/api/cluster')['nodes'] == []
     answer = {'computation': 77, 'client': Location('127.0.0.9', 4000),
               'queue': [(77, Location('127.0.0.9', 4000)), (78, Location('127.0.0.8', 4001))],
@@ -356,9 +363,11 @@ def test_snapshot_from_the_scheduler_orders_messages_that_overtake_it():
 
 # ---------------------------------------------------------------- HTTP over a socket
 
-def http(url, method='GET', body=None, content_type=None, context=None, timeout=10):
+def http(url, method='GET', body=None, content_type=None, context=None, timeout=10,
+         headers=None):
     """(status, headers, body text) of one HTTP/1.0 request made with gevent's
-    socket (so the test's watchdog can fire while it waits)."""
+    socket (so the test's watchdog can fire while it waits); `headers`
+    {name: value} are sent too."""
     parts = urllib.parse.urlsplit(url)
     sock = gevent.socket.create_connection((parts.hostname, parts.port), timeout=timeout)
     try:
@@ -370,6 +379,7 @@ def http(url, method='GET', body=None, content_type=None, context=None, timeout=
                 'Host: %s' % parts.netloc, 'Content-Length: %d' % len(data)]
         if content_type:
             head.append('Content-Type: ' + content_type)
+        head += ['%s: %s' % item for item in (headers or {}).items()]
         sock.sendall(('\r\n'.join(head) + '\r\n\r\n').encode() + data)
         reply = b''
         while True:
@@ -383,6 +393,17 @@ def http(url, method='GET', body=None, content_type=None, context=None, timeout=
     lines = head.decode('latin-1').split('\r\n')
     headers = dict(line.split(': ', 1) for line in lines[1:] if ': ' in line)
     return int(lines[0].split()[1]), headers, payload.decode()
+
+
+TOKEN = re.compile(r'<meta name="asyncoro-token" content="([^"]+)">')
+
+
+def page_post(base, path, data):
+    """POST `data` (JSON) to the monitor at `base` as its pages do: with the
+    token a page it served carries. (status, headers, body text)."""
+    token = TOKEN.search(http(base + '/')[2]).group(1)
+    return http(base + path, 'POST', json.dumps(data), 'application/json',
+                headers={webapp.TOKEN_HEADER: token})
 
 
 HEAD = r'''
@@ -481,7 +502,7 @@ def test_monitor_of_a_real_client_json_terminate_chain_and_shutdown(processes, d
                'the monitor seeing 2 jobs done on a node with 2 servers')
     assert isinstance(json.loads(http(base + '/api/cluster')[2])['computation']['id'], str)
     summary = node()
-    assert (summary['ip_addr'], summary['servers'], summary['coros_submitted'],
+    assert (summary['addr'], summary['servers'], summary['coros_submitted'],
             summary['coros_running']) == ('127.0.0.1', 2, 4, 2)
     long_jobs = jobs[60.0]
     code, _, text = http(base + '/server_info', 'POST',
@@ -500,11 +521,9 @@ def test_monitor_of_a_real_client_json_terminate_chain_and_shutdown(processes, d
     assert wait_for_line(proc, 'ended ' + long_jobs[0]) == \
         'ended %s StopIteration None' % long_jobs[0]
     wait_until(lambda: node()['coros_running'] == 1, 10, 'the monitor seeing the end')
-    code, _, text = http(base + '/api/terminate', 'POST', json.dumps({'coro': long_jobs[0]}),
-                         'application/json')
+    code, _, text = page_post(base, '/api/terminate', {'coro': long_jobs[0]})
     assert json.loads(text)['message'] == '%s already terminated' % long_jobs[0]
-    code, _, text = http(base + '/api/terminate', 'POST', json.dumps({'coro': jobs[0.1][0]}),
-                         'application/json')
+    code, _, text = page_post(base, '/api/terminate', {'coro': jobs[0.1][0]})
     assert json.loads(text)['message'] == '%s already finished' % jobs[0.1][0]
 
     # quit: close terminates the last job; shutdown() waits poll_sec + 0.5 s, then stops

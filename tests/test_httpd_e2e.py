@@ -10,7 +10,7 @@ import signal
 import pytest
 
 from conftest import free_udp_port, read_line, wait_until
-from test_httpd import http
+from test_httpd import http, page_post
 
 
 REMOTE_CLIENT = r'''
@@ -95,8 +95,7 @@ def test_httpd_program_follows_a_shared_scheduler_and_its_queue(processes, servi
                'the monitor showing the first computation, its jobs and one waiting')
     told_state = cluster(told_base)
     assert (told_state['computation']['id'], told_state['coros_running']) == (first_id, 2)
-    code, _, text = http(base + '/api/terminate', 'POST', json.dumps({'coro': [jobs[1]]}),
-                         'application/json')
+    code, _, text = page_post(base, '/api/terminate', {'coro': [jobs[1]]})
     assert json.loads(text)['terminated'] == [jobs[1]]
     assert until(first, 'ended ' + jobs[1]) == 'StopIteration'
     wait_until(lambda: state()[2:4] == (2, 1), 10, 'the monitor seeing the terminated job end')

@@ -1,0 +1,449 @@
+"""The web monitor's application in-process (WSGI, no socket): the
+original's endpoints keep the original's field names, /metrics in
+Prometheus' text format, the guard of write actions and the password, the
+Node page's incremental history, response sizes, and the states a node, a
+server and a job go through (asyncoro.monitor, asyncoro.webapp,
+asyncoro.metrics).
+"""
+
+import base64
+import json
+import logging
+import time
+
+import pytest
+
+from test_httpd import FakeCoro, call, get_json, post
+
+import asyncoro.httpd as httpd
+import asyncoro.monitor as monitor_module
+import asyncoro.webapp as webapp
+from asyncoro import MonitorException
+from asyncoro.discoro import (DiscoroCoroInfo, DiscoroNodeAvailInfo, DiscoroNodeInfo,
+                              DiscoroStatus, Scheduler)
+from asyncoro.netio import Location
+from asyncoro.records import DiscoroJobLost
+
+NODES = ('127.0.0.5', '127.0.0.6')
+PROCESS_RSS = 48 << 20
+
+
+def node_info(addr, avail=None):
+    return DiscoroNodeInfo('box-' + addr[-1], addr, 2, 'linux-x86_64', avail)
+
+
+def avail(addr, cpu=75.0, processes=None):
+    return DiscoroNodeAvailInfo(Location(addr, 9000), cpu, 8 << 30, 100 << 30, 90.0, processes)
+
+
+class Cluster:
+    """A monitor fed the messages of two nodes with two servers each, and
+    its application: `run(n, ...)` starts jobs, `end(...)` ends them."""
+
+    def __init__(self, **options):
+        self.monitor = monitor_module.Monitor(poll_sec=5, **options)
+        self.monitor.computation = {'id': '1', 'client': '127.0.0.1:4000', 'status': 'running',
+                                    'since': time.time(), 'closed': None}
+        self.app = webapp.make_app(self.monitor, webapp.DATA_DIR)
+        self.servers = []
+        self.ids = iter(range(1, 10 ** 6))
+        for addr in NODES:
+            self.monitor.update(DiscoroStatus(Scheduler.NodeDiscovered,
+                                              node_info(addr, avail(addr))))
+            self.monitor.update(DiscoroStatus(Scheduler.NodeInitialized,
+                                              node_info(addr, avail(addr))))
+            for port in (9001, 9002):
+                location = Location(addr, port)
+                self.servers.append(location)
+                self.monitor.update(DiscoroStatus(Scheduler.ServerDiscovered, location))
+                self.monitor.update(DiscoroStatus(Scheduler.ServerInitialized, location))
+
+    def run(self, count, name='compute', args=None, server=None):
+        coros = []
+        for i in range(count):
+            location = server or self.servers[i % len(self.servers)]
+            coro = FakeCoro(name, next(self.ids), location)
+            self.monitor.update(DiscoroStatus(Scheduler.CoroCreated, DiscoroCoroInfo(
+                coro, args(i) if args else (i, 'part-%05d.csv' % i), {'retries': 3},
+                time.time())))
+            coros.append(coro)
+        return coros
+
+    def end(self, coro, kind=StopIteration, value=None):
+        self.monitor.update(MonitorException(coro, (kind, value)))
+
+    def pulse(self, addr, when=None, processes=None):
+        self.monitor.update(avail(addr, processes=processes))
+        if when is not None:        # as if it had come at `when`
+            node = self.monitor.nodes[addr]
+            node.history[-1] = (when,) + node.history[-1][1:]
+            node.last_report = when
+
+
+# ---------------------------------------------------------------- the original's endpoints
+
+ORIGINAL_NODE = {'name', 'addr', 'status', 'servers', 'update_time', 'coros_submitted',
+                 'coros_done', 'avail_info'}
+
+
+def test_original_endpoints_keep_the_original_field_names_and_shapes():
+    cluster = Cluster()
+    coros = cluster.run(4)
+    cluster.end(coros[0], StopIteration, 1)
+    for path in ('/cluster_status', '/cluster_updates'):
+        nodes = get_json(cluster.app, path)
+        assert [node['addr'] for node in nodes] == list(NODES)
+        for node in nodes:
+            assert ORIGINAL_NODE <= set(node) and 'ip_addr' not in node
+            assert isinstance(node['servers'], int) and node['status'] == 'Initialized'
+            assert set(node['avail_info']) == {'location', 'cpu', 'memory', 'disk', 'swap'}
+    code, _, text = post(cluster.app, '/node_info', {'host': NODES[0]})
+    info = json.loads(text)
+    assert ORIGINAL_NODE <= set(info) and info['addr'] == NODES[0]
+    assert [set(server) >= {'location', 'coros_submitted', 'coros_done', 'coros_running',
+                            'update_time'} for server in info['servers']] == [True, True]
+    first = cluster.servers[0]
+    extra = cluster.run(2, name='extra', args=lambda i: ('x' * 500, i), server=first)
+    code, _, text = post(cluster.app, '/server_info', {'location': str(first)})
+    info = json.loads(text)
+    assert {'location', 'status', 'coros_submitted', 'coros_done', 'coros',
+            'update_time'} <= set(info)
+    assert (info['location'], info['status'], info['coros_submitted'], info['coros_done']) == \
+        (str(first), 'Initialized', 3, 1)
+    assert [set(c) for c in info['coros']] == [{'coro', 'name', 'args', 'kwargs',
+                                                'start_time'}] * 2
+    assert [(c['coro'], c['kwargs']) for c in info['coros']] == [(str(c), 'retries=3')
+                                                                 for c in extra]
+    # the original's arguments: str() of each, whole (up to 400 characters each)
+    assert info['coros'][0]['args'] == 'x' * 399 + '\u2026, 0'
+    # what is not known: {} as the original answered
+    assert json.loads(post(cluster.app, '/node_info', {'host': '10.1.2.3'})[2]) == {}
+    assert json.loads(post(cluster.app, '/server_info', {'location': '10.1.2.3:5'})[2]) == {}
+
+
+# ---------------------------------------------------------------- /metrics
+
+def _families(text):
+    parser = pytest.importorskip(
+        'prometheus_client.parser', reason='prometheus_client (the test extra) parses /metrics')
+    return {family.name: family for family in parser.text_string_to_metric_families(text)}
+
+
+def _samples(families, name):
+    """{node (or (node, server)): value} of the samples of `name`."""
+    found = {}
+    for family in families.values():
+        for sample in family.samples:
+            if sample.name == name:
+                labels = sample.labels
+                key = (labels['node'], labels['server']) if 'server' in labels else \
+                    labels.get('node')
+                found[key] = sample.value
+    return found
+
+
+def test_metrics_parse_as_prometheus_text_and_count_the_jobs_run():
+    cluster = Cluster()
+    first, second = NODES
+    cluster.pulse(first, processes=[{'location': Location(first, 9001), 'pid': 11, 'cpu': 97.5,
+                                     'rss': PROCESS_RSS}])
+    coros = cluster.run(8)          # two per server: 4 on each node
+    cluster.end(coros[0], StopIteration, 0)
+    cluster.end(coros[1], ValueError, ValueError('bad'))
+    cluster.monitor.terminate([str(coros[2])])
+    cluster.end(coros[2], StopIteration, None)
+    cluster.end(coros[3], Scheduler.ServerClosed,
+                DiscoroJobLost(cluster.servers[3], 'its process died (status -9)'))
+    cluster.end(coros[4], StopIteration, 4)
+    cluster.monitor.queue = [{'id': '78', 'client': '127.0.0.8:4001'}]
+    code, headers, text = call(cluster.app, 'GET', '/metrics')
+    assert code == 200 and headers['Content-Type'].startswith('text/plain; version=0.0.4')
+    families = _families(text)
+    assert families['asyncoro_jobs_submitted'].type == 'counter'
+    # coros[i] ran on servers[i % 4]: 0 and 1 on the first node, 2 and 3 on the second
+    assert _samples(families, 'asyncoro_jobs_submitted_total') == {first: 4, second: 4}
+    assert _samples(families, 'asyncoro_jobs_finished_total') == {first: 2, second: 0}
+    assert _samples(families, 'asyncoro_jobs_failed_total') == {first: 1, second: 0}
+    assert _samples(families, 'asyncoro_jobs_terminated_total') == {first: 0, second: 1}
+    assert _samples(families, 'asyncoro_jobs_lost_total') == {first: 0, second: 1}
+    assert _samples(families, 'asyncoro_jobs_running') == {first: 1, second: 2}
+    assert _samples(families, 'asyncoro_servers_up') == {first: 2, second: 2}
+    assert _samples(families, 'asyncoro_node_up') == {first: 1, second: 1}
+    assert _samples(families, 'asyncoro_node_cpu_idle_percent') == {first: 75.0, second: 75.0}
+    assert _samples(families, 'asyncoro_node_memory_available_bytes')[first] == 8 << 30
+    assert 0 <= _samples(families, 'asyncoro_node_last_pulse_age_seconds')[first] < 60
+    assert _samples(families, 'asyncoro_server_resident_memory_bytes') == {
+        (first, '%s:9001' % first): PROCESS_RSS}
+    assert _samples(families, 'asyncoro_computations_queued') == {None: 1}
+    # the counters carry on into the next computation; the gauges start again
+    cluster.monitor.update(DiscoroStatus(Scheduler.ComputationScheduled,
+                                         (78, Location('127.0.0.8', 4001))))
+    families = _families(call(cluster.app, 'GET', '/metrics')[2])
+    assert _samples(families, 'asyncoro_jobs_submitted_total') == {first: 4, second: 4}
+    assert _samples(families, 'asyncoro_jobs_running') == {}
+
+
+# ---------------------------------------------------------------- who may write
+
+def test_cross_origin_and_tokenless_writes_are_refused_and_terminate_nothing():
+    cluster = Cluster()
+    coro, = cluster.run(1)
+    app, token = cluster.app, cluster.app.guard.token
+    evil = {'Origin': 'http://evil.example'}
+    refused = [
+        # a form of another site, as in the issue: no token, another origin
+        ('/api/terminate', 'coro=' + str(coro), 'application/x-www-form-urlencoded', evil),
+        ('/api/terminate', json.dumps({'coro': [str(coro)]}), 'application/json',
+         dict(evil, **{webapp.TOKEN_HEADER: token})),
+        ('/api/terminate', json.dumps({'coro': [str(coro)]}), 'application/json', {}),
+        ('/api/terminate', json.dumps({'coro': [str(coro)]}), 'application/json',
+         {webapp.TOKEN_HEADER: 'guessed'}),
+        ('/api/terminate', json.dumps({'coro': [str(coro)]}), 'application/json',
+         {webapp.TOKEN_HEADER: token, 'Sec-Fetch-Site': 'cross-site'}),
+        ('/terminate_coros', 'coro=' + str(coro), 'application/x-www-form-urlencoded', evil),
+        ('/terminate_coros', 'coro=' + str(coro), 'application/x-www-form-urlencoded',
+         {'Sec-Fetch-Site': 'same-site'}),
+        # a name that only resolves here by a trick (DNS rebinding) borrows nothing
+        ('/api/terminate', json.dumps({'coro': [str(coro)]}), 'application/json',
+         {webapp.TOKEN_HEADER: token, 'Host': 'evil.example:80'}),
+        ('/api/settings', 'poll_sec=1', 'application/x-www-form-urlencoded', evil),
+        ('/update', 'timeout=1', 'application/x-www-form-urlencoded', evil),
+    ]
+    for path, body, ctype, headers in refused:
+        code, _, text = call(app, 'POST', path, body, ctype, headers=headers)
+        assert code == 403, (path, headers, text)
+        assert 'Traceback' not in text
+    assert coro.terminated == 0 and cluster.monitor.poll_sec == 5
+    code, _, text = call(app, 'POST', '/api/terminate', 'coro=' + str(coro),
+                         'application/x-www-form-urlencoded', headers=evil)
+    assert 'another origin (http://evil.example)' in json.loads(text)['error']
+    # the pages (same origin, their token) and scripts written for the original do change it
+    code, _, text = call(app, 'POST', '/api/settings', json.dumps({'poll_sec': 7}),
+                         'application/json', headers={'Origin': 'http://127.0.0.1',
+                                                      webapp.TOKEN_HEADER: token})
+    assert (code, json.loads(text)['poll_sec']) == (200, 7)
+    code, _, text = call(app, 'POST', '/terminate_coros', 'coro=' + str(coro),
+                         'application/x-www-form-urlencoded')
+    assert (code, json.loads(text), coro.terminated) == (200, [str(coro)], 1)
+    # every page carries the token
+    for path in ('/', '/jobs', '/node/' + NODES[0], '/server/%s' % cluster.servers[0]):
+        assert '<meta name="asyncoro-token" content="%s">' % token in call(app, 'GET', path)[2]
+
+
+def test_with_a_password_every_page_and_endpoint_answers_401_without_it():
+    monitor = monitor_module.Monitor()
+    app = webapp.make_app(monitor, webapp.DATA_DIR, password='s3cret')
+    monitor.update(DiscoroStatus(Scheduler.NodeInitialized, node_info(NODES[0])))
+    monitor.update(DiscoroStatus(Scheduler.ServerInitialized, Location(NODES[0], 9001)))
+    paths = [('GET', p) for p in ('/', '/index.html', '/cluster.html', '/jobs',
+                                  '/node/' + NODES[0], '/server/%s:9001' % NODES[0],
+                                  '/node.html?host=' + NODES[0], '/static/monitor.js',
+                                  '/static/monitor.css', '/static/favicon.svg', '/api/cluster',
+                                  '/api/node/' + NODES[0], '/api/server/%s:9001' % NODES[0],
+                                  '/api/jobs', '/api/job?coro=x', '/metrics', '/cluster_status',
+                                  '/cluster_updates', '/no/such/page')]
+    paths += [('POST', p) for p in ('/api/terminate', '/api/settings', '/node_info',
+                                    '/server_info', '/terminate_coros', '/update')]
+
+    def basic(password):
+        return {'Authorization': 'Basic ' + base64.b64encode(
+            ('anyone:' + password).encode()).decode()}
+    for method, path in paths:
+        for headers in ({}, basic('wrong'), {'Authorization': 'Bearer s3cret'}):
+            code, answer_headers, text = call(app, method, path, headers=headers)
+            assert code == 401, (method, path, headers)
+            assert answer_headers['WWW-Authenticate'].startswith('Basic realm=')
+            assert NODES[0] not in text
+    for path in ('/', '/api/cluster', '/metrics', '/static/monitor.js'):
+        assert call(app, 'GET', path, headers=basic('s3cret'))[0] == 200
+    # with the password, a name other than this machine's may write (no rebinding to fear)
+    code, _, _ = call(app, 'POST', '/api/settings', json.dumps({'poll_sec': 3}),
+                      'application/json', headers=dict(basic('s3cret'), Host='monitor.example',
+                                                       **{webapp.TOKEN_HEADER: app.guard.token}))
+    assert code == 200 and monitor.poll_sec == 3
+
+
+def test_only_a_monitor_on_another_interface_without_a_password_is_exposed():
+    assert [httpd._exposed(addr, password) for addr, password in (
+        ('0.0.0.0', None), ('', None), ('::', None), ('192.168.1.5', None),
+        ('monitor.example', None), ('127.0.0.1', None), ('127.0.0.9', None), ('::1', None),
+        ('localhost', None), ('0.0.0.0', 'pw'))] == \
+        [True, True, True, True, True, False, False, False, False, False]
+
+
+# ---------------------------------------------------------------- the Node page's polls
+
+def test_node_poll_carries_only_the_samples_newer_than_the_page_has():
+    cluster = Cluster()
+    addr = NODES[0]
+    node = cluster.monitor.nodes[addr]
+    start = time.time() - 100
+    node.history.clear()
+    node.history.extend((start + i * 10, 50.0, 1 << 30, 1 << 35, 90.0) for i in range(5))
+    full = get_json(cluster.app, '/api/node/' + addr)
+    assert full['history_full'] and len(full['history']) == 5
+    newest = full['history'][-1][0]
+    cluster.pulse(addr)             # two newer reports since that poll
+    node.history.append((time.time() + 5, 40.0, 1 << 30, 1 << 35, 90.0))
+    again = get_json(cluster.app, '/api/node/%s?since=%r&epoch=%d' % (addr, newest,
+                                                                     full['epoch']))
+    assert not again['history_full'] and [s[1] for s in again['history']] == [75.0, 40.0]
+    assert all(sample[0] > newest for sample in again['history'])
+    assert len(get_json(cluster.app, '/api/node/%s?since=%r&epoch=%d' % (
+        addr, again['history'][-1][0], full['epoch']))['history']) == 0
+    # a page that has another record's samples (an earlier computation's) gets all
+    stale = get_json(cluster.app, '/api/node/%s?since=%r&epoch=%d' % (addr, newest,
+                                                                     full['epoch'] + 99))
+    assert stale['history_full'] and len(stale['history']) == 7
+
+
+def test_every_response_stays_under_50_kb_with_200_running_jobs():
+    cluster = Cluster()
+    cluster.run(200, args=lambda i: (i, 'sample-%05d.csv' % i, {'alpha': 0.5, 'mode': 'fast'},
+                                     'x' * 300))
+    for i, coro in enumerate(cluster.run(60, name='transform')):
+        cluster.end(coro, *((ValueError, ValueError('row %d has 3 fields' % i)) if i % 3
+                            else (StopIteration, i)))
+    now = time.time()
+    for addr in NODES:                      # two hours of reports at 10 s
+        node = cluster.monitor.nodes[addr]
+        node.history.clear()
+        node.history.extend((now - (720 - i) * 10, 12.5 + i % 80, 7812345678 + i,
+                             98765432109 - i, 99.9) for i in range(720))
+    server = cluster.servers[0]
+    pages = ['/', '/jobs', '/node/' + NODES[0], '/server/%s' % server]
+    endpoints = ['/api/cluster', '/api/node/' + NODES[0], '/api/server/%s' % server,
+                 '/api/server/%s?limit=100' % server, '/api/jobs', '/api/jobs?state=running',
+                 '/api/jobs?q=sample', '/api/job?coro=' + str(next(iter(
+                     cluster.monitor.servers[str(server)].jobs))), '/metrics',
+                 '/api/jobs?limit=1000', '/cluster_status', '/cluster_updates']
+    sizes = {}
+    for path in pages + endpoints:
+        code, _, text = call(cluster.app, 'GET', path)
+        assert code == 200, path
+        sizes[path] = len(text.encode())
+    for path, form in (('/node_info', {'host': NODES[0]}),
+                       ('/server_info', {'location': str(server)})):
+        code, _, text = post(cluster.app, path, form)
+        sizes[path] = len(text.encode())
+    logging.getLogger(__name__).info('response sizes: %s', sizes)
+    assert {path: size for path, size in sizes.items() if size >= 50000} == {}
+    assert sizes['/api/node/' + NODES[0]] > 20000      # the two hours of samples are there
+
+
+# ---------------------------------------------------------------- states a user can trust
+
+def _states(cluster):
+    data = get_json(cluster.app, '/api/cluster')
+    return ({n['addr']: (n['state'], n['status']) for n in data['nodes']},
+            {s: cluster.monitor.servers[s].state for s in sorted(cluster.monitor.servers)})
+
+
+def test_a_normal_close_closes_nodes_and_servers():
+    cluster = Cluster()
+    coro, = cluster.run(1)
+    cluster.end(coro, StopIteration, None)
+    # what the scheduler sends at close: servers closed, then the computation
+    for location in cluster.servers:
+        cluster.monitor.update(DiscoroStatus(Scheduler.ServerClosed, location))
+    cluster.monitor.update(DiscoroStatus(Scheduler.ComputationClosed, 1))
+    nodes, servers = _states(cluster)
+    assert nodes == {addr: ('closed', 'Closed') for addr in NODES}
+    assert set(servers.values()) == {'closed'}
+    data = get_json(cluster.app, '/api/cluster')
+    assert data['computation']['status'] == 'closed' and data['computation']['closed']
+    assert data['servers'] == 0 and data['jobs']['finished'] == 1
+
+
+def test_a_node_killed_is_lost_with_its_servers_and_jobs():
+    cluster = Cluster()
+    dead = NODES[1]
+    coros = cluster.run(4)
+    cluster.pulse(dead)
+    cause = 'its node %s went away' % dead
+    # what the scheduler sends when a node's connection drops: its jobs lost, its servers
+    # disconnected, the node closed
+    for coro in coros:
+        if coro.location.addr == dead:
+            cluster.end(coro, Scheduler.ServerClosed, DiscoroJobLost(coro.location, cause))
+    for location in cluster.servers[2:]:
+        cluster.monitor.update(DiscoroStatus(Scheduler.ServerDisconnected, location))
+    cluster.monitor.update(DiscoroStatus(Scheduler.NodeClosed, node_info(dead)))
+    nodes, servers = _states(cluster)
+    assert nodes == {NODES[0]: ('up', 'Initialized'), dead: ('lost', 'Disconnected')}
+    assert [servers[str(s)] for s in cluster.servers] == ['up', 'up', 'lost', 'lost']
+    info = get_json(cluster.app, '/api/node/' + dead)
+    assert info['cause'] == cause and info['down_time'] and info['last_report']
+    assert info['avail_info']['cpu'] == 75.0       # its last figures, marked by its state
+    jobs = get_json(cluster.app, '/api/jobs?state=lost')['jobs']
+    assert sorted((j['coro'], j['error']) for j in jobs) == sorted(
+        (str(c), cause) for c in coros if c.location.addr == dead)
+    # the computation closing later does not make it merely closed
+    cluster.monitor.update(DiscoroStatus(Scheduler.ComputationClosed, 1))
+    assert _states(cluster)[0] == {NODES[0]: ('closed', 'Closed'),
+                                   dead: ('lost', 'Disconnected')}
+
+
+def test_a_server_process_killed_is_lost_and_its_node_stays_up():
+    cluster = Cluster()
+    victim = cluster.servers[0]
+    coro, = cluster.run(1, server=victim)
+    cluster.end(coro, Scheduler.ServerClosed, DiscoroJobLost(victim, 'its process died '
+                                                                     '(status -9)'))
+    cluster.monitor.update(DiscoroStatus(Scheduler.ServerClosed, victim))
+    nodes, servers = _states(cluster)
+    assert servers[str(victim)] == 'lost' and nodes[NODES[0]] == ('up', 'Initialized')
+    server = get_json(cluster.app, '/api/server/%s' % victim)
+    assert (server['state'], server['cause']) == ('lost', 'its process died (status -9)')
+    assert server['recent'][0]['state'] == 'lost'
+
+
+def test_failures_keep_their_exception_and_traceback_and_the_last_n():
+    cluster = Cluster(max_failures=3)
+    coros = cluster.run(5, name='parse')
+    error = ValueError('row 7 has 3 fields, wanted 4')
+    error.add_note('Traceback (most recent call last):\n  File "<job parse>", line 3\n'
+                   'ValueError: row 7 has 3 fields, wanted 4')
+    cluster.end(coros[0], ValueError, error)
+    cluster.end(coros[1], KeyError, KeyError)       # the value could not travel: its type did
+    for coro in coros[2:4]:
+        cluster.end(coro, ZeroDivisionError, ZeroDivisionError('division by zero'))
+    cluster.end(coros[4], StopIteration, 1)
+    data = get_json(cluster.app, '/api/cluster')
+    assert data['jobs'] == {'running': 0, 'finished': 1, 'failed': 4, 'terminated': 0,
+                            'lost': 0}
+    assert (data['coros_done'], data['nodes'][0]['coros_failed']) == (5, 2)
+    # the failures view: the last 3 kept apart from the recent ones
+    assert [j.key for j in cluster.monitor.failures] == [str(c) for c in coros[1:4]]
+    job = get_json(cluster.app, '/api/job?coro=' + str(coros[0]))
+    assert (job['state'], job['error']) == ('failed', 'ValueError: row 7 has 3 fields, '
+                                                      'wanted 4')
+    assert job['detail'].startswith('Traceback (most recent call last):')
+    assert get_json(cluster.app, '/api/job?coro=' + str(coros[1]))['error'] == 'KeyError'
+
+
+def test_search_finds_jobs_by_id_function_and_argument_text_and_filters_by_state():
+    cluster = Cluster()
+    coros = cluster.run(6, args=lambda i: ('dataset-%d.parquet' % i, {'threshold': i / 10}))
+    other = cluster.run(2, name='reduce', args=lambda i: (i,))
+    cluster.end(coros[1], ValueError, ValueError('bad'))
+    cluster.end(coros[2], StopIteration, 2)
+
+    def found(query='', states=''):
+        data = get_json(cluster.app, '/api/jobs?q=%s&state=%s' % (query, states))
+        return [j['coro'] for j in data['jobs']], data['counts']
+    assert found('set-3.parq')[0] == [str(coros[3])]            # an argument's text
+    assert found("threshold': 0.5")[0] == [str(coros[5])]
+    assert sorted(found('REDUCE')[0]) == sorted(map(str, other))   # a function's name
+    assert found(str(coros[4]))[0] == [str(coros[4])]          # an id
+    names, counts = found('dataset', 'failed,finished')
+    assert sorted(names) == sorted([str(coros[1]), str(coros[2])])
+    assert counts == {'running': 4, 'finished': 1, 'failed': 1, 'terminated': 0, 'lost': 0}
+    assert found('', 'running')[1]['running'] == 6
+    code, _, text = call(cluster.app, 'GET', '/api/jobs?state=broken')
+    assert code == 400 and 'state must be one of' in json.loads(text)['error']
+    # arguments hidden: the search looks at ids and names only
+    cluster.monitor.set_settings(show_coro_args=False)
+    assert found('parquet')[0] == []
+    assert get_json(cluster.app, '/api/job?coro=' + str(coros[0]))['args'] == ''
+
