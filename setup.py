@@ -26,8 +26,10 @@ setup(
     # the Pythons its marker names: CI's smoke runs install exactly these (see
     # .ci/bounds.py and tests/test_setup_bounds.py), so keep them real versions.
     install_requires=[
-        # gevent's first wheels for 3.12 and for 3.13
-        'gevent>=22.10.2,<27; python_version < "3.12"',
+        # gevent before 23.7 needs setuptools' pkg_resources, which the
+        # setuptools pip installs with it no longer has; 23.9 and 24.10 are
+        # gevent's first releases with wheels for 3.12 and 3.13
+        'gevent>=23.7.0,<27; python_version < "3.12"',
         'gevent>=23.9.1,<27; python_version >= "3.12" and python_version < "3.13"',
         'gevent>=24.10.1,<27; python_version >= "3.13"',
         'psutil>=5.9.4,<8',
