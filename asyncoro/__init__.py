@@ -9,6 +9,10 @@ runtime; `from asyncoro.discoro import *` the scheduler and computations.
 
 `asyncoro.MsgTimeout`, read or assigned here, is the package's one
 MsgTimeout (it lives in asyncoro.core).
+
+The documentation is the Sphinx site in the project's docs/ folder: a user
+guide (docs/guide), the reference of every public name, built from these
+docstrings (docs/reference), and docs/troubleshooting.rst.
 """
 
 import sys

@@ -9,7 +9,8 @@ asyncoro.records (the records), asyncoro.node and asyncoro.server (what
 nodes run) and asyncoro.service (how they talk).
 
 `MsgTimeout` read or assigned here is the one of the whole package
-(asyncoro.MsgTimeout).
+(asyncoro.MsgTimeout). docs/guide/discoro.rst is the user's guide to all of
+it, docs/programs.rst lists the program's options.
 """
 
 import logging

@@ -10,7 +10,8 @@ one is one line naming the option and the value, and exit status 2. The
 node keeps its files in a folder of its own, `<dest_path>/discoro/node-<n>`
 (the first one no other live process holds), so that two nodes, or a node
 and a scheduler, never share one. Its ready line says where it listens and
-which folder it has.
+which folder it has. docs/programs.rst describes the program for its
+users.
 """
 
 import argparse
