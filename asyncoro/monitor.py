@@ -78,6 +78,7 @@ _DOWN = (CLOSED, LOST)
 _STATUS_OF = {CLOSED: 'Closed', LOST: 'Disconnected'}
 # words in a lost job's cause that say its server's process or node died (else it was closed)
 _DIED = ('died', 'went away', 'connection was lost', 'no pulse')
+DISCONNECTED = 'its connection was lost'    # the cause of a server lost with nothing else known
 
 
 class BadRequest(ValueError):
@@ -360,7 +361,7 @@ class Monitor:
             if server.cause:                # a job of it was lost because its process died
                 state = LOST
             elif state == LOST:
-                server.cause = 'its connection was lost'
+                server.cause = DISCONNECTED
             server.down_time = time.time()
             if state == LOST:
                 server.node.lost_server = (server.cause, time.time())
@@ -377,8 +378,15 @@ class Monitor:
             self.computation['status'] = 'closed'
             self.computation['closed'] = now
         for server in self.servers.values():
-            if server.state not in _DOWN:
-                server.status, server.state, server.down_time = 'Closed', CLOSED, now
+            # closing kills the servers: their connections may drop before the scheduler
+            # says they closed (ServerDisconnected), which is no loss when nothing else
+            # (a job's cause, its node lost) says so
+            if server.state not in _DOWN or (
+                    server.state == LOST and server.cause == DISCONNECTED and
+                    server.node.state != LOST and now - server.down_time < LOST_WITH):
+                server.status, server.state, server.cause = 'Closed', CLOSED, None
+                server.down_time = server.down_time or now
+                server.node.lost_server = None
         for node in self.nodes.values():
             if node.state not in _DOWN:
                 node.status, node.state, node.down_time = 'Closed', CLOSED, now

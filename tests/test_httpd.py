@@ -417,6 +417,8 @@ Scheduler(udp_port=ports['scheduler'], discoronode_port=ports['node'])
 
 CLIENT = HEAD + r'''
 def compute(n, note='', coro=None):
+    if n < 0:
+        raise ValueError('cannot sleep %s s' % n)
     yield coro.sleep(n)
     return n
 
@@ -651,8 +653,10 @@ def _browser_or_skip():
 
 
 def _shot(page, tmp_path, name):
+    """A screenshot of what the viewport shows; copied to
+    $ASYNCORO_MONITOR_SHOTS when set (README's images: docs/images)."""
     path = tmp_path / ('%s.png' % name)
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path))
     copies = os.environ.get('ASYNCORO_MONITOR_SHOTS')
     if copies:
         os.makedirs(copies, exist_ok=True)
@@ -673,58 +677,102 @@ def _page_until(page, read, ok, timeout):
         page.wait_for_timeout(100)
 
 
-@pytest.mark.deadline(120)
+def _fits(page, selectors):
+    """At a phone's width: the page does not scroll sideways, and the first
+    element of each selector is inside the viewport's width."""
+    width = page.evaluate('window.innerWidth')
+    assert page.evaluate('document.documentElement.scrollWidth') <= width, page.url
+    for selector in selectors:
+        box = page.locator(selector).first.bounding_box()
+        assert box is not None, (page.url, selector)
+        assert box['x'] >= 0 and box['x'] + box['width'] <= width + 0.5, (page.url, selector, box)
+
+
+@pytest.mark.deadline(180)
+@pytest.mark.expected_tracebacks(r'ValueError: cannot sleep -1 s')
 def test_monitor_pages_in_headless_chromium(processes, discoronode, tmp_path):
     sync_playwright = _browser_or_skip()
-    proc, base, jobs = start_client(processes, discoronode, [0.1, 0.2, 60, 60, 60])
+    proc, base, jobs = start_client(processes, discoronode, [0.1, 0.2, -1, 60, 60, 60, 60])
+    failed, = jobs[-1.0]
     long_jobs = jobs[60.0]
-    # the server with the most long jobs: one of them is terminated, another runs on
+    # the server with the most long jobs: one of them is terminated from the page, one
+    # ends (by a script) while it is selected, the others run on
     places = [coro.split('@')[1] for coro in long_jobs]
     target = max(places, key=places.count)
-    victim = long_jobs[places.index(target)]
-    requests = []       # every URL the pages ask for: all must be the monitor's
+    victim, ending = [coro for coro in long_jobs if coro.endswith('@' + target)][:2]
+    server_url = base + '/server/' + urllib.parse.quote(target, safe='')
+    requests = []       # every (method, URL) the pages ask for: all must be the monitor's
 
     with sync_playwright() as pw:
-        first = pw.chromium.launch_persistent_context(
-            str(tmp_path / 'profile1'), executable_path=CHROMIUM, args=BROWSER_ARGS,
-            viewport={'width': 1280, 'height': 860})
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        desk = browser.new_context(viewport={'width': 1400, 'height': 900})
         errors = []
-        page = first.pages[0] if first.pages else first.new_page()
+        desk.on('request', lambda request: requests.append((request.method, request.url)))
+        page = desk.new_page()
         page.set_default_timeout(20000)
         page.on('pageerror', lambda exc: errors.append(str(exc)))
-        first.on('request', lambda request: requests.append(request.url))
 
-        # Cluster: the node with its counts
+        # Cluster: the node with its counts, the failure with its exception, throughput
         page.goto(base + '/')
         row = page.locator('#nodes-table tbody tr[data-node="127.0.0.1"]')
         row.wait_for()
-        # servers, submitted, done, running (the second server may still be starting)
+        # state, servers, running, finished, failed, lost (the second server may be starting)
         cells = _page_until(page, lambda: row.locator('td').all_inner_texts(),
-                            lambda cells: cells[2:6] == ['2', '5', '2', '3'], 20)
-        assert cells[0].startswith('127.0.0.1') and cells[1] == 'Initialized'
-        assert page.locator('#cards .card .value').all_inner_texts()[:3] == ['5', '2', '3']
-        _shot(page, tmp_path, 'cluster')
+                            lambda cells: cells[1:7] == ['Up', '2', '4', '2', '1', '0'], 20)
+        assert cells[0].startswith('127.0.0.1')
+        cards = dict(zip(page.locator('#cards .card .label').all_inner_texts(),
+                         page.locator('#cards .card .value').all_inner_texts()))
+        assert (cards['RUNNING'], cards['FINISHED'], cards['FAILED'], cards['LOST'],
+                cards['SUBMITTED']) == ('4', '2', '1', '0', '7')
+        failure = page.locator('#failures li[data-coro="%s"]' % failed)
+        assert failure.locator('.error-text').inner_text() == 'ValueError: cannot sleep -1 s'
+        assert page.locator('#throughput svg rect.bar').count() >= 1
+        _shot(page, tmp_path, 'monitor-cluster')
 
-        # Node: its two servers; the one running jobs
-        row.locator('a').click()
-        page.wait_for_url(base + '/node/127.0.0.1')
-        page.locator('#servers-table tbody tr').nth(1).wait_for()
+        # Jobs: the failures view, then a search by a piece of an argument
+        page.locator('#failures-link').click()
+        page.wait_for_url(base + '/jobs?state=failed,lost')
+        failed_row = page.locator('#jobs-table tbody tr[data-coro="%s"]' % failed)
+        failed_row.wait_for()
+        assert page.locator('#jobs-table tbody tr').count() == 1
+        assert failed_row.locator('.error-text').inner_text() == 'ValueError: cannot sleep -1 s'
+        assert failed_row.locator('td.args .oneline').inner_text() == '-1, note=sleep -1 s'
+        page.locator('#states .chip[data-state="all"]').click()
+        page.locator('#search').fill('sleep 0.2')
+        _page_until(page, lambda: page.locator('#jobs-table tbody tr').evaluate_all(
+            'rows => rows.map(r => r.dataset.coro)'), lambda found: found == jobs[0.2], 10)
+        assert page.locator('#jobs-table tbody tr td.outcome').inner_text() == 'Finished'
+        page.locator('#search').fill('sleep 60')
+        _page_until(page, lambda: page.locator('#jobs-table tbody tr').count(),
+                    lambda n: n == 4, 10)
+        _shot(page, tmp_path, 'monitor-jobs')
+
+        # Node: its two servers with their processes' figures; load charts with time axes
+        page.goto(base + '/node/127.0.0.1')
         servers = page.locator('#servers-table tbody tr')
+        servers.nth(1).wait_for()
         assert servers.count() == 2
-        page.locator('#charts .chart').nth(3).wait_for()
         assert page.locator('#charts .chart .label').all_inner_texts() == [
             'CPU IDLE', 'MEMORY FREE', 'DISK FREE', 'SWAP FREE']
-        _shot(page, tmp_path, 'node')
-        page.locator('#servers-table a', has_text=target).click()
+        # the node's next pulse (every 10 s) carries its server processes' CPU and memory
+        rss = _page_until(page, lambda: servers.locator('td:nth-child(7)').all_inner_texts(),
+                          lambda texts: all(t.endswith('MiB') for t in texts), 30)
+        assert len(rss) == 2
+        chart = page.locator('#charts .chart').first
+        chart.locator('svg .axis').first.wait_for()
+        chart.locator('svg').hover()
+        tip = chart.locator('.tip')
+        tip.wait_for()
+        assert re.fullmatch(r'\d\d:\d\d:\d\d\n[\d.]+%', tip.inner_text()), tip.inner_text()
+        _shot(page, tmp_path, 'monitor-node')
 
-        # Server: its running coroutines; terminate one
-        page.wait_for_url(base + '/server/' + urllib.parse.quote(target, safe=''))
+        # Server: terminate one job from the page
+        page.goto(server_url)
         coro_row = page.locator('#coros-table tbody tr[data-coro="%s"]' % victim)
         coro_row.wait_for()
-        assert coro_row.locator('td').nth(3).inner_text() == '60, note=sleep 60 s'
+        assert coro_row.locator('td.args').inner_text() == '60, note=sleep 60 s'
         coro_row.locator('input[type=checkbox]').check()
         assert page.locator('#terminate').inner_text() == 'Terminate 1 selected'
-        _shot(page, tmp_path, 'server-selected')
         page.locator('#terminate').click()
         page.locator('#result:not([hidden])').wait_for()
         assert page.locator('#result').inner_text() == 'Terminating 1 coroutine.'
@@ -732,53 +780,122 @@ def test_monitor_pages_in_headless_chromium(processes, discoronode, tmp_path):
             'ended %s StopIteration None' % victim
         ended_row = page.locator('#recent-table tbody tr[data-coro="%s"]' % victim)
         ended_row.wait_for()
-        assert ended_row.locator('td').nth(5).inner_text() == 'terminated'
+        assert ended_row.locator('td.outcome').inner_text() == 'Terminated'
         assert coro_row.count() == 0
-        _shot(page, tmp_path, 'server')
+        _shot(page, tmp_path, 'monitor-server')
 
-        # the poll interval and the arguments switch, from the page
+        # the arguments switch, from the page, for every reader
         with page.expect_response(base + '/api/settings') as answer:
             page.locator('#show-args').uncheck()
         assert answer.value.json() == {'poll_sec': 1, 'show_coro_args': False}
-        page.wait_for_function('[...document.querySelectorAll("#coros-table tbody td.dim")]'
-                               '.some(td => td.textContent === "hidden")')
+        _page_until(page, lambda: page.locator('#coros-table tbody td.args').all_inner_texts(),
+                    lambda texts: texts and set(texts) == {'hidden'}, 10)
         with page.expect_response(base + '/api/settings') as answer:
             page.locator('#show-args').check()
         assert answer.value.json() == {'poll_sec': 1, 'show_coro_args': True}
-        page.locator('#poll-sec').fill('2')
-        with page.expect_response(base + '/api/settings') as answer:
-            page.locator('#poll-sec').dispatch_event('change')
-        assert answer.value.json() == {'poll_sec': 2, 'show_coro_args': True}
-        assert json.loads(http(base + '/api/cluster')[2])['poll_sec'] == 2
 
-        # a second browser, opened later, sees the whole state
-        second = pw.chromium.launch_persistent_context(
-            str(tmp_path / 'profile2'), executable_path=CHROMIUM, args=BROWSER_ARGS,
-            viewport={'width': 1280, 'height': 860})
-        second.on('request', lambda request: requests.append(request.url))
-        other = second.pages[0] if second.pages else second.new_page()
-        other.set_default_timeout(20000)
-        other.goto(base + '/')
-        other.locator('#nodes-table tbody tr[data-node="127.0.0.1"]').wait_for()
-        cells = other.locator('#nodes-table tbody tr td').all_inner_texts()
-        assert cells[2:6] == ['2', '5', '3', '2'], cells
-        assert other.locator('#poll-sec').input_value() == '2'
-        other.goto(base + '/server/' + urllib.parse.quote(target, safe=''))
-        other.locator('#recent-table tbody tr[data-coro="%s"]' % victim).wait_for()
-        running = other.locator('#coros-table tbody tr').evaluate_all(
-            'rows => rows.map(r => r.dataset.coro)')
-        assert sorted(running) == sorted(c for c in long_jobs if c != victim and target in c)
-        assert running
-        _shot(other, tmp_path, 'server-second-browser')
-        other.goto(base + '/node/10.9.8.7')
-        assert 'no node 10.9.8.7 is known to this monitor' in other.content()
-        _shot(other, tmp_path, 'not-found')
-        second.close()
-        first.close()
+        # a selected job that ends before Terminate is clicked is dropped, not sent
+        assert json.loads(page_post(base, '/api/settings', {'poll_sec': 3600})[2])[
+            'poll_sec'] == 3600         # no poll of the page's own in between
+        page.goto(server_url)
+        ending_row = page.locator('#coros-table tbody tr[data-coro="%s"]' % ending)
+        ending_row.locator('input[type=checkbox]').check()
+        code, _, text = http(base + '/terminate_coros', 'POST',
+                             urllib.parse.urlencode({'coro': ending}),
+                             'application/x-www-form-urlencoded')     # a script ends it
+        assert (code, json.loads(text)) == (200, [ending])
+        assert wait_for_line(proc, 'ended ' + ending).startswith('ended %s ' % ending)
+        _page_until(page, lambda: json.loads(http(base + '/api/server/' + target)[2])['coros'],
+                    lambda coros: ending not in [c['coro'] for c in coros], 10)
+        asked = len(requests)
+        page.locator('#terminate').click()
+        page.locator('#result:not([hidden])').wait_for()
+        assert page.locator('#result').inner_text() == (
+            '1 of the selected jobs has ended meanwhile and was unselected: %s; nothing was '
+            'terminated.' % ending)
+        assert ('POST', base + '/api/terminate') not in requests[asked:]
+        assert ending_row.count() == 0 and page.locator('#terminate').is_disabled()
+
+        # the refresh interval from the page; a bad one keeps its error until corrected
+        box = page.locator('#poll-sec')
+        box.fill('1')
+        with page.expect_response(base + '/api/settings') as answer:
+            box.dispatch_event('change')
+        assert answer.value.json() == {'poll_sec': 1, 'show_coro_args': True}
+        box.fill('0')
+        box.dispatch_event('change')
+        note = page.locator('#poll-error')
+        assert note.inner_text().startswith('The refresh interval must be between 1 and 3600 '
+                                            'seconds, not \u201c0\u201d')
+        with page.expect_response(lambda r: r.url.startswith(base + '/api/server/')):
+            pass                # the next poll comes and goes
+        assert note.is_visible() and box.input_value() == '0'
+        box.press('Escape')
+        assert note.is_hidden() and box.input_value() == '1'
+
+        # a phone, in another browser context (a reader of its own): every page fits
+        phone = browser.new_context(viewport={'width': 390, 'height': 844}, is_mobile=True,
+                                    has_touch=True, device_scale_factor=2)
+        phone.on('request', lambda request: requests.append((request.method, request.url)))
+        small = phone.new_page()
+        small.set_default_timeout(20000)
+        small.on('pageerror', lambda exc: errors.append(str(exc)))
+        small.goto(base + '/')
+        small_row = small.locator('#nodes-table tbody tr[data-node="127.0.0.1"]')
+        small_row.wait_for()
+        assert small_row.locator('td').all_inner_texts()[1:4] == ['Up', '2', '2']
+        _fits(small, ['#cards .card[data-card="running"]', '#cards .card[data-card="failed"]',
+                      '#nodes-table tbody tr td:nth-child(2) .pill',
+                      '#nodes-table tbody tr td:nth-child(4)',
+                      '#nodes-table tbody tr td:nth-child(6)', '#failures .error-text',
+                      '#throughput svg', '#poll-sec', '#tab-jobs'])
+        _shot(small, tmp_path, 'monitor-phone-cluster')
+        small.goto(base + '/jobs?state=failed')
+        small.locator('#jobs-table tbody tr[data-coro="%s"]' % failed).wait_for()
+        _fits(small, ['#search', '#jobs-table tbody tr td.lead', '#jobs-table .error-text',
+                      '#jobs-table td.args'])
+        small.goto(base + '/node/127.0.0.1')
+        small.locator('#servers-table tbody tr').nth(1).wait_for()
+        _fits(small, ['#servers-table tbody tr td.lead', '#servers-table td:nth-child(7)',
+                      '#charts .chart svg'])
+        _shot(small, tmp_path, 'monitor-phone-node')
+        running = [c for c in long_jobs if c not in (victim, ending)]
+        small.goto(base + '/server/' + urllib.parse.quote(running[0].split('@')[1], safe=''))
+        first_row = small.locator('#coros-table tbody tr').first
+        first_row.wait_for()
+        _fits(small, ['#coros-table tbody tr td.lead', '#coros-table tbody tr td.check input',
+                      '#coros-table tbody tr td:nth-child(3)', '#coros-table td.args',
+                      '#coros-table tbody tr td:nth-child(5)', '#terminate'])
+        box = first_row.locator('td.check input').bounding_box()
+        assert box['width'] >= 24 and box['height'] >= 24      # a finger can hit it
+        assert small.evaluate('document.querySelector(".topbar").offsetHeight') < 150
+        _shot(small, tmp_path, 'monitor-phone-server')
+        phone.close()
+
+        # the client ends: the page keeps the final state, says so, and backs off
+        page.goto(base + '/')
+        row.wait_for()
+        proc.stdin.write(b'quit\n')
+        proc.stdin.flush()
+        _page_until(page, lambda: row.locator('td').nth(1).inner_text(),
+                    lambda state: state == 'Closed', 30)
+        assert 'Closed' in page.locator('#computation').inner_text()
+        page.locator('#live[data-retry="30"]').wait_for(timeout=30000)
+        banner = page.locator('#gone')
+        assert banner.inner_text().startswith('The monitor does not answer since ')
+        assert 'this is its final state. Checking again every 30 s.' in banner.inner_text()
+        assert row.locator('td').nth(1).inner_text() == 'Closed'    # still on screen
+        cards = dict(zip(page.locator('#cards .card .label').all_inner_texts(),
+                         page.locator('#cards .card .value').all_inner_texts()))
+        # the two left running end (as finished: a terminate looks so) when it closes
+        assert (cards['FINISHED'], cards['FAILED'], cards['TERMINATED']) == ('4', '1', '2')
+        asked = len(requests)
+        page.wait_for_timeout(2500)     # a window of 2.5 poll intervals: no try in it
+        assert requests[asked:] == []
+        _shot(page, tmp_path, 'monitor-final')
+        browser.close()
     assert errors == []
-    assert requests and all(url.startswith(base) for url in requests), requests
-    proc.stdin.write(b'quit\n')
-    proc.stdin.flush()
+    assert requests and all(url.startswith(base) for _, url in requests), requests
     assert wait_for_line(proc, 'bye', 60).startswith('bye after ')
     assert proc.wait(30) == 0
 

@@ -355,6 +355,19 @@ def test_a_normal_close_closes_nodes_and_servers():
     assert data['servers'] == 0 and data['jobs']['finished'] == 1
 
 
+def test_servers_that_disconnect_as_the_computation_closes_are_closed_not_lost():
+    cluster = Cluster()
+    # closing kills the servers: their connections drop before the computation is closed
+    for location in cluster.servers:
+        cluster.monitor.update(DiscoroStatus(Scheduler.ServerDisconnected, location))
+    cluster.monitor.update(DiscoroStatus(Scheduler.ComputationClosed, 1))
+    nodes, servers = _states(cluster)
+    assert nodes == {addr: ('closed', 'Closed') for addr in NODES}
+    assert set(servers.values()) == {'closed'}
+    assert [s['status'] for s in get_json(cluster.app, '/api/node/' + NODES[0])['servers']] \
+        == ['Closed', 'Closed']
+
+
 def test_a_node_killed_is_lost_with_its_servers_and_jobs():
     cluster = Cluster()
     dead = NODES[1]

@@ -289,16 +289,18 @@
     let failures = 0;
     async function tick() {
       clearTimeout(timer);
-      let delay = settings.poll_sec;
+      let delay;
       try {
         const data = await load();
-        applySettings(data);
+        applySettings(data);        // the interval may have changed: it is read after
+        delay = settings.poll_sec;
         lastData = data || lastData;
         lastGood = Date.now() / 1000;
         failures = 0;
         offline(null);
         live(true, null, delay);
       } catch (err) {
+        delay = settings.poll_sec;
         if (err.status === 404) {
           live(false, 'Not known any more', delay);
           gone(err.message);
@@ -948,7 +950,7 @@
         const dropped = dropEnded();
         render(data);
         if (dropped.length) {
-          notes.push(dropped.length + ' of the selected ' + (dropped.length === 1 ? 'job has' : 'jobs have') +
+          notes.push(dropped.length + ' of the selected jobs ' + (dropped.length === 1 ? 'has' : 'have') +
                      ' ended meanwhile and ' + (dropped.length === 1 ? 'was' : 'were') + ' unselected: ' + dropped.join(', '));
         }
         const coros = Array.from(selected);
