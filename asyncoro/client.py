@@ -93,6 +93,15 @@ class Computation:
     :param disable_nodes: nodes (servers) wait for enable_node
         (enable_server) before they are used.
     :param peers_communicate: servers pair with one another.
+    :param retry_lost: (this package's extension) how many times a CPU job
+        whose server or node dies before it ends is started again on another
+        server (0, as in asyncoro 4.5: never). It applies to jobs of run,
+        run_result, run_results and of run_at / run_result_at with a node
+        address; a job placed on one server (run_at with a Location) and
+        async jobs are never run again. status_coro sees the lost attempt
+        end with (Scheduler.ServerClosed, DiscoroJobLost) and CoroCreated for
+        the new one; run_result* gives the result of the attempt that ended,
+        or a DiscoroJobLost listing every attempt.
     :raises DiscoroError: for a bad argument, saying which and why.
 
     `wait_warning` (seconds, 10 by default; class or instance attribute):
@@ -106,7 +115,7 @@ class Computation:
     def __init__(self, components, pulse_interval=(5 * MinPulseInterval),
                  node_allocations=[],         # noqa: B006 - asyncoro 4.5's signature; never mutated
                  status_coro=None, node_setup=None, server_setup=None, disable_nodes=False,
-                 disable_servers=False, peers_communicate=False):
+                 disable_servers=False, peers_communicate=False, retry_lost=0):
         if not isinstance(components, (list, tuple)):
             components = [components]
         if isinstance(pulse_interval, bool) or not isinstance(pulse_interval, (int, float)) or \
@@ -128,6 +137,9 @@ class Computation:
         for name, setup in (('node_setup', node_setup), ('server_setup', server_setup)):
             if setup is not None and not inspect.isgeneratorfunction(setup):
                 raise DiscoroError('%s must be a generator function, not %r' % (name, setup))
+        if isinstance(retry_lost, bool) or not isinstance(retry_lost, int) or retry_lost < 0:
+            raise DiscoroError('retry_lost must be a number of retries (0 or more), not %r'
+                               % (retry_lost,))
         if (disable_nodes or disable_servers) and status_coro is None:
             raise DiscoroError('disable_nodes and disable_servers need a status_coro (to hear '
                                'of the nodes and servers to enable)')
@@ -174,6 +186,7 @@ class Computation:
         self._disable_nodes = bool(disable_nodes)
         self._disable_servers = bool(disable_servers)
         self._peers_communicate = bool(peers_communicate)
+        self._retry_lost = retry_lost
         # the key of this computation everywhere: id(self) alone is not unique
         # across client processes, which share one scheduler program
         self._id = uuid.uuid4().int >> 65
@@ -197,7 +210,7 @@ class Computation:
                         self._allocations, self.status_coro, self._node_setup,
                         self._server_setup, self._disable_nodes, self._disable_servers,
                         self._peers_communicate, self._client.coro,
-                        disasyncoro.AsynCoro.instance().location, id(self))
+                        disasyncoro.AsynCoro.instance().location, id(self), self._retry_lost)
 
     def _upload(self, rt, scheduler):
         """A scheduler in another process gets the component files first:

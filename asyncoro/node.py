@@ -105,7 +105,7 @@ def _server_processes(psutil, location):
 class _Computation:
     __slots__ = ('id', 'client_location', 'pulse_interval', 'cpus', 'scheduler', 'pid',
                  'servers', 'locations', 'closing', 'setup_result', 'server_coros', 'draining',
-                 'busy', 'drain_reason', 'ended', 'failed', 'started')
+                 'busy', 'drain_reason', 'ended', 'failed', 'started', 'key')
 
     def __init__(self, comp_id, client_location, pulse_interval, cpus):
         self.id = comp_id
@@ -125,6 +125,7 @@ class _Computation:
         self.closing = False
         self.setup_result = None
         self.ended = gevent.event.Event()     # set once it has ended here
+        self.key = None                 # (id, part): what its processes report under
 
 
 class NodeService(Service):
@@ -171,6 +172,11 @@ class NodeService(Service):
         what = 'reserve node %s' % self.rt.location.addr
         if not self.accepting:
             raise Failure(what, 'it is not in service now%s' % self.windows.next_start())
+        if self.comp is not None and self.comp.id == comp_id and \
+                self.comp.setup_result is not None:
+            # the scheduler sets it up again (it had dropped this node, which
+            # is back): what still runs here of it ends first
+            self._end_computation(self.comp, 'the scheduler sets it up again', by_scheduler=True)
         if self.comp is not None:
             if self.comp.id == comp_id:
                 return self.comp.pulse_interval
@@ -190,12 +196,13 @@ class NodeService(Service):
 
     @answers(NODE_SETUP)
     def setup(self, comp_id, code, node_setup, setup_args, scheduler, client, client_location,
-              server_setup):
+              server_setup, part):
         comp = self.comp
         what = 'set up computation %x' % comp_id
-        if comp is None or comp.id != comp_id:
+        if comp is None or comp.id != comp_id or comp.setup_result is not None:
             raise Failure(what, 'node %s is not reserved for it' % self.rt.location.addr)
         comp.scheduler = scheduler
+        comp.key = (comp_id, part)
         opts = self.options
         comp.setup_result = gevent.event.AsyncResult()
         spec = {
@@ -208,6 +215,7 @@ class NodeService(Service):
             'servers': [(i, opts.server_ports[i - 1]) for i in range(1, comp.cpus + 1)],
             'scheduler': scheduler.__reduce__()[1], 'node': self.coro.__reduce__()[1],
             'client_location': client_location, 'server_setup_name': server_setup,
+            'part': part, 'key': comp.key,
         }
         command(self.zygote_cmd, START, spec)
         result = comp.setup_result.get()
@@ -218,8 +226,8 @@ class NodeService(Service):
         return 0
 
     @answers(SERVER_STARTED)
-    def server_started(self, comp_id, index, location, coro=None):
-        if self.comp is not None and self.comp.id == comp_id:
+    def server_started(self, key, index, location, coro=None):
+        if self.comp is not None and self.comp.key == key:
             self.comp.locations[index] = location
             self.comp.started += 1
             if coro is not None:
@@ -279,7 +287,7 @@ class NodeService(Service):
         """Tell schedulers that this node takes computations (again)."""
         self.rt.discover_peers(port=self.options.scheduler_port)
         for scheduler in list(self.schedulers):
-            self.tell(scheduler, NODE_AVAILABLE, self.rt.location.addr)
+            self.tell(scheduler, NODE_AVAILABLE, self.rt.location.addr, self.coro)
 
     def drain(self, comp, why, rejoin=False):
         """End `comp` once the jobs its servers run now are done; they take
@@ -303,9 +311,9 @@ class NodeService(Service):
             comp.drain_reason = (why, rejoin)
 
     @answers(SERVER_IDLE)
-    def server_idle(self, comp_id, index):
+    def server_idle(self, key, index):
         comp = self.comp
-        if comp is not None and comp.id == comp_id and comp.draining:
+        if comp is not None and comp.key == key and comp.draining:
             comp.busy.discard(index)
             if not comp.busy and comp.drain_reason is not None:     # drain() has asked all
                 why, rejoin = comp.drain_reason
@@ -368,7 +376,7 @@ class NodeService(Service):
                 return
             comp = self.comp
             handle = self._REPORTS.get(msg[0])
-            if comp is not None and comp.id == msg[1] and handle is not None:
+            if comp is not None and comp.key == msg[1] and handle is not None:
                 handle(self, comp, *msg[2:])
 
     def _report_computation(self, comp, pid):
@@ -437,8 +445,9 @@ class NodeService(Service):
                                       % answer.reason, by_scheduler=True)
                 return
             elif now - answered >= 5 * interval:
+                # (it may come back: the node takes the computation again then)
                 self._end_computation(comp, 'the scheduler answered no pulse for %.0f s (5 '
-                                      'pulse intervals)' % (now - answered))
+                                      'pulse intervals)' % (now - answered), rejoin=True)
                 return
             due += interval
             if comp.ended.wait(max(due - time.monotonic(), 0)):

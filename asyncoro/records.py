@@ -38,12 +38,19 @@ class DiscoroJobLost(ServerLost):
     It is the value of the job's end, `MonitorException(rcoro,
     (Scheduler.ServerClosed, DiscoroJobLost(...)))` (asyncoro 4.5 sent None
     there), and what run_result* gives for the job. `server` is the server's
-    Location, `cause` says what happened, in words."""
+    Location, `cause` says what happened, in words; for a job that was run
+    again (Computation's retry_lost) and lost each time, `attempts` holds the
+    DiscoroJobLost of each earlier attempt."""
 
-    def __init__(self, server, cause):
-        super().__init__('job lost with server %s: %s' % (server, cause), server, cause)
+    def __init__(self, server, cause, attempts=()):
+        text = 'job lost with server %s: %s' % (server, cause)
+        if attempts:
+            text += ' (run %d times; before: %s)' % (len(attempts) + 1, '; '.join(
+                '%s: %s' % (lost.server, lost.cause) for lost in attempts))
+        super().__init__(text, server, cause, tuple(attempts))
         self.server = server
         self.cause = cause
+        self.attempts = tuple(attempts)     # the DiscoroJobLost of each earlier attempt
 
     def __str__(self):
         return self.args[0]
@@ -164,7 +171,7 @@ class Package:
 
     def __init__(self, comp_id, code, files, pulse_interval, allocations, status_coro,
                  node_setup, server_setup, disable_nodes, disable_servers, peers_communicate,
-                 client, client_location, public_id):
+                 client, client_location, public_id, retry_lost=0):
         self.id = comp_id
         self.code = code
         self.files = files
@@ -179,6 +186,7 @@ class Package:
         self.client = client
         self.client_location = client_location
         self.public_id = public_id          # id(computation), for ComputationClosed
+        self.retry_lost = retry_lost        # how often a lost CPU job is run again
         self.last_contact = time.monotonic()    # the client last answered (or asked)
         self.last_active = time.monotonic()     # a job ran or ended, or the client asked
         self.closing = False

@@ -31,6 +31,7 @@ How it works:
 import collections
 import logging
 import os
+import random
 import shutil
 import time
 
@@ -142,7 +143,7 @@ class Scheduler(metaclass=Singleton):
 
 class _Node:
     __slots__ = ('info', 'coro', 'location', 'servers', 'cpus', 'status', 'enabled',
-                 'last_pulse', 'draining', 'pulse_interval', 'setting_up', 'slot')
+                 'last_pulse', 'draining', 'pulse_interval', 'setting_up', 'slot', 'part')
 
     def __init__(self, info, coro, slot):
         self.slot = slot                    # its placement.NodeSlot
@@ -157,6 +158,7 @@ class _Node:
         self.draining = False               # finishing its jobs: give it no more
         self.pulse_interval = None          # what the node keeps for the computation
         self.setting_up = False             # being reserved and set up now
+        self.part = None                    # the token of its latest setup
 
 
 class _Server:
@@ -173,14 +175,33 @@ class _Server:
 
 
 class _Job:
-    __slots__ = ('kind', 'server', 'want_result', 'name', 'info')
+    __slots__ = ('kind', 'server', 'want_result', 'name', 'info', 'spec', 'where', 'retries',
+                 'attempts', 'origin')
 
-    def __init__(self, kind, server, want_result, name, info):
+    def __init__(self, kind, server, want_result, name, info, spec, where, retries,
+                 attempts=(), origin=None):
         self.kind = kind
         self.server = server
         self.want_result = want_result
         self.name = name
         self.info = info                    # DiscoroCoroInfo
+        self.spec = spec                    # (name, source, args, kwargs): to run it again
+        self.where = where                  # None, a node address, or a server Location
+        self.retries = retries              # how many more times it is run again if lost
+        self.attempts = attempts            # the DiscoroJobLost of each earlier attempt
+        self.origin = origin or info.coro   # the coroutine run_result* waits for
+
+
+class _Bounded(collections.OrderedDict):
+    """A dict that forgets its oldest entries beyond a bound (the ends of
+    jobs that may never be asked for)."""
+
+    LIMIT = 10000
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        if len(self) > self.LIMIT:
+            self.popitem(last=False)
 
 
 class _SchedulerService(Service):
@@ -191,7 +212,10 @@ class _SchedulerService(Service):
         self.nodes = {}                     # addr -> _Node (every node known)
         self.servers = {}                   # Location -> _Server (current computation)
         self.jobs = {}                      # remote Coro -> _Job
-        self.early_ends = {}                # MonitorExceptions of jobs not yet recorded
+        self.early_ends = _Bounded()        # MonitorExceptions of jobs not yet recorded
+        self.abandoned = _Bounded()         # lost jobs whose late end is not theirs to tell
+        self.lost_nodes = {}                # addr -> service of a node dropped (it may be back)
+        self.rejoining = set()              # addrs of lost nodes being asked now
         self.queue = collections.deque()    # (package, AsyncResult) waiting their turn
         self.current = None                 # the package running now
         self.left_out = {}                  # addr -> why that node does not serve `current`
@@ -292,7 +316,8 @@ class _SchedulerService(Service):
             self.watchers = {w for w in self.watchers if w.location != location}
             server = self.servers.get(location)
             if server is not None:
-                self._server_gone(server, Scheduler.ServerDisconnected, 'its connection was lost')
+                self._server_gone(server, Scheduler.ServerDisconnected, 'its connection was lost (its '
+                                  'process died, or the network failed)')
             for node in list(self.nodes.values()):
                 if node.location == location:
                     self._node_gone(node, 'its node %s went away' % node.info.addr)
@@ -310,6 +335,7 @@ class _SchedulerService(Service):
                     node = self.nodes[info.addr] = _Node(info, coro,
                                                          self.placement.node_slot(None))
                     node.slot.node = node
+                    self.lost_nodes.pop(info.addr, None)
                     log.debug('node %s (%s) with %d servers discovered', info.name, info.addr,
                               info.cpus)
         finally:
@@ -391,9 +417,10 @@ class _SchedulerService(Service):
             node.enabled = None
             if package is not self.current:
                 return
+        node.part = random.getrandbits(63)      # its servers say which setup they belong to
         answer = self.call(node.coro, NODE_SETUP, package.id, package.code, package.node_setup,
                            args, self.coro, package.client, package.client_location,
-                           package.server_setup)
+                           package.server_setup, node.part)
         if isinstance(answer, Failure):
             self._leave_out(node, package, answer.reason)
             return
@@ -410,7 +437,11 @@ class _SchedulerService(Service):
             self._give(server)
 
     def _node_gone(self, node, cause):
-        self.nodes.pop(node.info.addr, None)
+        """`node` is gone (`cause`, in words): its jobs are lost; it is asked
+        now and then whether it is back (a partition that heals)."""
+        if self.nodes.get(node.info.addr) is node:
+            del self.nodes[node.info.addr]
+            self.lost_nodes[node.info.addr] = node.coro
         for server in list(node.servers.values()):
             self._server_gone(server, Scheduler.ServerDisconnected, cause)
         if node.status:
@@ -517,8 +548,14 @@ class _SchedulerService(Service):
                     silent = now - node.last_pulse
                     log.warning('node %s sent no pulse for %.0f s (5 pulse intervals); dropped',
                                 node.info.addr, silent)
+                    for server in node.servers.values():
+                        for rcoro in server.jobs:
+                            rcoro.terminate()   # it may still run, cut off: not for long
                     self._node_gone(node, 'its node %s sent no pulse for %.0f s'
                                     % (node.info.addr, silent))
+            for addr, coro in list(self.lost_nodes.items()):
+                if addr not in self.rejoining:
+                    spawn(self._rejoin, addr, coro, package.pulse_interval)
 
     def _current(self, comp_id):
         current = self.current
@@ -531,12 +568,15 @@ class _SchedulerService(Service):
     # ---------------- servers
 
     @answers(SERVER_UP)
-    def server_up(self, comp_id, location, node_addr, coro):
+    def server_up(self, comp_id, part, location, node_addr, coro):
         package = self._current(comp_id)
         node = self.nodes.get(node_addr)
         if node is None or node_addr in self.left_out:
             raise Failure('server %s' % location, 'its node %s does not serve computation %x'
                           % (node_addr, comp_id))
+        if part != node.part:
+            raise Failure('server %s' % location, 'it belongs to an earlier setup of node %s'
+                          % node_addr)
         server = _Server(location, coro, node, self.placement.server_slot(None, node.slot))
         server.slot.server = server
         node.servers[location] = server
@@ -652,13 +692,34 @@ class _SchedulerService(Service):
         return 0
 
     @answers(NODE_AVAILABLE)
-    def node_available(self, addr):
-        """The node takes computations again (e.g. its service window opened)."""
+    def node_available(self, addr, coro=None):
+        """The node takes computations again (its service window opened, or
+        it is back after it was dropped)."""
         node = self.nodes.get(addr)
-        if node is not None and self.current is not None and not node.status and \
+        if node is None and coro is not None and addr not in self.rejoining:
+            spawn(self._rejoin, addr, coro, _msg_timeout())
+        elif node is not None and self.current is not None and not node.status and \
                 addr not in self.left_out:
             spawn(self._use_node, node)
         return 0
+
+    def _rejoin(self, addr, coro, timeout):
+        """Is the node at `addr` (dropped, or not known yet) there? Then it
+        is known again, and set up for the computation running (a node set
+        up again ends what it still ran of it first)."""
+        self.rejoining.add(addr)
+        try:
+            info = self.call(coro, NODE_INFO, timeout=timeout)
+            if isinstance(info, Failure) or addr in self.nodes:
+                return
+            self.lost_nodes.pop(addr, None)
+            node = self.nodes[addr] = _Node(info, coro, self.placement.node_slot(None))
+            node.slot.node = node
+            log.info('node %s (%s) is back', addr, info.name)
+            if self.current is not None:
+                self._use_node(node)
+        finally:
+            self.rejoining.discard(addr)
 
     @answers(PULSE)
     def pulse(self, comp_id, addr, avail_info):
@@ -802,16 +863,51 @@ class _SchedulerService(Service):
             if isinstance(answer, JobNotCreated):
                 return answer
             raise Failure(what, 'server %s: %s' % (server.location, answer))
-        job = _Job(kind, server, want_result, name,
-                   DiscoroCoroInfo(answer, args, kwargs, time.time()))
-        server.jobs[answer] = job
-        self.jobs[answer] = job
+        retries = package.retry_lost if cpu and not isinstance(where, Location) else 0
+        self._started(_Job(kind, server, want_result, name,
+                           DiscoroCoroInfo(answer, args, kwargs, time.time()),
+                           (name, source, args, kwargs), where, retries))
+        return answer
+
+    def _started(self, job):
+        rcoro = job.info.coro
+        job.server.jobs[rcoro] = job
+        self.jobs[rcoro] = job
         # from here, so that it reaches status_coro before the job's end (same sender)
         self._notify(DiscoroStatus(Scheduler.CoroCreated, job.info))
-        early = self.early_ends.pop(answer, None)
+        early = self.early_ends.pop(rcoro, None)
         if early is not None:
             self._job_end(early)
-        return answer
+
+    def _run_again(self, job, lost):
+        """A CPU job lost with its server (`lost`): start it again on another
+        server, or give up with every attempt's reason."""
+        attempts = job.attempts + (lost,)
+        package = self.current
+        name, source, args, kwargs = job.spec
+        log.info('job %s lost (%s); it is run again (%d more time(s) at most)', job.info.coro,
+                 lost.cause, job.retries - 1)
+        try:
+            if package is None or package.closing:
+                raise Failure('job %s' % name, 'the computation was closed')
+            server = self._server_for('cpu', job.where, 'job %s' % name)
+            answer = self.call(server.coro, JOB, name, source, args, kwargs, self.coro)
+            if not isinstance(answer, Coro):
+                self._unreserve(server, True)
+                raise Failure('job %s' % name, 'server %s: %s' % (server.location, answer))
+        except Failure as failure:
+            log.warning('job %s lost for good: %s', job.info.coro, failure)
+            if job.want_result and package is not None:
+                final = DiscoroJobLost(lost.server, '%s; not run again: %s'
+                                       % (lost.cause, failure.reason), job.attempts)
+                self.tell(package.client, RESULT, job.origin, final)
+            return
+        if package is not self.current:
+            answer.terminate()
+            return
+        self._started(_Job('cpu', server, job.want_result, name,
+                           DiscoroCoroInfo(answer, args, kwargs, time.time()), job.spec,
+                           job.where, job.retries - 1, attempts, job.origin))
 
     def _unreserve(self, server, cpu):
         """A job counted on `server` did not start there."""
@@ -821,6 +917,12 @@ class _SchedulerService(Service):
     def on_monitor(self, msg):
         rcoro = msg.args[0]
         if rcoro not in self.jobs:
+            if self.abandoned.pop(rcoro, None) is not None:
+                # an attempt already ended as lost (and maybe run again): the
+                # end that counts is the one told then, not this late one
+                log.info('job %s ended after it was given up as lost; its end is not used',
+                         rcoro)
+                return
             self.early_ends[rcoro] = msg      # its run() answer is still on its way
             return
         self._job_end(msg)
@@ -837,6 +939,15 @@ class _SchedulerService(Service):
                                                                     job.kind == 'cpu'):
             self._give(server)
         current = self.current
+        if kind == Scheduler.ServerClosed and isinstance(value, DiscoroJobLost):
+            self.abandoned[rcoro] = True
+            if current is not None and job.retries > 0 and not current.closing:
+                self._notify(msg)
+                spawn(self._run_again, job, value)
+                return
+            if job.attempts:
+                value = DiscoroJobLost(value.server, value.cause, job.attempts)
+                msg = MonitorException(rcoro, (kind, value))
         if current is not None:
             self._notify(msg)
             if job.want_result:
@@ -849,7 +960,7 @@ class _SchedulerService(Service):
                     result = value
                 else:       # the exception could not travel: its type did
                     result = kind(value) if isinstance(kind, type) else value
-                self.tell(current.client, RESULT, rcoro, result)
+                self.tell(current.client, RESULT, job.origin, result)
 
     # ---------------- closing
 

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 # the node's commands to the zygote
 START = 'start'             # (START, spec): a computation process for spec
 QUIT = 'quit'
-# reports to the node: (kind, computation id, ...)
+# reports to the node: (kind, key of the computation's part on the node, ...)
 COMPUTATION_PID = 'computation-pid'     # (pid)
 SETUP_DONE = 'setup-done'               # (0, or why node_setup failed)
 SERVER_PID = 'server-pid'               # (index, pid)
@@ -56,14 +56,14 @@ SERVER_FAILED = 'server-failed'         # (index, why it could not start)
 SERVER_EXIT = 'server-exit'             # (index, pid, wait status)
 
 
-def report(fd, kind, comp_id, *fields):
+def report(fd, kind, key, *fields):
     """Send one report to the node, in one whole pipe write (a long last
     field is cut, so reports from several processes never mix).
 
     :returns: True, or False if the node is gone (killed: nobody is left to
         tell).
     """
-    msg = (kind, comp_id) + fields
+    msg = (kind, key) + fields
     if len(netio.dumps(msg)) > netio.PIPE_ATOMIC and fields:
         msg = msg[:-1] + (str(msg[-1])[:1000],)
     try:
@@ -129,7 +129,7 @@ def _zygote_main(cmd_fd, report_fd):
                     code = 1
                 finally:
                     os._exit(code)
-            report(report_fd, COMPUTATION_PID, spec['id'], pid)
+            report(report_fd, COMPUTATION_PID, spec['key'], pid)
 
 
 def _reap():
@@ -189,7 +189,7 @@ def _computation_main(spec, report_fd):
                 result = 'node_setup gave %r, not 0' % (result,)
     except Exception:      # user code failed: the scheduler hears why
         result = 'node_setup failed: %s' % traceback.format_exc()[-1500:]
-    report(report_fd, SETUP_DONE, spec['id'], result)
+    report(report_fd, SETUP_DONE, spec['key'], result)
     if result != 0:
         return
     servers = {}
@@ -205,14 +205,14 @@ def _computation_main(spec, report_fd):
             finally:
                 os._exit(code)
         servers[pid] = index
-        report(report_fd, SERVER_PID, spec['id'], index, pid)
+        report(report_fd, SERVER_PID, spec['key'], index, pid)
     while servers:
         try:
             pid, status = os.wait()
         except ChildProcessError:
             break
         index = servers.pop(pid, None)
-        if index is not None and not report(report_fd, SERVER_EXIT, spec['id'], index, pid,
+        if index is not None and not report(report_fd, SERVER_EXIT, spec['key'], index, pid,
                                             status):
             return
 
@@ -248,7 +248,7 @@ def _server_main(spec, index, port, namespace, report_fd):
                                   certfile=spec['certfile'], keyfile=spec['keyfile'],
                                   dest_path=path, max_file_size=spec['max_file_size'])
     except OSError as exc:      # its port is taken, say: the node tells the scheduler why
-        report(report_fd, SERVER_FAILED, spec['id'], index, 'server %d: %s' % (index, exc))
+        report(report_fd, SERVER_FAILED, spec['key'], index, 'server %d: %s' % (index, exc))
         os.remove(pid_file)
         return 1
     done = core._allocate_lock()
@@ -287,10 +287,10 @@ class _ServerService(Service):
                          self._node.location):
             if location is not None and location != rt.location:
                 rt.peer(location)
-        self.tell(self._node, SERVER_STARTED, self._spec['id'], self._index, rt.location,
+        self.tell(self._node, SERVER_STARTED, self._spec['key'], self._index, rt.location,
                   self.coro)
-        answer = self.call(scheduler, SERVER_UP, self._spec['id'], rt.location,
-                           self._spec['addr'], self.coro)
+        answer = self.call(scheduler, SERVER_UP, self._spec['id'], self._spec['part'],
+                           rt.location, self._spec['addr'], self.coro)
         if isinstance(answer, Failure):
             log.info('server %s ends: the scheduler does not take it (%s)', rt.location, answer)
             self.close()
@@ -327,7 +327,7 @@ class _ServerService(Service):
     def on_monitor(self, msg):
         self.jobs.discard(msg.args[0])
         if self.draining and not self.jobs:
-            self.tell(self._node, SERVER_IDLE, self._spec['id'], self._index)
+            self.tell(self._node, SERVER_IDLE, self._spec['key'], self._index)
 
     @answers(SERVER_STATUS)
     def status(self):

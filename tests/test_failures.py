@@ -71,7 +71,7 @@ asyncoro.Coro(main)
     assert 'big.dat' in left_out[0] and '4096 bytes > max_file_size=1024' in left_out[0]
     assert any('no node can run it' in line and '4096 bytes > max_file_size=1024' in line
                for line in logs)
-    refused = [line for line in node_log(node) if 'refused' in line]
+    refused = [line for line in node_log(node) if 'big.dat' in line and 'refused' in line]
     assert len(refused) == 1, refused
 
 
