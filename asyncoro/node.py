@@ -91,9 +91,13 @@ def _server_processes(psutil, location):
             first = measured is None or measured.create_time() != child.create_time()
             if first:
                 measured = _MEASURED[child.pid] = child
-            cpu = measured.cpu_percent(None)
+            cpu = measured.cpu_percent(None)    # since the last report (0.0 the first time)
+            if first:           # the first time: on average since it started
+                times = measured.cpu_times()
+                age = time.time() - measured.create_time()
+                cpu = 100.0 * (times.user + times.system) / age if age > 0 else None
             found.append({'location': type(location)(location.addr, port), 'pid': child.pid,
-                          'cpu': None if first else cpu, 'rss': measured.memory_info().rss})
+                          'cpu': cpu, 'rss': measured.memory_info().rss})
         except psutil.Error:    # it ended (or hides) between the listing and the reading
             continue
     alive = {entry['pid'] for entry in found}

@@ -72,8 +72,9 @@ class DiscoroNodeAvailInfo:
 
     `processes` (optional, None when not measured): one dict per server
     process the node runs, `{'location': the server's Location, 'pid',
-    'cpu': percent of one CPU used since the node's last report (None at the
-    first), 'rss': resident bytes}`; the web monitor shows them."""
+    'cpu': percent of one CPU used since the node's last report (at the first,
+    since the process started; None if unknown), 'rss': resident bytes}`; the
+    web monitor shows them."""
 
     __slots__ = ('location', 'cpu', 'memory', 'disk', 'swap', 'processes')
 

@@ -4,6 +4,7 @@ and the ones waiting in its queue, terminates jobs, and follows the next
 computation when the first one closes. All real processes on 127.0.0.1.
 """
 
+import base64
 import json
 import signal
 
@@ -11,6 +12,10 @@ import pytest
 
 from conftest import free_udp_port, read_line, wait_until
 from test_httpd import http, page_post
+
+prometheus_parser = pytest.importorskip(
+    'prometheus_client.parser', reason='prometheus_client (the test extra) parses /metrics')
+text_string_to_metric_families = prometheus_parser.text_string_to_metric_families
 
 
 REMOTE_CLIENT = r'''
@@ -69,11 +74,14 @@ def test_httpd_program_follows_a_shared_scheduler_and_its_queue(processes, servi
                                  '--host', '127.0.0.1'], 'httpd ready', console=True)
     base = monitor.ready_line.split()[2].rstrip('/')
     told = services('httpd', ['-u', free_udp_port(), '-p', 0, '--scheduler', where,
-                              '--host', '127.0.0.1'], 'httpd ready')
+                              '--host', '127.0.0.1', '--password', 'pw'], 'httpd ready')
     told_base = told.ready_line.split()[2].rstrip('/')
+    login = {'Authorization': 'Basic ' + base64.b64encode(b'me:pw').decode()}
+    assert http(told_base + '/api/cluster')[0] == 401
 
     def cluster(url=base):
-        return json.loads(http(url + '/api/cluster')[2])
+        return json.loads(http(url + '/api/cluster', headers=login if url == told_base
+                               else None)[2])
     for url in (base, told_base):
         wait_until(lambda url=url: cluster(url)['scheduler'] == where, 20,
                    'the monitor at %s finding the scheduler' % url)
@@ -94,6 +102,14 @@ def test_httpd_program_follows_a_shared_scheduler_and_its_queue(processes, servi
     wait_until(lambda: state() == (first_id, 3, 1, 2, 2, 1), 20,
                'the monitor showing the first computation, its jobs and one waiting')
     told_state = cluster(told_base)
+    # /metrics of the program: what runs, and the computation waiting in the queue
+    families = {family.name: family for family in text_string_to_metric_families(
+        http(base + '/metrics')[2])}
+    assert [s.value for s in families['asyncoro_computations_queued'].samples] == [1]
+    assert [(s.labels, s.value) for s in families['asyncoro_jobs_running'].samples] == [
+        ({'node': '127.0.0.1'}, 2)]
+    assert http(told_base + '/metrics')[0] == 401
+    assert http(told_base + '/metrics', headers=login)[0] == 200
     assert (told_state['computation']['id'], told_state['coros_running']) == (first_id, 2)
     code, _, text = page_post(base, '/api/terminate', {'coro': [jobs[1]]})
     assert json.loads(text)['terminated'] == [jobs[1]]

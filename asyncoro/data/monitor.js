@@ -84,7 +84,7 @@
 
   function duration(seconds) {
     if (seconds === null || seconds === undefined || isNaN(seconds)) return '\u2014';
-    if (seconds < 10 && seconds > 0) return seconds.toFixed(seconds < 1 ? 2 : 1) + ' s';
+    if (seconds < 10 && seconds > 0 && !Number.isInteger(seconds)) return seconds.toFixed(seconds < 1 ? 2 : 1) + ' s';
     seconds = Math.max(0, Math.round(seconds));
     if (seconds < 60) return seconds + ' s';
     const m = Math.floor(seconds / 60), s = seconds % 60;
@@ -628,7 +628,7 @@
     const total = function (i) { return ENDS.reduce(function (s, e) { return s + ((data[e.key] || [])[i] || 0); }, 0); };
     let high = 1;
     for (let i = 0; i < n; i++) high = Math.max(high, started[i], total(i));
-    const bw = W / bars;
+    const bw = Math.min(W / bars, 24);     // early on, narrow bars from the left
     const y = function (v) { return BOTTOM - v / high * (BOTTOM - 14); };
     const chart = svg('svg', {width: W, height: H, viewBox: '0 0 ' + W + ' ' + H, role: 'img',
                               'aria-label': 'Jobs started and ended per ' + duration(width)});
@@ -648,9 +648,12 @@
     }
     const line = started.map(function (v, i) { return (i ? 'L' : 'M') + ((i + 0.5) * bw).toFixed(1) + ',' + y(v).toFixed(1); }).join(' ');
     chart.append(svg('path', {class: 'started', d: line}));
+    if (n <= 40) {
+      started.forEach(function (v, i) { chart.append(svg('circle', {class: 'started-dot', cx: (i + 0.5) * bw, cy: y(v), r: 2.5})); });
+    }
     chart.append(svg('line', {class: 'baseline', x1: 0, x2: W, y1: BOTTOM, y2: BOTTOM}));
-    const t0 = data.start, t1 = data.start + bars * width;
-    timeAxis(chart, t0, t1, function (t) { return (t - t0) / (t1 - t0) * W; }, BOTTOM, Math.max(2, Math.floor(W / 100)));
+    const t0 = data.start, t1 = data.start + bars * width, used = bars * bw;
+    timeAxis(chart, t0, t1, function (t) { return (t - t0) / (t1 - t0) * used; }, BOTTOM, Math.max(2, Math.floor(used / 100)));
     const plot = el('div', {class: 'plot'}, chart);
     box.append(plot);
     hover(plot, chart, BOTTOM, function (px) {
@@ -708,7 +711,7 @@
         card('Lost', jobs.lost || 0, '#5d6778', 'with their server'),
         card('Terminated', jobs.terminated || 0, '#a86200', 'from the monitor'),
         card('Submitted', data.coros_submitted, '#5b8def', 'in all'),
-        card('Nodes', up, '#7a5af8', lostNodes ? lostNodes + ' lost' : data.nodes.length > up ? (data.nodes.length - up) + ' not up' : 'up'),
+        card('Nodes', up, '#7a5af8', lostNodes ? lostNodes + ' lost' : data.nodes.length > up ? (data.nodes.length - up) + ' closed or starting' : 'up'),
         card('Servers', data.servers, '#0e9aa7', 'up')]);
       throughputChart($('#throughput'), data.throughput || {}, data.time);
       const rows = sorted(data.nodes, value, 'addr').map(function (node) {
