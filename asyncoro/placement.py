@@ -195,17 +195,13 @@ class Placement:
     def cpu(self):
         """A free server of the least loaded usable node (reserved for the
         job: call `ended` if the job does not start), or None."""
-        heap = self.by_load
-        while heap:
-            entry = heap[0]
-            node = entry[3]
-            if entry is not node.cpu_key or not node.usable or not node.free:
-                heapq.heappop(heap)
-                continue
-            slot = next(iter(node.free))
-            self.reserve(slot)
-            return slot
-        return None
+        node = _top(self.by_load, lambda entry: entry is entry[3].cpu_key and entry[3].usable
+                    and entry[3].free)
+        if node is None:
+            return None
+        slot = next(iter(node.free))
+        self.reserve(slot)
+        return slot
 
     def cpu_on(self, node):
         """A free server of `node` (reserved), or None."""
@@ -219,25 +215,19 @@ class Placement:
         """The server for an async job: the least busy of `node`, or of the
         node with the fewest jobs per server; None if no server is ready."""
         if node is None:
-            heap = self.by_jobs
-            while heap:
-                entry = heap[0]
-                candidate = entry[3]
-                if entry is not candidate.async_key or not candidate.usable:
-                    heapq.heappop(heap)
-                    continue
-                node = candidate
-                break
-            else:
-                return None
-        elif not node.usable:
+            node = _top(self.by_jobs, lambda entry: entry is entry[3].async_key and
+                        entry[3].usable)
+        if node is None or not node.usable:
             return None
-        heap = node.by_jobs
-        while heap:
-            entry = heap[0]
-            slot = entry[3]
-            if entry is not slot.key or not slot.ready:
-                heapq.heappop(heap)
-                continue
-            return slot
-        return None
+        return _top(node.by_jobs, lambda entry: entry is entry[3].key and entry[3].ready)
+
+
+def _top(heap, current):
+    """What the top entry of a lazy heap names, once the entries that are not
+    `current` are dropped from its top; None if none is left."""
+    while heap:
+        entry = heap[0]
+        if current(entry):
+            return entry[3]
+        heapq.heappop(heap)
+    return None

@@ -17,8 +17,6 @@ ideal (1.0 s for 200 jobs) for both ways.
 
 import argparse
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import asyncoro.disasyncoro as asyncoro                  # noqa: E402
 from asyncoro.discoro import Computation, Scheduler     # noqa: E402
+from cluster import Ends, free_udp_port, start           # noqa: E402
 
 
 def trivial(x, coro=None):
@@ -42,39 +41,6 @@ def cpu_10ms(x, coro=None):
         pass
     yield
     return x
-
-
-def free_udp_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(('127.0.0.1', 0))
-        return probe.getsockname()[1]
-
-
-class Ends:
-    """The run() loop's status_coro: it keeps the values of the jobs that
-    ended; `until(n)` waits (a greenlet) until n jobs have ended."""
-
-    def __init__(self):
-        import gevent.event
-        self.values = []
-        self.target = 0
-        self.reached = gevent.event.Event()
-        self.coro = asyncoro.Coro(self.receive)
-
-    def receive(self, coro=None):
-        coro.set_daemon()
-        while True:
-            msg = yield coro.receive()
-            if isinstance(msg, asyncoro.MonitorException):
-                self.values.append(msg.args[1][1])
-                if len(self.values) >= self.target:
-                    self.reached.set()
-
-    def until(self, count):
-        self.target = count
-        if len(self.values) < count:
-            self.reached.clear()
-            self.reached.wait()
 
 
 def measure(trivial_jobs, cpu_jobs, coro=None):
@@ -95,7 +61,8 @@ def measure(trivial_jobs, cpu_jobs, coro=None):
                     assert isinstance(rcoro, asyncoro.Coro), rcoro
                 submitted += count
                 ends.until(submitted)       # every job of this round has ended
-                assert sorted(ends.values[submitted - count:]) == list(range(count))
+                assert sorted(value for _, value in ends.ends[submitted - count:]) == \
+                    list(range(count))
             figures.setdefault(way, []).append(time.perf_counter() - t0)
         yield computation.close()
     return figures
@@ -108,14 +75,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     scheduler_port, node_port = free_udp_port(), free_udp_port()
     with tempfile.TemporaryDirectory(prefix='asyncoro-bench-') as work:
-        node = subprocess.Popen([sys.executable, '-m', 'asyncoro.discoronode', '-c', '2',
-                                 '-i', '127.0.0.1', '-u', str(node_port), '--scheduler_port',
-                                 str(scheduler_port), '--dest_path', work, '--daemon'],
-                                stdout=subprocess.PIPE, text=True, cwd=work)
+        node = start('asyncoro.discoronode', ['-c', 2, '-i', '127.0.0.1', '-u', node_port,
+                                              '--scheduler_port', scheduler_port, '--dest_path',
+                                              work, '--daemon'],
+                     'discoronode ready', work, 'node.log')
         try:
-            for line in node.stdout:
-                if line.startswith('discoronode ready'):
-                    break
             Scheduler(node='127.0.0.1', udp_port=scheduler_port, discoronode_port=node_port)
             figures = asyncoro.Coro(measure, args.trivial, args.cpu).value()
         finally:

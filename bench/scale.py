@@ -18,9 +18,7 @@ that at 8 servers, and jobs/s not falling as the cluster grows.
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,53 +29,18 @@ os.environ['ASYNCORO_NODE'] = '127.0.0.1'
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import asyncoro.disasyncoro as asyncoro                  # noqa: E402
-from asyncoro.discoro import Computation, DiscoroStatus, Scheduler     # noqa: E402
+from asyncoro.discoro import Computation, Scheduler     # noqa: E402
+from cluster import Ends, free_udp_port, start           # noqa: E402
 
 
 def trivial(x):
     return x
 
 
-def free_udp_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(('127.0.0.1', 0))
-        return probe.getsockname()[1]
-
-
-class Status:
-    """status_coro: counts servers ready and the jobs' ends (with where they
-    ran); `until(n)` waits (a greenlet) until n jobs have ended."""
-
-    def __init__(self):
-        import gevent.event
-        self.ends = []              # (server Location, value)
-        self.servers = 0
-        self.target = 0
-        self.reached = gevent.event.Event()
-        self.coro = asyncoro.Coro(self.receive)
-
-    def receive(self, coro=None):
-        coro.set_daemon()
-        while True:
-            msg = yield coro.receive()
-            if isinstance(msg, asyncoro.MonitorException):
-                self.ends.append((str(msg.args[0].location), msg.args[1][1]))
-                if len(self.ends) >= self.target:
-                    self.reached.set()
-            elif isinstance(msg, DiscoroStatus) and msg.status == Scheduler.ServerInitialized:
-                self.servers += 1
-
-    def until(self, count):
-        self.target = count
-        if len(self.ends) < count:
-            self.reached.clear()
-            self.reached.wait()
-
-
 def measure(size, jobs, nodes, coro=None):
     """({way: (jobs/s, CPU s per 1000 jobs, fewest, most jobs on a server)},
     a server process's RSS in MB)."""
-    status = Status()
+    status = Ends()
     computation = Computation([trivial], status_coro=status.coro)
     assert (yield computation.schedule()) == 0
     while status.servers < size:
@@ -109,25 +72,11 @@ def measure(size, jobs, nodes, coro=None):
 
 
 def start_nodes(count, per_node, ports, work):
-    nodes = []
-    for i in range(count):
-        addr = '127.0.0.%d' % (i + 2)
-        log = open(os.path.join(work, 'node-%d.log' % i), 'w')
-        nodes.append(subprocess.Popen(
-            [sys.executable, '-m', 'asyncoro.discoronode', '-c', str(per_node), '-i', addr,
-             '-u', str(ports['node']), '--scheduler_port', str(ports['scheduler']),
-             '--dest_path', os.path.join(work, 'node-%d' % i), '--daemon'],
-            stdout=log, stderr=subprocess.STDOUT, cwd=work))
-    for i, node in enumerate(nodes):
-        deadline = time.monotonic() + 60
-        while True:
-            with open(os.path.join(work, 'node-%d.log' % i)) as f:
-                if 'discoronode ready' in f.read():
-                    break
-            if node.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError('node %d did not start (see its log in %s)' % (i, work))
-            time.sleep(0.1)
-    return nodes
+    return [start('asyncoro.discoronode', ['-c', per_node, '-i', '127.0.0.%d' % (i + 2),
+                                           '-u', ports['node'], '--scheduler_port',
+                                           ports['scheduler'], '--dest_path',
+                                           os.path.join(work, 'node-%d' % i), '--daemon'],
+                  'discoronode ready', work, 'node-%d.log' % i) for i in range(count)]
 
 
 def server_memory(nodes):

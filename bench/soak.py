@@ -15,7 +15,6 @@ Target: RSS growth under 2% between the second and the last minute.
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ import time
 
 import psutil
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from cluster import env, free_udp_port, start
 
 CLIENT = r'''
 import json, sys, time
@@ -52,27 +51,6 @@ asyncoro.Coro(main)
 '''
 
 
-def free_udp_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(('127.0.0.1', 0))
-        return probe.getsockname()[1]
-
-
-def start(argv, ready, cwd, env, log_path):
-    """Start a program with its output going to `log_path`; return once it
-    printed its ready line."""
-    with open(log_path, 'w') as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=cwd, env=env)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and proc.poll() is None:
-        with open(log_path) as log:
-            if ready in log.read():
-                return proc
-        time.sleep(0.1)
-    raise RuntimeError('%s did not print %r (see %s)' % (argv[:3], ready, log_path))
-
-
 def sample(procs):
     """{name: (rss in MB, open fds)} of the processes still running."""
     figures = {}
@@ -91,21 +69,20 @@ def main(argv=None):
     parser.add_argument('--every', type=float, default=10)
     parser.add_argument('--shared', action='store_true', help='use a discoro.py scheduler')
     args = parser.parse_args(argv)
-    env = dict(os.environ, ASYNCORO_NODE='127.0.0.1', PYTHONPATH=ROOT)
     ports = {'scheduler': free_udp_port(), 'node': free_udp_port()}
     procs = {}
     with tempfile.TemporaryDirectory(prefix='asyncoro-soak-') as work:
         try:
-            procs['node'] = start([sys.executable, '-m', 'asyncoro.discoronode', '-c', '2',
-                                   '-u', str(ports['node']), '--scheduler_port',
-                                   str(ports['scheduler']), '--dest_path', work, '--daemon'],
-                                  'discoronode ready', work, env, os.path.join(work, 'node.log'))
+            procs['node'] = start('asyncoro.discoronode',
+                                  ['-c', 2, '-u', ports['node'], '--scheduler_port',
+                                   ports['scheduler'], '--dest_path', work, '--daemon'],
+                                  'discoronode ready', work, 'node.log')
             if args.shared:
                 procs['discoro.py'] = start(
-                    [sys.executable, '-m', 'asyncoro.discoro', '-u', str(ports['scheduler']),
-                     '--discoronode_port', str(ports['node']), '--dest_path',
-                     os.path.join(work, 'scheduler'), '--daemon'],
-                    'discoro scheduler ready', work, env, os.path.join(work, 'scheduler.log'))
+                    'asyncoro.discoro', ['-u', ports['scheduler'], '--discoronode_port',
+                                         ports['node'], '--dest_path',
+                                         os.path.join(work, 'scheduler'), '--daemon'],
+                    'discoro scheduler ready', work, 'scheduler.log')
             script = os.path.join(work, 'client.py')
             with open(script, 'w') as f:
                 f.write(CLIENT)
@@ -114,7 +91,7 @@ def main(argv=None):
                 client = subprocess.Popen(
                     [sys.executable, script, json.dumps(ports), str(args.seconds),
                      'shared' if args.shared else 'private'],
-                    stdout=log, stderr=subprocess.STDOUT, cwd=work, env=env)
+                    stdout=log, stderr=subprocess.STDOUT, cwd=work, env=env())
             procs['client'] = client
             names = list(procs)
             print('soak: computations back to back for %.0f s (%s scheduler); RSS MB / open fds'
