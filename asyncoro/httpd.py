@@ -137,10 +137,8 @@ class HTTPServer:
             self._chain = computation.status_coro
             computation.status_coro = self.status_coro
             location = self._rt.location
-            self._monitor.computation = {'id': str(getattr(computation, '_id', id(computation))),
-                                         'client': str(location) if location else None,
-                                         'status': 'running', 'since': time.time(),
-                                         'closed': None}
+            self._monitor.begin(getattr(computation, '_id', id(computation)),
+                                str(location) if location else None)
         addr, bound = self._server.address[:2]
         self.address = (addr, bound)
         shown = '[%s]' % addr if ':' in addr else (addr or '0.0.0.0')

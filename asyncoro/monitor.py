@@ -292,6 +292,13 @@ class Monitor:
         self.reset_seq = 0              # the seq at the last reset: older cursors see all
         self.held = None                # messages that came before the awaited snapshot
 
+    def begin(self, comp_id, client):
+        """The computation `comp_id` of `client` starts now (a program's own
+        monitor: no ComputationScheduled comes to it)."""
+        self.computation = {'id': str(comp_id), 'client': client, 'status': 'running',
+                            'since': time.time(), 'closed': None}
+        self.throughput = _Throughput(self.computation['since'])
+
     # ---------------- messages
 
     def update(self, msg):
@@ -324,9 +331,7 @@ class Monitor:
         elif status == Scheduler.ComputationScheduled and isinstance(info, tuple) \
                 and len(info) == 2:
             self._reset()
-            self.computation = {'id': str(info[0]), 'client': _text(info[1]), 'status': 'running',
-                                'since': time.time(), 'closed': None}
-            self.throughput = _Throughput(self.computation['since'])
+            self.begin(info[0], _text(info[1]))
             self.queue = [entry for entry in self.queue if entry['id'] != str(info[0])]
         else:
             log.debug('monitor: status %s with %.200r ignored', status, info)
