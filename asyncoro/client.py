@@ -225,15 +225,21 @@ class Computation:
     # -------------------------------------------- scheduling
 
     def schedule(self, location=None, timeout=None):
-        """Find the scheduler (at `location`, or anywhere, within MsgTimeout)
-        and submit this computation; wait until the scheduler starts it (it
-        runs one computation at a time, in the order they came). Blocks; the
-        wait ends when it starts, or with -1 when the scheduler goes away.
-        `timeout` is accepted and unused.
+        """Find the scheduler and submit this computation; wait until the
+        scheduler starts it (it runs one computation at a time, in the order
+        they came).
 
-        :returns: 0, or -1 (with a WARNING saying why) if no scheduler was
+        :param location: where the scheduler runs (a Location); None: look
+            for it on the network (at most MsgTimeout seconds).
+        :param timeout: accepted, as in asyncoro 4.5, and not used.
+        :returns: 0; or -1, with a WARNING saying why, if no scheduler was
             found or it would not take the computation.
-        Call form: ``yield computation.schedule()``."""
+
+        Blocks until the computation starts, or the scheduler goes away. With
+        the computation waiting longer than :attr:`wait_warning` seconds, one
+        WARNING says what keeps it. Call form:
+        ``yield computation.schedule()``.
+        """
         if self.scheduler is not None:
             return 0
         if self._closed:
@@ -325,43 +331,70 @@ class Computation:
         return answer
 
     def run_at(self, where, gen, *args, **kwargs):
-        """A CPU-bound job: `gen(*args, **kwargs)` on node `where` (an IP
-        address: any of its servers, if one is free now) or server `where` (a
-        Location: once it is free). Blocks until the job has started.
+        """Start ``gen(*args, **kwargs)`` as a CPU-bound job (one at a time
+        per server) on node `where` or server `where`.
 
-        :returns: the job's remote Coro; None if it could not be placed (with
-            a WARNING saying why); (exc_type, name, traceback text) if the
-            server could not create it.
-        Call form: ``rcoro = yield computation.run_at(where, compute, 1)``."""
+        :param where: a node's IP address (any of its servers that is free
+            now; if none is, the job is not run) or a server's Location (the
+            job waits until that server is free).
+        :param gen: a function of the components (or its name), or a
+            module-level function, whose source goes with the job.
+        :returns: the job's remote Coro once it has started; None, with a
+            WARNING saying why, if it could not be placed; ``(exc_type, name,
+            traceback text)`` if the server could not create it.
+
+        Blocks until the job has started. Call form:
+        ``rcoro = yield computation.run_at(where, compute, 1)``.
+        """
         return self._run('cpu', where, gen, args, kwargs, False)
 
     def run(self, gen, *args, **kwargs):
-        """A CPU-bound job on the least-loaded server; blocks until a server
-        is free and the job has started (so a loop of run() keeps every
-        server busy). Returns as run_at."""
+        """Start a CPU-bound job on a free server of the least loaded node.
+
+        :returns: as :meth:`run_at`.
+
+        Blocks until a server is free and the job has started, so a loop of
+        ``run()`` keeps every server busy and no more. Call form:
+        ``rcoro = yield computation.run(compute, 1)``.
+        """
         return self._run('cpu', None, gen, args, kwargs, False)
 
     def run_async_at(self, where, gen, *args, **kwargs):
-        """A job that does not reserve its server, on node or server `where`.
-        Returns as run_at."""
+        """Start a job that does not reserve its server (any number run at
+        once on one server) on node `where` (its least busy server) or server
+        `where`.
+
+        :returns: as :meth:`run_at`.
+        """
         return self._run('async', where, gen, args, kwargs, False)
 
     def run_async(self, gen, *args, **kwargs):
-        """A job that does not reserve its server, on the least busy one.
-        Returns as run_at."""
+        """Start a job that does not reserve its server on the least busy
+        server of the node with the fewest jobs.
+
+        :returns: as :meth:`run_at`.
+        """
         return self._run('async', None, gen, args, kwargs, False)
 
     def run_result_at(self, where, gen, *args, **kwargs):
-        """run_at, then wait for the job's end. Blocks; the wait ends when the
-        job ends, its server is lost, or the computation is closed.
+        """Like :meth:`run_at`, then wait for the job to end.
 
-        :returns: the job's value, the exception it raised (or ServerLost),
-            the error tuple of a job that could not be created, or None (with
-            a WARNING) if it could not run."""
+        :returns: the job's value; the exception it raised; a DiscoroJobLost
+            if it was lost with its server (after the retries asked with
+            `retry_lost`); the error tuple of a job that could not be created;
+            or None, with a WARNING, if it could not run.
+
+        Blocks until the job ends, its server is lost or the computation is
+        closed. It does not raise for the job's errors. Call form:
+        ``value = yield computation.run_result_at(where, compute, 1)``.
+        """
         return self._result(self._run('cpu', where, gen, args, kwargs, True))
 
     def run_result(self, gen, *args, **kwargs):
-        """run, then wait for the job's value (see run_result_at)."""
+        """Like :meth:`run`, then wait for the job to end.
+
+        :returns: as :meth:`run_result_at`.
+        """
         return self._result(self._run('cpu', None, gen, args, kwargs, True))
 
     def _result(self, rcoro):
@@ -371,10 +404,18 @@ class Computation:
         return rt._run_here(self._client.result, rcoro)
 
     def run_results(self, gen, iterable):
-        """run_result for each item, all at once; their values (or errors) in
-        the items' order. An item that is a tuple is the positional arguments,
-        another iterable becomes tuple(item) (so a str gives one argument per
-        character), anything else the one argument. Blocks until all ended."""
+        """Run :meth:`run_result` for each item of `iterable`, all at once.
+
+        :param iterable: the jobs' arguments: an item that is a tuple is the
+            positional arguments; another iterable becomes ``tuple(item)``
+            (so a str gives one argument per character); anything else is the
+            one argument.
+        :returns: a list of what :meth:`run_result` gives for each item, in
+            the items' order.
+
+        Blocks until every job has ended. Call form:
+        ``values = yield computation.run_results(compute, range(10))``.
+        """
         calls = []
         for item in iterable:
             if isinstance(item, tuple):
@@ -396,14 +437,18 @@ class Computation:
     # -------------------------------------------- nodes and servers
 
     def enable_node(self, ip_addr, *setup_args):
-        """With disable_nodes: let the scheduler set up node `ip_addr` (or a
-        Location's addr), running node_setup(*setup_args) there."""
+        """With `disable_nodes`: let the scheduler set up node `ip_addr` (an
+        IP address, or a Location whose address is used), running
+        ``node_setup(*setup_args)`` there. Does not block.
+        """
         addr = ip_addr.addr if isinstance(ip_addr, Location) else ip_addr
         self._tell(ENABLE_NODE, addr, setup_args)
 
     def enable_server(self, location, *setup_args):
-        """With disable_servers: set up server `location` with
-        server_setup(*setup_args)."""
+        """With `disable_servers`: set up server `location` (a Location) with
+        ``server_setup(*setup_args)``; it takes jobs once that gives 0. Does
+        not block.
+        """
         self._tell(ENABLE_SERVER, location, setup_args)
 
     def _tell(self, op, *args):
@@ -413,25 +458,35 @@ class Computation:
         rt._run_here(self._client.tell, self.scheduler, op, self._id, *args)
 
     def nodes(self):
-        """The IP addresses of the nodes set up for this computation
-        ([] if the scheduler does not answer within MsgTimeout)."""
+        """The nodes set up for this computation.
+
+        :returns: their IP addresses (``[]`` if the scheduler does not answer
+            within MsgTimeout).
+        """
         answer = self._ask(NODES, timeout=_msg_timeout())
         return [] if isinstance(answer, Failure) else answer
 
     def servers(self):
-        """The Locations of the servers ready for jobs ([] if the scheduler
-        does not answer within MsgTimeout)."""
+        """The servers ready for jobs.
+
+        :returns: their Locations (``[]`` if the scheduler does not answer
+            within MsgTimeout).
+        """
         answer = self._ask(SERVERS, timeout=_msg_timeout())
         return [] if isinstance(answer, Failure) else answer
 
     def close(self, await_async=False):
-        """Wait for the CPU-bound jobs (and the async ones too with
-        await_async; otherwise they are terminated), close the servers,
-        release the nodes, delete the files. Blocks until the scheduler has
-        closed it, or is gone.
+        """Close the computation: wait for its CPU-bound jobs, end the async
+        ones (or wait for them too), close the servers, release the nodes and
+        delete the files.
 
-        :returns: 0, or -1 (with a WARNING) if the scheduler did not close it.
-        Call form: ``yield computation.close()``."""
+        :param await_async: wait for the jobs of ``run_async*`` too, instead
+            of terminating them.
+        :returns: 0; or -1, with a WARNING, if the scheduler did not close it.
+
+        Blocks until the scheduler has closed it, or is gone. Call form:
+        ``yield computation.close()``.
+        """
         if self.scheduler is None or self._closed:
             return 0
         self._closed = True

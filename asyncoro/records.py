@@ -59,8 +59,14 @@ class DiscoroJobLost(ServerLost):
 # ---------------------------------------------------------------- status and data
 
 DiscoroStatus = collections.namedtuple('DiscoroStatus', ['status', 'info'])
+DiscoroStatus.__doc__ = """A status message for a computation's status_coro: `status` is one of
+the Scheduler's status codes (``Scheduler.NodeDiscovered`` ...), `info` what
+it is about: a DiscoroNodeInfo for a node, a server's Location, a
+DiscoroCoroInfo for CoroCreated, the computation's id for ComputationClosed."""
 DiscoroCoroInfo = collections.namedtuple('DiscoroCoroInfo', ['coro', 'args', 'kwargs',
                                                              'start_time'])
+DiscoroCoroInfo.__doc__ = """A job that started (the info of CoroCreated): its remote `coro`, its
+`args` (a tuple) and `kwargs` (a dict), and `start_time` (time.time())."""
 CoroInfo = DiscoroCoroInfo
 
 
@@ -100,8 +106,11 @@ class DiscoroNodeAvailInfo:
 
 class DiscoroNodeInfo(collections.namedtuple('DiscoroNodeInfo',
                                              ['name', 'addr', 'cpus', 'platform', 'avail_info'])):
-    """A node as the scheduler sees it; the seed's names (`location`, `cpu`,
-    `memory`, `disk`, `swap`) read its avail_info."""
+    """A node as the scheduler sees it: its `name`, its IP address `addr`,
+    `cpus` (the servers it runs), `platform` (``platform.platform()`` there,
+    in lower case) and its last `avail_info` (DiscoroNodeAvailInfo). The
+    properties `location`, `cpu`, `memory`, `disk` and `swap` read
+    avail_info (None when there is none)."""
 
     __slots__ = ()
 
@@ -113,15 +122,24 @@ class DiscoroNodeInfo(collections.namedtuple('DiscoroNodeInfo',
 
 
 class DiscoroNodeAllocate:
-    """Which nodes a computation uses, and how many of their servers.
+    """A rule saying which nodes a computation uses, and how many of their
+    servers (Computation's `node_allocations` is a list of them: the first
+    rule that applies to a node decides; with none, all its servers).
 
-    `node`: a host name, an IP address or a pattern with `*` ('192.168.1.*',
-    '*'); `platform`: a regular expression searched (ignoring case) in the
-    node's platform string; `cpus`, `memory`, `disk`: what the node must have.
-    `allocate()` returns how many servers to use: > 0 that many, 0 not this
-    node, < 0 this rule does not apply (the next one is asked). As in asyncoro
-    4.5, cpus=0 *excludes* matching nodes; subclasses may
-    override `allocate`."""
+    :param node: a host name, an IP address or a pattern with ``*``
+        (``'192.168.1.*'``, ``'*'``); the whole address must match.
+    :param platform: a regular expression searched (ignoring case) in the
+        node's platform string ('' matches any).
+    :param cpus: > 0, that many servers (if the node has as many, else the
+        node is not used); 0, the node is not used (as in asyncoro 4.5: a
+        rule with cpus=0 *excludes* the nodes it matches); < 0, all the
+        node's servers but that many.
+    :param memory: the bytes of memory the node must have free.
+    :param disk: the bytes of disk the node must have free.
+    :raises TypeError: if `node` is not a string.
+
+    Subclasses may override :meth:`allocate`.
+    """
 
     def __init__(self, node, platform='', cpus=0, memory=0, disk=0):
         if not isinstance(node, str) or not node:
@@ -137,6 +155,11 @@ class DiscoroNodeAllocate:
         self.disk = disk or 0
 
     def allocate(self, ip_addr, name, platform, cpus, memory, disk):
+        """How many servers of this node to use.
+
+        :returns: > 0, that many; 0, not this node; < 0, this rule does not
+            apply (the next one is asked).
+        """
         if not self.ip_rex.match(ip_addr):
             return -1
         if self.platform is not None and not self.platform.search(platform or ''):

@@ -60,22 +60,28 @@ log = logging.getLogger(__name__)
 
 
 class Scheduler(metaclass=Singleton):
-    """The discoro scheduler inside this process: `Scheduler()`, once, before
-    `computation.schedule()`.
+    """The discoro scheduler inside this process: call ``Scheduler()`` once,
+    before ``computation.schedule()``. It is a singleton: later calls give
+    the same scheduler and ignore their arguments.
 
-    It takes AsynCoro's options (ignored if a runtime exists already) and:
+    It takes :class:`~asyncoro.disasyncoro.AsynCoro`'s options (ignored if a
+    runtime exists already; its name is always ``discoro_scheduler``), and:
 
     :param ping_interval: ask for nodes again every this many seconds
         (0: only at the start).
-    :param zombie_period: close a computation whose client is unreachable, or
-        that has run no job, for this many seconds (0: never).
+    :param zombie_period: close a computation whose client is unreachable,
+        or that has run no job, for this many seconds (0: never).
     :param discoronode_port: the UDP port nodes listen on
-        ($ASYNCORO_DISCORONODE_PORT, else 51351).
+        (``$ASYNCORO_DISCORONODE_PORT``, else 51351).
     :param clean: empty the scheduler's folder first.
     :param nodes: node hosts to ask directly (in other networks).
+    :param pulse_interval: accepted, as in asyncoro 4.5, and not used.
 
-    Its files go to a folder of its own under `<dest_path>/discoro`
-    (`scheduler-<n>`), which becomes the runtime's dest_path."""
+    Its files go to a folder of its own under ``<dest_path>/discoro``
+    (``scheduler-<n>``, claimed for this process alone), which becomes the
+    runtime's dest_path. The status codes (``Scheduler.NodeDiscovered`` ...)
+    are the ``status`` of :class:`~asyncoro.discoro.DiscoroStatus` messages.
+    """
 
     NodeDiscovered = 1
     NodeInitialized = 2
@@ -126,15 +132,24 @@ class Scheduler(metaclass=Singleton):
             rt._run_here(spawn, self._service.rebroadcast, self._ping_interval)
 
     def status(self):
-        """{'Client': Location or None, 'Pending': queued computations,
-        'Nodes': [DiscoroNodeInfo], 'Servers': {location: jobs running}}."""
+        """What the scheduler is doing.
+
+        :returns: a dict: ``Client`` (the current computation's client
+            Location, or None), ``Pending`` (computations queued), ``Nodes``
+            (a DiscoroNodeInfo for each node known), ``Servers``
+            (``{location: jobs running}``).
+        """
         return self._rt._run_here(self._service.status)
 
     def print_status(self):
+        """Print :meth:`status`."""
         print(self.status())
 
     def close(self):
-        """Close the current computation (its jobs are waited for)."""
+        """Close the current computation (its CPU-bound jobs are waited for).
+
+        :returns: 0.
+        """
         service = self._service
         if service.current is None:
             return 0
