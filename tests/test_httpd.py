@@ -16,6 +16,7 @@ import urllib.parse
 import gevent
 import gevent.socket
 import gevent.ssl
+import psutil
 import pytest
 
 from conftest import ROOT, free_udp_port, read_line, wait_until
@@ -461,6 +462,7 @@ def start_client(processes, discoronode, durations, cpus=2):
     every job started and the short ones (< 1 s) have ended."""
     node, ports = discoronode(cpus=cpus)
     proc = processes(CLIENT, json.dumps(ports), json.dumps(durations), ready=False)
+    proc.node = node
     base, jobs, ended = None, {}, []
     while True:
         line = read_line(proc, 30, 'the client starting its jobs')
@@ -910,3 +912,59 @@ def test_setup_declares_the_browser_dependency():
 def test_httpd_all_is_api_md_7():
     assert httpd.__all__ == ['HTTPServer']
     assert monitor_module.__all__ == []
+
+
+@pytest.mark.deadline(90)
+def test_a_server_and_then_its_node_killed_are_lost_with_their_jobs(processes, discoronode):
+    """The real scheduler's messages: a server process killed with -9 is lost
+    (its node stays up) and so is its job; then the node killed with -9 is
+    lost with its servers and the jobs left."""
+    proc, base, jobs = start_client(processes, discoronode, [60, 60])
+    node = psutil.Process(proc.node.pid)
+    long_jobs = jobs[60.0]
+    victim_server = long_jobs[0].split('@')[1]
+    on_victim = sorted(coro for coro in long_jobs if coro.endswith('@' + victim_server))
+    port = int(victim_server.rsplit(':', 1)[1])
+    server = next(child for child in node.children(recursive=True)
+                  if any(conn.status == psutil.CONN_LISTEN and conn.laddr[1] == port
+                         for conn in getattr(child, 'net_connections', child.connections)(
+                             kind='tcp')))
+    server.kill()
+
+    def get(path):
+        return json.loads(http(base + path)[2])
+    wait_until(lambda: get('/api/server/' + victim_server)['state'] == 'lost', 20,
+               'the monitor seeing the killed server lost')
+    info = get('/api/server/' + victim_server)
+    # the node saw the process die, or the scheduler its connection drop: either says so
+    assert 'died' in info['cause'] and info['status'] == 'Disconnected'
+    lost = get('/api/jobs?state=lost')['jobs']
+    assert sorted((j['coro'], j['error']) for j in lost) == [(c, info['cause'])
+                                                             for c in on_victim]
+    assert get('/api/node/127.0.0.1')['state'] == 'up'
+    left = node.children(recursive=True)     # the node's zygote and processes outlive it
+    try:
+        proc.node.kill()
+        # (its servers' ends and its own come in no fixed order)
+        wait_until(lambda: get('/api/node/127.0.0.1')['state'] == 'lost' and
+                   get('/api/cluster')['jobs']['running'] == 0, 30,
+                   'the monitor seeing the killed node lost, and no job running')
+        summary = get('/api/node/127.0.0.1')
+        assert summary['status'] == 'Disconnected' and summary['cause']
+        ended = {j['coro']: j['state'] for j in get('/api/jobs')['jobs']}
+        assert sorted(ended) == sorted(long_jobs)
+        assert [ended[coro] for coro in on_victim] == ['lost'] * len(on_victim)
+        # a server that sees its node gone terminates its jobs before it quits, and a
+        # terminated job ends like a finished one: if it came first, the job shows so
+        assert set(ended.values()) <= {'lost', 'finished'}
+        assert [s['state'] for s in summary['servers']] == ['lost', 'lost']
+        proc.stdin.write(b'quit\n')
+        proc.stdin.flush()
+        assert wait_for_line(proc, 'bye', 60).startswith('bye after ')
+    finally:
+        for child in left:
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
+    assert proc.wait(30) == 0
