@@ -713,6 +713,8 @@ def test_monitor_pages_in_headless_chromium(processes, discoronode, tmp_path):
         page = desk.new_page()
         page.set_default_timeout(20000)
         page.on('pageerror', lambda exc: errors.append(str(exc)))
+        console = []        # a refused Content-Security-Policy shows here, for one
+        page.on('console', lambda msg: console.append(msg.text) if msg.type == 'error' else None)
 
         # Cluster: the node with its counts, the failure with its exception, throughput
         page.goto(base + '/')
@@ -874,6 +876,7 @@ def test_monitor_pages_in_headless_chromium(processes, discoronode, tmp_path):
         _shot(small, tmp_path, 'monitor-phone-server')
         phone.close()
 
+        assert console == []
         # the client ends: the page keeps the final state, says so, and backs off
         page.goto(base + '/')
         row.wait_for()
