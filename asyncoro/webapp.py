@@ -119,17 +119,22 @@ class _Guard:
 
     def refusal(self, request, needs_token):
         """Why a write request is refused (a 403's message), or None."""
-        own = '%s://%s' % (request.urlparts.scheme, request.urlparts.netloc)
+        # the Host header itself, not bottle's urlparts: those follow X-Forwarded-*
+        # headers, which a page's own script may set
+        environ = request.environ
+        host = environ.get('HTTP_HOST') or '%s:%s' % (environ.get('SERVER_NAME', ''),
+                                                     environ.get('SERVER_PORT', ''))
+        own = _origin('%s://%s' % (environ.get('wsgi.url_scheme', 'http'), host))
         origin = request.get_header('Origin')
-        if origin is not None and origin.rstrip('/') != own:
+        if origin is not None and _origin(origin) != own:
             return ('a page of another origin (%s) may not change this monitor; use the '
                     'monitor\'s own pages at %s/' % (origin, own))
         site = request.get_header('Sec-Fetch-Site')
         if site is not None and site not in ('same-origin', 'none'):
             return 'a %s request may not change this monitor' % site
-        if self.password is None and not self.trusted_host(request.urlparts.netloc):
+        if self.password is None and not self.trusted_host(host):
             return ('this monitor has no password, so it takes changes only when reached by '
-                    'an address or a name of its own machine, not %s' % request.urlparts.netloc)
+                    'an address or a name of its own machine, not %s' % host)
         if needs_token:
             given = request.get_header(TOKEN_HEADER) or ''
             if not hmac.compare_digest(given.encode('utf-8', 'replace'),
@@ -137,6 +142,15 @@ class _Guard:
                 return ('this action needs the token of a page this monitor served (header %s);'
                         ' reload the page' % TOKEN_HEADER)
         return None
+
+
+def _origin(url):
+    """scheme://host[:port] in one form: lower case, no default port, no '/'."""
+    url = url.strip().rstrip('/').lower()
+    for scheme, port in (('http://', ':80'), ('https://', ':443')):
+        if url.startswith(scheme) and url.endswith(port):
+            return url[:-len(port)]
+    return url
 
 
 def make_app(monitor, root=DATA_DIR, password=None, host=''):

@@ -206,6 +206,9 @@ def test_cross_origin_and_tokenless_writes_are_refused_and_terminate_nothing():
         # a name that only resolves here by a trick (DNS rebinding) borrows nothing
         ('/api/terminate', json.dumps({'coro': [str(coro)]}), 'application/json',
          {webapp.TOKEN_HEADER: token, 'Host': 'evil.example:80'}),
+        ('/api/terminate', json.dumps({'coro': [str(coro)]}), 'application/json',
+         {webapp.TOKEN_HEADER: token, 'Host': 'evil.example:80',
+          'X-Forwarded-Host': '127.0.0.1:80', 'Origin': 'http://evil.example:80'}),
         ('/api/settings', 'poll_sec=1', 'application/x-www-form-urlencoded', evil),
         ('/update', 'timeout=1', 'application/x-www-form-urlencoded', evil),
     ]
