@@ -655,12 +655,12 @@ def _browser_or_skip():
 
 
 def _shot(page, tmp_path, name):
-    """A screenshot of what the viewport shows; copied to
-    $ASYNCORO_MONITOR_SHOTS when set (README's images: docs/images)."""
+    """A screenshot of what the viewport shows; the README's (monitor-*)
+    are copied to $ASYNCORO_MONITOR_SHOTS when set (docs/images)."""
     path = tmp_path / ('%s.png' % name)
     page.screenshot(path=str(path))
     copies = os.environ.get('ASYNCORO_MONITOR_SHOTS')
-    if copies:
+    if copies and name.startswith('monitor-'):
         os.makedirs(copies, exist_ok=True)
         shutil.copy(str(path), os.path.join(copies, path.name))
     return path
@@ -853,7 +853,7 @@ def test_monitor_pages_in_headless_chromium(processes, discoronode, tmp_path):
                       '#nodes-table tbody tr td:nth-child(4)',
                       '#nodes-table tbody tr td:nth-child(6)', '#failures .error-text',
                       '#throughput svg', '#poll-sec', '#tab-jobs'])
-        _shot(small, tmp_path, 'monitor-phone-cluster')
+        _shot(small, tmp_path, 'phone-cluster')
         small.goto(base + '/jobs?state=failed')
         small.locator('#jobs-table tbody tr[data-coro="%s"]' % failed).wait_for()
         _fits(small, ['#search', '#jobs-table tbody tr td.lead', '#jobs-table .error-text',
@@ -862,7 +862,7 @@ def test_monitor_pages_in_headless_chromium(processes, discoronode, tmp_path):
         small.locator('#servers-table tbody tr').nth(1).wait_for()
         _fits(small, ['#servers-table tbody tr td.lead', '#servers-table td:nth-child(7)',
                       '#charts .chart svg'])
-        _shot(small, tmp_path, 'monitor-phone-node')
+        _shot(small, tmp_path, 'phone-node')
         running = [c for c in long_jobs if c not in (victim, ending)]
         small.goto(base + '/server/' + urllib.parse.quote(running[0].split('@')[1], safe=''))
         first_row = small.locator('#coros-table tbody tr').first
