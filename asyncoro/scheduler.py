@@ -1024,13 +1024,15 @@ class _SchedulerService(Service):
         wait_for(('cpu', 'async'), _msg_timeout())
         for node in list(self.nodes.values()):
             if node.status:
+                # closed before the node kills them: their connections closing
+                # then is no news (it would say ServerDisconnected)
+                for server in list(node.servers.values()):
+                    self._server_gone(server, Scheduler.ServerClosed, 'the computation was closed')
                 answer = self.call(node.coro, NODE_CLOSE, package.id,
                                    timeout=_msg_timeout() * 2)
                 if isinstance(answer, Failure):
                     log.warning('node %s did not close computation %x: %s', node.info.addr,
                                 package.id, answer)
-                for server in list(node.servers.values()):
-                    self._server_gone(server, Scheduler.ServerClosed, 'the computation was closed')
                 node.status = None
                 node.servers.clear()
         for rcoro, job in list(self.jobs.items()):
