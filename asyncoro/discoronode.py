@@ -105,7 +105,8 @@ def _parser():
         help='the longest pulse interval this node keeps')
     add('--zombie_period', type=seconds, default=10 * MaxPulseInterval,
         help='close a computation with no job for this many seconds (0: never)')
-    add('--ping_interval', type=seconds, default=0)
+    add('--ping_interval', type=seconds, default=0,
+        help='while idle, tell schedulers again every this many seconds (0: at start only)')
     add('--msg_timeout', type=seconds, default=disasyncoro.MsgTimeout)
     add('--serve', type=int, default=-1, help='quit after this many computations (-1: never)')
     add('--service_start', default=None, help='HH:MM: take computations from this time')

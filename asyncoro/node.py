@@ -153,6 +153,8 @@ class NodeService(Service):
         spawn(self._read_reports)
         if self.windows.given:
             spawn(self._keep_windows)
+        if options.ping_interval:
+            spawn(self._ping_schedulers, options.ping_interval)
 
     # ---------------- describing the node
 
@@ -292,6 +294,15 @@ class NodeService(Service):
         self.rt.discover_peers(port=self.options.scheduler_port)
         for scheduler in list(self.schedulers):
             self.tell(scheduler, NODE_AVAILABLE, self.rt.location.addr, self.coro)
+
+    def _ping_schedulers(self, interval):
+        """--ping_interval: while it has no computation and takes one, the
+        node says so again every `interval` seconds (a scheduler started
+        after it, or one that missed its first word, finds it then)."""
+        while not self.quitting:
+            gevent.sleep(interval)
+            if self.comp is None and self.accepting:
+                self._announce()
 
     def drain(self, comp, why, rejoin=False):
         """End `comp` once the jobs its servers run now are done; they take

@@ -67,8 +67,8 @@ class Scheduler(metaclass=Singleton):
     It takes :class:`~asyncoro.disasyncoro.AsynCoro`'s options (ignored if a
     runtime exists already; its name is always ``discoro_scheduler``), and:
 
-    :param ping_interval: ask for nodes again every this many seconds
-        (0: only at the start).
+    :param ping_interval: ask for nodes again (on this network, and at the
+        hosts of `nodes`) every this many seconds (0: only at the start).
     :param zombie_period: close a computation whose client is unreachable,
         or that has run no job, for this many seconds (0: never).
     :param discoronode_port: the UDP port nodes listen on
@@ -123,6 +123,7 @@ class Scheduler(metaclass=Singleton):
                 else:
                     os.remove(path)
         self._rt = rt
+        self._nodes = nodes
         self._service = rt._run_here(_SchedulerService, self)
         rt.peer_status(self._service.coro)
         rt.discover_peers(port=self._node_port)
@@ -518,10 +519,14 @@ class _SchedulerService(Service):
             self.starting = False
 
     def rebroadcast(self, interval):
-        """Ask for nodes again every `interval` seconds (ping_interval)."""
+        """Ask for nodes again every `interval` seconds (ping_interval): on
+        this network, and at each host of `nodes`."""
+        port = self._scheduler._node_port
         while True:
             gevent.sleep(interval)
-            self.rt.discover_peers(port=self._scheduler._node_port)
+            self.rt.discover_peers(port=port)
+            for host in self._scheduler._nodes:
+                self.rt.peer(host, udp_port=port, broadcast=True)
 
     def _watch_client(self, package, zombie_period):
         """Close the computation when its client has not answered, or it has

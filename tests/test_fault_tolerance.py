@@ -41,8 +41,10 @@ def status(coro=None):
 
 JOBS = r'''
 def job(i, seconds, coro=None):
-    import os
-    print('job running', os.getpid(), i, flush=True)
+    import os, sys
+    # one write: servers share their node's stdout, and print() writes in pieces
+    sys.stdout.write('job running %d %d\n' % (os.getpid(), i))
+    sys.stdout.flush()
     yield coro.sleep(seconds)
     return i * 10
 

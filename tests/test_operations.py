@@ -682,3 +682,27 @@ def test_closed_computations_leave_nothing_behind_in_the_scheduler_program(
         counts.append(json.loads(line.split(None, 1)[1]))
     assert counts[1] == counts[0], 'after 1 computation: %s; after 50: %s' % tuple(counts)
     assert counts[0]['Package'] == 0
+
+
+@pytest.mark.deadline(60)
+def test_a_node_with_ping_interval_is_found_by_a_scheduler_started_after_it(processes,
+                                                                              discoronode):
+    node, ports = discoronode('--ping_interval', '1', cpus=1)
+    # the scheduler looks for nodes on a port this node does not listen on: only the
+    # node's own announcements, again every second, can bring them together
+    client = processes(PRIVATE.replace("discoronode_port=ports['node']",
+                                       "discoronode_port=ports['elsewhere']") + r'''
+def job(coro=None):
+    yield coro.sleep(0.01)
+    return 'ran'
+
+def main(coro=None):
+    computation = Computation([job])
+    assert (yield computation.schedule()) == 0
+    print('result', (yield computation.run_result(job)), flush=True)
+    yield computation.close()
+
+asyncoro.Coro(main)
+''', json.dumps(dict(ports, elsewhere=free_udp_port())), ready=False)
+    code, lines, logs = finish(client, 40)
+    assert (code, lines) == (0, ['result ran']), logs
