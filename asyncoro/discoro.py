@@ -25,13 +25,15 @@ from asyncoro.core import _ShowsMsgTimeout
 from asyncoro.client import Computation
 from asyncoro.programs import (Parser, add_runtime_options, check_tls, console, end_on_signals,
                                host, in_background, port, port_or_any, seconds, start_runtime)
-from asyncoro.records import (CoroInfo, DiscoroCoroInfo, DiscoroNodeAllocate,  # noqa: F401
-                              DiscoroNodeAvailInfo, DiscoroNodeInfo, DiscoroStatus,  # (the
-                              MaxPulseInterval, MinPulseInterval)   # names programs read here)
+from asyncoro.records import (CoroInfo, DiscoroCoroInfo, DiscoroJobLost,  # noqa: F401
+                              DiscoroNodeAllocate, DiscoroNodeAvailInfo,  # (the names
+                              DiscoroNodeInfo, DiscoroStatus,             # programs read
+                              MaxPulseInterval, MinPulseInterval)         # here)
 from asyncoro.scheduler import Scheduler
 
 __all__ = ['Scheduler', 'Computation', 'DiscoroStatus', 'DiscoroCoroInfo', 'CoroInfo',
-           'DiscoroNodeInfo', 'DiscoroNodeAvailInfo', 'DiscoroNodeAllocate']
+           'DiscoroNodeInfo', 'DiscoroNodeAvailInfo', 'DiscoroNodeAllocate',
+           'DiscoroJobLost']      # (the last is this package's: the mark of a lost job)
 
 log = logging.getLogger(__name__)
 
