@@ -323,10 +323,11 @@ class Computation:
             return answer           # run_result*: the job's error
         if isinstance(answer, JobNotCreated):
             # the server could not create it: asyncoro 4.5's error tuple
-            log.warning('job %s of computation %x not created: %s', name, self._id, answer)
+            self._client.once('job %s of computation %x not created: %s'
+                              % (name, self._id, answer))
             return (answer.error, name, answer.traceback)
         if isinstance(answer, (Failure, ServerLost)):
-            log.warning('job %s of computation %x not run: %s', name, self._id, answer)
+            self._client.once('job %s of computation %x not run: %s' % (name, self._id, answer))
             return None
         return answer
 
@@ -513,6 +514,7 @@ class _ClientService(Service):
         self._scheduler = scheduler
         self._comp_id = computation._id
         self._gone = None           # why every answer fails: the scheduler is gone
+        self._said = {}             # warning -> how many times it came again
         if scheduler.location != self.rt.location:
             self.rt.peer_status(self.coro)
 
@@ -536,10 +538,20 @@ class _ClientService(Service):
         job.join(patience)
         if not job.ready():
             why = self.call(target, WAITING, self._comp_id, timeout=_msg_timeout())
-            log.warning('%s for computation %x has waited %ss: %s', _WAITS.get(op, op),
-                        self._comp_id, patience, why)
+            self.once('%s for computation %x has waited %ss: %s'
+                      % (_WAITS.get(op, op), self._comp_id, patience, why))
             job.join()
         return job.value
+
+    def once(self, warning):
+        """Log `warning`, unless this computation has logged it already (a
+        run_results of a thousand jobs that all wait for the same reason says
+        it once, and how many more times it happened at the close)."""
+        if warning in self._said:
+            self._said[warning] += 1
+        else:
+            self._said[warning] = 0
+            log.warning('%s', warning)
 
     def _slot(self, rcoro):
         slot = self._results.get(rcoro)
@@ -569,6 +581,9 @@ class _ClientService(Service):
 
     def stop(self, reason='the service stopped'):
         """The computation is closed: results still awaited will not come."""
+        for warning, again in self._said.items():
+            if again:
+                log.warning('(%d more times: %s)', again, warning)
         self._gone = reason
         for slot in self._results.values():
             if not slot.ready():

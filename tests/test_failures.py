@@ -57,6 +57,7 @@ def main(coro=None):
     assert (yield computation.schedule()) == 0
     t0 = time.time()
     print('result', (yield computation.run_result(job, 1)), round(time.time() - t0), flush=True)
+    print('results', (yield computation.run_results(job, range(5))), flush=True)
     yield computation.close()
 
 asyncoro.Coro(main)
@@ -65,6 +66,10 @@ asyncoro.Coro(main)
     assert code == 0, lines
     addr = node.location.split(':')[0]
     assert 'result None 0' in lines             # at once: no node is left for it
+    assert 'results [None, None, None, None, None]' in lines
+    # six jobs not run for one reason: said once, and how often it came again
+    not_run = [line for line in logs if 'not run' in line]
+    assert len(not_run) == 2 and '(5 more times: job job' in not_run[1], not_run
     assert lines.index('status 1 %s' % addr) < lines.index('status 3 %s' % addr)
     left_out = [line for line in logs if 'left out' in line]
     assert len(left_out) == 1, logs             # once, not again and again
