@@ -47,7 +47,7 @@ import greenlet
 from gevent.monkey import get_original as _get_original
 
 from asyncoro.failure import AsyncoroError, spawn
-from asyncoro.netio import Location
+from asyncoro.netio import Location, plain_type
 
 __version__ = '4.5.6'
 
@@ -64,6 +64,7 @@ _INTERNALS = (
     '_msg_timeout',         # MsgTimeout as the program set it
     '_ShowsMsgTimeout',     # the module class that shows the one MsgTimeout
     '_REMOTE_FACTORIES',    # how references of other processes unpickle (filled by remote)
+    '_REFERENCES',          # remote coroutine references unpickled lately (filled by remote)
     '_RUNTIME_CLASS',       # the runtime class to start (the distributed one, once imported)
     '_NO_RUNTIME',          # why no runtime may start in this process (the zygote)
     '_rebuild_coro',        # a coroutine reference from its parts
@@ -424,8 +425,13 @@ class Coro:
         return self._id
 
     def __reduce__(self):
-        # a reference: (prefixed name, id, location); see _rebuild_coro
-        return (_rebuild_coro, (self._prefix + self._name, self._id, self.location))
+        # a reference: (prefixed name, id, addr, port of its runtime); see
+        # _rebuild_coro. Flat, so that it pickles and unpickles without a
+        # Location object (this is on the path of every `(coro, data)` message)
+        loc = self._rt.location
+        if loc is None:
+            return (_rebuild_coro, (self._prefix + self._name, self._id, None, None))
+        return (_rebuild_coro, (self._prefix + self._name, self._id, loc.addr, loc.port))
 
     @classmethod
     def scheduler(cls):
@@ -744,11 +750,21 @@ class Coro:
             timer.close()
 
     def _wake(self, value):
-        """Make a waiting coroutine ready; `value` is what its wait returns."""
-        self._clear_wait()
+        """Make a waiting coroutine ready; `value` is what its wait returns.
+        (_clear_wait and AsynCoro._schedule, inline: every message that a
+        coroutine waits for comes this way.)"""
+        self._wait = None
+        timer = self._timer
+        if timer is not None:
+            self._timer = None
+            timer.close()
         self._resume_val = value
         self._state = _READY
-        self._rt._schedule(self)
+        rt = self._rt
+        rt._ready.append(self)
+        if not rt._ready_pending:
+            rt._ready_pending = True
+            rt._loop.run_callback(rt._run_ready)
 
     def _take_resume(self):
         self._state = _RUNNING
@@ -951,6 +967,9 @@ class Coro:
                 monitor.send(MonitorException(self, info))
 
 
+plain_type(Coro)        # it pickles as a reference (see __reduce__)
+
+
 def _msg_timeout():
     """MsgTimeout as the program has set it, on whichever module."""
     return MsgTimeout
@@ -986,15 +1005,28 @@ def _current_coro():
 _REMOTE_FACTORIES = {}
 
 
-def _rebuild_coro(name, coro_id, location):
+# (coroutine id, addr, port) -> (prefixed name, runtime, reference): the
+# references to coroutines of other processes unpickled lately, filled by
+# their factory (asyncoro.remote). A coroutine named in message after message
+# (a client's, in each of its requests) is found here first.
+_REFERENCES = {}
+
+
+def _rebuild_coro(name, coro_id, addr, port):
     """Unpickle a Coro reference: the coroutine itself if it lives in this
-    process (and still has that name), else a remote reference."""
+    process (and still has that name), else a remote reference (the args
+    are those of Coro.__reduce__)."""
     rt = AsynCoro._instance
-    if rt is not None and location == rt.location:
-        coro = rt._coros.get(coro_id)
-        if coro is not None and coro._prefix + coro._name == name:
-            return coro
-    return _remote_factory('coro')(name, coro_id, location)
+    known = _REFERENCES.get((coro_id, addr, port))
+    if known is not None and known[0] == name and known[1] is rt:
+        return known[2]
+    if rt is not None:
+        loc = rt.location
+        if (addr is None) if loc is None else (port == loc.port and addr == loc.addr):
+            coro = rt._coros.get(coro_id)
+            if coro is not None and coro._prefix + coro._name == name:
+                return coro
+    return _remote_factory('coro')(name, coro_id, addr, port)
 
 
 def _remote_factory(kind):
@@ -1189,6 +1221,26 @@ class AsynCoro(metaclass=Singleton):
         if ready:
             self._ready_pending = True
             self._loop.run_callback(self._run_ready)
+
+    def _run_after(self, func, *args):
+        """Call func(*args), a hub callback that may make coroutines ready (a
+        connection's reading), then run those coroutines at once, in this
+        turn of the hub, instead of at its next one."""
+        if self._ready_pending:         # a batch is queued already: they join it
+            func(*args)
+            return
+        self._ready_pending = True      # so that _schedule queues no batch meanwhile
+        done = False
+        try:
+            func(*args)
+            done = True
+        finally:
+            if not self._ready:
+                self._ready_pending = False
+            elif done:
+                self._run_ready()
+            else:
+                self._loop.run_callback(self._run_ready)
 
     def _worker_main(self, coro):
         worker = _getcurrent()

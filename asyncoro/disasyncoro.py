@@ -13,8 +13,8 @@ and file transfer.
 How it works:
 
 - One runtime per process: one TCP listener (`Location(node, tcp_port)`) and
-  one UDP discovery socket. All sockets are served by greenlets of the
-  runtime's hub (netio does the framing, authentication and TLS).
+  one UDP discovery socket. All sockets are served in the runtime's hub
+  (netio does the framing, authentication and TLS).
 - Frames from this runtime to a peer always go through the one connection
   this runtime opened to it (opened on demand, kept open), so everything sent
   from one process to another arrives in order. A connection the peer opened
@@ -79,6 +79,7 @@ _sleep = core._get_original('time', 'sleep')
 
 
 _msg_timeout = core._msg_timeout
+_loads = netio.loads
 
 
 # request kinds: the first element of every frame
@@ -276,8 +277,8 @@ class AsynCoro(core.AsynCoro):
         self._open(sock, peer, None)
 
     def _open(self, sock, peer, location):
-        conn = netio.Connection(sock, peer, self._max_frame_size, self._on_frame,
-                                self._on_connection_closed)
+        conn = netio.Connection(sock, peer, self._max_frame_size, self._on_frames,
+                                self._on_connection_closed, self._run_after)
         conn.info = location
         self._connections.add(conn)
         conn.start()
@@ -285,25 +286,31 @@ class AsynCoro(core.AsynCoro):
 
     # ------------------------------------------------ frames in
 
-    def _on_frame(self, conn, payload):
+    def _on_frames(self, conn, payloads):
+        """The frames of one read of `conn`, in the hub greenlet (handlers do
+        not block). This is the path of every message: keep it lean."""
         if self._xq:
             self._drain_foreign()       # what the guard handed over comes first
-        try:
-            request = netio.loads(payload)
-            kind = request[0]
-            handle = HANDLERS.get(kind)
-        except Exception as exc:      # anything a malformed frame raises while unpickling
-            log.warning('malformed frame from %s (%s: %s); connection closed',
-                        conn.peer, type(exc).__name__, exc)
-            conn.close('malformed frame')
-            return
-        if handle is None or conn.info is None:
-            self._dispatch(conn, request, kind)     # says what is wrong, or INFO
-            return
-        try:
-            handle(self, conn, request)
-        except Exception:     # our bug in a handler: log it, keep the connection
-            log.error('handling %s from %s failed', kind, conn.peer, exc_info=True)
+        handlers = HANDLERS
+        for payload in payloads:
+            try:
+                request = _loads(payload)
+                kind = request[0]
+                handle = handlers.get(kind)
+            except Exception as exc:      # anything a malformed frame raises while unpickling
+                log.warning('malformed frame from %s (%s: %s); connection closed',
+                            conn.peer, type(exc).__name__, exc)
+                conn.close('malformed frame')
+                return
+            if handle is None or conn.info is None:
+                self._dispatch(conn, request, kind)     # says what is wrong, or INFO
+            else:
+                try:
+                    handle(self, conn, request)
+                except Exception:     # our bug in a handler: log it, keep the connection
+                    log.error('handling %s from %s failed', kind, conn.peer, exc_info=True)
+            if conn.closed:         # by a handler (BYE, say): the rest is not read
+                return
 
     def _dispatch(self, conn, request, kind):
         if conn.closed:
@@ -489,9 +496,13 @@ class AsynCoro(core.AsynCoro):
             except (OSError, ValueError):      # a connection closed under us: next round
                 continue
             for conn in readable:
-                failed = conn.guard_read(self._on_guard_frame)
+                failed = conn.guard_read(self._on_guard_frames)
                 if failed:
                     self._call_threadsafe(conn.close, failed)
+
+    def _on_guard_frames(self, conn, payloads):
+        for payload in payloads:
+            self._on_guard_frame(conn, payload)
 
     def _on_guard_frame(self, conn, payload):
         """A frame read by the guard thread: messages are queued for their
@@ -500,7 +511,7 @@ class AsynCoro(core.AsynCoro):
             request = netio.loads(payload)
             kind = request[0]
         except Exception:      # malformed: the hub logs it and closes the connection
-            self._call_threadsafe(self._on_frame, conn, payload)
+            self._call_threadsafe(self._on_frames, conn, [payload])
             return
         if kind == SEND or kind == DELIVER:
             coro_id, name, message = request[-3:]

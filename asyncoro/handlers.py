@@ -9,12 +9,14 @@ is public API.
 
 How it works: the runtime (asyncoro.disasyncoro) unpickles each frame of an
 authenticated connection and calls `HANDLERS[frame[0]](runtime, connection,
-frame)` in the connection's reader greenlet, in the order frames came; the
-guard thread, while the hub is stalled, calls the same handlers through the
-hub (it answers `deliver`s itself, see AsynCoro._on_guard_frame). A
-handler must not block: one that waits (channel deliver) spawns. A request
-that wants an answer carries a request id; the handler answers with
-`runtime.reply(connection, request_id, value)`.
+frame)` in the hub greenlet (from the connection's read callback), in the
+order frames came; the guard thread, while the hub is stalled, calls the
+same handlers through the hub (it answers `deliver`s itself, see
+AsynCoro._on_guard_frame). A handler must not block (the hub greenlet
+cannot wait; gevent raises BlockingSwitchOutError): one that waits (channel
+deliver, a service call) spawns. A request that wants an answer carries a
+request id; the handler answers with `runtime.reply(connection, request_id,
+value)`.
 """
 
 import errno
@@ -106,8 +108,8 @@ def _handle_bye(rt, conn, request):
 @handler(SEND)
 def _handle_send(rt, conn, request):       # the path of every remote message: keep it lean
     _, coro_id, name, message = request
-    coro = local_coro(rt, coro_id, name)
-    if coro is not None:
+    coro = rt._coros.get(coro_id)           # local_coro(), inline
+    if coro is not None and name[1:] == coro._name and name[0] == coro._prefix:
         coro.send(message)
     else:
         log.warning('message from %s for %s/%s dropped: no such coroutine here',
@@ -190,7 +192,7 @@ def _handle_channel_deliver(rt, conn, request):
         rt.reply(conn, request_id, -1)
         return
 
-    def deliver():     # it may wait for subscribers: not in the reader greenlet
+    def deliver():     # it may wait for subscribers: not in the hub greenlet
         rt.reply(conn, request_id, channel.deliver(message, timeout, n))
     spawn(deliver)
 

@@ -13,10 +13,11 @@ pickles or speaks TLS. So far it holds:
   (`send_msg`/`recv_msg`) and TLS through `ssl.SSLContext`.
 
 - The peer protocol: `dumps`/`loads` (cloudpickle with protocol 5, so
-  functions and classes defined in `__main__` travel by value), length-
-  prefixed frames, the authentication handshake (`handshake`), `Connection`
-  (an authenticated, persistent connection with a reader greenlet and a writer
-  greenlet that coalesces queued frames), UDP discovery pings
+  functions and classes defined in `__main__` travel by value; plain data
+  and references with the plain pickler, which is faster), length-prefixed
+  frames, the authentication handshake (`handshake`), `Connection` (an
+  authenticated, persistent connection that the hub reads from an io
+  watcher's callback, and writes at once or coalesced), UDP discovery pings
   (`encode_ping`/`decode_ping`, `broadcast_address`) and the path rules of
   file transfer (`transfer_target`).
 
@@ -540,6 +541,7 @@ HANDSHAKE_LIMIT = 256          # the largest frame accepted before authenticatio
 _NONCE_SIZE = 32
 _MAC_SIZE = hashlib.sha256().digest_size
 _READ_SIZE = 256 * 1024
+_READS_PER_TURN = 16           # reads of one connection in one turn of the hub, at most
 _INLINE_FLUSH = 256 * 1024     # queued bytes at which send() writes at once
 _GATHER_APART = 64 * 1024      # a payload larger than this is queued apart from its header
 _GATHER_MAX = 512              # buffers written by one sendmsg (IOV_MAX is 1024 on Linux)
@@ -567,6 +569,16 @@ def secret_key(secret):
     return secret.encode('utf-8') if isinstance(secret, str) else bytes(secret)
 
 
+class _ReadBuffer(threading.local):
+    """Each thread's buffer for Connection reads (frames are copied out)."""
+
+    def __init__(self):
+        self.data = bytearray(_READ_SIZE)
+
+
+_read_buffer = _ReadBuffer()
+
+
 class _Pickling(threading.local):
     """One reusable cloudpickle Pickler per thread (building one per message
     costs three times the pickling of a small message)."""
@@ -580,24 +592,42 @@ class _Pickling(threading.local):
 _pickling = _Pickling()
 
 
-_ATOMIC = frozenset([str, bytes, int, float, bool, type(None)])
+# The types whose instances plain pickle writes exactly as cloudpickle
+# would: atomic values, and classes that pickle as a reference through
+# __reduce__ and a module-level function (Location here; the coroutine and
+# channel references of the layers above, added with plain_type).
+_PLAIN_TYPES = {str, bytes, int, float, bool, type(None), Location}
+
+
+def plain_type(cls):
+    """Pickle instances of exactly `cls` with the plain pickler from now on.
+    Only for a class whose `__reduce__` gives a module-level function and
+    plain values (a reference to a coroutine, say): cloudpickle would write
+    the same bytes, three to ten times slower."""
+    _PLAIN_TYPES.add(cls)
 
 
 def _plain(obj):
     """True for data that plain pickle writes exactly as cloudpickle would:
-    atomic values, and tuples/lists of them one level deep (a request tuple
-    carrying such a message). Anything else goes through cloudpickle."""
+    values of _PLAIN_TYPES, and short tuples/lists of them or of short
+    tuples/lists of them (a request tuple carrying such a message, `(coro,
+    data)` say). Anything else goes through cloudpickle."""
+    plain = _PLAIN_TYPES
     kind = type(obj)
-    if kind in _ATOMIC:
+    if kind in plain:
         return True
-    if (kind is tuple or kind is list) and len(obj) <= 8:
-        for item in obj:
-            kind = type(item)
-            if kind not in _ATOMIC and not ((kind is tuple or kind is list) and len(item) <= 8 and
-                                            all(type(x) in _ATOMIC for x in item)):
+    if (kind is not tuple and kind is not list) or len(obj) > 8:
+        return False
+    for item in obj:
+        kind = type(item)
+        if kind in plain:
+            continue
+        if (kind is not tuple and kind is not list) or len(item) > 8:
+            return False
+        for inner in item:
+            if type(inner) not in plain:
                 return False
-        return True
-    return False
+    return True
 
 
 def dumps(obj):
@@ -640,6 +670,7 @@ loads = pickle.loads
 _pickle_dumps = pickle.dumps
 
 _FRAME_HEADER = struct.Struct('>I')
+_unpack_header = _FRAME_HEADER.unpack_from
 
 
 def frame(payload):
@@ -778,7 +809,7 @@ def accept(sock, key, timeout, certfile=None, keyfile=None):
 class Connection:
     """One authenticated peer connection: frames in, frames out.
 
-    `on_frame(conn, payload)` is called for each frame, in order;
+    `on_frames(conn, payloads)` is called with the frames of each read, in order;
     `on_close(conn, reason)` once, when the connection ends for any reason.
     `send(payload)` queues a frame and never blocks. A frame longer than
     `max_frame_size` closes the connection (reading) or raises FrameError
@@ -786,12 +817,22 @@ class Connection:
     `guard_read`, `guard_send` and `guard_flush`: the guard thread calls those
     while that hub is stalled (a coroutine computing without yielding).
 
-    Writing: the first frame queued on an idle connection schedules a flush
-    at the hub's next turn (a loop callback, not a greenlet), which writes
-    everything queued by then without blocking, many frames in one system
-    call; only when the socket will not take it all does a writer greenlet
-    wait for it. A sender that queues more than _INLINE_FLUSH bytes without
-    yielding flushes as it goes, so the far side can start on them.
+    Reading: an io watcher of the hub calls _on_readable while the socket
+    is readable; it reads into its thread's buffer and hands the frames of
+    each read to on_frames in the hub greenlet (no reader greenlet: two
+    greenlet switches fewer per message). `run_reads`, if given, is how the
+    hub calls each read: the runtime passes one that runs the coroutines the
+    frames woke right after, in the same turn of the hub.
+
+    Writing: the first frame queued on an idle connection in a turn of the
+    hub is written at once (a lone message, a request or its answer, goes
+    before its sender parks); the frames that follow it in the same turn
+    schedule a flush at the end of the turn (a loop callback, not a
+    greenlet), which writes everything queued by then without blocking, many
+    frames in one system call. Only when the socket will not take it all
+    does a writer greenlet wait for it. A sender that queues more than
+    _INLINE_FLUSH bytes without yielding writes what the socket takes as it
+    goes, so the far side can start on them.
 
     Who writes (the invariant that keeps a frame from being stranded
     half-sent):
@@ -800,34 +841,40 @@ class Connection:
       held, and whatever the socket did not take is back at the head of
       `_outbox` before it is released. So while the lock is free every unsent
       byte is in `_outbox`, in order, and frames go out whole whoever writes.
-    - `_state`, read and changed only under `_lock` (together with
-      `_outbox`), names the one owner of the writing in the hub: IDLE, no one,
-      and then `_outbox` is empty; SCHEDULED, the hub's flush callback is
-      queued; WRITING, the hub's writer greenlet runs and does not stop while
+    - `_state`, changed only under `_lock` (together with `_outbox`), names
+      the one owner of the writing in the hub: IDLE, no one, and then
+      `_outbox` is empty; SCHEDULED, the hub's flush callback is queued;
+      WRITING, the hub's writer greenlet runs and does not stop while
       `_outbox` holds a byte. So whenever `_outbox` is not empty, a writer in
-      the hub is on its way.
-    - The guard thread never owns the writing. It writes what the socket takes
-      at once, under the lock, and leaves `_state` alone; the owner finds what
-      is left, or nothing. When the guard queues a frame on an IDLE
-      connection, it makes the hub the owner (SCHEDULED, and the flush
+      the hub is on its way. (send_request reads `_state` without the lock,
+      as a hint only: it decides nothing before it reads it again under the
+      lock.)
+    - Whoever else writes does not own the writing: the guard thread, and a
+      sender in the hub whose long burst finds the writer greenlet waiting
+      for the hub it holds (`_write_along`). They write what the socket
+      takes at once, under the lock, and leave `_state` alone; the owner
+      finds what is left, or nothing. When the guard queues a frame on an
+      IDLE connection, it makes the hub the owner (SCHEDULED, and the flush
       callback queued thread-safely) before it lets go of the lock.
     """
 
-    def __init__(self, sock, peer, max_frame_size, on_frame, on_close):
+    def __init__(self, sock, peer, max_frame_size, on_frames, on_close, run_reads=None):
         self.sock = sock
         self.peer = peer                    # 'addr:port' of the far end, for messages
         self.max_frame_size = max_frame_size
         self.info = None                    # what the owner learns of the peer
-        self._on_frame = on_frame
+        self._on_frames = on_frames
         self._on_close = on_close
         self._outbox = collections.deque()  # bytes to write: frames, or a header and its payload
         self._sent = 0                      # bytes of _outbox[0] written already
-        self._queued = 0                    # bytes queued since the last flush (a hint)
+        self._queued = 0                    # bytes queued since the last write (a hint)
         self._state = _IDLE
+        self._written_turn = None           # the hub's turn (loop iteration) of the last write at once
         self._loop = None
         self._gather = False                # the socket writes a list of buffers at once
         self._drained = None                # gevent Event while someone waits in flush()
-        self._reader = None
+        self._run_reads = run_reads
+        self._reading = None                # the hub's io watcher that reads (see start)
         self._writer = None
         self._lock = _RLock()
         self._rbuf = bytearray()            # bytes read but not yet a whole frame
@@ -841,13 +888,24 @@ class Connection:
         return self.sock.fileno()
 
     def start(self):
+        """Start reading, in the hub of the calling thread: an io watcher of
+        that hub calls _on_readable whenever the socket is readable (no
+        reader greenlet: frames are handled in the hub greenlet, without two
+        switches per read)."""
         self._loop = gevent.get_hub().loop
         raw = self.sock._sock
         self._gather = hasattr(raw, 'sendmsg') and not isinstance(raw, ssl.SSLSocket)
-        self._reader = spawn(self._read_loop, fail=self._died)
+        self._reading = self._loop.io(raw.fileno(), READ)
+        self._start_reading()
+
+    def _start_reading(self):
+        if self._run_reads is None:
+            self._reading.start(self._on_readable)
+        else:
+            self._reading.start(self._run_reads, self._on_readable)
 
     def _died(self, failure):
-        """The reader or writer greenlet died of a bug (logged): the
+        """A greenlet of this connection died of a bug (logged): the
         connection cannot go on."""
         self.close('internal error: %s' % failure)
 
@@ -865,19 +923,80 @@ class Connection:
         """Queue one frame; FrameError if too large, PeerError if closed."""
         if self.closed:
             raise PeerError('connection to %s is closed (%s)' % (self.peer, self.closed))
-        if len(payload) > self.max_frame_size:
+        size = len(payload)
+        if size > self.max_frame_size:
             raise FrameError('a %d-byte message for %s exceeds max_frame_size=%d'
-                             % (len(payload), self.peer, self.max_frame_size))
+                             % (size, self.peer, self.max_frame_size))
         failed = None
         with self._lock:
-            self._queue(payload)
-            if self._state == _IDLE:
-                self._state = _SCHEDULED
-                self._loop.run_callback(self._flush)
-            elif self._state == _SCHEDULED and self._queued > _INLINE_FLUSH:
-                failed = self._write_or_hand_over()
+            state = self._state
+            turn = self._loop.iteration
+            if state == _IDLE and turn != self._written_turn:
+                # the first frame of this turn on an idle connection goes now
+                self._written_turn = turn
+                if size <= _GATHER_APART:
+                    failed = self._write_frame(_FRAME_HEADER.pack(size) + payload)
+                else:
+                    self._queue(payload)
+                    failed = self._write_or_hand_over()
+            else:
+                self._queue(payload)
+                if state == _IDLE:              # a burst: the rest go together
+                    self._state = _SCHEDULED
+                    self._loop.run_callback(self._flush)
+                elif self._queued > _INLINE_FLUSH:  # a long burst: the far side can start on it
+                    if state == _SCHEDULED:
+                        failed = self._write_or_hand_over()
+                    else:   # the writer greenlet owns the writing and waits for the hub
+                        failed = self._write_along()
         if failed:
             self.close(failed)
+
+    def _write_frame(self, data):
+        """Write one frame on an IDLE connection (the caller holds _lock):
+        what the socket does not take goes to the head of _outbox and a
+        writer takes it over. Returns why the connection failed, or None."""
+        try:
+            sent = self.sock._sock.send(data)
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            sent = 0
+        except (OSError, ValueError) as exc:
+            return 'write failed: %s' % exc
+        if sent == len(data):
+            return None
+        self._outbox.append(data)
+        self._sent = sent
+        return self._write_or_hand_over()
+
+    def _write_along(self):
+        """Write what the socket takes now without taking the writing over
+        (the caller holds _lock); returns why the connection failed, or None."""
+        try:
+            self._write_some()
+        except (OSError, ValueError) as exc:
+            return 'write failed: %s' % exc
+        return None
+
+    def send_request(self, head, message):
+        """Pickle `head + (message,)` and queue it, as send() does; `head`
+        holds plain values only (a request's kind, ids and names), so only
+        `message` is looked at to choose the pickler. Raises what dumps()
+        and send() raise, and only before it queued anything."""
+        if type(message) in _PLAIN_TYPES or _plain(message):
+            payload = _pickle_dumps(head + (message,), 5)
+        else:
+            payload = dumps(head + (message,))
+        size = len(payload)
+        # a stream's common case, send() inline: an owner of the writing is on
+        # its way (the state read first without the lock is only a hint)
+        if self._state != _IDLE and size <= _GATHER_APART and size <= self.max_frame_size \
+                and self.closed is None:
+            with self._lock:
+                if self._state != _IDLE and self._queued <= _INLINE_FLUSH:
+                    self._outbox.append(_FRAME_HEADER.pack(size) + payload)
+                    self._queued += size + 4
+                    return
+        self.send(payload)
 
     def push(self):
         """In the hub: write what is queued now, in this greenlet, instead of
@@ -897,6 +1016,7 @@ class Connection:
         Raises OSError or ValueError when the connection failed."""
         outbox = self._outbox
         sock = self.sock._sock
+        self._queued = 0
         while outbox:
             head = outbox[0]
             if self._sent:
@@ -912,14 +1032,12 @@ class Connection:
                 return WRITE
             except ssl.SSLWantReadError:
                 return READ
-            self._queued = max(self._queued - sent, 0)
             offset = self._sent + sent
             while outbox and offset >= len(outbox[0]):
                 offset -= len(outbox.popleft())
             self._sent = offset
             if outbox and offset:       # the socket is full
                 return WRITE
-        self._queued = 0
         return True
 
     def _joined(self, head):
@@ -1041,35 +1159,57 @@ class Connection:
                 break
         return self._state == _IDLE and not self.closed
 
-    def _read_loop(self):
-        # One io watcher for the connection's life (making one per wait costs
-        # more than the read); after a short read the socket is most likely
-        # drained, so wait first instead of paying for an EAGAIN.
-        hub = gevent.get_hub()
-        readable = hub.loop.io(self.sock._sock.fileno(), READ)
-        drained = False
+    def _on_readable(self):
+        """The hub's callback while the socket is readable. It reads what has
+        come, at most _READS_PER_TURN reads (then the others get their turn;
+        the watcher calls again at the next one), and hands each whole frame
+        to on_frames, in the hub greenlet: on_frames must not block."""
         try:
-            while not self.closed:
-                if drained:
-                    hub.wait(readable)
+            for _ in range(_READS_PER_TURN):
                 with self._lock:
-                    drained = self._read_some(self._on_frame)
-                if drained == WRITE:           # TLS wants to write before it reads
-                    self.sock._wait(WRITE, None)
-                    drained = False
-                if self._failed:
-                    self.close(self._failed)
-        finally:
-            readable.close()
+                    drained = self._read_some(self._on_frames)
+                if drained is not False:
+                    break
+            failed = self._failed
+            if failed is None and drained == WRITE and not self.closed:
+                # TLS must write before it reads on: wait for that in a
+                # greenlet, not reading meanwhile (the socket may well be
+                # readable, and every read would say the same)
+                self._reading.stop()
+                spawn(self._read_when_writable, fail=self._died)
+        except Exception:       # our bug: this connection cannot go on, the others can
+            log.error('reading from %s failed', self.peer, exc_info=True)
+            failed = 'internal error'
+        if failed is not None:
+            self.close(failed)
 
-    def _read_some(self, on_frame):
-        """One non-blocking read; each whole frame goes to on_frame, in order
-        (the caller holds _lock). Returns True when the socket looks drained.
-        A failure is left in `_failed` for the hub thread to close on."""
+    def _read_when_writable(self):
+        try:
+            self.sock._wait(WRITE, None)
+        except OSError:     # the socket was closed under the wait: close() did it all
+            return
+        if not self.closed:
+            self._start_reading()
+            # TLS may hold what it read already, and the socket stay quiet:
+            # read at the hub's next turn all the same (in the hub greenlet)
+            if self._run_reads is None:
+                self._loop.run_callback(self._on_readable)
+            else:
+                self._loop.run_callback(self._run_reads, self._on_readable)
+
+    def _read_some(self, on_frames):
+        """One non-blocking read; the whole frames it completes go to
+        on_frames(self, [payload, ...]), in order (the caller holds _lock). Returns True when the socket looks drained.
+        A failure is left in `_failed` for the hub thread to close on.
+
+        It reads into its thread's buffer (a fresh 256 KB bytes object per
+        read costs an mmap, mremap and munmap when malloc's heap has no room
+        for it) and keeps only the start of a frame it cut (in _rbuf)."""
         if self.closed or self._failed:
             return True
+        data = _read_buffer.data
         try:
-            data = self.sock._sock.recv(_READ_SIZE)
+            received = self.sock._sock.recv_into(data)
         except (BlockingIOError, ssl.SSLWantReadError):
             return True
         except ssl.SSLWantWriteError:
@@ -1077,39 +1217,48 @@ class Connection:
         except (OSError, ValueError) as exc:
             self._failed = 'read failed: %s' % exc
             return True
-        if not data:
+        if not received:
             self._failed = 'closed by peer'
             return True
-        buffer = self._rbuf
-        buffer += data
-        header = _FRAME_HEADER
-        start, end = 0, len(buffer)
+        end = received
+        held = self._rbuf
+        if held:            # the rest of a frame came: parse from what was held
+            held += memoryview(data)[:received]
+            data, end = held, len(held)
+        unpack = _unpack_header
+        limit = self.max_frame_size
+        frames = []
+        start = 0
         while end - start >= 4:
-            size = header.unpack_from(buffer, start)[0]
-            if size > self.max_frame_size:
+            size = unpack(data, start)[0]
+            if size > limit:
                 log.warning('frame of %d bytes from %s exceeds max_frame_size=%d; '
-                            'connection closed', size, self.peer, self.max_frame_size)
+                            'connection closed', size, self.peer, limit)
                 self._failed = 'frame too large'
-                return True
-            if end - start - 4 < size:
                 break
-            payload = buffer[start + 4:start + 4 + size]     # one copy
-            start += 4 + size
-            on_frame(self, payload)
-            if self.closed or self._failed:
-                return True
-        del buffer[:start]
-        return len(data) < _READ_SIZE
+            stop = start + 4 + size
+            if stop > end:
+                break
+            frames.append(data[start + 4:stop])     # one copy
+            start = stop
+        if self._failed is None:
+            if held:
+                del held[:start]
+            elif start < end:   # keep the start of a frame for the next read
+                held += memoryview(data)[start:end]
+        if frames:
+            on_frames(self, frames)
+        return received < _READ_SIZE or self._failed is not None or self.closed is not None
 
-    def guard_read(self, on_frame):
+    def guard_read(self, on_frames):
         """For another thread while the hub is stalled: read what has come and
-        hand whole frames to on_frame. Returns the failure that the hub must
+        hand whole frames to on_frames. Returns the failure that the hub must
         close the connection for, or None."""
         if self.closed or not self._lock.acquire(False):
             return None
         try:
             for _ in range(64):
-                if self._read_some(on_frame) is not False:
+                if self._read_some(on_frames) is not False:
                     break
             return self._failed
         finally:
@@ -1123,11 +1272,12 @@ class Connection:
             self.closed = reason
             self._outbox.clear()
             self._sent = self._queued = 0
+            if self._reading is not None:
+                self._reading.close()   # before the descriptor goes (even in its own callback)
             self.sock.close()
-        current = gevent.getcurrent()
-        for glet in (self._reader, self._writer):
-            if glet is not None and glet is not current:
-                glet.kill(block=False)
+        writer = self._writer
+        if writer is not None and writer is not gevent.getcurrent():
+            writer.kill(block=False)
         if self._drained is not None:
             self._drained.set()
         self._on_close(self, reason)

@@ -72,8 +72,9 @@ class _RemoteCoro(Coro):
 
     __str__ = __repr__
 
-    def __reduce__(self):
-        return (core._rebuild_coro, (self._rprefix + self._name, self._id, self._where))
+    def __reduce__(self):      # the same reference as Coro.__reduce__ gives
+        where = self._where
+        return (core._rebuild_coro, (self._head[2], self._id, where.addr, where.port))
 
     def _ref(self):
         return (self._id, self._rprefix + self._name)
@@ -83,15 +84,14 @@ class _RemoteCoro(Coro):
         # current one and connected, and we are in the hub thread
         peer = self._link
         rt = self._rt
-        if peer is not None and peer.out is not None and not peer.gone and \
-                _get_ident() == rt._tid:
-            try:
-                payload = netio.dumps(self._head + (message,))
-            except Exception:       # the slow path says what is wrong with it
-                return rt.send_frame(self._where, self._head + (message,), self)
-            if len(payload) <= rt._max_frame_size:
-                peer.out.send(payload)
-                return 0
+        if peer is not None and _get_ident() == rt._tid:
+            conn = peer.out
+            if conn is not None and not peer.gone:
+                try:
+                    conn.send_request(self._head, message)
+                    return 0
+                except Exception:   # the slow path says what is wrong (or sends it)
+                    pass
         result = rt.send_frame(self._where, self._head + (message,), self)
         self._link = rt._peers.get(self._where)
         return result
@@ -215,8 +215,28 @@ class _RemoteChannel(Channel):
         log.warning('close of remote channel %s ignored', self)
 
 
-core._REMOTE_FACTORIES['coro'] = _RemoteCoro
+_MAX_REFERENCES = 1024
+
+
+def _remote_coro(name, coro_id, addr, port):
+    """The factory of coroutine references (see core._rebuild_coro). It
+    keeps the references it makes in core._REFERENCES (emptied when full): a
+    coroutine named again in a later message is then the same object, which
+    knows the peer it was last sent through, so that answering it takes the
+    fast path of _RemoteCoro.send."""
+    ref = _RemoteCoro(name, coro_id, Location(addr, port))
+    references = core._REFERENCES
+    if len(references) >= _MAX_REFERENCES:
+        references.clear()
+    references[(coro_id, addr, port)] = (name, ref._rt, ref)
+    return ref
+
+
+core._REMOTE_FACTORIES['coro'] = _remote_coro
 core._REMOTE_FACTORIES['channel'] = _RemoteChannel
+for _kind in (_RemoteCoro, _RemoteChannel, Channel):     # they pickle as references
+    netio.plain_type(_kind)
+del _kind
 
 
 class SysCoro(Coro):
@@ -233,6 +253,9 @@ class SysCoro(Coro):
 
     def unregister(self, name=None):
         return self._rt._run_here(self._rt._unregister, 'syscoro', name or self._name, self)
+
+
+netio.plain_type(SysCoro)
 
 
 class RCI:

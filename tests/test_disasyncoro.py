@@ -656,3 +656,71 @@ asyncoro.Coro(client)
 ''', options(node='127.0.0.1', udp_port=port), timeout=140)
     assert lines == ['stalled hogging', 'acks %s within timeout True' % ([1] * 20),
                      'arrived whole True 20']
+
+
+ORDER_SERVER = r'''
+import sys, json, hashlib
+import asyncoro.disasyncoro as asyncoro
+
+rt = asyncoro.AsynCoro(**json.loads(sys.argv[1]))
+
+def collector(coro=None):
+    coro.set_daemon()
+    coro.register('collector')
+    digest, out_of_order, first, others, count = hashlib.sha256(), 0, None, 0, 0
+    while True:
+        msg = yield coro.receive()
+        if msg[0] == 'report':
+            msg[1].send((count, out_of_order, others, digest.hexdigest()))
+            continue
+        reply_to, i, data = msg
+        out_of_order += i != count
+        count += 1
+        first = first or reply_to
+        others += reply_to is not first     # the same reference each time?
+        digest.update(data)
+        if i % 500 == 0:
+            reply_to.send(i)            # answered through that reference
+
+asyncoro.Coro(collector)
+print('ready', rt.location, flush=True)
+sys.stdin.read()
+'''
+
+
+@pytest.mark.deadline(90)
+def test_a_burst_of_sends_of_every_size_arrives_in_order_and_whole(processes):
+    """3000 messages of 0 bytes to 300 KB sent without yielding (written at
+    once, coalesced, and along the burst) arrive in order and intact; the
+    sender's coroutine, named in each of them, unpickles to one reference,
+    and answers through it come back in order."""
+    port = free_udp_port()
+    server, _ = processes(ORDER_SERVER, options(node='127.0.0.1', udp_port=port))
+    lines = run_client(processes, r'''
+import sys, json, hashlib, random
+import asyncoro.disasyncoro as asyncoro
+asyncoro.AsynCoro(**json.loads(sys.argv[1]))
+
+def client(coro=None):
+    collector = yield asyncoro.Coro.locate('collector', timeout=10)
+    rng = random.Random(7)
+    digest = hashlib.sha256()
+    for i in range(3000):
+        size = rng.choice([0, 1, 100, 150, 4000, 70000, 300000]) if i % 7 == 0 else 100
+        data = rng.randbytes(size)
+        digest.update(data)
+        collector.send((coro, i, data))
+    answers = []
+    for _ in range(6):
+        answers.append((yield coro.receive(timeout=30)))
+    collector.send(('report', coro))
+    count, out_of_order, others, got = yield coro.receive(timeout=30)
+    print('answers', answers)
+    print('count', count, 'out of order', out_of_order, 'other references', others,
+          'whole', got == digest.hexdigest())
+
+asyncoro.Coro(client)
+''', options(node='127.0.0.1', udp_port=port), timeout=80)
+    assert lines == ['answers [0, 500, 1000, 1500, 2000, 2500]',
+                     'count 3000 out of order 0 other references 0 whole True']
+    stop(server)

@@ -488,7 +488,7 @@ def test_guard_writing_while_the_hub_hands_over_strands_no_bytes():
     server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     closed = []
     conn = netio.Connection(client, 'the test peer', netio.DEFAULT_MAX_FRAME_SIZE,
-                            lambda conn, payload: None, lambda conn, why: closed.append(why))
+                            lambda conn, payloads: None, lambda conn, why: closed.append(why))
     turns = _TurnLock()
     conn._lock = turns
     conn.sock._sock = _GuardSendWaits(conn.sock._sock, turns)
@@ -542,3 +542,114 @@ def test_guard_writing_while_the_hub_hands_over_strands_no_bytes():
     finally:
         conn.close()
         server.close()
+
+
+# ---------------------------------------------------------------- Connection: reading and writing
+
+def _frames(sizes):
+    return [bytes([i % 251]) * size for i, size in enumerate(sizes)]
+
+
+@pytest.mark.deadline(40)
+def test_connection_reads_frames_cut_anywhere_in_order():
+    """Frames of every size (empty, small, one bigger than a read, many in
+    one write) sent in pieces cut at odd places arrive whole, in order."""
+    client, server = connected_pair()
+    got, closed = [], []
+    done = gevent.event.Event()
+    sizes = [0, 1, 100, 3, 70000, 5, (1 << 20) + 7] + [150] * 3000 + [300000, 2]
+    payloads = _frames(sizes)
+
+    def on_frames(conn, frames):
+        got.extend(bytes(frame) for frame in frames)
+        if len(got) == len(payloads):
+            done.set()
+    conn = netio.Connection(server, 'the test peer', netio.DEFAULT_MAX_FRAME_SIZE, on_frames,
+                            lambda conn, why: closed.append(why))
+    conn.start()
+    stream = b''.join(netio.frame(payload) for payload in payloads)
+    pieces, cut, step = [], 0, 1
+    while cut < len(stream):        # 1, 2, 3, ... bytes, then big chunks
+        step = step + 1 if step < 4000 else 65537
+        pieces.append(stream[cut:cut + step])
+        cut += step
+    try:
+        for piece in pieces:
+            client.sendall(piece)
+            gevent.sleep(0)         # let the hub read each piece as it comes
+        assert done.wait(20), '%d of %d frames arrived' % (len(got), len(payloads))
+        assert got == payloads
+        assert not closed
+    finally:
+        conn.close()
+        client.close()
+
+
+def test_connection_writes_a_lone_frame_at_once_and_a_burst_together():
+    """The first frame of a turn of the hub is on the wire before send()
+    returns; the ones after it in the same turn go together at its end."""
+    client, server = connected_pair()
+    conn = netio.Connection(client, 'the test peer', netio.DEFAULT_MAX_FRAME_SIZE,
+                            lambda conn, frames: None, lambda conn, why: None)
+    conn.start()
+    raw = server._sock
+    try:
+        conn.send(b'lone')
+        assert raw.recv(100, socket.MSG_DONTWAIT) == netio.frame(b'lone')
+        for i in range(100):
+            conn.send(b'burst %d' % i)
+        with pytest.raises(BlockingIOError):        # still queued: nothing was written
+            raw.recv(100, socket.MSG_DONTWAIT)
+        assert conn.flush(5)
+        expected = b''.join(netio.frame(b'burst %d' % i) for i in range(100))
+        server.settimeout(5)
+        assert server.recvall(len(expected)) == expected
+    finally:
+        conn.close()
+        server.close()
+
+
+def test_connection_dispatches_nothing_after_the_frame_that_closed_it():
+    client, server = connected_pair()
+    got = []
+
+    def on_frames(conn, frames):
+        for frame in frames:
+            got.append(bytes(frame))
+            if frame == b'bye':
+                conn.close('told to')
+                return
+    conn = netio.Connection(server, 'the test peer', netio.DEFAULT_MAX_FRAME_SIZE, on_frames,
+                            lambda conn, why: got.append(why))
+    conn.start()
+    try:
+        client.sendall(b''.join(netio.frame(p) for p in (b'one', b'bye', b'never')))
+        wait_until(lambda: conn.closed, 5, 'the connection closed by its frame')
+        assert got == [b'one', b'bye', 'told to']
+    finally:
+        client.close()
+
+
+def _by_value():
+    return 'made here'
+
+
+def test_dumps_writes_plain_data_and_references_as_cloudpickle_would():
+    import cloudpickle
+
+    def waits(coro=None):
+        yield coro.receive()
+    coro = asyncoro.Coro(waits)
+    wait_until(lambda: coro._wait == 'receive', 5, 'the coroutine waiting in receive')
+    try:
+        for obj in [('send', 7, '~sink', b'x' * 100), ('send', 7, '~echo', (coro, b'data')),
+                    Location('127.0.0.1', 5), [1, 2.5, None, True, 'text'], coro]:
+            assert netio.dumps(obj) == cloudpickle.dumps(obj, protocol=5), obj
+        assert netio.loads(netio.dumps(('send', 7, '~echo', (coro, b'data'))))[3][0] is coro
+    finally:
+        coro.send('end')
+    # a function of this test module pickles by reference with plain pickle;
+    # one defined at run time goes by value, through cloudpickle
+    local = eval('lambda: "made here"')
+    assert netio.loads(netio.dumps(local))() == 'made here'
+    assert netio.dumps(_by_value) == cloudpickle.dumps(_by_value, protocol=5)
