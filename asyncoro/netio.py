@@ -846,9 +846,13 @@ class Connection:
       `_outbox` is empty; SCHEDULED, the hub's flush callback is queued;
       WRITING, the hub's writer greenlet runs and does not stop while
       `_outbox` holds a byte. So whenever `_outbox` is not empty, a writer in
-      the hub is on its way. (send_request reads `_state` without the lock,
-      as a hint only: it decides nothing before it reads it again under the
-      lock.)
+      the hub is on its way.
+    - One exception to "under the lock": send_request, in the hub thread,
+      appends a small frame to `_outbox` without the lock when `_state` is
+      not IDLE. Only the hub thread makes a connection IDLE, so an owner is
+      on its way until send_request returns; and an append at the tail
+      (atomic, under the GIL) does not disturb a writer in another thread
+      that takes bytes from the head.
     - Whoever else writes does not own the writing: the guard thread, and a
       sender in the hub whose long burst finds the writer greenlet waiting
       for the hub it holds (`_write_along`). They write what the socket
@@ -980,22 +984,22 @@ class Connection:
     def send_request(self, head, message):
         """Pickle `head + (message,)` and queue it, as send() does; `head`
         holds plain values only (a request's kind, ids and names), so only
-        `message` is looked at to choose the pickler. Raises what dumps()
-        and send() raise, and only before it queued anything."""
+        `message` is looked at to choose the pickler. In the hub thread only
+        (like send). Raises what dumps() and send() raise, and only before it
+        queued anything."""
         if type(message) in _PLAIN_TYPES or _plain(message):
             payload = _pickle_dumps(head + (message,), 5)
         else:
             payload = dumps(head + (message,))
         size = len(payload)
-        # a stream's common case, send() inline: an owner of the writing is on
-        # its way (the state read first without the lock is only a hint)
-        if self._state != _IDLE and size <= _GATHER_APART and size <= self.max_frame_size \
-                and self.closed is None:
-            with self._lock:
-                if self._state != _IDLE and self._queued <= _INLINE_FLUSH:
-                    self._outbox.append(_FRAME_HEADER.pack(size) + payload)
-                    self._queued += size + 4
-                    return
+        # a stream's common case: an owner of the writing is on its way, so
+        # the frame only joins _outbox, and without the lock (see the class
+        # docstring: why that is safe here)
+        if self._state != _IDLE and self._queued <= _INLINE_FLUSH and size <= _GATHER_APART \
+                and size <= self.max_frame_size and self.closed is None:
+            self._outbox.append(_FRAME_HEADER.pack(size) + payload)
+            self._queued += size + 4
+            return
         self.send(payload)
 
     def push(self):
