@@ -474,10 +474,12 @@ class Coro:
         once `timeout` seconds pass (at once for timeout <= 0). Only the
         coroutine itself may call it: `msg = yield coro.receive()`."""
         mailbox = self._mailbox
-        if mailbox and _getcurrent() is self._worker:
+        worker = self._worker
+        if _getcurrent() is not worker or worker is None:
+            self._check_self('receive')         # it says who called
+        if mailbox:
             self._fast = True
             return mailbox.popleft()
-        self._check_self('receive')
         if timeout is not None and timeout <= 0:
             return alarm_value
         return self._wait_for(_RECV, timeout, alarm_value, self._gen is not None)

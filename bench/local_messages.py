@@ -29,6 +29,7 @@ import greenlet           # noqa: E402
 import psutil             # noqa: E402
 
 import asyncoro           # noqa: E402
+from asyncoro import core  # noqa: E402
 
 
 def best(runs, func, *args):
@@ -172,7 +173,7 @@ def idle_memory(n, style):
 
     def settle(coros, coro=None):
         # every coroutine has run up to its receive() once this one runs
-        while any(c._state != asyncoro._WAITING for c in coros):
+        while any(c._state != core._WAITING for c in coros):
             coro.sleep(0.01)
 
     before = rss()
