@@ -873,7 +873,10 @@ class Connection:
         self._sent = 0                      # bytes of _outbox[0] written already
         self._queued = 0                    # bytes queued since the last write (a hint)
         self._state = _IDLE
-        self._written_turn = None           # the hub's turn (loop iteration) of the last write at once
+        # the hub's turn (loop iteration) of the last frame written at once; a
+        # loop that does not count its turns (gevent's libuv loop says -1)
+        # writes every frame but its first at the end of a turn instead
+        self._written_turn = None
         self._loop = None
         self._gather = False                # the socket writes a list of buffers at once
         self._drained = None                # gevent Event while someone waits in flush()
