@@ -945,9 +945,9 @@ class Coro:
         else:
             self._exception = exc
             if not isinstance(exc, GeneratorExit):
-                log.warning('uncaught exception in %s:\n%s', self,
-                            ''.join(traceback.format_exception(type(exc), exc,
-                                                               exc.__traceback__)))
+                text = ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                log.warning('uncaught exception in %s:\n%s', self, text)
+                _note(exc, 'raised in %s:\n%s' % (self, text[-_NOTE_LIMIT:]))
         self._rt._ended(self)
         waiters = self._waiters
         if waiters:
@@ -970,6 +970,21 @@ class Coro:
 
 
 plain_type(Coro)        # it pickles as a reference (see __reduce__)
+
+
+_NOTE_LIMIT = 8000      # characters of a traceback kept with its exception
+
+
+def _note(exc, text):
+    """Keep `text` with `exc` as a note (PEP 678: `__notes__`, shown when
+    Python prints it from 3.11 on): a job's exception takes its traceback
+    text with it to the client, the scheduler and the monitor."""
+    try:
+        notes = exc.__dict__.setdefault('__notes__', [])
+        if isinstance(notes, list):
+            notes.append(text)
+    except (AttributeError, TypeError):     # an exception without a __dict__ keeps none
+        pass
 
 
 def _msg_timeout():

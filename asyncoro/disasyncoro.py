@@ -271,7 +271,12 @@ class AsynCoro(core.AsynCoro):
         except (OSError, netio.PeerError) as exc:
             if isinstance(exc, netio.AuthError):
                 self.auth_failures[addr[0]] = str(exc)
-            log.warning('peer %s refused: %s', peer, exc)
+            # a peer that goes away while it connects (a server killed as its
+            # computation closes, say) is no news; another secret, TLS trouble
+            # or a stranger are
+            gone = isinstance(exc, (netio.PeerGone, ConnectionResetError, BrokenPipeError))
+            log.log(logging.DEBUG if gone else logging.WARNING, 'peer %s refused: %s', peer,
+                    exc)
             sock.close()
             return
         self._open(sock, peer, None)

@@ -535,7 +535,7 @@ AsynCoroSocket = AsyncSocket
 
 # =============================================================== peer protocol
 
-PROTOCOL = b'asyncoro-gevent/1'
+PROTOCOL = b'asyncoro-gevent/2'    # /2: coroutine references pickle flat
 DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024
 HANDSHAKE_LIMIT = 256          # the largest frame accepted before authentication
 _NONCE_SIZE = 32
@@ -552,6 +552,11 @@ _PING_MAGIC = b'asyncoro-ping/1 '
 
 class PeerError(ConnectionError):
     """A peer connection failed or was refused; the message says which and why."""
+
+
+class PeerGone(PeerError):
+    """The peer closed the connection during the handshake (it went away, or
+    is not a peer): nothing to tell anyone about."""
 
 
 class AuthError(PeerError):
@@ -717,14 +722,14 @@ def write_pipe_frame(fd, obj):
 def _recv_handshake_frame(sock, deadline, peer):
     header = sock._recv_exact(4, deadline, partial_ok=False)
     if len(header) < 4:
-        raise PeerError('%s closed the connection during the handshake' % peer)
+        raise PeerGone('%s closed the connection during the handshake' % peer)
     size = _FRAME_HEADER.unpack(header)[0]
     if size > HANDSHAKE_LIMIT:
         raise AuthError('%s sent a %d-byte frame during the handshake (at most %d); '
                         'not an asyncoro peer?' % (peer, size, HANDSHAKE_LIMIT))
     data = sock._recv_exact(size, deadline, partial_ok=False)
     if len(data) < size:
-        raise PeerError('%s closed the connection during the handshake' % peer)
+        raise PeerGone('%s closed the connection during the handshake' % peer)
     return data
 
 

@@ -119,7 +119,7 @@ def test_wrong_secret_is_refused_and_its_pickle_never_unpickled(processes, serve
     assert proc.poll() is None
     log = split_log(stop(proc))[1]
     assert any('failed authentication (not the same secret)' in line for line in log)
-    assert any('does not speak asyncoro-gevent/1' in line for line in log)
+    assert any('does not speak asyncoro-gevent/2' in line for line in log)
 
 
 def test_garbage_and_a_4_gib_frame_close_only_that_connection(processes, server):
