@@ -31,7 +31,8 @@ How it works:
   yielding (or calls time.sleep) holds the hub. A timer of the hub marks each
   turn (`_beat`); a guard thread that sees no mark for STALL seconds reads
   the connections itself, queues messages for their coroutines, acknowledges
-  `deliver`s and hands every other request to the hub for when it is back.
+  `deliver` requests and hands every other request to the hub for when it
+  is back.
   The hub runs what was handed to it before the next frame it reads, so the
   order of each connection's frames is kept.
 """
@@ -144,13 +145,41 @@ def resolve(host):
 
 
 class AsynCoro(core.AsynCoro):
-    """The distributed runtime: the core runtime plus a TCP listener, UDP
-    discovery, peers, remote references and file transfer. A singleton: the
-    first construction wins (later calls return it and ignore their
-    arguments). $ASYNCORO_NODE, $ASYNCORO_SECRET and $ASYNCORO_UDP_PORT give
-    the defaults of `node`, `secret` and `udp_port` (51350).
+    """The distributed runtime: the core runtime plus the network.
 
-    Raises OSError with the address if the TCP port cannot be bound."""
+    The network: a TCP listener, UDP discovery, peers, remote references and
+    file transfer. A singleton: the first construction wins (later calls return it and
+    ignore their arguments); the first Coro made starts one with the
+    defaults if the program did not.
+
+    :param udp_port: the UDP port of discovery; 0: $ASYNCORO_UDP_PORT, else
+        51350.
+    :param tcp_port: the port to listen on; 0: any free one.
+    :param node: the host name or IP address to bind; None: $ASYNCORO_NODE,
+        else the first IPv4 address of an interface that is up and has a
+        broadcast address, else 127.0.0.1.
+    :param ext_ip_addr: the address peers are given in this runtime's
+        Location, if not `node`'s (behind NAT, say).
+    :param socket_family: of the listener; None: from the address.
+    :param name: the runtime's name; None: its Location, as text.
+    :param discover_peers: broadcast a discovery ping at the start.
+    :param secret: what peers must share to connect; '' or None:
+        $ASYNCORO_SECRET, else ''.
+    :param certfile: a certificate: every peer connection uses TLS.
+    :param keyfile: the private key, if it is not in `certfile`.
+    :param notifier: accepted, as in asyncoro 4.5, and not used.
+    :param dest_path: the folder received files go to (created); None:
+        ``asyncoro`` in the system's temporary folder.
+    :param max_file_size: the largest file accepted from peers, in bytes;
+        None or 0: no limit.
+    :param max_frame_size: the largest frame sent or accepted, in bytes.
+    :raises OSError: naming the address, if the TCP port cannot be bound.
+    :raises ValueError: if $ASYNCORO_UDP_PORT is not a port number.
+
+    Blocks until the listener is bound and serving. When the runtime stops
+    (finish() or terminate()), it first sends what is queued for peers and
+    tells them it is going, waiting up to MsgTimeout.
+    """
 
     def __init__(self, udp_port=0, tcp_port=0, node=None, ext_ip_addr=None, socket_family=None,
                  name=None, discover_peers=True, secret='', certfile=None, keyfile=None,
@@ -200,12 +229,18 @@ class AsynCoro(core.AsynCoro):
 
     @property
     def location(self):
+        """This runtime's Location.
+
+        Its listener's address (`ext_ip_addr`, if given) and port.
+        """
         return self._location
 
     @property
     def root_dest_path(self):
-        """The folder under which dest_path always lies (the dest_path given
-        at the start)."""
+        """The folder under which `dest_path` always lies.
+
+        It is the `dest_path` given at the start.
+        """
         return self._root_dest
 
     @property
@@ -215,6 +250,11 @@ class AsynCoro(core.AsynCoro):
 
     @property
     def dest_path(self):
+        """The folder received files go to (with a `dir`, in that folder under it).
+
+        Assigning a path makes it relative to `root_dest_path` (one that
+        would lie outside is put inside it) and creates the folder.
+        """
         return self._dest_path
 
     @dest_path.setter
@@ -227,7 +267,10 @@ class AsynCoro(core.AsynCoro):
         self._dest_path = path
 
     def peers(self):
-        """The Locations of the peers known now."""
+        """The peers online now.
+
+        :returns: a list of their Locations.
+        """
         return [loc for loc, peer in self._peers.items() if peer.online]
 
     # ------------------------------------------------ network start
@@ -334,10 +377,15 @@ class AsynCoro(core.AsynCoro):
             log.error('handling %s from %s failed', kind, conn.peer, exc_info=True)
 
     def reply(self, conn, request_id, value, push=False):
-        """Answer the request `request_id` that came on `conn` (the answer
-        goes on our own connection to that peer, like all we send it); with
-        `push`, it is written before this greenlet goes on. 0, or -1 if it
-        could not be sent (the reason is logged)."""
+        """Answer the request `request_id` that came on `conn`.
+
+        For the layers above. The answer goes on our own connection to that peer, like all we send
+        it.
+
+        :param value: the answer.
+        :param push: write it before this greenlet goes on.
+        :returns: 0; -1 if it could not be sent (the log says why).
+        """
         sent = self.send_frame(conn.info, (REPLY, request_id, value), what='reply')
         if push and sent == 0:
             peer = self._peers.get(conn.info)
@@ -360,10 +408,18 @@ class AsynCoro(core.AsynCoro):
         return peer
 
     def send_frame(self, location, request, what='request'):
-        """Queue `request` for the peer at `location` (connecting on demand).
-        Returns 0, or -1 if it cannot be pickled or sent. Any thread.
-        `what` names the request in messages (a remote coroutine stands for
-        'message for <it>'); this is the path of every remote send."""
+        """Queue `request` for the peer at `location`, connecting on demand.
+
+        For the layers above: the path of every remote send.
+
+        :param request: the frame: a tuple whose first item is its kind.
+        :param what: names the request in log messages (a remote coroutine
+            stands for 'message for' it).
+        :returns: 0; -1, with a WARNING, if it cannot be pickled, is larger
+            than max_frame_size, or is for this runtime itself.
+
+        Does not wait for the connection; may be called from any thread.
+        """
         if _get_ident() != self._tid:
             return self._run_here(self.send_frame, location, request, what)
         peer = self._peers.get(location)
@@ -456,9 +512,19 @@ class AsynCoro(core.AsynCoro):
         peer.requests.clear()
 
     def request(self, location, kind, fields, timeout, on_timeout, on_failure):
-        """Send a request that wants an answer and wait for it (blocks the
-        calling greenlet). Returns the answer, `on_timeout` after `timeout`
-        seconds, `on_failure` if the peer cannot be reached. Any thread."""
+        """Send a request that wants an answer and wait for it.
+
+        For the layers above.
+
+        :param kind: the request's kind (a handler's name).
+        :param fields: a tuple: the rest of the request.
+        :param timeout: seconds to wait for the answer; None: no limit.
+        :returns: the answer; `on_timeout` when `timeout` passes;
+            `on_failure` if the request cannot be sent or the peer goes away
+            first.
+
+        Blocks the calling greenlet; may be called from any thread.
+        """
         if _get_ident() != self._tid:
             return self._run_here(self.request, location, kind, fields, timeout, on_timeout,
                                   on_failure)
@@ -583,9 +649,15 @@ class AsynCoro(core.AsynCoro):
                 self._status_receivers.remove(receiver)
 
     def peer_status(self, coro):
-        """Send PeerStatus messages to `coro` (local or remote): Online for
-        each known peer now, then as peers come and go. None removes every
-        receiver. Several receivers may be registered."""
+        """Have PeerStatus messages sent to `coro` as peers come and go.
+
+        At once it gets an Online message for each peer online now. Several
+        receivers may be registered; one that has finished is dropped.
+
+        :param coro: the receiver, a coroutine local or of another process;
+            None: remove every receiver.
+        :returns: 0; -1 if `coro` is neither a coroutine nor None.
+        """
         return self._run_here(self._peer_status, coro)
 
     def _peer_status(self, coro):
@@ -604,10 +676,24 @@ class AsynCoro(core.AsynCoro):
     # ------------------------------------------------ pairing
 
     def peer(self, loc, udp_port=0, stream_send=False, broadcast=False):
-        """Pair with another runtime. A Location with a port: connect and
-        authenticate now; 0 on success, -1 on failure. A host name or a
-        Location with port 0: send a discovery ping to that host (pairing
-        happens when it answers); 0. Call form: `yield rt.peer(loc)`."""
+        """Pair with another runtime.
+
+        :param loc: a Location with a port: connect and authenticate now. A
+            host name, or a Location with port 0: send a discovery ping to
+            that host; pairing happens when it answers.
+        :param udp_port: the UDP port to ping; 0: this runtime's.
+        :param stream_send: accepted, as in asyncoro 4.5: here every peer
+            connection stays open and carries frames in order.
+        :param broadcast: ask the pinged runtime to broadcast a discovery
+            ping of its own.
+        :returns: for a Location with a port, 0 once the peer is online, -1
+            if it cannot be reached or authenticated (or is this runtime);
+            for a ping, 0 once sent, -1 if it cannot be sent.
+
+        With a Location, blocks the calling coroutine while it connects: up
+        to twice MsgTimeout, then up to MsgTimeout for the peer to be
+        online. Call form: ``yield rt.peer(loc)``.
+        """
         if isinstance(loc, str) or (isinstance(loc, Location) and not loc.port):
             host = loc if isinstance(loc, str) else loc.addr
             return self._run_here(self._ping, resolve(host), udp_port or self._udp_port,
@@ -632,7 +718,14 @@ class AsynCoro(core.AsynCoro):
         return 0 if peer.out is not None and peer.online else -1
 
     def discover_peers(self, port=None):
-        """Broadcast a discovery ping on this runtime's network (again)."""
+        """Broadcast a discovery ping on this runtime's network (again).
+
+        Runtimes that hear it and share the secret pair with this one.
+
+        :param port: the UDP port to ping; None: this runtime's.
+        :returns: None (no ping is sent, and a WARNING says why, if the
+            bound address has no broadcast address).
+        """
         target = netio.broadcast_address(self._node)
         if target is None:
             log.warning('no broadcast address for %s: discovery pings not sent', self._node)
@@ -640,7 +733,10 @@ class AsynCoro(core.AsynCoro):
         self._run_here(self._ping, target, port or self._udp_port, False)
 
     def ignore_peers(self, ignore):
-        """While true, discovery pings from other runtimes are ignored."""
+        """Ignore discovery pings from other runtimes (True), or not.
+
+        :param ignore: whether to ignore them; peer() still pairs.
+        """
         self._ignore_peers = bool(ignore)
 
     def _ping(self, addr, port, broadcast):
@@ -704,8 +800,15 @@ class AsynCoro(core.AsynCoro):
                 peer.connecting = spawn(self._connect, peer)
 
     def locate(self, name, timeout=None):
-        """The Location of the peer named `name`, asking peers if need be;
-        None on timeout. `loc = yield rt.locate('server')`."""
+        """Find the runtime named `name`, asking every peer if need be.
+
+        :param timeout: seconds to wait at most; None: no limit.
+        :returns: its Location (this runtime's own, for its own name); None
+            on timeout.
+
+        Blocks the calling coroutine only. Call form:
+        ``loc = yield rt.locate('server')``.
+        """
         return self._run_here(self._locate_peer, name, timeout)
 
     def _locate_peer(self, name, timeout):
@@ -717,7 +820,18 @@ class AsynCoro(core.AsynCoro):
         return self._locate('peer', name, None, timeout, False)
 
     def close_peer(self, location, timeout=None):
-        """Send what is queued for the peer, tell it we are going, forget it."""
+        """Send what is queued for the peer, tell it we are going, forget it.
+
+        Receivers of peer_status() are told it is Offline.
+
+        :param location: the peer's Location.
+        :param timeout: seconds to wait for each of the connection and the
+            sending; None: MsgTimeout.
+        :returns: 0; -1 if no such peer is known.
+
+        Blocks the calling coroutine. Call form:
+        ``yield rt.close_peer(loc)``.
+        """
         return self._run_here(self._close_peer, location, timeout or _msg_timeout())
 
     def _close_peer(self, location, timeout):
@@ -772,10 +886,22 @@ class AsynCoro(core.AsynCoro):
     # ------------------------------------------------ files
 
     def send_file(self, location, file, dir=None, overwrite=False, timeout=None):
-        """Copy the local `file` to the peer at `location`, into its
-        dest_path[/dir]. 0 on success (also when an identical copy is there
-        already), -1 on any failure (with a WARNING saying why).
-        `yield rt.send_file(loc, path)`."""
+        """Copy the local `file` to the peer at `location`.
+
+        :param file: the path of a readable regular file.
+        :param dir: where it goes, relative to the peer's `dest_path`; None:
+            there.
+        :param overwrite: replace a different file of that name there
+            (otherwise the peer refuses).
+        :param timeout: seconds to wait for each answer of the peer; None:
+            MsgTimeout.
+        :returns: 0 once the file is there (also when a copy of the same
+            size, mode and modification time is there already); -1, with a
+            WARNING saying why, on any failure.
+
+        Blocks the calling coroutine. Call form:
+        ``yield rt.send_file(loc, path)``.
+        """
         failed = self.transfer_file(location, file, dir, overwrite, timeout)
         if failed:
             log.warning('send_file %s to %s: %s', file, location, failed)
@@ -783,8 +909,11 @@ class AsynCoro(core.AsynCoro):
         return 0
 
     def transfer_file(self, location, file, dir=None, overwrite=False, timeout=None):
-        """send_file, for the layers above: None once the file is there, else
-        why it is not (the peer's own reason when it refused it)."""
+        """As :meth:`send_file`, for the layers above.
+
+        :returns: None once the file is there; else why it is not, in words
+            (the peer's own reason when it refused it).
+        """
         timeout = _msg_timeout() if timeout is None else timeout
         try:
             stat = os.stat(file)
@@ -825,8 +954,20 @@ class AsynCoro(core.AsynCoro):
         return None
 
     def del_file(self, location, file, dir=None, timeout=None):
-        """Delete dest_path[/dir]/basename(file) at the peer, and the
-        directories that leaves empty (up to its dest_path). 0 or -1."""
+        """Delete a file that :meth:`send_file` sent to the peer at `location`.
+
+        The file is ``basename(file)`` in the peer's `dest_path` (and `dir`);
+        the folders that leaves empty go too, up to `dest_path`.
+
+        :param dir: as send_file() was given it; it must be relative.
+        :param timeout: seconds to wait for the peer's answer; None:
+            MsgTimeout.
+        :returns: 0; -1 if the file cannot be deleted (the peer logs why),
+            `dir` is absolute, or no answer came.
+
+        Blocks the calling coroutine. Call form:
+        ``yield rt.del_file(loc, path)``.
+        """
         if dir and os.path.isabs(dir):
             return -1
         return self.request(location, DEL_FILE, (dir or '', os.path.basename(file)),

@@ -11,7 +11,7 @@ How it works: the runtime (asyncoro.disasyncoro) unpickles each frame of an
 authenticated connection and calls `HANDLERS[frame[0]](runtime, connection,
 frame)` in the hub greenlet (from the connection's read callback), in the
 order frames came; the guard thread, while the hub is stalled, calls the
-same handlers through the hub (it answers `deliver`s itself, see
+same handlers through the hub (it answers `deliver` requests itself, see
 AsynCoro._on_guard_frame). A handler must not block (the hub greenlet
 cannot wait; gevent raises BlockingSwitchOutError): one that waits (channel
 deliver, a service call) spawns. A request that wants an answer carries a

@@ -85,26 +85,37 @@ class _WSGIServer(gevent.pywsgi.WSGIServer):
 # ---------------------------------------------------------------- HTTPServer
 
 class HTTPServer:
-    """The web monitor of `computation` at http(s)://<host>:<port>/.
+    """The web monitor of `computation`, at ``http(s)://<host>:<port>/``.
 
-    Create it before `computation.schedule()`: it becomes the computation's
-    status_coro (passing every message on to the status_coro the program set,
-    if any). `host=''` binds $ASYNCORO_NODE if set, else 127.0.0.1 (this
-    machine only; give an address, or '0.0.0.0' for every interface, to
-    serve others); `port=0` takes any free port (see `address` and `url`).
-    `poll_sec` (at least 1) is how often the pages refresh;
-    `keyfile`/`certfile` serve HTTPS; `show_coro_args` whether the pages
-    show coroutines' arguments (str() of each). Both can be changed from the
-    pages. `DocumentRoot` is where the pages are (the package's data/ by
-    default).
+    Create it before ``computation.schedule()``: it becomes the
+    computation's status_coro, passing every message on to the status_coro
+    the program set, if any.
 
-    Beyond the original's arguments: `password` (default
-    $ASYNCORO_MONITOR_PASSWORD, else none) makes every page, JSON endpoint
-    and /metrics ask for it (HTTP basic authentication, any user name);
-    `max_failures` is how many failed and lost jobs the Jobs page keeps.
+    :param computation: the Computation to show; None: as the httpd.py
+        program makes it, to show a scheduler's computations.
+    :param host: the address to bind; '': $ASYNCORO_NODE if set, else
+        127.0.0.1 (this machine only; give an address, or '0.0.0.0' for
+        every interface, to serve others).
+    :param port: the port; 0: any free one (see the attributes `address`
+        and `url`).
+    :param poll_sec: how often the pages refresh, in seconds: at least 1
+        (a smaller value is raised to 1, with a WARNING).
+    :param DocumentRoot: the folder of the pages; None: the package's data.
+    :param keyfile: the private key, if it is not in `certfile`.
+    :param certfile: a certificate: serve HTTPS.
+    :param show_coro_args: whether the pages show coroutines' arguments
+        (str() of each). It and `poll_sec` can be changed from the pages.
+    :param password: makes every page, JSON endpoint and /metrics ask for it
+        (HTTP basic authentication, any user name); None:
+        $ASYNCORO_MONITOR_PASSWORD, else none. Not in asyncoro 4.5.
+    :param max_failures: how many failed and lost jobs the Jobs page keeps.
+        Not in asyncoro 4.5.
+    :raises OSError: when the port cannot be bound.
+    :raises ValueError: for a DocumentRoot without the pages.
 
-    Raises OSError when the port cannot be bound, ValueError for a bad
-    DocumentRoot."""
+    Blocks until the server listens. Without a password, bound to an address
+    other machines can reach, it logs a WARNING.
+    """
 
     def __init__(self, computation, host='', port=DEFAULT_PORT, poll_sec=10, DocumentRoot=None,
                  keyfile=None, certfile=None, show_coro_args=True, password=None,
@@ -184,10 +195,15 @@ class HTTPServer:
                 self._chain.send(msg)
 
     def shutdown(self, wait=True):
-        """Stop serving. With `wait`, first give the pages poll_sec + 0.5 s to
-        fetch the last updates: called from a thread (the main program) it
-        blocks that long; called from a coroutine it schedules the shutdown
-        and returns at once."""
+        """Stop serving.
+
+        :param wait: first give the pages `poll_sec` + 0.5 seconds to fetch
+            the last updates.
+
+        Called from a thread (the main program) it blocks that long, then
+        stops the server; called from a coroutine it schedules the stop and
+        returns at once. Does nothing once the server has stopped.
+        """
         if self._server is None:
             return
         delay = self._monitor.poll_sec + 0.5 if wait else 0

@@ -85,12 +85,24 @@ _CONNECT_PENDING = {errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK, errno.
 
 
 def serialize(obj):
-    """Pickle `obj` with the highest protocol; returns bytes."""
+    """Pickle `obj` with the highest pickle protocol.
+
+    :returns: the pickle, as bytes.
+    :raises pickle.PicklingError: (or another error of `pickle.dumps`) if
+        `obj` cannot be pickled.
+    """
     return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def deserialize(data):
-    """The inverse of `serialize`. Only for data from a trusted peer."""
+    """Unpickle what :func:`serialize` made (also ``unserialize``).
+
+    Only for data from a trusted peer: unpickling can run any code.
+
+    :returns: the object.
+    :raises pickle.UnpicklingError: (or another error of `pickle.loads`) for
+        data that is not a valid pickle.
+    """
     return pickle.loads(data)
 
 
@@ -108,11 +120,17 @@ def _is_ip_literal(host):
 
 
 class Location:
-    """Location(host, tcp_port): the address of one runtime's TCP listener.
+    """The address of one runtime's TCP listener.
 
-    `addr` is an IP string (a host name is resolved with getaddrinfo, blocking,
-    IPv4 preferred) and `port` an int. Equal when both fields are; hashable;
-    `str` and `repr` give 'addr:port'; pickles by value.
+    :param host: an IP address, or a host name, resolved here with
+        getaddrinfo (blocking; IPv4 preferred).
+    :param tcp_port: the port (an int, or what `int()` takes).
+    :raises TypeError: if `host` is not a str.
+    :raises OSError: if a host name does not resolve.
+
+    The attributes are `addr` (an IP address, as a str) and `port` (an
+    int). Two Locations are equal when both are; a Location is hashable,
+    `str` and `repr` give ``'addr:port'``, and it pickles by value.
     """
 
     __slots__ = ('addr', 'port')
@@ -255,19 +273,28 @@ def _tls_context(server_side, certfile, keyfile, ssl_version):
 
 
 class AsyncSocket:
-    """AsyncSocket(sock, blocking=False, keyfile=None, certfile=None, ssl_version=None)
+    """A socket wrapper whose I/O methods block only the calling greenlet.
 
-    Wraps a socket (it takes over `sock`, which it puts in non-blocking mode).
-    With blocking=False the I/O methods block only the calling greenlet; a
-    generator coroutine calls them as `data = yield sock.recv(1024)`. With
-    blocking=True the same methods block the OS thread. Attributes not defined
-    here (bind, listen, getsockname, setsockopt, fileno, ...) are the wrapped
-    socket's. With `certfile` (and `keyfile` if the key is separate),
-    `connect` and `accept` add TLS.
+    Also ``AsynCoroSocket``.
 
-    Timeouts: `settimeout(t)` bounds each operation as a whole; when it passes
-    the operation raises `socket.timeout` (recvall returns partial data
-    instead, when it has any). `t <= 0` means: do what is possible now.
+    :param sock: the socket to wrap. The wrapper takes it over, puts it in
+        non-blocking mode and keeps its timeout; an AsyncSocket given here is
+        unwrapped first.
+    :param blocking: False: the I/O methods block only the calling greenlet;
+        True: they block the OS thread.
+    :param keyfile: the private key, if it is not in `certfile`.
+    :param certfile: a certificate (PEM): `connect` and `accept` then add
+        TLS.
+    :param ssl_version: the TLS version (as set_ssl_version() takes it);
+        None: the class's default.
+
+    Attributes not defined here (bind, listen, getsockname, setsockopt,
+    fileno, ...) are the wrapped socket's. A generator coroutine calls the
+    I/O methods as ``data = yield sock.recv(1024)``.
+
+    Timeouts: ``settimeout(t)`` bounds each later operation as a whole; when
+    `t` passes, the operation raises `socket.timeout` (recvall returns the
+    data it has instead, if any). ``t <= 0`` means: do what is possible now.
     """
 
     _default_ssl_version = ssl.PROTOCOL_TLS
@@ -304,32 +331,51 @@ class AsyncSocket:
 
     @classmethod
     def get_ssl_version(cls):
-        """The ssl version new AsyncSockets use when given none."""
+        """The TLS version new AsyncSockets use when given none.
+
+        :returns: an ``ssl.PROTOCOL_*`` constant (``ssl.PROTOCOL_TLS`` unless
+            set) or an ``ssl.TLSVersion``.
+        """
         return cls._default_ssl_version
 
     @classmethod
     def set_ssl_version(cls, ssl_version):
-        """Set the ssl version for AsyncSockets created later: an
-        ssl.PROTOCOL_* constant (PROTOCOL_TLS negotiates the best) or an
-        ssl.TLSVersion."""
+        """Set the TLS version of the AsyncSockets made later.
+
+        :param ssl_version: an ``ssl.PROTOCOL_TLS*`` constant
+            (``PROTOCOL_TLS`` negotiates the best) or an ``ssl.TLSVersion``.
+        :raises ValueError: for any other ``ssl.PROTOCOL_*`` value.
+        """
         _pinned_tls_version(ssl_version)    # reject nonsense now, not at connect time
         cls._default_ssl_version = ssl_version
 
     # -- plain calls ----------------------------------------------------------
 
     def settimeout(self, timeout):
-        """Bound later operations to `timeout` seconds (None: no bound)."""
+        """Bound each later operation, as a whole, to `timeout` seconds.
+
+        :param timeout: seconds; None: no bound; <= 0: do only what is
+            possible at once.
+        """
         self._timeout = None if timeout is None else float(timeout)
 
     def gettimeout(self):
+        """:returns: the bound set by settimeout(), in seconds; None: none."""
         return self._timeout
 
     def setblocking(self, flag):
-        """Switch between blocking (True) and greenlet-async (False) mode."""
+        """Switch between blocking and greenlet-async mode.
+
+        :param flag: True: the I/O methods block the OS thread; False: only
+            the calling greenlet.
+        """
         self._blocking = bool(flag)
 
     def close(self):
-        """Close the socket; greenlets still waiting on it get OSError(EBADF)."""
+        """Close the socket; greenlets still waiting on it get OSError(EBADF).
+
+        Does nothing once the socket is unwrapped.
+        """
         sock = self._sock
         if sock is None:
             return
@@ -337,9 +383,14 @@ class AsyncSocket:
         sock.close()
 
     def unwrap(self):
-        """Detach and return the wrapped socket (the TLS socket, if TLS is on),
-        in ordinary blocking mode with this wrapper's timeout. The wrapper is
-        unusable afterwards."""
+        """Detach the wrapped socket; the wrapper is unusable afterwards.
+
+        Greenlets still waiting on it get OSError(EBADF).
+
+        :returns: the wrapped socket (the TLS socket, if TLS is on), with this
+            wrapper's timeout.
+        :raises OSError: (EBADF) if it was unwrapped already.
+        """
         sock = self._sock
         if sock is None:
             raise OSError(errno.EBADF, 'AsyncSocket was already unwrapped')
@@ -391,10 +442,20 @@ class AsyncSocket:
         return infos[0][4]
 
     def connect(self, address):
-        """Connect to `address`; with certfile, then do the client side of the
-        TLS handshake, verifying the server against certfile. Blocks (the
-        greenlet); returns 0; raises socket.error (ssl.SSLError for TLS) or
-        socket.timeout. Generator form: `yield sock.connect((host, port))`."""
+        """Connect to `address`; with a certfile, also do TLS's client side.
+
+        The server's certificate is verified against the certfile. A host
+        name in `address` is resolved without blocking the hub.
+
+        :param address: what the socket's `connect` takes: ``(host, port)``.
+        :returns: 0.
+        :raises OSError: if the connection fails (ssl.SSLError for TLS);
+            socket.timeout when the timeout passes (connect and TLS handshake
+            together).
+
+        Blocks the calling greenlet. Call form:
+        ``yield sock.connect((host, port))``.
+        """
         deadline = self._deadline()
         address = self._resolve(address)
         err = self._sock.connect_ex(address)
@@ -408,8 +469,17 @@ class AsyncSocket:
         return 0
 
     def create_connection(self, host_port, timeout=None, source_address=None):
-        """Like socket.create_connection on this socket: set `timeout` (if
-        given), bind to `source_address` (if given), connect. Returns 0."""
+        """Like `socket.create_connection`, on this socket.
+
+        :param host_port: ``(host, port)`` to connect to, as :meth:`connect`.
+        :param timeout: if given, set with settimeout() first (it stays).
+        :param source_address: if given, ``(host, port)`` to bind to first.
+        :returns: 0.
+        :raises OSError: as :meth:`connect`.
+
+        Blocks the calling greenlet. Call form:
+        ``yield sock.create_connection((host, port))``.
+        """
         if timeout is not None:
             self.settimeout(timeout)
         if source_address:
@@ -417,11 +487,20 @@ class AsyncSocket:
         return self.connect(host_port)
 
     def accept(self):
-        """Wait for a connection; returns (AsyncSocket, addr). The new socket
-        has this one's mode and TLS settings and no timeout. With certfile the
-        server side of the TLS handshake is done here, bounded by this socket's
-        timeout (or _TLS_HANDSHAKE_TIMEOUT); if it fails, the connection is
-        closed, a warning logged and ssl.SSLError (or socket.error) raised."""
+        """Wait for a connection on this listening socket.
+
+        With a certfile the server side of the TLS handshake is done here,
+        bounded by this socket's timeout (if positive, else 10 seconds).
+
+        :returns: ``(AsyncSocket, addr)``: the new socket has this one's mode
+            and TLS settings, and no timeout.
+        :raises socket.timeout: when the timeout passes with no connection.
+        :raises OSError: if the TLS handshake fails (ssl.SSLError, say) or
+            times out: the connection is closed and a WARNING logged.
+
+        Blocks the calling greenlet. Call form:
+        ``conn, addr = yield sock.accept()``.
+        """
         conn, addr = self._io(READ, self._deadline(), 'accept')
         conn = AsyncSocket(conn, blocking=self._blocking, keyfile=self._keyfile,
                            certfile=self._certfile, ssl_version=self._ssl_version)
@@ -447,13 +526,24 @@ class AsyncSocket:
     # -- data -----------------------------------------------------------------------
 
     def recv(self, bufsize):
-        """Up to `bufsize` bytes; b'' at EOF. Blocks (the greenlet) until some
-        data arrives. Generator form: `data = yield sock.recv(n)`."""
+        """Receive up to `bufsize` bytes, waiting until some arrive.
+
+        :returns: the bytes; ``b''`` at EOF.
+        :raises socket.timeout: when the timeout passes before any byte.
+
+        Blocks the calling greenlet. Call form: ``data = yield sock.recv(n)``.
+        """
         return self._io(READ, self._deadline(), 'recv', bufsize)
 
     def recvall(self, bufsize):
-        """Exactly `bufsize` bytes, or fewer at EOF. When the timeout passes it
-        returns what it has read, or raises socket.timeout if nothing."""
+        """Receive exactly `bufsize` bytes, or fewer at EOF.
+
+        :returns: the bytes; when the timeout passes, those read so far.
+        :raises socket.timeout: when the timeout passes before any byte.
+
+        Blocks the calling greenlet. Call form:
+        ``data = yield sock.recvall(n)``.
+        """
         return self._recv_exact(bufsize, self._deadline(), partial_ok=True)
 
     def _recv_exact(self, size, deadline, partial_ok):
@@ -472,12 +562,24 @@ class AsyncSocket:
         return chunks[0] if len(chunks) == 1 else b''.join(chunks)
 
     def send(self, data):
-        """Send what the socket takes now (waiting until it takes something);
-        returns the number of bytes sent."""
+        """Send what the socket takes of `data`, waiting until it takes some.
+
+        :returns: the number of bytes sent.
+        :raises socket.timeout: when the timeout passes first.
+
+        Blocks the calling greenlet. Call form: ``n = yield sock.send(data)``.
+        """
         return self._io(WRITE, self._deadline(), 'send', data)
 
     def sendall(self, data):
-        """Send all of `data`; returns None; socket.timeout if the timeout passes."""
+        """Send all of `data`.
+
+        :returns: None.
+        :raises socket.timeout: when the timeout passes first (part of
+            `data` may have been sent).
+
+        Blocks the calling greenlet. Call form: ``yield sock.sendall(data)``.
+        """
         self._send_all(data, self._deadline())
 
     def _send_all(self, data, deadline):
@@ -487,16 +589,36 @@ class AsyncSocket:
             sent += self._io(WRITE, deadline, 'send', view[sent:])
 
     def recvfrom(self, bufsize):
-        """One datagram: (bytes, address)."""
+        """Receive one datagram of at most `bufsize` bytes.
+
+        :returns: ``(bytes, address)``.
+        :raises socket.timeout: when the timeout passes first.
+
+        Blocks the calling greenlet. Call form:
+        ``data, addr = yield sock.recvfrom(n)``.
+        """
         return self._io(READ, self._deadline(), 'recvfrom', bufsize)
 
     def sendto(self, data, address):
-        """Send one datagram; returns the number of bytes sent."""
+        """Send one datagram to `address`.
+
+        :returns: the number of bytes sent.
+        :raises socket.timeout: when the timeout passes first.
+
+        Blocks the calling greenlet. Call form:
+        ``yield sock.sendto(data, address)``.
+        """
         return self._io(WRITE, self._deadline(), 'sendto', data, address)
 
     def send_msg(self, data):
-        """Send one frame: a 4-byte big-endian length, then `data`. Returns None.
-        Generator form: `yield sock.send_msg(data)`."""
+        """Send `data` as one frame: a 4-byte big-endian length, then `data`.
+
+        :returns: None.
+        :raises socket.timeout: when the timeout passes first (the frame may
+            be cut short).
+
+        Blocks the calling greenlet. Call form: ``yield sock.send_msg(data)``.
+        """
         deadline = self._deadline()
         header = _MSG_HEADER.pack(len(data))
         if len(data) <= 65536:      # one syscall for small frames
@@ -506,12 +628,17 @@ class AsyncSocket:
             self._send_all(data, deadline)
 
     def recv_msg(self):
-        """The payload of one frame sent by send_msg. Returns b'' when the peer
-        closed the connection cleanly at a frame boundary; raises socket.error
-        (EPIPE) when it closed (or the timeout passed) in the middle of a
-        frame, and socket.timeout when the timeout passed before any byte.
-        (An empty payload also reads as b''.)
-        Generator form: `msg = yield sock.recv_msg()`."""
+        """Receive one frame sent by :meth:`send_msg`.
+
+        :returns: its payload; ``b''`` when the peer closed the connection
+            at a frame boundary (an empty payload also reads as ``b''``).
+        :raises OSError: (EPIPE) when the peer closed the connection, or the
+            timeout passed, in the middle of a frame.
+        :raises socket.timeout: when the timeout passes before any byte.
+
+        Blocks the calling greenlet. Call form:
+        ``msg = yield sock.recv_msg()``.
+        """
         deadline = self._deadline()
         header = self._recv_exact(_MSG_HEADER.size, deadline, partial_ok=True)
         if not header:

@@ -24,23 +24,39 @@ DEFAULT_NODE_PORT = 51351
 
 
 class DiscoroError(AsyncoroError):
-    """A computation was used wrongly (not scheduled, closed, bad argument),
-    or cannot go on; the message says which and why."""
+    """A computation was used wrongly, or cannot go on.
+
+    The message says which and why. Computation raises it for a bad argument or component, or a call on a
+    computation that is not scheduled or is closed. run_result* gives one
+    (as the value, not raised) for a job whose result cannot come: the
+    computation was closed or its scheduler went away.
+    """
 
 
 class ServerLost(DiscoroError):
-    """What run_result* gives for a job whose server closed or died under it."""
+    """A job's server closed or died under it.
+
+    The base of DiscoroJobLost, which is what run_result* gives for such a
+    job.
+    """
 
 
 class DiscoroJobLost(ServerLost):
-    """A job lost with its server: the server's process died, its node went
-    silent or ended the computation, or the computation was closed under it.
-    It is the value of the job's end, `MonitorException(rcoro,
-    (Scheduler.ServerClosed, DiscoroJobLost(...)))` (asyncoro 4.5 sent None
-    there), and what run_result* gives for the job. `server` is the server's
-    Location, `cause` says what happened, in words; for a job that was run
-    again (Computation's retry_lost) and lost each time, `attempts` holds the
-    DiscoroJobLost of each earlier attempt."""
+    """A job lost with its server.
+
+    The server's process died, its node went silent or ended the
+    computation, or the computation was closed under it. It is the value of
+    the job's end, as in
+    ``MonitorException(rcoro, (Scheduler.ServerClosed, DiscoroJobLost(...)))``
+    (asyncoro 4.5 sent None there), and what run_result* gives for the job
+    (not raised). `str()` gives all of it in words.
+
+    :param server: the server's Location (the attribute `server`).
+    :param cause: what happened, in words (the attribute `cause`).
+    :param attempts: for a job that was run again (Computation's
+        `retry_lost`) and lost each time, the DiscoroJobLost of each earlier
+        attempt (the attribute `attempts`, a tuple).
+    """
 
     def __init__(self, server, cause, attempts=()):
         text = 'job lost with server %s: %s' % (server, cause)
@@ -71,16 +87,22 @@ CoroInfo = DiscoroCoroInfo
 
 
 class DiscoroNodeAvailInfo:
-    """What a node has free: `cpu` (percent of CPU idle), `memory` (bytes
-    available), `disk` (bytes free where the node keeps files), `swap`
-    (percent of swap free); `location` is the node process's Location. The
-    figures are None where psutil cannot tell.
+    """What a node has free, as its last report said.
 
-    `processes` (optional, None when not measured): one dict per server
-    process the node runs, `{'location': the server's Location, 'pid',
-    'cpu': percent of one CPU used since the node's last report (at the first,
-    since the process started; None if unknown), 'rss': resident bytes}`; the
-    web monitor shows them."""
+    :param location: the node process's Location.
+    :param cpu: percent of CPU idle.
+    :param memory: bytes of memory available.
+    :param disk: bytes free where the node keeps files.
+    :param swap: percent of swap free.
+    :param processes: one dict per server process the node runs (None when
+        not measured): ``'location'`` (the server's Location), ``'pid'``,
+        ``'cpu'`` (percent of one CPU used since the node's last report, or
+        since the process started at the first; None if unknown) and
+        ``'rss'`` (resident bytes). The web monitor shows them.
+
+    The attributes have the parameters' names. The figures are None where
+    psutil cannot tell.
+    """
 
     __slots__ = ('location', 'cpu', 'memory', 'disk', 'swap', 'processes')
 
@@ -106,18 +128,28 @@ class DiscoroNodeAvailInfo:
 
 class DiscoroNodeInfo(collections.namedtuple('DiscoroNodeInfo',
                                              ['name', 'addr', 'cpus', 'platform', 'avail_info'])):
-    """A node as the scheduler sees it: its `name`, its IP address `addr`,
-    `cpus` (the servers it runs), `platform` (``platform.platform()`` there,
-    in lower case) and its last `avail_info` (DiscoroNodeAvailInfo). The
-    properties `location`, `cpu`, `memory`, `disk` and `swap` read
-    avail_info (None when there is none)."""
+    """A node as the scheduler sees it.
+
+    Its `name`, its IP address `addr`, `cpus` (the servers it runs),
+    `platform` (``platform.platform()`` there, in lower case) and its last
+    `avail_info` (DiscoroNodeAvailInfo). The properties `location`, `cpu`,
+    `memory`, `disk` and `swap` read avail_info (None when there is none).
+    """
 
     __slots__ = ()
 
+    #: The node process's Location (``avail_info.location``); None without
+    #: avail_info.
     location = property(lambda self: self.avail_info.location if self.avail_info else None)
+    #: Percent of the node's CPU idle (``avail_info.cpu``); None without
+    #: avail_info.
     cpu = property(lambda self: self.avail_info.cpu if self.avail_info else None)
+    #: Bytes of memory available (``avail_info.memory``); None without
+    #: avail_info.
     memory = property(lambda self: self.avail_info.memory if self.avail_info else None)
+    #: Bytes of disk free (``avail_info.disk``); None without avail_info.
     disk = property(lambda self: self.avail_info.disk if self.avail_info else None)
+    #: Percent of swap free (``avail_info.swap``); None without avail_info.
     swap = property(lambda self: self.avail_info.swap if self.avail_info else None)
 
 

@@ -30,7 +30,15 @@ _msg_timeout = core._msg_timeout
 
 
 class PeerStatus:
-    """Sent to `peer_status` receivers as peers come (Online) and go (Offline)."""
+    """The message `peer_status` receivers get as peers come and go.
+
+    :param location: the peer's Location.
+    :param name: the peer runtime's name.
+    :param status: ``PeerStatus.Online`` (1) or ``PeerStatus.Offline`` (0).
+
+    The attributes are `location`, `name` and `status`. A receiver gets it
+    with ``msg = yield coro.receive()``.
+    """
 
     Offline, Online = 0, 1
 
@@ -240,8 +248,12 @@ del _kind
 
 
 class SysCoro(Coro):
-    """A system coroutine: named with '!', a daemon, found by SysCoro.locate
-    (never by Coro.locate)."""
+    """A system coroutine: a Coro named with '!' that starts as a daemon.
+
+    Made as Coro is. Its `register`, `unregister` and `locate` use names of
+    their own: ``SysCoro.locate(name)`` finds it, ``Coro.locate(name)``
+    never does.
+    """
 
     __slots__ = ()
     _prefix = '!'
@@ -259,9 +271,18 @@ netio.plain_type(SysCoro)
 
 
 class RCI:
-    """Remote Coroutine Interface: `RCI(method, name=None)` publishes a
-    generator function so that other processes can start coroutines of it:
-    `rci = yield RCI.locate('name')`; `rcoro = yield rci(*args, **kwargs)`."""
+    """Remote Coroutine Interface: other processes start coroutines of it.
+
+    It publishes a generator function.
+
+    :param method: the generator function.
+    :param name: the name to register under; None: ``method.__name__``.
+    :raises RuntimeError: if `method` is not a generator function.
+
+    The process that made it calls :meth:`register`; another finds it with
+    ``rci = yield RCI.locate('name')`` and starts a coroutine with
+    ``rcoro = yield rci(*args, **kwargs)``. An RCI pickles as a reference.
+    """
 
     def __init__(self, method, name=None):
         if method is not None and not core._inspect_target(method)[0]:
@@ -272,10 +293,12 @@ class RCI:
 
     @property
     def name(self):
+        """The name it is registered under."""
         return self._name
 
     @property
     def location(self):
+        """The Location of the runtime whose coroutines it starts."""
         return Location(self._where.addr, self._where.port)
 
     def __repr__(self):
@@ -291,26 +314,54 @@ class RCI:
         return (_rebuild_rci, (self._name, self._where))
 
     def register(self):
-        """Publish under its name; -1 if that name is taken."""
+        """Register it under its name, for :meth:`locate`.
+
+        :returns: 0; -1 if something else holds that name (with a WARNING),
+            or this is a reference to another process's RCI.
+        """
         if self._method is None:
             return -1
         rt = _runtime()
         return rt._run_here(rt._register, 'rci', self._name, self)
 
     def unregister(self):
+        """Withdraw its registration.
+
+        :returns: 0; -1 if it is not registered.
+        """
         rt = _runtime()
         return rt._run_here(rt._unregister, 'rci', self._name, self)
 
     @staticmethod
     def locate(name, location=None, timeout=None):
-        """Ask `location`, or every peer, for an RCI registered as `name`."""
+        """Find the RCI registered as `name`.
+
+        :param location: the Location of the runtime to ask; None: every
+            peer (also peers that appear while it waits), not this process.
+        :param timeout: seconds to wait at most; None: no limit.
+        :returns: the RCI; None on timeout or if `location` cannot be
+            reached.
+
+        Blocks the calling coroutine only. Call form:
+        ``rci = yield RCI.locate('name')``.
+        """
         rt = _runtime()
         return rt._run_here(rt._locate, 'rci', name, location, timeout, False)
 
     def __call__(self, *args, **kwargs):
-        """Start the coroutine at the RCI's host; returns it (a remote Coro).
-        Raises Exception with the host's message if it fails there; None if
-        no answer came."""
+        """Start a coroutine of the method at the RCI's runtime.
+
+        The coroutine is ``method(*args, **kwargs)``.
+
+        :returns: the coroutine (a reference, if it runs in another
+            process); None if the runtime cannot be reached or does not
+            answer within MsgTimeout.
+        :raises Exception: with the runtime's message, if it could not start
+            the coroutine there (a plain Exception, as in asyncoro 4.5).
+
+        Blocks the calling coroutine until the runtime answers. Call form:
+        ``rcoro = yield rci(*args, **kwargs)``.
+        """
         rt = _runtime()
         if self._method is not None and self._where == rt.location:
             return Coro(self._method, *args, **kwargs)
