@@ -311,12 +311,6 @@ class Computation:
         if where is not None and not isinstance(where, (str, Location)):
             raise DiscoroError('where must be a node address or a server Location, not %r'
                                % (where,))
-        try:
-            netio.dumps((args, kwargs))
-        except Exception as exc:       # whatever pickling raises: the arguments are at fault
-            log.warning('job %s not run: its arguments cannot be pickled: %s: %s',
-                        name, type(exc).__name__, exc)
-            return None
         answer = self._ask(RUN, kind, where, name, source, args, kwargs, want_result,
                            patient=True)
         if isinstance(answer, ServerLost) and want_result:
@@ -559,13 +553,13 @@ class _ClientService(Service):
             slot = self._results[rcoro] = gevent.event.AsyncResult()
         return slot
 
-    @answers(RESULT)
+    @answers(RESULT, inline=True)
     def result_came(self, rcoro, value):
         slot = self._slot(rcoro)
         if not slot.ready():
             slot.set(value)
 
-    @answers(PING)
+    @answers(PING, inline=True)
     def ping(self):
         return 0
 

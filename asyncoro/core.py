@@ -170,6 +170,16 @@ class _StreamHandler(logging.StreamHandler):
     def stream(self, value):
         self._fixed = value
 
+    def flush(self):
+        # sys.stdout is None at the very end of the interpreter's life (or in
+        # a program started without one): nothing to flush then
+        if self.stream is not None:
+            super().flush()
+
+    def emit(self, record):
+        if self.stream is not None:
+            super().emit(record)
+
 
 class Logger:
     """asyncoro's logger: `YYYY-MM-DD HH:MM:SS <name> - <message>` lines on

@@ -99,15 +99,18 @@ SERVER_CLOSE = 'server.close'       # scheduler, node: () the server ends
 _SERVICES = {}      # coroutine id -> the Service of this process it is
 
 
-def answers(op, push=False):
+def answers(op, push=False, inline=False):
     """Decorator: the method answers `op`; its arguments are the call's.
 
     :param push: put its answer on the wire before anything it started runs
         (a job that computes without yielding would hold it back).
+    :param inline: the method never blocks: a `tell` from this very process
+        runs it at once, in the teller's greenlet.
     """
     def mark(func):
         func.answers = op
         func.push = push
+        func.inline = inline
         return func
     return mark
 
@@ -165,7 +168,7 @@ class Service:
             on_timeout=NoAnswer(op, 'no answer from %s within %ss' % (target, timeout), where),
             on_failure=None)
         if answer is None:
-            return NoAnswer(op, self._unsent(where, args), where)
+            return self._unsent(op, where, args)
         return answer
 
     def tell(self, target, op, *args):
@@ -179,19 +182,24 @@ class Service:
             if service is None:
                 log.debug('%s for %s dropped: that service has ended', op, target)
                 return -1
-            spawn(service._answer_told, op, args)
+            if getattr(service._operations.get(op), 'inline', False):
+                service._answer_told(op, args)
+            else:
+                spawn(service._answer_told, op, args)
             return 0
         return self.rt.send_frame(target.location, (TELL, target._id, target.name, op, args),
                                   what='%s for %s' % (op, target))
 
-    def _unsent(self, where, args):
-        """Why a call to `where` got no answer: its arguments cannot be
-        pickled (the log says so too), or the peer is gone."""
+    def _unsent(self, op, where, args):
+        """The Failure of a call that could not be sent to `where`: its
+        arguments cannot be pickled (the log says so too: a refusal of the
+        caller's data), or the peer is gone (NoAnswer)."""
         try:
             netio.dumps(args)
         except Exception as exc:        # whatever pickling raises: the arguments are at fault
-            return 'its arguments cannot be pickled: %s: %s' % (type(exc).__name__, exc)
-        return 'the peer at %s went away or cannot be reached' % (where,)
+            return Failure(op, 'its arguments cannot be pickled: %s: %s'
+                           % (type(exc).__name__, exc), where)
+        return NoAnswer(op, 'the peer at %s went away or cannot be reached' % (where,), where)
 
     # ------------------------------------------------ answering
 
@@ -212,8 +220,11 @@ class Service:
             return Failure.from_exception(op, exc, where)
 
     def _answer_here(self, op, args, timeout):
-        """A call from this very process: the operation runs in a greenlet
-        of its own, as it would for a remote caller."""
+        """A call from this very process: with no timeout, the operation runs
+        in the caller's greenlet (which would only wait for it); with one, in
+        a greenlet of its own, as it would for a remote caller."""
+        if timeout is None:
+            return self._perform(op, args)
         waiter = gevent.event.AsyncResult()
         self._local_waiters.add(waiter)
         try:

@@ -39,9 +39,22 @@ def status(coro=None):
 '''
 
 
-def log_lines(text, *words):
-    """The log lines of `text` that hold every one of `words`."""
-    return [line for line in split_log(text)[1] if all(word in line for word in words)]
+# a job that waits for a server; the client closes the computation once it has
+# had time to say why (past wait_warning), which ends the wait
+WAIT_THEN_CLOSE = r'''
+def waiting(computation, coro=None):
+    print('waited', (yield computation.run(job, 1)), flush=True)
+
+def main(coro=None):
+    computation = Computation([job])
+    assert (yield computation.schedule()) == 0
+    waiter = asyncoro.Coro(waiting, computation)
+    yield coro.sleep(4)
+    yield computation.close()      # the waiting run() ends with it
+    yield waiter.finish()
+
+asyncoro.Coro(main)
+'''
 
 
 # ---------------------------------------------------------------- a node that cannot serve
@@ -125,20 +138,8 @@ asyncoro.Coro(main)
 def test_a_node_with_another_secret_is_named_on_both_sides(processes, discoronode):
     node, ports = discoronode('-s', 'the node secret')
     client = processes(PATIENT.replace("Scheduler(udp_port", "Scheduler(secret='another one', "
-                                                           "udp_port") + r'''
-def waiting(computation, coro=None):
-    print('waited', (yield computation.run(job, 1)), flush=True)
-
-def main(coro=None):
-    computation = Computation([job])
-    assert (yield computation.schedule()) == 0
-    waiter = asyncoro.Coro(waiting, computation)
-    yield coro.sleep(4)            # past wait_warning: the client has said why it waits
-    yield computation.close()      # the waiting run() ends with it
-    yield waiter.finish()
-
-asyncoro.Coro(main)
-''', json.dumps(ports), ready=False)
+                                                           "udp_port") + WAIT_THEN_CLOSE,
+                       json.dumps(ports), ready=False)
     code, lines, logs = finish(client, 40)
     assert code == 0, lines
     assert lines == ['waited None']
@@ -265,20 +266,7 @@ asyncoro.Coro(main)
 @pytest.mark.deadline(60)
 def test_a_job_with_no_node_anywhere_says_why_it_waits(processes):
     ports = {'scheduler': free_udp_port(), 'node': free_udp_port()}
-    client = processes(PATIENT + r'''
-def waiting(computation, coro=None):
-    print('waited', (yield computation.run(job, 1)), flush=True)
-
-def main(coro=None):
-    computation = Computation([job])
-    assert (yield computation.schedule()) == 0
-    waiter = asyncoro.Coro(waiting, computation)
-    yield coro.sleep(3.5)
-    yield computation.close()
-    yield waiter.finish()
-
-asyncoro.Coro(main)
-''', json.dumps(ports), ready=False)
+    client = processes(PATIENT + WAIT_THEN_CLOSE, json.dumps(ports), ready=False)
     code, lines, logs = finish(client, 40)
     assert code == 0 and lines == ['waited None'], (lines, logs)
     why = [line for line in logs if 'has waited 2s' in line]
