@@ -432,17 +432,31 @@ class Computation:
     # -------------------------------------------- nodes and servers
 
     def enable_node(self, ip_addr, *setup_args):
-        """With `disable_nodes`: let the scheduler set up node `ip_addr` (an
-        IP address, or a Location whose address is used), running
-        ``node_setup(*setup_args)`` there. Does not block.
+        """With `disable_nodes`: let the scheduler set up a node that waits.
+
+        :param ip_addr: the node's IP address, or a Location whose address is
+            used. A node that is not waiting to be enabled is left as it is.
+        :param setup_args: the arguments of ``node_setup(*setup_args)`` there.
+        :raises DiscoroError: if the computation is not scheduled.
+
+        Does not block: the scheduler is told, and does not answer. Call
+        form: ``computation.enable_node(addr, arg)``.
         """
         addr = ip_addr.addr if isinstance(ip_addr, Location) else ip_addr
         self._tell(ENABLE_NODE, addr, setup_args)
 
     def enable_server(self, location, *setup_args):
-        """With `disable_servers`: set up server `location` (a Location) with
-        ``server_setup(*setup_args)``; it takes jobs once that gives 0. Does
-        not block.
+        """With `disable_servers`: let the scheduler set up a server that waits.
+
+        :param location: the server's Location. A server that is not waiting
+            to be enabled is left as it is.
+        :param setup_args: the arguments of ``server_setup(*setup_args)``
+            there; the server takes jobs once that gives 0 (at once without a
+            server_setup).
+        :raises DiscoroError: if the computation is not scheduled.
+
+        Does not block: the scheduler is told, and does not answer. Call
+        form: ``computation.enable_server(location, arg)``.
         """
         self._tell(ENABLE_SERVER, location, setup_args)
 

@@ -94,27 +94,46 @@ _MAX_IDLE_WORKERS = 256
 
 
 class WrongContextError(AsyncoroError, RuntimeError):
-    """An operation was called from where it cannot work: `receive()` from
-    anything but the coroutine itself, `value()`/`finish()` of the runtime from
-    inside a coroutine, and the like. The message names the operation."""
+    """An operation was called from where it cannot work.
+
+    For example: `receive()` or `sleep()` of a coroutine called by anything
+    but that coroutine itself; a coroutine waiting for its own end; the
+    runtime's `join()`, `finish()` or `terminate()` called from the
+    runtime's thread (from a coroutine); a lock acquired outside any
+    coroutine. The message names the operation. It is an AsyncoroError and
+    a RuntimeError.
+    """
 
 
 class MonitorException(Exception):
-    """Message a monitor receives when a coroutine it watches ends.
+    """The message a monitor receives when a coroutine it watches ends.
 
-    `args[0]` is the coroutine; `args[1]` is `(StopIteration, value)` for a
-    normal end (terminate() included) or `(exc_type, exc_value)` for a death by
-    exception."""
+    ``args[0]`` is the coroutine that ended; ``args[1]`` is
+    ``(StopIteration, value)`` for a normal end (terminate() included) or
+    ``(exc_type, exc_value)`` for a death by exception. Sent to a monitor in
+    another process, an `exc_value` that cannot be pickled comes as its type.
+
+    A monitor (see :meth:`Coro.monitor`) gets it with
+    ``msg = yield coro.receive()``.
+    """
 
 
 class HotSwapException(Exception):
-    """Thrown into a coroutine by `hot_swap`; `args[0]` is the new generator."""
+    """Thrown into a coroutine by :meth:`Coro.hot_swap`.
+
+    ``args[0]`` is the new generator. A generator that lets the exception
+    propagate is replaced by the new one; one that catches it goes on as it
+    was.
+    """
 
 
 class Singleton(type):
-    """Metaclass: the first `cls(...)` builds the instance; later calls return it
-    and ignore their arguments. A subclass shares its base's instance (the
-    distributed AsynCoro is still *the* runtime)."""
+    """Metaclass of a class with one instance per process.
+
+    The first ``cls(...)`` builds the instance; later calls return it and
+    ignore their arguments. A subclass shares its base's instance (the
+    distributed AsynCoro is still *the* runtime). Safe from any thread.
+    """
 
     def __init__(cls, name, bases, namespace):
         super().__init__(name, bases, namespace)
@@ -182,9 +201,18 @@ class _StreamHandler(logging.StreamHandler):
 
 
 class Logger:
-    """asyncoro's logger: `YYYY-MM-DD HH:MM:SS <name> - <message>` lines on
-    stdout (or `stream`), with printf-style arguments. It is a face of the
-    `logging` logger of the same name, so `logging` configuration applies."""
+    """asyncoro's logger: ``YYYY-MM-DD HH:MM:SS <name> - <message>`` lines.
+
+    It is a face of the `logging` logger of the same name, so `logging`
+    configuration applies; messages take printf-style arguments. Making a
+    Logger of a name again replaces the earlier one's output.
+
+    :param name: the name of the `logging` logger (and of the lines).
+    :param stream: where the lines go; None: whatever `sys.stdout` is at the
+        time of each line.
+    :param level: the level below which messages are dropped; None: INFO.
+    :param log_ms: show milliseconds in the time.
+    """
 
     DEBUG = logging.DEBUG
     INFO = logging.INFO
@@ -204,40 +232,67 @@ class Logger:
         self._logger.setLevel(self.INFO if level is None else level)
 
     def setLevel(self, level):
+        """Drop messages below `level` from now on.
+
+        :param level: a level: ``Logger.DEBUG``, ``Logger.INFO``, ... (those
+            of `logging`).
+        """
         self._logger.setLevel(level)
 
     def getEffectiveLevel(self):
+        """:returns: the level below which messages are dropped."""
         return self._logger.getEffectiveLevel()
 
     def show_ms(self, flag):
+        """Show milliseconds in the time of later lines (True) or not.
+
+        :param flag: whether to show them.
+        """
         self._handler.formatter.log_ms = bool(flag)
 
     def log(self, level, msg, *args, **kwargs):
+        """Log ``msg % args`` at `level`.
+
+        :param level: the message's level (``Logger.INFO``, ...).
+        :param msg: the message, with printf-style ``%`` fields for `args`.
+        :param kwargs: as `logging.Logger.log` takes them (``exc_info=True``,
+            say).
+        """
         self._logger.log(level, msg, *args, **kwargs)
 
     def debug(self, msg, *args, **kwargs):
+        """Log ``msg % args`` at DEBUG; as :meth:`log`."""
         self._logger.debug(msg, *args, **kwargs)
 
     def info(self, msg, *args, **kwargs):
+        """Log ``msg % args`` at INFO; as :meth:`log`."""
         self._logger.info(msg, *args, **kwargs)
 
     def warning(self, msg, *args, **kwargs):
+        """Log ``msg % args`` at WARNING (also ``warn``); as :meth:`log`."""
         self._logger.warning(msg, *args, **kwargs)
 
     warn = warning
 
     def error(self, msg, *args, **kwargs):
+        """Log ``msg % args`` at ERROR; as :meth:`log`."""
         self._logger.error(msg, *args, **kwargs)
 
     def critical(self, msg, *args, **kwargs):
+        """Log ``msg % args`` at CRITICAL (also ``fatal``); as :meth:`log`."""
         self._logger.critical(msg, *args, **kwargs)
 
     fatal = critical
 
     def flush(self):
+        """Write out what the output holds."""
         self._handler.flush()
 
     def shutdown(self):
+        """Flush the output; the logger stays usable.
+
+        Also called on leaving ``with logger:``.
+        """
         self.flush()
 
     def __enter__(self):
@@ -248,6 +303,8 @@ class Logger:
         return False
 
 
+#: The package's Logger, ``Logger('asyncoro')``: the face of the `logging`
+#: logger 'asyncoro', which the package's own loggers are under.
 logger = Logger('asyncoro')
 
 
@@ -334,14 +391,22 @@ class _Worker(greenlet.greenlet):
 
 
 class Coro:
-    """A coroutine: `Coro(target, *args, **kwargs)` or
-    `Coro(target=f, args=(...), kwargs={...})`.
+    """A coroutine: a generator function or a plain function, run with arguments.
 
-    `target` is a generator function (yield style) or a plain function
-    (greenlet style: it blocks in operations and returns its value). It is
-    passed `coro=<this Coro>` if it has a `coro` parameter with a default. The
-    coroutine starts soon, not at once. Raises TypeError for a target that is
-    not callable or arguments it does not accept (generator functions)."""
+    Made as ``Coro(target, *args, **kwargs)`` or
+    ``Coro(target=f, args=(...), kwargs={...})``.
+
+    :param target: a generator function (yield style) or a plain function
+        (greenlet style: it blocks in operations and returns its value). It
+        is passed ``coro=`` this Coro if it has a `coro` parameter with a
+        default.
+    :raises TypeError: for a target that is not callable, or arguments that
+        a generator function does not accept (a plain function given wrong
+        arguments ends the coroutine with TypeError instead).
+
+    Does not block: the coroutine starts soon, not at once. It may be made
+    from any thread; the first one made starts the runtime.
+    """
 
     __slots__ = ('_rt', '_name', '_id', '_target', '_gen', '_stack', '_mailbox', '_state',
                  '_wait', '_wait_seq', '_timer', '_alarm', '_resume_val', '_pending_exc',
@@ -408,10 +473,15 @@ class Coro:
 
     @property
     def name(self):
+        """The coroutine's name: its target's ``__name__``."""
         return self._name
 
     @property
     def location(self):
+        """Where the coroutine runs: a copy of its runtime's Location.
+
+        None without the distributed runtime (asyncoro.disasyncoro).
+        """
         return _location_copy(self._rt)
 
     def __repr__(self):
@@ -445,14 +515,24 @@ class Coro:
 
     @classmethod
     def scheduler(cls):
-        """The runtime that user coroutines run on."""
+        """The runtime that user coroutines run on, started if none is.
+
+        :returns: the AsynCoro.
+        """
         return _runtime()
 
     # ------------------------------------------------ messages
 
     def send(self, message):
-        """Queue `message` for this coroutine; never blocks. Returns 0, or -1
-        (with a warning) if the coroutine has finished. Safe from any thread."""
+        """Queue `message` for this coroutine.
+
+        :returns: 0 once queued; -1, with a WARNING, if the coroutine has
+            finished (for one of another process: also if the message cannot
+            be pickled or sent).
+
+        Does not block; may be called from any thread. Call form:
+        ``coro.send(msg)``.
+        """
         if self._state == _DONE:
             log.warning('send to %s ignored: it has finished', self)
             return -1
@@ -475,14 +555,31 @@ class Coro:
         self.send(message)
 
     def deliver(self, message, timeout=None):
-        """Like send, acknowledged: 1 once the message is in the queue, -1 if
-        the coroutine has finished. Call form: `n = yield coro.deliver(msg)`."""
+        """Queue `message` for this coroutine, acknowledged.
+
+        :param timeout: for a coroutine of another process, seconds to wait
+            for the acknowledgement (None: no limit); not used for a local one.
+        :returns: 1 once the message is queued; -1 if the coroutine has
+            finished (or its process cannot be reached); 0 if no
+            acknowledgement came within `timeout`.
+
+        Blocks only while it waits for a remote acknowledgement. Call form:
+        ``n = yield coro.deliver(msg)``.
+        """
         return 1 if self.send(message) == 0 else -1
 
     def receive(self, timeout=None, alarm_value=None):
-        """The oldest queued message, waiting for one if need be; `alarm_value`
-        once `timeout` seconds pass (at once for timeout <= 0). Only the
-        coroutine itself may call it: `msg = yield coro.receive()`."""
+        """Take the oldest queued message, waiting for one if there is none.
+
+        :param timeout: seconds to wait at most; None: no limit; <= 0: do not
+            wait.
+        :param alarm_value: what to return when `timeout` passes.
+        :returns: the message; `alarm_value` on timeout.
+        :raises WrongContextError: if not called by this coroutine itself.
+
+        Blocks this coroutine only. Also ``recv``. Call form:
+        ``msg = yield coro.receive()``.
+        """
         mailbox = self._mailbox
         worker = self._worker
         if _getcurrent() is not worker or worker is None:
@@ -507,9 +604,17 @@ class Coro:
         return self._wait_for(_RECV, timeout, alarm_value, False)
 
     def sleep(self, timeout=None, alarm_value=None):
-        """Suspend this coroutine for `timeout` seconds (None: until resume());
-        returns `alarm_value`, or the value given to resume(). Messages do not
-        wake it. Call form: `yield coro.sleep(1)`."""
+        """Suspend this coroutine until `timeout` passes or resume() wakes it.
+
+        :param timeout: seconds to sleep; None: until resume(); <= 0: return
+            at once.
+        :param alarm_value: what to return when `timeout` passes.
+        :returns: `alarm_value`, or the value given to resume().
+        :raises WrongContextError: if not called by this coroutine itself.
+
+        Blocks this coroutine only; messages do not wake it. Also
+        ``suspend``. Call form: ``yield coro.sleep(1)``.
+        """
         self._check_self('sleep')
         if timeout is not None and timeout <= 0:
             return alarm_value
@@ -518,9 +623,15 @@ class Coro:
     suspend = sleep
 
     def resume(self, update=None):
-        """Wake this coroutine from sleep()/suspend(); that call returns
-        `update`. Ignored with a warning if it is not sleeping. Returns 0, or -1
-        if the coroutine has finished."""
+        """Wake this coroutine from sleep() (or suspend()).
+
+        :param update: what that sleep() call returns.
+        :returns: 0 (a coroutine that is not sleeping is left as it is, with
+            a WARNING); -1 if the coroutine has finished.
+
+        Does not block; may be called from any thread. Also ``wakeup``. Call
+        form: ``coro.resume(value)``.
+        """
         if self._state == _DONE:
             return -1
         if _get_ident() != self._rt._tid:
@@ -537,9 +648,17 @@ class Coro:
     # ------------------------------------------------ ending
 
     def throw(self, *args):
-        """Raise an exception in this coroutine where it is blocked or
-        yielded: throw(exc), throw(type, value[, tb]) or throw((type, value)).
-        Returns 0, or -1 if the coroutine has finished."""
+        """Raise an exception in this coroutine where it waits or yielded.
+
+        :param args: the exception: ``throw(exc)``,
+            ``throw(exc_type[, value[, tb]])`` or ``throw((exc_type, value))``.
+        :returns: 0; -1, with a WARNING, if the coroutine has finished (or is
+            one of another process: only local coroutines can be thrown at).
+        :raises TypeError: if `args` give no exception.
+
+        Does not wait for the coroutine to handle it. Call form:
+        ``coro.throw(ValueError('stop'))``.
+        """
         exc = _exception_from(args)
         if self._state == _DONE:
             log.warning('throw to %s ignored: it has finished', self)
@@ -548,10 +667,18 @@ class Coro:
         return 0
 
     def terminate(self):
-        """Stop this coroutine: GeneratorExit arrives where it is blocked, its
-        generators' finally blocks run, and it ends normally with its last
-        value (monitors get (StopIteration, value)). Returns 0, or -1 if it has
-        finished already."""
+        """Stop this coroutine: GeneratorExit is raised where it waits.
+
+        Its generators' finally blocks run and it ends normally, with its last
+        value (monitors get ``(StopIteration, value)``); a generator that
+        catches GeneratorExit and goes on is closed at its next yield.
+
+        :returns: 0; -1 if it has finished already (for one of another
+            process: if the request cannot be sent).
+
+        Does not wait for the end (``yield coro.finish()`` does). Call form:
+        ``coro.terminate()``.
+        """
         if self._state == _DONE:
             return -1
         self._rt._run_here(self._terminate)
@@ -564,9 +691,18 @@ class Coro:
         self._interrupt(GeneratorExit())
 
     def value(self, timeout=None):
-        """For threads and the main program: block until this coroutine ends
-        and return its value (None on timeout; the last value if it died from
-        an exception). From inside a coroutine it acts as finish()."""
+        """Wait until this coroutine ends and return its value (for threads).
+
+        :param timeout: seconds to wait at most; None: no limit.
+        :returns: the coroutine's value; None on timeout (and, with a
+            WARNING, for a coroutine of another process). A coroutine that
+            died of an exception has the last value it yielded or was sent.
+        :raises WrongContextError: if the coroutine calls it on itself.
+
+        Blocks the calling thread (the main program, say); called in the
+        runtime's thread it blocks only the calling coroutine, as finish().
+        Call form: ``v = coro.value()``.
+        """
         rt = self._rt
         if _get_ident() == rt._tid:
             return self._finish_wait(timeout, False)
@@ -580,8 +716,17 @@ class Coro:
         return None
 
     def finish(self, timeout=None):
-        """For coroutines: wait until this coroutine ends and return its value
-        (None on timeout). Call form: `v = yield other.finish()`."""
+        """Wait until this coroutine ends and return its value (for coroutines).
+
+        :param timeout: seconds to wait at most; None: no limit; <= 0: do not
+            wait.
+        :returns: the coroutine's value, as :meth:`value`; None on timeout
+            (and, with a WARNING, for a coroutine of another process).
+        :raises WrongContextError: if the coroutine calls it on itself.
+
+        Blocks the calling coroutine only; from another thread it acts as
+        value(). Call form: ``v = yield other.finish()``.
+        """
         if _get_ident() != self._rt._tid:
             return self.value(timeout)
         cur = _getcurrent()
@@ -622,17 +767,33 @@ class Coro:
     # ------------------------------------------------ monitors, daemon, names
 
     def monitor(self, observe):
-        """Make this coroutine a monitor of `observe`: when `observe` ends this
-        one receives MonitorException(observe, (type, value)). Returns 0, or -1
-        if `observe` is not a coroutine. Call form: `yield coro.monitor(c)`."""
+        """Make this coroutine a monitor of `observe`.
+
+        When `observe` ends, this coroutine receives
+        ``MonitorException(observe, info)`` (see MonitorException); at once
+        if a local `observe` has ended already.
+
+        :param observe: a coroutine, local or of another process.
+        :returns: 0; -1 if `observe` is not a coroutine, or is of another
+            process and is gone or does not answer within MsgTimeout.
+
+        Blocks only while a coroutine of another process is asked. Call form:
+        ``yield coro.monitor(other)``.
+        """
         if not isinstance(observe, Coro):
             log.warning('monitor: %r is not a coroutine', observe)
             return -1
         return observe.notify(self)
 
     def notify(self, monitor):
-        """Add `monitor` (a coroutine, local or remote) to this coroutine's
-        monitors. Returns 0, or -1 for an invalid monitor."""
+        """Add `monitor` to this coroutine's monitors.
+
+        It is :meth:`monitor`, seen from the watched side.
+
+        :param monitor: a coroutine, local or of another process.
+        :returns: 0; -1 if `monitor` is not a coroutine (or this coroutine is
+            of another process and is gone or does not answer in time).
+        """
         if not isinstance(monitor, Coro):
             log.warning('notify: %r is not a coroutine', monitor)
             return -1
@@ -649,12 +810,22 @@ class Coro:
         return 0
 
     def is_alive(self):
-        """True while this coroutine has not finished."""
+        """Whether this coroutine is still running.
+
+        :returns: True while it has not finished; None, with a WARNING, for a
+            coroutine of another process (that is not known here).
+        """
         return self._state != _DONE
 
     def set_daemon(self, flag=True):
-        """Mark the calling coroutine as a daemon: the program does not wait
-        for it at exit. Only a coroutine may call it on itself; otherwise -1."""
+        """Make this coroutine a daemon (or not): finish() does not wait for one.
+
+        :param flag: True: a daemon; False: waited for again.
+        :returns: 0; -1, with a WARNING, if not called by this coroutine
+            itself.
+
+        Call form: ``coro.set_daemon()``.
+        """
         if _current_coro() is not self:
             log.warning('set_daemon on %s ignored: a coroutine may only set itself', self)
             return -1
@@ -665,20 +836,41 @@ class Coro:
         return 0
 
     def register(self, name=None):
-        """Publish this coroutine under `name` (default its own name) for
-        Coro.locate. Returns -1 if a live coroutine holds that name already."""
+        """Register this coroutine under `name`, for :meth:`locate`.
+
+        :param name: the name; None: the coroutine's own name.
+        :returns: 0; -1, with a WARNING, if another live coroutine holds that
+            name (-1 always for a coroutine of another process).
+
+        The registration lasts until :meth:`unregister` or the coroutine's
+        end.
+        """
         return self._rt._run_here(self._rt._register, 'coro', name or self._name, self)
 
     def unregister(self, name=None):
-        """Withdraw a registration made by register(); -1 if there was none."""
+        """Withdraw this coroutine's registration under `name`.
+
+        :param name: the name; None: the coroutine's own name.
+        :returns: 0; -1 if this coroutine is not registered under it.
+        """
         return self._rt._run_here(self._rt._unregister, 'coro', name or self._name, self)
 
     @classmethod
     def locate(cls, name, location=None, timeout=None):
-        """The coroutine registered under `name`: in this process first, then
-        (with asyncoro.disasyncoro) at `location` or at every peer, waiting up
-        to `timeout` seconds (None: forever); None on timeout. Call form:
-        `c = yield Coro.locate('server')`."""
+        """Find the coroutine registered under `name`.
+
+        :param name: the name it was registered under.
+        :param location: with asyncoro.disasyncoro, the Location of the
+            runtime to ask; None: this process first, then every peer (also
+            peers that appear while it waits). Without it, only this process
+            is searched.
+        :param timeout: seconds to wait at most; None: no limit.
+        :returns: the coroutine (a reference, for one of another process);
+            None on timeout or if `location` cannot be reached.
+
+        Blocks the calling coroutine only. Call form:
+        ``c = yield Coro.locate('server')``.
+        """
         rt = _runtime()
         return rt._run_here(rt._locate, cls._registry_kind, name, location, timeout)
 
@@ -687,9 +879,15 @@ class Coro:
     # ------------------------------------------------ hot swap
 
     def hot_swappable(self, flag):
-        """Allow (True) or forbid hot swapping of the calling coroutine; a
-        pending swap happens at its next yield. Returns 0, or -1 if not called
-        by the coroutine itself."""
+        """Allow (True) or forbid hot swapping of this coroutine.
+
+        A swap asked for meanwhile (:meth:`hot_swap`) happens at its next
+        yield, or once it is back in its top generator.
+
+        :param flag: whether it may be swapped.
+        :returns: 0; -1, with a WARNING, if not called by this coroutine
+            itself.
+        """
         if _current_coro() is not self:
             log.warning('hot_swappable on %s ignored: a coroutine may only set itself', self)
             return -1
@@ -699,10 +897,21 @@ class Coro:
         return 0
 
     def hot_swap(self, target, *args, **kwargs):
-        """Replace this coroutine's generator with `target(*args, **kwargs)`,
-        keeping its queued messages, by throwing HotSwapException(new) into it.
-        It waits while the coroutine is not swappable or in a sub-generator.
-        Returns 0, or -1 if `target` is not a generator function."""
+        """Replace this coroutine's generator with a new one, keeping its messages.
+
+        The new generator, ``target(*args, **kwargs)``, is made at once.
+        ``HotSwapException(new generator)`` is thrown into the coroutine once
+        it is swappable (:meth:`hot_swappable`) and not in a sub-generator;
+        if its generator lets the exception propagate, the new one takes
+        over.
+
+        :param target: a generator function; passed ``coro=`` as Coro does.
+        :returns: 0; -1, with a WARNING, if `target` is not a generator
+            function, or this coroutine is not a generator coroutine or has
+            finished.
+
+        Does not wait for the swap.
+        """
         is_gen, passes_coro = _inspect_target(target) if callable(target) else (False, False)
         if not is_gen or self._gen is None or self._state == _DONE:
             log.warning('hot_swap of %s refused: %r is not a generator function '
@@ -1087,10 +1296,19 @@ _RUNTIME_CLASS = [None]
 
 
 class AsynCoro(metaclass=Singleton):
-    """The process's runtime: a gevent hub in a thread of its own, the ready
-    queue, the coroutine tables. A singleton: the first construction wins.
-    The core form takes no options (the distributed one does; see
-    asyncoro.disasyncoro) and ignores any it is given."""
+    """The process's runtime: a gevent hub in a thread of its own.
+
+    It holds the ready queue and the coroutine tables. A singleton: the first construction wins; later ones return it and
+    ignore their arguments. The first Coro made starts one if the program
+    did not. The core runtime takes only `name` (default ``'asyncoro'``) and
+    ignores other options; the distributed one (asyncoro.disasyncoro) takes
+    them.
+
+    :raises AsyncoroError: in a process where no runtime may start (a
+        node's zygote).
+
+    Blocks only until its thread has started.
+    """
 
     def __init__(self, *args, **kwargs):
         if _NO_RUNTIME[0]:
@@ -1123,26 +1341,42 @@ class AsynCoro(metaclass=Singleton):
 
     @classmethod
     def instance(cls, *args, **kwargs):
-        """The runtime, created with the given arguments if there is none."""
+        """The runtime, made with these arguments if there is none yet.
+
+        :returns: the running AsynCoro; else a new one of this class.
+        """
         inst = AsynCoro._instance
         return inst if inst is not None else cls(*args, **kwargs)
 
     @staticmethod
     def scheduler():
-        """The runtime, or None if none has been started."""
+        """The runtime, if one runs.
+
+        :returns: the AsynCoro; None if none has started (or it has finished).
+        """
         return AsynCoro._instance
 
     @staticmethod
     def cur_coro(scheduler=None):
-        """The coroutine running now, or None outside coroutines."""
+        """The coroutine running now.
+
+        :param scheduler: not used (asyncoro 4.5's signature).
+        :returns: the Coro that called it; None outside coroutines.
+        """
         return _current_coro()
 
     @property
     def location(self):
+        """The runtime's Location: None for the core runtime (no network)."""
         return None
 
     @property
     def name(self):
+        """The runtime's name.
+
+        The `name` it was started with, else ``'asyncoro'`` (for the
+        distributed runtime: its Location, as text).
+        """
         return self._name
 
     def __repr__(self):
@@ -1365,8 +1599,18 @@ class AsynCoro(metaclass=Singleton):
     # ------------------------------------------------ ending the program
 
     def atexit(self, priority, func, *args, **kwargs):
-        """Run func(*args, **kwargs) during finish(), after the user
-        coroutines are done; higher priority first."""
+        """Have ``func(*args, **kwargs)`` called when the program finishes.
+
+        The hooks run in :meth:`finish` (which also runs at interpreter
+        exit), after the non-daemon coroutines have ended and before the
+        daemons are terminated, in the runtime's thread, where they may
+        block. A hook that raises is logged and the others still run; none
+        runs if the program ends with :meth:`terminate`.
+
+        :param priority: a number: higher runs first; equal ones run in the
+            order they were added.
+        :param func: the function to call.
+        """
         self._atexit.append((priority, len(self._atexit), func, args, kwargs))
 
     def _drop_atexit(self, func):
@@ -1375,8 +1619,15 @@ class AsynCoro(metaclass=Singleton):
         self._atexit = [hook for hook in self._atexit if hook[2] != func]
 
     def join(self, show_running=False):
-        """For threads: wait until every non-daemon coroutine has finished;
-        the runtime keeps running."""
+        """Wait until every non-daemon coroutine has finished (for threads).
+
+        :param show_running: first log (INFO) each coroutine waited for.
+        :raises WrongContextError: if called in the runtime's thread (from a
+            coroutine).
+
+        Blocks the calling thread, with no time limit; the runtime keeps
+        running.
+        """
         if _get_ident() == self._tid:
             raise WrongContextError('AsynCoro.join() is for threads, not coroutines')
         if show_running:
@@ -1392,8 +1643,19 @@ class AsynCoro(metaclass=Singleton):
                 log.info('waiting for %s', coro)
 
     def finish(self):
-        """For threads: wait for every non-daemon coroutine, run the atexit
-        hooks, end the daemon coroutines and stop the runtime."""
+        """Wait for the non-daemon coroutines, run the exit hooks, then stop.
+
+        After the hooks (:meth:`atexit`), the daemon coroutines are
+        terminated, and the runtime waits up to MsgTimeout for them to end
+        and again for its thread to stop. Called at interpreter exit if the
+        program did not call it; does nothing if the runtime is stopping
+        already.
+
+        :raises WrongContextError: if called in the runtime's thread (from a
+            coroutine).
+
+        Blocks the calling thread (the main program, say).
+        """
         if _get_ident() == self._tid:
             raise WrongContextError('AsynCoro.finish() is for threads, not coroutines')
         if self._stopping:
@@ -1403,8 +1665,19 @@ class AsynCoro(metaclass=Singleton):
         self._stop()
 
     def terminate(self):
-        """For threads: make every coroutine a daemon and stop at once; the
-        remaining coroutines get GeneratorExit."""
+        """Stop the runtime now: every coroutine left is terminated.
+
+        Every coroutine is made a daemon and terminated (GeneratorExit where
+        it waits, as with :meth:`Coro.terminate`); the exit hooks do not run.
+        Waits up to MsgTimeout for the coroutines to end and again for the
+        runtime's thread to stop; does nothing if the runtime is stopping
+        already.
+
+        :raises WrongContextError: if called in the runtime's thread (from a
+            coroutine).
+
+        Blocks the calling thread.
+        """
         if _get_ident() == self._tid:
             raise WrongContextError('AsynCoro.terminate() is for threads, not coroutines')
         if self._stopping:
