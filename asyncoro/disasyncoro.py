@@ -28,11 +28,16 @@ How it works:
   runtime it does not know connects to it; the connection's first frame
   (`INFO`) introduces the connecting runtime.
 - Liveness while the hub is stuck: a user coroutine that computes without
-  yielding (or calls time.sleep) holds the hub. A timer of the hub marks each
-  turn (`_beat`); a guard thread that sees no mark for STALL seconds reads
-  the connections itself, queues messages for their coroutines, acknowledges
-  `deliver` requests and hands every other request to the hub for when it
-  is back.
+  yielding (or calls time.sleep) holds the hub. A guard thread looks every
+  STALL/2 seconds at the hub loop's count of turns: a hub that has made no
+  turn for STALL seconds while a connection has bytes to read or to write
+  is stalled (an idle hub waits in the poll, and bytes would wake it). Then
+  the guard reads the connections itself, queues messages for their
+  coroutines, acknowledges `deliver` requests, writes what is queued, and
+  hands every other request to the hub for when it is back. An idle runtime
+  so costs a few checks a second, and no wake-up of its hub. (With a loop
+  that does not count its turns, libuv's, a timer of the hub marks each turn
+  instead.)
   The hub runs what was handed to it before the next frame it reads, so the
   order of each connection's frames is kept.
 """
@@ -287,8 +292,10 @@ class AsynCoro(core.AsynCoro):
             spawn(self._udp_loop)
             if self._discover:
                 self.discover_peers()
-        self._beat_timer = self._loop.timer(BEAT, BEAT)
-        self._beat_timer.start(self._mark_beat)
+        self._beat_timer = None
+        if getattr(self._loop, 'iteration', -1) < 0:    # the loop does not count its turns
+            self._beat_timer = self._loop.timer(BEAT, BEAT)
+            self._beat_timer.start(self._mark_beat)
         core._start_new_thread(self._guard_main, ())
 
     def _mark_beat(self):
@@ -553,9 +560,19 @@ class AsynCoro(core.AsynCoro):
         docstring). A real OS thread; it touches hub objects only through
         Connection.guard_* (under the connection's lock) and
         _call_threadsafe."""
+        loop = self._loop
+        counted = self._beat_timer is None      # the loop counts its turns
+        turn, since = (loop.iteration if counted else None), time.monotonic()
         while not self._closing:
-            _sleep(BEAT)
-            if time.monotonic() - self._beat < STALL:
+            _sleep(STALL / 2 if counted else BEAT)
+            now = time.monotonic()
+            if counted:
+                if loop.iteration != turn:      # the hub went round: not stalled
+                    turn, since = loop.iteration, now
+                    continue
+                if now - since < STALL:
+                    continue
+            elif now - self._beat < STALL:
                 continue
             conns = [c for c in list(self._connections) if not c.closed]
             for conn in conns:
@@ -563,7 +580,8 @@ class AsynCoro(core.AsynCoro):
                 if failed:
                     self._call_threadsafe(conn.close, failed)
             try:
-                readable = select.select(conns, [], [], BEAT)[0] if conns else []
+                readable = select.select(conns, [], [], 0 if counted else BEAT)[0] \
+                    if conns else []
             except (OSError, ValueError):      # a connection closed under us: next round
                 continue
             for conn in readable:
@@ -992,7 +1010,8 @@ class AsynCoro(core.AsynCoro):
                 peer.out.send(netio.dumps((BYE,)))
                 peer.out.flush(max(deadline - time.monotonic(), 0))
         self._closing = True
-        self._beat_timer.close()
+        if self._beat_timer is not None:
+            self._beat_timer.close()
         for peer in list(self._peers.values()):
             for conn in [peer.out] + list(peer.incoming):
                 if conn is not None:
