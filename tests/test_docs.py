@@ -18,9 +18,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SKIP_DIRS = {'.git', '.venv', 'build', 'dist', '_build', '__pycache__'}
 TEXT = ('.py', '.rst', '.md', '.txt', '.ini', '.cfg', '.toml', '.html', '.js', '.css', '')
 DOCUMENT = re.compile(r'(?<![\w./-])((?:[\w-]+/|\.\./)*[\w-]+\.(?:md|rst))\b')
-# Lines of files that other work owns now, to be rewritten there; a line
-# listed here that no longer names a missing document is simply not needed.
-PENDING = {'tests/test_httpd.py:1'}
 
 
 def _files():
@@ -50,7 +47,7 @@ def test_every_document_named_is_in_the_repository():
                         os.path.basename(named) not in present:
                     missing.append('%s:%d names %s' % (os.path.relpath(path, ROOT), number,
                                                        named))
-    assert [entry for entry in missing if entry.split(' ')[0] not in PENDING] == []
+    assert missing == []
 
 
 def test_every_module_with_public_names_has_a_reference_page():

@@ -1,4 +1,4 @@
-"""The web monitor (API.md §7): its JSON endpoints and bad input through the
+"""The web monitor (docs/guide/monitor.rst): its JSON endpoints and bad input through the
 WSGI application in-process; HTTPServer in real client programs with a real
 node (status chaining, terminate, HTTPS, shutdown); the pages once in a real
 headless Chromium.
