@@ -48,9 +48,9 @@ from asyncoro.records import (DEFAULT_NODE_PORT, DiscoroCoroInfo, DiscoroError, 
                               DiscoroStatus,
                               JobNotCreated, MaxPulseInterval, ServerLost, servers_for,
                               upload_dir)
-from asyncoro.service import (CLOSE, ENABLE_NODE, ENABLE_SERVER, JOB, NODE_AVAILABLE, NODE_CLOSE,
-                              NODE_CLOSED, NODE_DRAINING, NODE_INFO, NODE_SETUP, NODES, PEERS,
-                              PING, PULSE, RESERVE, RESULT, RUN, SCHEDULE, SERVER_CLOSE,
+from asyncoro.service import (CLOSE, ENABLE_NODE, ENABLE_SERVER, ENDS_HEARD, JOB, NODE_AVAILABLE,
+                              NODE_CLOSE, NODE_CLOSED, NODE_DRAINING, NODE_INFO, NODE_SETUP, NODES,
+                              PEERS, PING, PULSE, RESERVE, RESULT, RUN, SCHEDULE, SERVER_CLOSE,
                               SERVER_CLOSED, SERVER_SETUP, SERVER_UP, SERVERS, UNWATCH, WAITING,
                               WATCH, Service, answers)
 
@@ -689,6 +689,15 @@ class _SchedulerService(Service):
             self._refresh(node)
         return 0
 
+    @answers(ENDS_HEARD)
+    def ends_heard(self, comp_id):
+        """A server that drains asks before it tells its node it is idle:
+        the ends of its jobs, sent before, are handled by then, so that the
+        node's word that the computation ended there cannot overtake them
+        (they would be taken for jobs lost)."""
+        self.caught_up(_msg_timeout())
+        return 0
+
     @answers(NODE_CLOSED)
     def node_closed(self, comp_id, addr, why, final, failed):
         """The node ended the computation (its servers are gone), saying why:
@@ -696,7 +705,19 @@ class _SchedulerService(Service):
         it could not serve it."""
         node = self.nodes.get(addr)
         package = self.current
-        if node is None or package is None or package.id != comp_id:
+        if package is None or package.id != comp_id:
+            return 0
+        if node is None:
+            if final and self.lost_nodes.pop(addr, None) is not None:
+                # its connection's end came first (it quit): it was dropped
+                # as if cut off; it is not waited for
+                self.left_out[addr] = why
+                if failed:
+                    log.warning('node %s is left out of computation %x: %s', addr, package.id,
+                                why)
+                else:
+                    self._log(package, 'node %s ended its part: %s' % (addr, why))
+                self._place()
             return 0
         if final:
             self._leave_out(node, package, why, tell_node=False, failed=failed)
@@ -767,8 +788,11 @@ class _SchedulerService(Service):
 
     def _hopeless(self):
         """Why no server will come for this computation (every node known has
-        been left out of it), or None while one may."""
-        if not self.nodes or self.probing:
+        been left out of it, including those gone since, such as a node that
+        quit), or None while one may (a node being probed, or dropped and
+        maybe coming back)."""
+        if self.probing or self.rejoining or any(addr not in self.left_out
+                                                 for addr in self.lost_nodes):
             return None
         if any((node.status and not node.draining) or node.setting_up
                for node in self.nodes.values() if node.info.addr not in self.left_out):
@@ -875,7 +899,7 @@ class _SchedulerService(Service):
             raise Failure(what, 'the computation was closed')
         answer = self.call(server.coro, JOB, name, source, args, kwargs, self.coro)
         if not isinstance(answer, Coro):
-            self._unreserve(server, cpu)
+            self._not_started(server, cpu, answer)
             if server.location not in self.servers or isinstance(answer, NoAnswer):
                 # it died (or its connection did) while it started the job
                 return DiscoroJobLost(server.location, 'it went away while job %s started (%s)'
@@ -898,6 +922,12 @@ class _SchedulerService(Service):
         early = self.early_ends.pop(rcoro, None)
         if early is not None:
             self._job_end(early)
+        elif self.servers.get(job.server.location) is not job.server:
+            # its server was told gone while its answer was on the way (the
+            # node's word and the server's answer travel apart): nothing
+            # else would end the job
+            self._job_end(MonitorException(rcoro, (Scheduler.ServerClosed, DiscoroJobLost(
+                job.server.location, 'it went away as job %s started' % job.name))))
 
     def _run_again(self, job, lost):
         """A CPU job lost with its server (`lost`): start it again on another
@@ -913,7 +943,7 @@ class _SchedulerService(Service):
             server = self._server_for('cpu', job.where, 'job %s' % name)
             answer = self.call(server.coro, JOB, name, source, args, kwargs, self.coro)
             if not isinstance(answer, Coro):
-                self._unreserve(server, True)
+                self._not_started(server, True, answer)
                 raise Failure('job %s' % name, 'server %s: %s' % (server.location, answer))
         except Failure as failure:
             log.warning('job %s lost for good: %s', job.info.coro, failure)
@@ -928,6 +958,17 @@ class _SchedulerService(Service):
         self._started(_Job('cpu', server, job.want_result, name,
                            DiscoroCoroInfo(answer, args, kwargs, time.time()), job.spec,
                            job.where, job.retries - 1, attempts, job.origin))
+
+    def _not_started(self, server, cpu, answer):
+        """The job for `server` did not start there (`answer` is not a Coro).
+        No answer to a call without a timeout means the server's connection
+        is gone: the server is forgotten now, not when its peer's end is
+        told, so that no job goes to it in between."""
+        if isinstance(answer, NoAnswer):
+            self._server_gone(server, Scheduler.ServerDisconnected,
+                              'its connection was lost (%s)' % answer.reason)
+        else:
+            self._unreserve(server, cpu)
 
     def _unreserve(self, server, cpu):
         """A job counted on `server` did not start there."""

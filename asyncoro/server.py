@@ -38,12 +38,17 @@ from asyncoro.core import _stop_value
 from asyncoro.failure import Failure, spawn
 from asyncoro.programs import release_claims_in_child
 from asyncoro.records import JobNotCreated
-from asyncoro.service import (DRAIN, JOB, PEERS, SERVER_CLOSE, SERVER_IDLE, SERVER_SETUP,
-                              SERVER_STARTED, SERVER_STATUS, SERVER_UP, Service, answers)
+from asyncoro.service import (DRAIN, ENDS_HEARD, JOB, PEERS, SERVER_CLOSE, SERVER_IDLE,
+                              SERVER_SETUP, SERVER_STARTED, SERVER_STATUS, SERVER_UP, Service,
+                              answers)
 
 __all__ = []
 
 log = logging.getLogger(__name__)
+
+# how long a draining server waits for the scheduler to confirm the ends of
+# its jobs (a round trip; the node's drain waits for each server in turn)
+_ENDS_TIMEOUT = 2
 
 # the node's commands to the zygote
 START = 'start'             # (START, spec): a computation process for spec
@@ -275,6 +280,7 @@ class _ServerService(Service):
         self._done = done
         self._index = index
         self._node = core._rebuild_coro(*spec['node'])
+        self._scheduler = core._rebuild_coro(*spec['scheduler'])
         self.jobs = set()               # the jobs running here
         self.draining = False           # finishing the jobs it has, taking no more
         self.rt.peer_status(self.coro)
@@ -282,7 +288,7 @@ class _ServerService(Service):
 
     def _introduce(self):
         rt = self.rt
-        scheduler = core._rebuild_coro(*self._spec['scheduler'])
+        scheduler = self._scheduler
         for location in (scheduler.location, self._spec['client_location'],
                          self._node.location):
             if location is not None and location != rt.location:
@@ -327,7 +333,17 @@ class _ServerService(Service):
     def on_monitor(self, msg):
         self.jobs.discard(msg.args[0])
         if self.draining and not self.jobs:
-            self.tell(self._node, SERVER_IDLE, self._spec['key'], self._index)
+            spawn(self._idle)
+
+    def _ends_heard(self):
+        """Wait (a little) until the scheduler has handled the ends of the
+        jobs that ran here: the node, told next, ends the computation, and
+        its word must not reach the scheduler first."""
+        self.call(self._scheduler, ENDS_HEARD, self._spec['id'], timeout=_ENDS_TIMEOUT)
+
+    def _idle(self):
+        self._ends_heard()
+        self.tell(self._node, SERVER_IDLE, self._spec['key'], self._index)
 
     @answers(SERVER_STATUS)
     def status(self):
@@ -342,6 +358,7 @@ class _ServerService(Service):
     @answers(DRAIN)
     def drain(self):
         self.draining = True
+        self._ends_heard()      # a job may have ended just now
         return len(self.jobs)
 
     @answers(PEERS)

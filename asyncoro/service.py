@@ -65,6 +65,8 @@ SERVER_UP = 'scheduler.server_up'   # server: (id, part, Location, node addr, se
 SERVER_CLOSED = 'scheduler.server_closed'   # node: (id, Location, why) a server died
 NODE_DRAINING = 'scheduler.node_draining'   # node: (id, addr) no more jobs there
 NODE_CLOSED = 'scheduler.node_closed'       # node: (id, addr, why, final, failed) it ended
+ENDS_HEARD = 'scheduler.ends_heard'         # server: (id) -> 0 once what it sent before
+                                            #   (its jobs' ends) is handled
                                             #   the computation (final: for good)
 NODE_AVAILABLE = 'scheduler.node_available'  # node: (addr, service) it takes computations
                                             #   (again, or it is back)
@@ -251,8 +253,18 @@ class Service:
                 self._guarded(self.on_monitor, msg)
             elif isinstance(msg, PeerStatus):
                 self._guarded(self.on_peer, msg)
+            elif isinstance(msg, _Mark):
+                msg.reached.set()
             else:
                 log.warning('%s: unexpected message %.200r', self.coro, msg)
+
+    def caught_up(self, timeout):
+        """Block until the coroutine has handled the messages it had now
+        (at most `timeout` seconds): what a peer sent before a request is
+        handled before the request is answered."""
+        mark = _Mark()
+        self.coro.send(mark)
+        mark.reached.wait(timeout)
 
     def _guarded(self, func, *args):
         try:
@@ -280,6 +292,15 @@ class Service:
             if not waiter.ready():
                 waiter.set(NoAnswer('call', reason, self.rt.location))
         self.coro.terminate()
+
+
+class _Mark:
+    """Sent by a service to its own coroutine (see `Service.caught_up`)."""
+
+    __slots__ = ('reached',)
+
+    def __init__(self):
+        self.reached = gevent.event.Event()
 
 
 # ---------------------------------------------------------------- the wire

@@ -339,7 +339,7 @@ def test_killing_a_server_mid_job_gives_an_error_result_quickly(processes, disco
     proc = processes(HEAD + r'''
 def compute(coro=None):
     import os
-    print('job running', os.getpid(), flush=True)
+    os.write(1, b'job running %d\n' % os.getpid())     # one write: the node's log shares the pipe
     yield coro.sleep(60)
 
 def other(coro=None):
@@ -368,6 +368,39 @@ asyncoro.Coro(main)
     assert lines[0].startswith('result DiscoroJobLost'), (out.decode()[-3000:], err.decode()[-2000:])
     assert time.monotonic() - t0 < 5
     assert lines[1] == 'then other server still works'
+
+
+@pytest.mark.deadline(60)
+def test_a_server_that_dies_as_its_job_starts_is_not_given_more_jobs(processes, discoronode):
+    """The server answers a job before its first step, which kills the
+    server: the answer and the node's word of the death reach the scheduler
+    in either order, or the answer never leaves. Every time, the job ends as
+    lost, and the next jobs go to the servers that are left."""
+    node, ports = discoronode(cpus=3)
+    proc = processes(HEAD + r'''
+def die(coro=None):
+    import os, signal
+    os.kill(os.getpid(), signal.SIGKILL)
+    yield coro.sleep(1)
+
+def other(coro=None):
+    yield coro.sleep(0.01)
+    return 'other server still works'
+
+def main(coro=None):
+    computation = Computation([die, other])
+    assert (yield computation.schedule()) == 0
+    for _ in range(2):
+        result = yield computation.run_result(die)
+        print('result', type(result).__name__, flush=True)
+    print('then', (yield computation.run_result(other)), flush=True)
+    yield computation.close()
+
+asyncoro.Coro(main)
+''', json.dumps(ports), ready=False)
+    out, err = proc.communicate(b'', timeout=40)
+    assert split_log(out.decode())[0] == ['result DiscoroJobLost'] * 2 + [
+        'then other server still works'], (out.decode()[-3000:], err.decode()[-2000:])
 
 
 @pytest.mark.deadline(60)

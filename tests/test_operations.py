@@ -257,9 +257,13 @@ def test_node_console_status_and_close(processes, discoronode):
 
 
 @pytest.mark.deadline(60)
-@pytest.mark.parametrize('command', ['quit', 'exit'])
+@pytest.mark.parametrize('command, after_it_went', [('quit', False), ('exit', True)],
+                         ids=['quit', 'exit, next job once the node has gone'])
 def test_node_quit_lets_the_running_job_finish_then_ends_and_goes(processes, discoronode,
-                                                                  command):
+                                                                  command, after_it_went):
+    """The next job is refused at once whether the quitting node is still
+    known to the scheduler or already gone (a node that quit is not waited
+    for)."""
     node, ports = discoronode(console=True)
     client = processes(PRIVATE + r'''
 def job(seconds, coro=None):
@@ -273,13 +277,22 @@ def main(coro=None):
     yield coro.sleep(1)
     print('started', flush=True)
     print('result', (yield first.finish()), flush=True)
+    if sys.argv[2] != '-':
+        # ask only once the node has gone; the scheduler hears of it first
+        # (it asked for news of peers before this coroutine did)
+        asyncoro.AsynCoro.instance().peer_status(coro)
+        while True:
+            msg = yield coro.receive()
+            if isinstance(msg, asyncoro.PeerStatus) and str(msg.location) == sys.argv[2] and \
+                    msg.status == asyncoro.PeerStatus.Offline:
+                break
     # the node takes no more jobs: this one fails at once, it does not wait
     print('after quit', (yield computation.run_result(job, 0.1)), flush=True)
     sys.stdin.read()            # the client does not close the computation: the node goes anyway
     yield computation.close()
 
 asyncoro.Coro(main)
-''', json.dumps(ports), ready=False)
+''', json.dumps(ports), node.location if after_it_went else '-', ready=False)
     assert read_line(client, 30, 'the job start') == 'started'
     node.stdin.write(command.encode() + b'\n')
     node.stdin.flush()
