@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import free_udp_port, program_env, read_line, split_log
+from conftest import free_udp_port, program_env, read_line
 from test_operations import CLIENT, PRIVATE, finish, wait_for_line
 
 # a client whose jobs wait for servers with a short patience, and that

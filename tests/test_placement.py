@@ -48,7 +48,7 @@ def test_a_node_that_is_not_usable_gets_no_job():
 
 def test_async_jobs_spread_evenly_over_nodes_and_servers():
     placement = Placement()
-    grid = cluster(placement, 2, 2)
+    cluster(placement, 2, 2)
     counts = {}
     for _ in range(20):
         slot = placement.least_busy()
