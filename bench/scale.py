@@ -9,6 +9,10 @@ process. Then, with trivial jobs (a job that returns at once), it prints:
 - jobs/s and this process's CPU seconds per 1,000 jobs (the scheduler and the
   client: one process) for `run_results`, a loop of `run()` with the results
   taken from status_coro, and a loop of `run_async()`;
+- the CPU seconds per 1,000 jobs of the nodes and all their processes, and
+  how many cores all of it kept busy (on a machine with few cores, many
+  server processes compete with the scheduler: jobs/s then shows the
+  machine, not the scheduler);
 - how the jobs spread over the servers (fewest and most jobs on one server);
 - the resident memory of a server process (median over all of them).
 
@@ -49,6 +53,7 @@ def measure(size, jobs, nodes, coro=None):
     figures = {}
     done = len(status.ends)
     for way in ('run_results', 'run() loop', 'run_async loop'):
+        others = cluster_cpu(nodes)
         wall, cpu = time.perf_counter(), time.process_time()
         if way == 'run_results':
             results = yield computation.run_results(trivial, range(jobs))
@@ -60,12 +65,14 @@ def measure(size, jobs, nodes, coro=None):
                 assert isinstance(rcoro, asyncoro.Coro), rcoro
         status.until(done + jobs)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        others = cluster_cpu(nodes) - others
         per_server = {}
         for where, _ in status.ends[done:done + jobs]:
             per_server[where] = per_server.get(where, 0) + 1
         done += jobs
         counts = [per_server.get(str(loc), 0) for loc in (yield computation.servers())]
-        figures[way] = (jobs / wall, cpu * 1000 / jobs, min(counts), max(counts))
+        figures[way] = (jobs / wall, cpu * 1000 / jobs, others * 1000 / jobs,
+                        (cpu + others) / wall, min(counts), max(counts))
     memory = server_memory(nodes)
     yield computation.close()
     return figures, memory
@@ -77,6 +84,26 @@ def start_nodes(count, per_node, ports, work):
                                            ports['scheduler'], '--dest_path',
                                            os.path.join(work, 'node-%d' % i), '--daemon'],
                   'discoronode ready', work, 'node-%d.log' % i) for i in range(count)]
+
+
+def cluster_cpu(nodes):
+    """CPU seconds used so far by the nodes and every process under them
+    (zygotes, computation processes, servers); a process that has ended
+    counts no more, so take this while the computation runs."""
+    total = 0.0
+    for node in nodes:
+        try:
+            processes = [psutil.Process(node.pid)]
+            processes += processes[0].children(recursive=True)
+        except psutil.NoSuchProcess:
+            continue
+        for process in processes:
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+    return total
 
 
 def server_memory(nodes):
@@ -115,17 +142,22 @@ def main(argv=None):
         rows.append((size, figures, memory))
     print('the scheduler with trivial jobs (%d per way), nodes of %d servers on 127.0.0.x'
           % (args.jobs, args.per_node))
-    print('%8s  %-15s %10s %18s %14s %12s' % ('servers', 'way', 'jobs/s', 'CPU s / 1000 jobs',
-                                                'jobs/server', 'server RSS'))
+    print('CPU s / 1000 jobs: this process (scheduler and client), then the nodes and their '
+          'servers;\ncores busy: both together per second of wall time (this machine has %d)'
+          % psutil.cpu_count())
+    print('%8s  %-15s %8s %10s %10s %6s %12s %11s' % (
+        'servers', 'way', 'jobs/s', 'CPU sched', 'CPU nodes', 'cores', 'jobs/server',
+        'server RSS'))
     for size, figures, memory in rows:
-        for way, (rate, cpu, fewest, most) in figures.items():
-            print('%8d  %-15s %10.0f %18.3f %8d-%-5d %9.1f MB' % (size, way, rate, cpu, fewest,
-                                                                 most, memory))
+        for way, (rate, cpu, others, cores, fewest, most) in figures.items():
+            print('%8d  %-15s %8.0f %10.3f %10.3f %6.2f %6d-%-5d %8.1f MB' % (
+                size, way, rate, cpu, others, cores, fewest, most, memory))
     first, last = rows[0], rows[-1]
     for way in first[1]:
-        print('%s: CPU per 1000 jobs at %d servers is %.2fx that at %d (target <= 1.5x); '
-              'jobs/s %.2fx' % (way, last[0], last[1][way][1] / first[1][way][1], first[0],
-                                last[1][way][0] / first[1][way][0]))
+        print('%s: the scheduler\'s CPU per 1000 jobs at %d servers is %.2fx that at %d (target '
+              '<= 1.5x); the nodes\' %.2fx; jobs/s %.2fx' % (
+                  way, last[0], last[1][way][1] / first[1][way][1], first[0],
+                  last[1][way][2] / first[1][way][2], last[1][way][0] / first[1][way][0]))
     return 0
 
 
