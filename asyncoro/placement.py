@@ -97,10 +97,14 @@ class Placement:
         heapq.heappush(self.by_load, node.cpu_key)
         node.async_key = (node.jobs / node.ready, async_turn, next(self._pushes), node)
         heapq.heappush(self.by_jobs, node.async_key)
-        if len(self.by_load) > _REBUILD * len(self.usable) + 64:
+        # each heap on its own: CPU jobs pop old keys from by_load only, so
+        # by_jobs would otherwise grow by a key per job for good
+        bound = _REBUILD * len(self.usable) + 64
+        if len(self.by_load) > bound:
             self.by_load = [n.cpu_key for n in self.usable if n.cpu_key is not None]
-            self.by_jobs = [n.async_key for n in self.usable if n.async_key is not None]
             heapq.heapify(self.by_load)
+        if len(self.by_jobs) > bound:
+            self.by_jobs = [n.async_key for n in self.usable if n.async_key is not None]
             heapq.heapify(self.by_jobs)
 
     def _push_slot(self, slot, turn=None):
@@ -127,6 +131,8 @@ class Placement:
             self.usable.add(node)
         else:
             self.usable.discard(node)
+            if not self.usable:         # the computation is over: its old keys go too
+                self.by_load, self.by_jobs = [], []
         self.ready += node.ready if usable else -node.ready
         self._push_node(node)
 

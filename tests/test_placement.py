@@ -130,3 +130,25 @@ def test_random_runs_agree_with_a_model_that_scans_every_server():
     # the lazy heaps did not grow without bound
     assert len(placement.by_load) < 4 * 12 + 64 + 1
     assert all(len(row[0].node.by_jobs) <= 4 * 4 + 16 + 1 for row in grid)
+
+
+def test_the_heaps_stay_bounded_whatever_kind_of_job_runs():
+    """Only async choices pop old keys from the jobs-per-server heap, and
+    only CPU choices from the load heap: a long run of one kind must not
+    grow the other heap (a scheduler runs computations all day)."""
+    placement = Placement()
+    grid = cluster(placement, 2, 4)
+    bound = 4 * 2 + 64
+    for _ in range(10000):
+        slot = placement.cpu()
+        placement.ended(slot, True)
+    assert len(placement.by_load) <= bound and len(placement.by_jobs) <= bound
+    for _ in range(10000):
+        slot = placement.least_busy()
+        placement.started(slot, False)
+        placement.ended(slot, False)
+    assert len(placement.by_load) <= bound and len(placement.by_jobs) <= bound
+    assert all(len(row[0].node.by_jobs) <= 4 * 4 + 16 for row in grid)
+    for row in grid:                                # the computation ends
+        placement.set_usable(row[0].node, False)
+    assert placement.by_load == [] and placement.by_jobs == []
