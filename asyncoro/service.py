@@ -65,9 +65,9 @@ SERVER_UP = 'scheduler.server_up'   # server: (id, part, Location, node addr, se
 SERVER_CLOSED = 'scheduler.server_closed'   # node: (id, Location, why) a server died
 NODE_DRAINING = 'scheduler.node_draining'   # node: (id, addr) no more jobs there
 NODE_CLOSED = 'scheduler.node_closed'       # node: (id, addr, why, final, failed) it ended
+                                            #   the computation (final: for good)
 ENDS_HEARD = 'scheduler.ends_heard'         # server: (id) -> 0 once what it sent before
                                             #   (its jobs' ends) is handled
-                                            #   the computation (final: for good)
 NODE_AVAILABLE = 'scheduler.node_available'  # node: (addr, service) it takes computations
                                             #   (again, or it is back)
 PULSE = 'scheduler.pulse'           # node: (id, addr, avail info) -> jobs running there
