@@ -30,7 +30,7 @@ import gevent.event
 from asyncoro import disasyncoro, netio
 from asyncoro.core import _msg_timeout
 from asyncoro.disasyncoro import Coro, Location, PeerStatus, SysCoro
-from asyncoro.failure import Failure, spawn
+from asyncoro.failure import Failure, NoAnswer, spawn
 from asyncoro.records import (DiscoroError, DiscoroNodeAllocate, JobNotCreated, MaxPulseInterval,
                               MinPulseInterval, Package, ServerLost, SMALLEST_PULSE_INTERVAL,
                               upload_dir)
@@ -313,6 +313,11 @@ class Computation:
                                % (where,))
         answer = self._ask(RUN, kind, where, name, source, args, kwargs, want_result,
                            patient=True)
+        if want_result and isinstance(answer, NoAnswer) and \
+                self.scheduler.location != disasyncoro.AsynCoro.instance().location:
+            # the scheduler program went away, maybe after the job started:
+            # the error every run_result* gets once the scheduler is gone
+            return DiscoroError(_scheduler_gone(self.scheduler.location))
         if isinstance(answer, ServerLost) and want_result:
             return answer           # run_result*: the job's error
         if isinstance(answer, JobNotCreated):
@@ -377,10 +382,11 @@ class Computation:
         :returns: the job's value; the exception it raised; a DiscoroJobLost
             if it was lost with its server (after the retries asked with
             `retry_lost`); the error tuple of a job that could not be created;
-            or None, with a WARNING, if it could not run.
+            a DiscoroError if the scheduler program went away; or None, with
+            a WARNING, if it could not run.
 
-        Blocks until the job ends, its server is lost or the computation is
-        closed. It does not raise for the job's errors. Call form:
+        Blocks until the job ends, its server is lost, the computation is
+        closed or its scheduler program is gone. It does not raise for the job's errors. Call form:
         ``value = yield computation.run_result_at(where, compute, 1)``.
         """
         return self._result(self._run('cpu', where, gen, args, kwargs, True))
@@ -529,7 +535,7 @@ class _ClientService(Service):
     def on_peer(self, status):
         """A scheduler program that goes away fails whatever waits for it."""
         if status.status == PeerStatus.Offline and status.location == self._scheduler.location:
-            self._gone = 'the scheduler at %s is gone' % status.location
+            self._gone = _scheduler_gone(status.location)
             log.warning('%s: computation %x ends here', self._gone, self._comp_id)
             for slot in self._results.values():
                 if not slot.ready():
@@ -600,3 +606,7 @@ class _ClientService(Service):
 
 
 _WAITS = {SCHEDULE: 'schedule()', RUN: 'a job'}
+
+
+def _scheduler_gone(location):
+    return 'the scheduler at %s is gone' % location
