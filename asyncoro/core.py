@@ -191,13 +191,25 @@ class _StreamHandler(logging.StreamHandler):
 
     def flush(self):
         # sys.stdout is None at the very end of the interpreter's life (or in
-        # a program started without one): nothing to flush then
-        if self.stream is not None:
-            super().flush()
+        # a program started without one): nothing to flush then. It is read
+        # once: another thread's exit may set it to None between two reads
+        stream = self.stream
+        if stream is not None and hasattr(stream, 'flush'):
+            with self.lock:
+                stream.flush()
 
     def emit(self, record):
-        if self.stream is not None:
-            super().emit(record)
+        stream = self.stream        # read once, as in flush
+        if stream is None:
+            return
+        try:
+            stream.write(self.format(record) + self.terminator)
+            if hasattr(stream, 'flush'):
+                stream.flush()
+        except RecursionError:      # as logging.StreamHandler does
+            raise
+        except Exception:           # logging's own report of a handler's failure
+            self.handleError(record)
 
 
 class Logger:

@@ -147,8 +147,9 @@ TRACEBACK = re.compile(rb'Traceback \(most recent call last\):\n(?:[ \t].*\n|\n)
 
 
 def unexpected_tracebacks(procs, expected):
-    """The last lines of the tracebacks these processes printed that match
-    none of the `expected` patterns (regular expressions)."""
+    """The tracebacks these processes printed whose last lines match none
+    of the `expected` patterns (regular expressions): each whole (its last
+    3000 characters), so that a failure shows where it came from."""
     found = []
     for proc in procs:
         transcript = getattr(proc, 'transcript', None)
@@ -157,7 +158,8 @@ def unexpected_tracebacks(procs, expected):
         for match in TRACEBACK.finditer(bytes(transcript)):
             last = match.group(1).decode(errors='replace')
             if not any(re.search(pattern, last) for pattern in expected):
-                found.append('pid %s: %s' % (proc.pid, last))
+                whole = match.group(0).decode(errors='replace')[-3000:]
+                found.append('pid %s: %s\n%s' % (proc.pid, last, whole))
     return found
 
 

@@ -4,6 +4,7 @@ line format."""
 
 import io
 import re
+import sys
 
 import asyncoro
 import asyncoro.asyncfile
@@ -68,3 +69,27 @@ def test_logger_format_levels_and_ms():
 def test_shared_logger_writes_to_stdout(capsys):
     asyncoro.logger.info('hello %s', 'world')
     assert capsys.readouterr().out.endswith(' asyncoro - hello world\n')
+
+
+class _StdoutThatGoes(io.StringIO):
+    """A sys.stdout that another thread's interpreter exit replaces with
+    None right after it is first asked for its flush (between two reads)."""
+
+    @property
+    def flush(self):
+        sys.stdout = None
+        return super().flush
+
+
+def test_a_logger_on_stdout_survives_stdout_going_away_midway(monkeypatch, capsys):
+    # a WARNING from a daemon thread as the program ends: neither a lost
+    # line's 'Logging error' traceback nor an AttributeError
+    out = _StdoutThatGoes()
+    monkeypatch.setattr(sys, 'stdout', out)
+    asyncoro.logger.warning('as the program ends')
+    asyncoro.logger.flush()
+    monkeypatch.setattr(sys, 'stdout', None)
+    asyncoro.logger.warning('after the end')
+    asyncoro.logger.flush()
+    assert out.getvalue().endswith(' asyncoro - as the program ends\n')
+    assert 'Logging error' not in capsys.readouterr().err
