@@ -386,7 +386,8 @@ class Computation:
             a WARNING, if it could not run.
 
         Blocks until the job ends, its server is lost, the computation is
-        closed or its scheduler program is gone. It does not raise for the job's errors. Call form:
+        closed or its scheduler program is gone. It does not raise for the
+        job's errors. Call form:
         ``value = yield computation.run_result_at(where, compute, 1)``.
         """
         return self._result(self._run('cpu', where, gen, args, kwargs, True))
