@@ -900,8 +900,9 @@ class _SchedulerService(Service):
         answer = self.call(server.coro, JOB, name, source, args, kwargs, self.coro)
         if not isinstance(answer, Coro):
             self._not_started(server, cpu, answer)
-            if server.location not in self.servers or isinstance(answer, NoAnswer):
-                # it died (or its connection did) while it started the job
+            if server.location not in self.servers:
+                # it died (or its connection did: then _not_started forgot
+                # it) while it started the job
                 return DiscoroJobLost(server.location, 'it went away while job %s started (%s)'
                                       % (name, answer))
             if isinstance(answer, JobNotCreated):

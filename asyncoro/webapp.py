@@ -193,6 +193,11 @@ def make_app(monitor, root=DATA_DIR, password=None, host=''):
     for code in (400, 403, 404, 405, 413, 500):
         app.error_handler[code] = on_error
 
+    def unknown(kind, name):
+        """The 404 for a node or server (`kind`) this monitor does not know."""
+        return error_page(404, 'No such %s' % kind, 'no %s %s is known to this monitor'
+                          % (kind, name))
+
     def reply(data, status=200):
         response.status = status
         response.content_type = 'application/json'
@@ -289,8 +294,7 @@ def make_app(monitor, root=DATA_DIR, password=None, host=''):
     def node_page(host):
         node = monitor.find_node(host)
         if node is None:
-            return error_page(404, 'No such node',
-                              'no node %s is known to this monitor' % host)
+            return unknown('node', host)
         return page('node.html', node=node.addr, name=node.name)
 
     @app.get('/server/<location:path>')
@@ -298,8 +302,7 @@ def make_app(monitor, root=DATA_DIR, password=None, host=''):
         key = split_location(location)
         server = monitor.servers.get(key) if key else None
         if server is None:
-            return error_page(404, 'No such server',
-                              'no server %s is known to this monitor' % location)
+            return unknown('server', location)
         return page('server.html', server=server.location, node=server.node.addr)
 
     def old_page(page_name, param, example):
@@ -338,20 +341,14 @@ def make_app(monitor, root=DATA_DIR, password=None, host=''):
         data = params()
         info = monitor.node_info(host, number(data, 'since', None, float, 'a time'),
                                  number(data, 'epoch', None))
-        if info is None:
-            return error_page(404, 'No such node', 'no node %s is known to this monitor'
-                              % host)
-        return reply(info)
+        return unknown('node', host) if info is None else reply(info)
 
     @app.get('/api/server/<location:path>')
     @endpoint
     def api_server(location):
         key = split_location(location)
         info = monitor.server_info(key, number(params(), 'limit')) if key else None
-        if info is None:
-            return error_page(404, 'No such server', 'no server %s is known to this monitor'
-                              % location)
-        return reply(info)
+        return unknown('server', location) if info is None else reply(info)
 
     @app.get('/api/jobs')
     @endpoint
