@@ -1201,6 +1201,7 @@ class Coro:
 
 
 plain_type(Coro)        # it pickles as a reference (see __reduce__)
+plain_type(MonitorException, lambda exc: exc.args)     # (class, args): plain if its args are
 
 
 _NOTE_LIMIT = 8000      # characters of a traceback kept with its exception

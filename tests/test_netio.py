@@ -642,9 +642,24 @@ def test_dumps_writes_plain_data_and_references_as_cloudpickle_would():
     coro = asyncoro.Coro(waits)
     wait_until(lambda: coro._wait == 'receive', 5, 'the coroutine waiting in receive')
     try:
+        job = ('call', 9, 4, '!discoro_server', 'job', ('compute', None, (3, [1.5, 'x']),
+                                                         {'n': {'deep': (None,)}}, coro))
+        ended = asyncoro.MonitorException(coro, (StopIteration, {'value': [1, 2]}))
         for obj in [('send', 7, '~sink', b'x' * 100), ('send', 7, '~echo', (coro, b'data')),
-                    Location('127.0.0.1', 5), [1, 2.5, None, True, 'text'], coro]:
+                    Location('127.0.0.1', 5), [1, 2.5, None, True, 'text'], coro, job,
+                    ('send', 7, '~sched', ended), (ValueError, KeyError('k'))]:
             assert netio.dumps(obj) == cloudpickle.dumps(obj, protocol=5), obj
+        assert netio._plain(job) and netio._plain(ended)
+        # what the plain pickler must not take: exceptions it was not told
+        # of, data beyond its budget, a function or class of a module, an exception
+        # carrying notes (a __dict__ of its own)
+        noted = asyncoro.MonitorException(coro, (StopIteration, 1))
+        noted.__notes__ = ['a note']
+        for obj in [(ValueError, KeyError('k')), list(range(netio._PLAIN_ITEMS + 1)),
+                    (coro, _by_value), ('send', noted), {'a': Location}]:
+            assert not netio._plain(obj), obj
+            assert netio.loads(netio.dumps(obj)) is not None
+        assert netio.loads(netio.dumps(('send', noted)))[1].__notes__ == ['a note']
         assert netio.loads(netio.dumps(('send', 7, '~echo', (coro, b'data'))))[3][0] is coro
     finally:
         coro.send('end')
