@@ -224,6 +224,7 @@ class _RemoteChannel(Channel):
 
 
 _MAX_REFERENCES = 1024
+_LOCATIONS = {}         # (addr, port) -> the Location the references made lately share
 
 
 def _remote_coro(name, coro_id, addr, port):
@@ -232,10 +233,15 @@ def _remote_coro(name, coro_id, addr, port):
     coroutine named again in a later message is then the same object, which
     knows the peer it was last sent through, so that answering it takes the
     fast path of _RemoteCoro.send."""
-    ref = _RemoteCoro(name, coro_id, Location(addr, port))
+    where = _LOCATIONS.get((addr, port))
+    if where is None:
+        where = Location(addr, port)
+    ref = _RemoteCoro(name, coro_id, where)
     references = core._REFERENCES
     if len(references) >= _MAX_REFERENCES:
         references.clear()
+        _LOCATIONS.clear()
+    _LOCATIONS[(addr, port)] = where
     references[(coro_id, addr, port)] = (name, ref._rt, ref)
     return ref
 

@@ -309,7 +309,7 @@ class _ServerService(Service):
         coro = asyncoro.Coro(setup, *args)
         return coro.finish()
 
-    @answers(JOB, push=True)
+    @answers(JOB, push=True, inline=True)
     def job(self, name, source, args, kwargs, monitor):
         if self.draining:
             raise Failure('job %s' % name, 'server %s takes no more jobs (its node is closing)'

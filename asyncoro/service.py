@@ -107,7 +107,8 @@ def answers(op, push=False, inline=False):
     :param push: put its answer on the wire before anything it started runs
         (a job that computes without yielding would hold it back).
     :param inline: the method never blocks: a `tell` from this very process
-        runs it at once, in the teller's greenlet.
+        runs it at once, in the teller's greenlet, and a call or tell from
+        another process in the hub greenlet that read it.
     """
     def mark(func):
         func.answers = op
@@ -165,12 +166,12 @@ class Service:
                 return NoAnswer(op, 'service %s has ended' % target, target.location)
             return service._answer_here(op, args, timeout)
         where = target.location
-        answer = self.rt.request(
-            where, CALL, (target._id, target.name, op, args), timeout,
-            on_timeout=NoAnswer(op, 'no answer from %s within %ss' % (target, timeout), where),
-            on_failure=None)
+        answer = self.rt.request(where, CALL, (target._id, target.name, op, args), timeout,
+                                 on_timeout=_TIMED_OUT, on_failure=None)
         if answer is None:
             return self._unsent(op, where, args)
+        if answer is _TIMED_OUT:
+            return NoAnswer(op, 'no answer from %s within %ss' % (target, timeout), where)
         return answer
 
     def tell(self, target, op, *args):
@@ -190,7 +191,7 @@ class Service:
                 spawn(service._answer_told, op, args)
             return 0
         return self.rt.send_frame(target.location, (TELL, target._id, target.name, op, args),
-                                  what='%s for %s' % (op, target))
+                                  what=_Told(op, target))
 
     def _unsent(self, op, where, args):
         """The Failure of a call that could not be sent to `where`: its
@@ -294,6 +295,23 @@ class Service:
         self.coro.terminate()
 
 
+_TIMED_OUT = object()        # what rt.request gives a call whose timeout passed
+
+
+class _Told:
+    """Names a tell in the log (`op for target`), formatted only when a
+    line is written."""
+
+    __slots__ = ('op', 'target')
+
+    def __init__(self, op, target):
+        self.op = op
+        self.target = target
+
+    def __str__(self):
+        return '%s for %s' % (self.op, self.target)
+
+
 class _Mark:
     """Sent by a service to its own coroutine (see `Service.caught_up`)."""
 
@@ -321,13 +339,17 @@ def _handle_call(rt, conn, request):
         rt.reply(conn, request_id, service)
         return
 
+    method = service._operations.get(op)
+
     def answer():
         value = service._perform(op, args)
-        push = getattr(service._operations.get(op), 'push', False)
-        if rt.reply(conn, request_id, value, push) < 0:      # the log says why
+        if rt.reply(conn, request_id, value, getattr(method, 'push', False)) < 0:  # logged
             rt.reply(conn, request_id, Failure(op, 'its answer could not be sent (see the log '
                                                'there)', rt.location))
-    spawn(answer)
+    if getattr(method, 'inline', False):
+        answer()
+    else:
+        spawn(answer)
 
 
 @handler(TELL)
@@ -337,4 +359,7 @@ def _handle_tell(rt, conn, request):
     if isinstance(service, Failure):
         log.debug('%s from %s dropped: %s', op, conn.info, service)
         return
-    spawn(service._answer_told, op, args)
+    if getattr(service._operations.get(op), 'inline', False):
+        service._answer_told(op, args)
+    else:
+        spawn(service._answer_told, op, args)
