@@ -549,14 +549,23 @@ class _ClientService(Service):
             return Failure(op, self._gone)
         if not patience:
             return self.call(target, op, *args, timeout=timeout)
-        job = spawn(self.call, target, op, *args, timeout=timeout)
-        job.join(patience)
-        if not job.ready():
-            why = self.call(target, WAITING, self._comp_id, timeout=_msg_timeout())
+        # a timer, not a greenlet that waits for the call: a run_results of
+        # thousands of jobs makes one per job
+        waiting = [True]
+        timer = gevent.get_hub().loop.timer(patience)
+        timer.start(spawn, self._waited, waiting, target, op, patience)
+        try:
+            return self.call(target, op, *args, timeout=timeout)
+        finally:
+            waiting[0] = False
+            timer.stop()
+
+    def _waited(self, waiting, target, op, patience):
+        """A call of ask() has waited `patience` seconds: say why, once."""
+        why = self.call(target, WAITING, self._comp_id, timeout=_msg_timeout())
+        if waiting[0]:
             self.once('%s for computation %x has waited %ss: %s'
                       % (_WAITS.get(op, op), self._comp_id, patience, why))
-            job.join()
-        return job.value
 
     def once(self, warning):
         """Log `warning`, unless this computation has logged it already (a
