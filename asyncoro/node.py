@@ -231,7 +231,7 @@ class NodeService(Service):
         spawn(self._pulse, comp)
         return 0
 
-    @answers(SERVER_STARTED)
+    @answers(SERVER_STARTED, inline=True)
     def server_started(self, key, index, location, coro=None):
         if self.comp is not None and self.comp.key == key:
             self.comp.locations[index] = location

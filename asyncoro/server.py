@@ -34,7 +34,7 @@ import types
 
 import asyncoro
 from asyncoro import core, disasyncoro, netio
-from asyncoro.core import _stop_value
+from asyncoro.core import _msg_timeout, _stop_value
 from asyncoro.failure import Failure, spawn
 from asyncoro.programs import release_claims_in_child
 from asyncoro.records import JobNotCreated
@@ -293,8 +293,12 @@ class _ServerService(Service):
                          self._node.location):
             if location is not None and location != rt.location:
                 rt.peer(location)
-        self.tell(self._node, SERVER_STARTED, self._spec['key'], self._index, rt.location,
-                  self.coro)
+        # the node hears of this server before the scheduler may give it a
+        # job: its console and its books then never miss a busy server
+        known = self.call(self._node, SERVER_STARTED, self._spec['key'], self._index,
+                          rt.location, self.coro, timeout=_msg_timeout())
+        if isinstance(known, Failure):
+            log.warning('server %s: its node did not take its start (%s)', rt.location, known)
         answer = self.call(scheduler, SERVER_UP, self._spec['id'], self._spec['part'],
                            rt.location, self._spec['addr'], self.coro)
         if isinstance(answer, Failure):
