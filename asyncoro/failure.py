@@ -106,6 +106,16 @@ def spawn(func, *args, fail=None, **kwargs):
     return gevent.spawn(_run, func, args, kwargs, fail)
 
 
+def run_guarded(func, *args, **kwargs):
+    """`spawn` without the greenlet: run ``func(*args, **kwargs)`` now, in
+    this greenlet (a hub callback's work that never blocks). An exception it
+    lets out is logged once (ERROR, with the traceback), not raised.
+
+    :returns: what `func` returns; None if it raised.
+    """
+    return _run(func, args, kwargs, None)
+
+
 def spawn_later(seconds, func, *args, fail=None, **kwargs):
     """`spawn`, `seconds` from now.
 

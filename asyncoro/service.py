@@ -35,7 +35,7 @@ import gevent.event
 
 from asyncoro import disasyncoro, netio
 from asyncoro.core import MonitorException
-from asyncoro.failure import Failure, NoAnswer, spawn
+from asyncoro.failure import Failure, NoAnswer, run_guarded, spawn
 from asyncoro.handlers import handler
 from asyncoro.remote import PeerStatus, SysCoro
 
@@ -347,7 +347,7 @@ def _handle_call(rt, conn, request):
             rt.reply(conn, request_id, Failure(op, 'its answer could not be sent (see the log '
                                                'there)', rt.location))
     if getattr(method, 'inline', False):
-        answer()
+        run_guarded(answer)
     else:
         spawn(answer)
 
@@ -360,6 +360,6 @@ def _handle_tell(rt, conn, request):
         log.debug('%s from %s dropped: %s', op, conn.info, service)
         return
     if getattr(service._operations.get(op), 'inline', False):
-        service._answer_told(op, args)
+        run_guarded(service._answer_told, op, args)
     else:
         spawn(service._answer_told, op, args)
