@@ -14,7 +14,9 @@ process. Then, with trivial jobs (a job that returns at once), it prints:
   server processes compete with the scheduler: jobs/s then shows the
   machine, not the scheduler);
 - how the jobs spread over the servers (fewest and most jobs on one server);
-- the resident memory of a server process (median over all of them).
+- the resident memory of a server process (median over all of them);
+- the cores that the nodes with their servers, and this process, keep busy
+  while no job runs (pulses, and each runtime's guard thread).
 
 Targets: the scheduler's CPU per 1,000 jobs at 256 servers within 1.5x of
 that at 8 servers, and jobs/s not falling as the cluster grows.
@@ -74,8 +76,16 @@ def measure(size, jobs, nodes, coro=None):
         figures[way] = (jobs / wall, cpu * 1000 / jobs, others * 1000 / jobs,
                         (cpu + others) / wall, min(counts), max(counts))
     memory = server_memory(nodes)
+    # what the cluster costs with no job: pulses, and each runtime's guard
+    others, cpu = cluster_cpu(nodes), time.process_time()
+    yield coro.sleep(_IDLE)
+    cpu = time.process_time() - cpu         # before cluster_cpu, which costs this process
+    idle = ((cluster_cpu(nodes) - others) / _IDLE, cpu / _IDLE)
     yield computation.close()
-    return figures, memory
+    return figures, memory, idle
+
+
+_IDLE = 3       # seconds of no job over which the idle cost is measured
 
 
 def start_nodes(count, per_node, ports, work):
@@ -133,13 +143,14 @@ def main(argv=None):
             nodes = start_nodes(max(size // args.per_node, 1), min(size, args.per_node), ports,
                                 work)
             try:
-                figures, memory = asyncoro.Coro(measure, size, args.jobs, nodes).value()
+                figures, memory, idle = asyncoro.Coro(measure, size, args.jobs,
+                                                      nodes).value()
             finally:
                 for node in nodes:
                     node.terminate()
                 for node in nodes:
                     node.wait(20)
-        rows.append((size, figures, memory))
+        rows.append((size, figures, memory, idle))
     print('the scheduler with trivial jobs (%d per way), nodes of %d servers on 127.0.0.x'
           % (args.jobs, args.per_node))
     print('CPU s / 1000 jobs: this process (scheduler and client), then the nodes and their '
@@ -148,10 +159,14 @@ def main(argv=None):
     print('%8s  %-15s %8s %10s %10s %6s %12s %11s' % (
         'servers', 'way', 'jobs/s', 'CPU sched', 'CPU nodes', 'cores', 'jobs/server',
         'server RSS'))
-    for size, figures, memory in rows:
+    for size, figures, memory, _ in rows:
         for way, (rate, cpu, others, cores, fewest, most) in figures.items():
             print('%8d  %-15s %8.0f %10.3f %10.3f %6.2f %6d-%-5d %8.1f MB' % (
                 size, way, rate, cpu, others, cores, fewest, most, memory))
+    print('idle (no job for %ds), cores busy: the nodes and their servers / this process'
+          % _IDLE)
+    for size, _, _, (nodes, scheduler) in rows:
+        print('%8d  %6.3f / %.3f' % (size, nodes, scheduler))
     first, last = rows[0], rows[-1]
     for way in first[1]:
         print('%s: the scheduler\'s CPU per 1000 jobs at %d servers is %.2fx that at %d (target '
