@@ -103,7 +103,7 @@ class _Peer:
         self.name = None
         self.out = None             # our Connection to it: everything we send goes here
         self.incoming = set()       # Connections it opened to us
-        self.pending = []           # frames queued while `out` is being opened
+        self.pending = []           # (frame, what, awaited) queued while `out` is being opened
         self.connecting = None      # the greenlet opening `out`
         self.errors = 0             # consecutive failures to connect
         self.online = False
@@ -414,7 +414,7 @@ class AsynCoro(core.AsynCoro):
             peer = self._peers[location] = _Peer(location)
         return peer
 
-    def send_frame(self, location, request, what='request'):
+    def send_frame(self, location, request, what='request', awaited=False):
         """Queue `request` for the peer at `location`, connecting on demand.
 
         For the layers above: the path of every remote send.
@@ -422,13 +422,16 @@ class AsynCoro(core.AsynCoro):
         :param request: the frame: a tuple whose first item is its kind.
         :param what: names the request in log messages (a remote coroutine
             stands for 'message for' it).
+        :param awaited: someone waits for its answer (`request`), who hears
+            of its failure: a connection that cannot be made drops it
+            without a warning of its own.
         :returns: 0; -1, with a WARNING, if it cannot be pickled, is larger
             than max_frame_size, or is for this runtime itself.
 
         Does not wait for the connection; may be called from any thread.
         """
         if _get_ident() != self._tid:
-            return self._run_here(self.send_frame, location, request, what)
+            return self._run_here(self.send_frame, location, request, what, awaited)
         peer = self._peers.get(location)
         if peer is None and location == self._location:
             log.warning('%s for this runtime itself (%s) dropped: the coroutine or channel is '
@@ -439,7 +442,7 @@ class AsynCoro(core.AsynCoro):
         except Exception as exc:      # whatever pickling raises: the caller's data is at fault
             if isinstance(request[-1], MonitorException):
                 return self.send_frame(location, request[:-1] + (_picklable_monitor(request[-1]),),
-                                          what)
+                                       what, awaited)
             log.warning('%s to %s cannot be pickled: %s: %s', _what(what), location,
                         type(exc).__name__, exc)
             return -1
@@ -452,7 +455,7 @@ class AsynCoro(core.AsynCoro):
         if peer.out is not None:
             peer.out.send(payload)
         else:
-            peer.pending.append(payload)
+            peer.pending.append((payload, what, awaited))
             if peer.connecting is None:
                 peer.connecting = spawn(self._connect, peer)
         return 0
@@ -472,12 +475,14 @@ class AsynCoro(core.AsynCoro):
             # requests that wait for an answer fail to their callers; messages
             # that nobody waits for, and a peer with another secret, are worth
             # a warning (a peer that just went away is not)
-            lost = len(peer.pending) - len(peer.requests)
+            lost = [what for _, what, awaited in peer.pending if not awaited]
             peer.pending = []
-            log.log(logging.WARNING if lost > 0 or isinstance(exc, netio.AuthError)
+            log.log(logging.WARNING if lost or isinstance(exc, netio.AuthError)
                     else logging.DEBUG,
                     'cannot reach peer %s (%s)%s', location, exc,
-                    '; %d queued messages dropped' % lost if lost > 0 else '')
+                    '; %d queued message(s) dropped: %s' % (
+                        len(lost), ', '.join(str(_what(what)) for what in lost[:3]) +
+                        (', ...' if len(lost) > 3 else '')) if lost else '')
             self._fail_requests(peer)
             if peer.online and peer.errors >= MaxConnectionErrors:
                 self._set_offline(peer)
@@ -486,7 +491,7 @@ class AsynCoro(core.AsynCoro):
             return
         conn = self._open(sock, str(location), location)
         conn.send(netio.dumps((INFO, self._location, self._name, asyncoro.__version__)))
-        for payload in peer.pending:
+        for payload, _, _ in peer.pending:
             conn.send(payload)
         peer.pending = []
         peer.out = conn
@@ -540,7 +545,7 @@ class AsynCoro(core.AsynCoro):
         peer = self._peer(location) if location != self._location else None
         try:
             if peer is None or self.send_frame(location, (kind, request_id) + fields,
-                                                  what=kind) < 0:
+                                                  what=kind, awaited=True) < 0:
                 return on_failure
             peer.requests.add(request_id)
             try:

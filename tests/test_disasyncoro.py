@@ -12,6 +12,7 @@ import subprocess
 import pytest
 
 from conftest import free_udp_port, options, read_line, split_log
+from test_operations import wait_for_line
 
 TIMEOUT = 60
 
@@ -252,6 +253,54 @@ asyncoro.Coro(client)
     assert [read_line(server, 20) for _ in range(10)] == ['Received message %d' % i
                                                           for i in range(10)]
 
+
+
+@pytest.mark.deadline(60)
+def test_a_message_for_a_peer_that_cannot_be_reached_is_named_as_it_is_dropped(processes):
+    """A send to a runtime that has gone (its connection closed, and a new
+    one refused) drops the message with one WARNING that names it."""
+    port = free_udp_port()
+    server, where = processes(r"""
+import sys, json
+import asyncoro.disasyncoro as asyncoro
+rt = asyncoro.AsynCoro(**json.loads(sys.argv[1]))
+
+def server_coro(coro=None):
+    coro.set_daemon()
+    coro.register('server_coro')
+    yield coro.receive()
+
+asyncoro.Coro(server_coro)
+print('ready', rt.location, flush=True)
+sys.stdin.read()
+""", options(node='127.0.0.1', udp_port=port))
+    client = processes(r"""
+import sys, json
+import asyncoro.disasyncoro as asyncoro
+rt = asyncoro.AsynCoro(**json.loads(sys.argv[1]))
+
+def client(coro=None):
+    server = yield asyncoro.Coro.locate('server_coro', timeout=10)
+    rt.peer_status(coro)
+    print('located', server, flush=True)
+    while True:
+        msg = yield coro.receive()
+        if isinstance(msg, asyncoro.PeerStatus) and msg.status == asyncoro.PeerStatus.Offline:
+            break
+    print('sent', server.send('too late'), flush=True)
+
+asyncoro.Coro(client)
+""", options(node='127.0.0.1', udp_port=port), ready=False)
+    located = wait_for_line(client, 20, 'the located line', lambda line: line.startswith('located'))
+    server.kill()
+    server.wait(10)
+    assert wait_for_line(client, 20, 'the send', lambda line: line.startswith('sent')) == 'sent 0'
+    dropped = wait_for_line(client, 20, 'the warning', lambda line: 'cannot reach peer' in line)
+    assert dropped.endswith('; 1 queued message(s) dropped: message for %s'
+                            % located.split()[1]), dropped
+    assert 'cannot reach peer %s (' % where in dropped, dropped
+    client.stdin.close()
+    assert client.wait(20) == 0
 
 FILE_CLIENT = r'''
 import sys, json, os
