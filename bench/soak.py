@@ -120,11 +120,17 @@ def main(argv=None):
             client.wait(60)
             with open(client_log) as log:
                 lines = log.read().splitlines()
-            warnings = [line for line in lines if ' - ' in line]
+            warnings = [i for i, line in enumerate(lines) if ' - ' in line]
             print('\n'.join(line for line in lines if line.startswith('computations')) or
                   'the client failed:\n' + '\n'.join(lines[-20:]))
-            print('log lines in the client: %d%s' % (len(warnings), (', the first: ' + warnings[0])
-                                                    if warnings else ''))
+            print('log lines in the client: %d' % len(warnings))
+            if warnings:        # the first, whole (with its traceback, if any)
+                first = warnings[0]
+                end = first + 1
+                while end < len(lines) and ' - ' not in lines[end] and \
+                        not lines[end].startswith('computations'):
+                    end += 1
+                print('the first:\n' + '\n'.join(lines[first:min(end, first + 40)]))
             if client.returncode != 0:
                 return 1
             base = [s for s in samples if s[0] >= min(60, args.seconds / 2)]
