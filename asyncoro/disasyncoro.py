@@ -468,35 +468,48 @@ class AsynCoro(core.AsynCoro):
             sock = netio.connect((location.addr, location.port), self._key, _msg_timeout(),
                                  self._certfile, self._keyfile)
         except (OSError, netio.PeerError) as exc:
-            peer.connecting = None
-            peer.errors += 1
-            if isinstance(exc, netio.AuthError):
-                self.auth_failures[location.addr] = str(exc)
-            # requests that wait for an answer fail to their callers; messages
-            # that nobody waits for, and a peer with another secret, are worth
-            # a warning (a peer that just went away is not)
-            lost = [what for _, what, awaited in peer.pending if not awaited]
-            peer.pending = []
-            log.log(logging.WARNING if lost or isinstance(exc, netio.AuthError)
-                    else logging.DEBUG,
-                    'cannot reach peer %s (%s)%s', location, exc,
-                    '; %d queued message(s) dropped: %s' % (
-                        len(lost), ', '.join(str(_what(what)) for what in lost[:3]) +
-                        (', ...' if len(lost) > 3 else '')) if lost else '')
-            self._fail_requests(peer)
-            if peer.online and peer.errors >= MaxConnectionErrors:
-                self._set_offline(peer)
-            elif not peer.online and not peer.incoming:
-                self._forget(peer)
+            self._unreachable(peer, exc)
             return
         conn = self._open(sock, str(location), location)
-        conn.send(netio.dumps((INFO, self._location, self._name, asyncoro.__version__)))
-        for payload, _, _ in peer.pending:
-            conn.send(payload)
-        peer.pending = []
+        pending, peer.pending = peer.pending, []
+        try:
+            conn.send(netio.dumps((INFO, self._location, self._name, asyncoro.__version__)))
+            for payload, _, _ in pending:
+                conn.send(payload)
+        except netio.PeerError:         # it closed at once (conn.closed says why)
+            pass
+        if conn.closed:     # the peer went away as it took the connection
+            peer.pending = pending + peer.pending
+            self._unreachable(peer, netio.PeerGone('the connection closed at once: %s'
+                                                   % conn.closed))
+            return
         peer.out = conn
         peer.connecting = None
         peer.errors = 0          # online when its INFO_ACK tells us its name
+
+    def _unreachable(self, peer, exc):
+        """A connection to `peer` could not be made (`exc` says why): what was
+        queued for it is dropped (messages with a WARNING naming them,
+        requests fail to their callers)."""
+        location = peer.location
+        peer.connecting = None
+        peer.errors += 1
+        if isinstance(exc, netio.AuthError):
+            self.auth_failures[location.addr] = str(exc)
+        # messages that nobody waits for, and a peer with another secret, are
+        # worth a warning (a peer that just went away is not)
+        lost = [what for _, what, awaited in peer.pending if not awaited]
+        peer.pending = []
+        log.log(logging.WARNING if lost or isinstance(exc, netio.AuthError) else logging.DEBUG,
+                'cannot reach peer %s (%s)%s', location, exc,
+                '; %d queued message(s) dropped: %s' % (
+                    len(lost), ', '.join(str(_what(what)) for what in lost[:3]) +
+                    (', ...' if len(lost) > 3 else '')) if lost else '')
+        self._fail_requests(peer)
+        if peer.online and peer.errors >= MaxConnectionErrors:
+            self._set_offline(peer)
+        elif not peer.online and not peer.incoming:
+            self._forget(peer)
 
     def _on_connection_closed(self, conn, reason):
         self._connections.discard(conn)

@@ -302,6 +302,58 @@ asyncoro.Coro(client)
     client.stdin.close()
     assert client.wait(20) == 0
 
+
+@pytest.mark.deadline(60)
+def test_a_peer_that_resets_the_connection_it_just_took_is_not_waited_for(processes):
+    """The peer takes the connection (handshake done) and resets it before
+    the first frame: the queued message is dropped with a WARNING naming it
+    (it was an error from a dead greenlet, and the peer was never connected
+    to again: later messages queued for it forever)."""
+    peer, port = processes(r"""
+import socket, struct, sys
+from asyncoro import netio
+listener = socket.socket()
+listener.bind(('127.0.0.1', 0))
+listener.listen(1)
+print('ready', listener.getsockname()[1], flush=True)
+raw, _ = listener.accept()
+netio.accept(netio.AsyncSocket(raw, blocking=True), netio.secret_key(''), 10)
+listener.close()        # the next connection is refused
+raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+raw.close()             # a reset, right after the handshake
+print('reset', flush=True)
+sys.stdin.read()
+""")
+    client = processes(r"""
+import select, sys, json
+import asyncoro.disasyncoro as asyncoro
+from asyncoro import core, netio
+rt = asyncoro.AsynCoro(**json.loads(sys.argv[1]))
+connect = netio.connect
+
+def connect_and_wait_for_the_reset(addr, *args):
+    sock = connect(addr, *args)
+    select.select([sock._sock], [], [], 10)       # the reset has come
+    return sock
+
+netio.connect = connect_and_wait_for_the_reset
+far = core._rebuild_coro('~far', 1, '127.0.0.1', int(sys.argv[2]))
+print('sent', far.send('first'), flush=True)
+sys.stdin.readline()
+print('sent', far.send('second'), flush=True)
+sys.stdin.readline()
+""", options(node='127.0.0.1', udp_port=free_udp_port()), port, ready=False)
+    assert read_line(peer, 20, 'the reset') == 'reset'
+    warning = '; 1 queued message(s) dropped: message for ~far/1@127.0.0.1:%s' % port
+    first = wait_for_line(client, 20, 'the first warning', lambda line: 'cannot reach' in line)
+    assert first.endswith(warning) and 'closed' in first, first
+    client.stdin.write(b'again\n')
+    client.stdin.flush()
+    second = wait_for_line(client, 20, 'the second warning', lambda line: 'cannot reach' in line)
+    assert second.endswith(warning) and 'refused' in second, second
+    client.stdin.close()
+    assert client.wait(20) == 0
+
 FILE_CLIENT = r'''
 import sys, json, os
 import asyncoro.disasyncoro as asyncoro
