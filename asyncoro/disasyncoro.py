@@ -103,7 +103,7 @@ class _Peer:
         self.name = None
         self.out = None             # our Connection to it: everything we send goes here
         self.incoming = set()       # Connections it opened to us
-        self.pending = []           # (frame, what, awaited) queued while `out` is being opened
+        self.pending = []           # (frame, what, quiet) queued while `out` is being opened
         self.connecting = None      # the greenlet opening `out`
         self.errors = 0             # consecutive failures to connect
         self.online = False
@@ -393,7 +393,7 @@ class AsynCoro(core.AsynCoro):
         :param push: write it before this greenlet goes on.
         :returns: 0; -1 if it could not be sent (the log says why).
         """
-        sent = self.send_frame(conn.info, (REPLY, request_id, value), what='reply')
+        sent = self.send_frame(conn.info, (REPLY, request_id, value), what='reply', quiet=True)
         if push and sent == 0:
             peer = self._peers.get(conn.info)
             if peer is not None and peer.out is not None:
@@ -414,7 +414,7 @@ class AsynCoro(core.AsynCoro):
             peer = self._peers[location] = _Peer(location)
         return peer
 
-    def send_frame(self, location, request, what='request', awaited=False):
+    def send_frame(self, location, request, what='request', quiet=False):
         """Queue `request` for the peer at `location`, connecting on demand.
 
         For the layers above: the path of every remote send.
@@ -422,16 +422,16 @@ class AsynCoro(core.AsynCoro):
         :param request: the frame: a tuple whose first item is its kind.
         :param what: names the request in log messages (a remote coroutine
             stands for 'message for' it).
-        :param awaited: someone waits for its answer (`request`), who hears
-            of its failure: a connection that cannot be made drops it
-            without a warning of its own.
+        :param quiet: dropping it for a peer that cannot be reached is no
+            news: a request (its caller gets the failure) or a reply (its
+            asker has gone away).
         :returns: 0; -1, with a WARNING, if it cannot be pickled, is larger
             than max_frame_size, or is for this runtime itself.
 
         Does not wait for the connection; may be called from any thread.
         """
         if _get_ident() != self._tid:
-            return self._run_here(self.send_frame, location, request, what, awaited)
+            return self._run_here(self.send_frame, location, request, what, quiet)
         peer = self._peers.get(location)
         if peer is None and location == self._location:
             log.warning('%s for this runtime itself (%s) dropped: the coroutine or channel is '
@@ -442,7 +442,7 @@ class AsynCoro(core.AsynCoro):
         except Exception as exc:      # whatever pickling raises: the caller's data is at fault
             if isinstance(request[-1], MonitorException):
                 return self.send_frame(location, request[:-1] + (_picklable_monitor(request[-1]),),
-                                       what, awaited)
+                                       what, quiet)
             log.warning('%s to %s cannot be pickled: %s: %s', _what(what), location,
                         type(exc).__name__, exc)
             return -1
@@ -455,7 +455,7 @@ class AsynCoro(core.AsynCoro):
         if peer.out is not None:
             peer.out.send(payload)
         else:
-            peer.pending.append((payload, what, awaited))
+            peer.pending.append((payload, what, quiet))
             if peer.connecting is None:
                 peer.connecting = spawn(self._connect, peer)
         return 0
@@ -498,7 +498,7 @@ class AsynCoro(core.AsynCoro):
             self.auth_failures[location.addr] = str(exc)
         # messages that nobody waits for, and a peer with another secret, are
         # worth a warning (a peer that just went away is not)
-        lost = [what for _, what, awaited in peer.pending if not awaited]
+        lost = [what for _, what, quiet in peer.pending if not quiet]
         peer.pending = []
         log.log(logging.WARNING if lost or isinstance(exc, netio.AuthError) else logging.DEBUG,
                 'cannot reach peer %s (%s)%s', location, exc,
@@ -558,7 +558,7 @@ class AsynCoro(core.AsynCoro):
         peer = self._peer(location) if location != self._location else None
         try:
             if peer is None or self.send_frame(location, (kind, request_id) + fields,
-                                                  what=kind, awaited=True) < 0:
+                                                  what=kind, quiet=True) < 0:
                 return on_failure
             peer.requests.add(request_id)
             try:
