@@ -41,6 +41,7 @@ connect + TLS handshake), not a limit per wait. In blocking mode the same loop
 waits with `poll`/`select` instead, blocking the OS thread.
 """
 
+import builtins
 import collections
 import errno
 import hashlib
@@ -758,11 +759,12 @@ def plain_type(cls, parts=None):
 
 def _plain(obj):
     """True for data that plain pickle writes exactly as cloudpickle would:
-    values of _PLAIN_TYPES, built-in classes (StopIteration, say), and
-    tuples, lists and dicts of such data (a request carrying a job's
-    arguments, say), at most _PLAIN_ITEMS items in all; instances of the
-    types plain_type was given parts for, when those parts are plain.
-    Anything else goes through cloudpickle."""
+    values of _PLAIN_TYPES, built-in classes that their name finds
+    (StopIteration, say; not `function`), and tuples, lists and dicts of
+    such data (a request carrying a job's arguments, say), at most
+    _PLAIN_ITEMS items in all; instances of the types plain_type was given
+    parts for, when those parts are plain. Anything else goes through
+    cloudpickle."""
     plain = _PLAIN_TYPES
     kind = type(obj)
     if kind in plain:
@@ -776,8 +778,8 @@ def _plain(obj):
             items = obj
         elif kind is dict:
             items = tuple(obj) + tuple(obj.values())
-        elif kind is type:
-            if obj.__module__ != 'builtins':
+        elif kind is type:      # pickled by name: only a class that name finds
+            if obj.__module__ != 'builtins' or getattr(builtins, obj.__qualname__, None) is not obj:
                 return False
             continue
         else:

@@ -656,7 +656,8 @@ def test_dumps_writes_plain_data_and_references_as_cloudpickle_would():
         noted = asyncoro.MonitorException(coro, (StopIteration, 1))
         noted.__notes__ = ['a note']
         for obj in [(ValueError, KeyError('k')), list(range(netio._PLAIN_ITEMS + 1)),
-                    (coro, _by_value), ('send', noted), {'a': Location}]:
+                    (coro, _by_value), ('send', noted), {'a': Location},
+                    [type(_by_value), type(_by_value.__code__)]]:
             assert not netio._plain(obj), obj
             assert netio.loads(netio.dumps(obj)) is not None
         assert netio.loads(netio.dumps(('send', noted)))[1].__notes__ == ['a note']
