@@ -471,18 +471,17 @@ class AsynCoro(core.AsynCoro):
             self._unreachable(peer, exc)
             return
         conn = self._open(sock, str(location), location)
-        pending, peer.pending = peer.pending, []
         try:
             conn.send(netio.dumps((INFO, self._location, self._name, asyncoro.__version__)))
-            for payload, _, _ in pending:
+            for payload, _, _ in peer.pending:
                 conn.send(payload)
         except netio.PeerError:         # it closed at once (conn.closed says why)
             pass
         if conn.closed:     # the peer went away as it took the connection
-            peer.pending = pending + peer.pending
             self._unreachable(peer, netio.PeerGone('the connection closed at once: %s'
                                                    % conn.closed))
             return
+        peer.pending = []
         peer.out = conn
         peer.connecting = None
         peer.errors = 0          # online when its INFO_ACK tells us its name

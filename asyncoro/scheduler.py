@@ -367,12 +367,7 @@ class _SchedulerService(Service):
         it is not asked again."""
         if package is not self.current or node.info.addr in self.left_out:
             return
-        self.left_out[node.info.addr] = why
-        if failed:
-            log.warning('node %s is left out of computation %x: %s', node.info.addr, package.id,
-                        why)
-        else:
-            self._log(package, 'node %s ended its part: %s' % (node.info.addr, why))
+        self._record_left_out(node.info.addr, package, why, failed)
         if tell_node:
             self.tell(node.coro, NODE_CLOSE, package.id)
         for server in list(node.servers.values()):
@@ -383,6 +378,15 @@ class _SchedulerService(Service):
         node.status = None
         node.draining = False
         self._refresh(node)
+
+    def _record_left_out(self, addr, package, why, failed):
+        """Node `addr` is out of `package` for good: one line says so (a
+        WARNING when it `failed` to serve it)."""
+        self.left_out[addr] = why
+        if failed:
+            log.warning('node %s is left out of computation %x: %s', addr, package.id, why)
+        else:
+            self._log(package, 'node %s ended its part: %s' % (addr, why))
 
     def _refresh(self, node):
         """After a change to `node` (set up, draining, closed, left out,
@@ -711,12 +715,7 @@ class _SchedulerService(Service):
             if final and self.lost_nodes.pop(addr, None) is not None:
                 # its connection's end came first (it quit): it was dropped
                 # as if cut off; it is not waited for
-                self.left_out[addr] = why
-                if failed:
-                    log.warning('node %s is left out of computation %x: %s', addr, package.id,
-                                why)
-                else:
-                    self._log(package, 'node %s ended its part: %s' % (addr, why))
+                self._record_left_out(addr, package, why, failed)
                 self._place()
             return 0
         if final:

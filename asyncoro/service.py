@@ -185,10 +185,7 @@ class Service:
             if service is None:
                 log.debug('%s for %s dropped: that service has ended', op, target)
                 return -1
-            if getattr(service._operations.get(op), 'inline', False):
-                service._answer_told(op, args)
-            else:
-                spawn(service._answer_told, op, args)
+            service._start_answer(op, service._answer_told, op, args)
             return 0
         return self.rt.send_frame(target.location, (TELL, target._id, target.name, op, args),
                                   what=_Told(op, target))
@@ -239,6 +236,15 @@ class Service:
                                 self.rt.location)
         finally:
             self._local_waiters.discard(waiter)
+
+    def _start_answer(self, op, func, *args):
+        """Run ``func(*args)``, the answering of `op`: at once, in this
+        greenlet, for an inline operation (it never blocks), else in a
+        greenlet of its own."""
+        if getattr(self._operations.get(op), 'inline', False):
+            run_guarded(func, *args)
+        else:
+            spawn(func, *args)
 
     def _answer_told(self, op, args):
         value = self._perform(op, args)
@@ -339,17 +345,13 @@ def _handle_call(rt, conn, request):
         rt.reply(conn, request_id, service)
         return
 
-    method = service._operations.get(op)
-
     def answer():
         value = service._perform(op, args)
-        if rt.reply(conn, request_id, value, getattr(method, 'push', False)) < 0:  # logged
+        push = getattr(service._operations.get(op), 'push', False)
+        if rt.reply(conn, request_id, value, push) < 0:      # the log says why
             rt.reply(conn, request_id, Failure(op, 'its answer could not be sent (see the log '
                                                'there)', rt.location))
-    if getattr(method, 'inline', False):
-        run_guarded(answer)
-    else:
-        spawn(answer)
+    service._start_answer(op, answer)
 
 
 @handler(TELL)
@@ -359,7 +361,4 @@ def _handle_tell(rt, conn, request):
     if isinstance(service, Failure):
         log.debug('%s from %s dropped: %s', op, conn.info, service)
         return
-    if getattr(service._operations.get(op), 'inline', False):
-        run_guarded(service._answer_told, op, args)
-    else:
-        spawn(service._answer_told, op, args)
+    service._start_answer(op, service._answer_told, op, args)

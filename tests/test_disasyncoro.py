@@ -218,9 +218,8 @@ asyncoro.Coro(client, sys.argv[2], int(sys.argv[3]))
                      'bad peer -1']
 
 
-def test_queued_sends_are_flushed_before_a_client_exits(processes):
-    port = free_udp_port()
-    server, where = processes(r'''
+# a program whose coroutine 'server_coro' prints what it receives
+SERVER_CORO = r'''
 import sys, json
 import asyncoro.disasyncoro as asyncoro
 rt = asyncoro.AsynCoro(**json.loads(sys.argv[1]))
@@ -235,7 +234,12 @@ def server_coro(coro=None):
 asyncoro.Coro(server_coro)
 print('ready', rt.location, flush=True)
 sys.stdin.read()
-''', options(node='127.0.0.1', udp_port=port))
+'''
+
+
+def test_queued_sends_are_flushed_before_a_client_exits(processes):
+    port = free_udp_port()
+    server, where = processes(SERVER_CORO, options(node='127.0.0.1', udp_port=port))
     lines = run_client(processes, r'''
 import sys, json
 import asyncoro.disasyncoro as asyncoro
@@ -254,26 +258,12 @@ asyncoro.Coro(client)
                                                           for i in range(10)]
 
 
-
 @pytest.mark.deadline(60)
 def test_a_message_for_a_peer_that_cannot_be_reached_is_named_as_it_is_dropped(processes):
     """A send to a runtime that has gone (its connection closed, and a new
     one refused) drops the message with one WARNING that names it."""
     port = free_udp_port()
-    server, where = processes(r"""
-import sys, json
-import asyncoro.disasyncoro as asyncoro
-rt = asyncoro.AsynCoro(**json.loads(sys.argv[1]))
-
-def server_coro(coro=None):
-    coro.set_daemon()
-    coro.register('server_coro')
-    yield coro.receive()
-
-asyncoro.Coro(server_coro)
-print('ready', rt.location, flush=True)
-sys.stdin.read()
-""", options(node='127.0.0.1', udp_port=port))
+    server, where = processes(SERVER_CORO, options(node='127.0.0.1', udp_port=port))
     client = processes(r"""
 import sys, json
 import asyncoro.disasyncoro as asyncoro
