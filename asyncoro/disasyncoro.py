@@ -518,6 +518,10 @@ class AsynCoro(core.AsynCoro):
             return
         if peer.out is conn:
             peer.out = None
+            # the answers come on the peer's own connection: what it sent
+            # before it went (its connections close together) is read first
+            for other in list(peer.incoming):
+                other.read_now()
             self._fail_requests(peer)
         peer.incoming.discard(conn)
         for transfer in [t for t, entry in self._files.items() if entry[4] is conn]:

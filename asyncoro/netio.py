@@ -1052,6 +1052,7 @@ class Connection:
         self._lock = _RLock()
         self._rbuf = bytearray()            # bytes read but not yet a whole frame
         self._failed = None                 # why reading failed, for the hub to close on
+        self._in_read = False               # _on_readable is running (read_now waits for it)
         self.closed = None                  # the reason, once closed
 
     def __repr__(self):
@@ -1337,6 +1338,7 @@ class Connection:
         come, at most _READS_PER_TURN reads (then the others get their turn;
         the watcher calls again at the next one), and hands each whole frame
         to on_frames, in the hub greenlet: on_frames must not block."""
+        self._in_read = True
         try:
             for _ in range(_READS_PER_TURN):
                 with self._lock:
@@ -1353,8 +1355,19 @@ class Connection:
         except Exception:       # our bug: this connection cannot go on, the others can
             log.error('reading from %s failed', self.peer, exc_info=True)
             failed = 'internal error'
+        finally:
+            self._in_read = False
         if failed is not None:
             self.close(failed)
+
+    def read_now(self):
+        """In the hub thread, from any greenlet: read what the socket holds
+        now and hand its frames on, as the watcher would at its next call
+        (for one who is about to give up on answers that may be there); what
+        they wake runs at the hub's next turn. Does nothing while this
+        connection is reading already (its frames are being handled)."""
+        if self.closed is None and self._reading is not None and not self._in_read:
+            self._on_readable()
 
     def _read_when_writable(self):
         try:

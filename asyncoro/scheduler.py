@@ -178,7 +178,7 @@ class _Node:
 
 
 class _Server:
-    __slots__ = ('location', 'coro', 'node', 'jobs', 'enabled', 'slot', 'waiting')
+    __slots__ = ('location', 'coro', 'node', 'jobs', 'enabled', 'slot', 'waiting', 'gone')
 
     def __init__(self, location, coro, node, slot):
         self.location = location
@@ -188,6 +188,7 @@ class _Server:
         self.enabled = None
         self.slot = slot                    # its placement.Slot: ready, busy, jobs
         self.waiting = collections.deque()  # CPU jobs waiting for this server (run_at)
+        self.gone = None                    # why, once it is gone
 
 
 class _Job:
@@ -635,6 +636,7 @@ class _SchedulerService(Service):
         the jobs that waited for it alone fail."""
         if self.servers.pop(server.location, None) is None:
             return
+        server.gone = cause
         server.node.servers.pop(server.location, None)
         self.placement.forget(server.slot)
         if not self.placement.ready:
@@ -922,12 +924,12 @@ class _SchedulerService(Service):
         early = self.early_ends.pop(rcoro, None)
         if early is not None:
             self._job_end(early)
-        elif self.servers.get(job.server.location) is not job.server:
+        elif job.server.gone is not None:
             # its server was told gone while its answer was on the way (the
             # node's word and the server's answer travel apart): nothing
             # else would end the job
             self._job_end(MonitorException(rcoro, (Scheduler.ServerClosed, DiscoroJobLost(
-                job.server.location, 'it went away as job %s started' % job.name))))
+                job.server.location, job.server.gone))))
 
     def _run_again(self, job, lost):
         """A CPU job lost with its server (`lost`): start it again on another
