@@ -62,7 +62,7 @@ from asyncoro import (AsyncSocket, AsynCoroSocket, AsyncThreadPool, AsyncDBCurso
                       unserialize, AsyncoroError)                             # module's)
 from asyncoro import core, netio
 from asyncoro.core import WrongContextError, _get_ident
-from asyncoro.failure import spawn
+from asyncoro.failure import run_guarded, spawn
 from asyncoro.handlers import (BYE, DEL_FILE, DELIVER, FAILED, FILE_BEGIN, FILE_CHUNK,
                                FILE_END, HANDLERS, INFO, LOCATE, REPLY, SEND, drop_transfer,
                                local_coro)
@@ -556,23 +556,58 @@ class AsynCoro(core.AsynCoro):
         if _get_ident() != self._tid:
             return self._run_here(self.request, location, kind, fields, timeout, on_timeout,
                                   on_failure)
+        sent = self._send_request(location, kind, fields)
+        if sent is None:
+            return on_failure
+        request_id, waiter, peer = sent
+        try:
+            answer = waiter.get(timeout=timeout)
+        except gevent.Timeout:
+            return on_timeout
+        finally:
+            self._end_request(request_id, peer)
+        return on_failure if answer is FAILED else answer
+
+    def request_then(self, location, kind, fields, then, on_failure):
+        """Send a request that wants an answer, and call ``then(answer)``
+        when it comes (``then(on_failure)`` if the request cannot be sent or
+        the peer goes away first), in the hub greenlet, under spawn's
+        catch-all: `then` must not block.
+
+        For the layers above: a caller that waits for many answers at once
+        (the scheduler, for its jobs' starts) needs no greenlet per answer.
+        No timeout: what waits on `then` ends it when the peer is of no use.
+
+        Does not block; call it in the hub thread.
+        """
+        sent = self._send_request(location, kind, fields)
+        if sent is None:        # called back later, never from inside this call
+            self._loop.run_callback(run_guarded, then, on_failure)
+            return
+        request_id, waiter, peer = sent
+
+        def answered(result):
+            self._end_request(request_id, peer)
+            answer = result.value
+            run_guarded(then, on_failure if answer is FAILED else answer)
+        waiter.rawlink(answered)
+
+    def _send_request(self, location, kind, fields):
+        """Send a request: (its id, the AsyncResult its answer comes to,
+        its peer), or None if it could not be sent."""
         request_id = next(self._request_ids)
         waiter = self._replies[request_id] = gevent.event.AsyncResult()
         peer = self._peer(location) if location != self._location else None
-        try:
-            if peer is None or self.send_frame(location, (kind, request_id) + fields,
-                                                  what=kind, quiet=True) < 0:
-                return on_failure
-            peer.requests.add(request_id)
-            try:
-                answer = waiter.get(timeout=timeout)
-            except gevent.Timeout:
-                return on_timeout
-            return on_failure if answer is FAILED else answer
-        finally:
+        if peer is None or self.send_frame(location, (kind, request_id) + fields,
+                                           what=kind, quiet=True) < 0:
             self._replies.pop(request_id, None)
-            if peer is not None:
-                peer.requests.discard(request_id)
+            return None
+        peer.requests.add(request_id)
+        return request_id, waiter, peer
+
+    def _end_request(self, request_id, peer):
+        self._replies.pop(request_id, None)
+        peer.requests.discard(request_id)
 
     # ------------------------------------------------ the guard thread
 

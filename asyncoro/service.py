@@ -63,6 +63,8 @@ ENABLE_SERVER = 'scheduler.enable_server'   # client: (id, Location, setup args)
 WAITING = 'scheduler.waiting'       # client: (id) -> why its request still waits (text)
 SERVER_UP = 'scheduler.server_up'   # server: (id, part, Location, node addr, service) -> 0
 SERVER_CLOSED = 'scheduler.server_closed'   # node: (id, Location, why) a server died
+SERVER_NOT_STARTED = 'scheduler.server_not_started'  # node: (id, part, addr, index, Location,
+                                            #   why) a server could not start
 NODE_DRAINING = 'scheduler.node_draining'   # node: (id, addr) no more jobs there
 NODE_CLOSED = 'scheduler.node_closed'       # node: (id, addr, why, final, failed) it ended
                                             #   the computation (final: for good)
@@ -77,6 +79,7 @@ UNWATCH = 'scheduler.unwatch'       # monitor: (coro)
 # a computation's client side
 RESULT = 'client.result'            # scheduler: (remote Coro, value) a job's result
 PING = 'client.ping'                # scheduler: () -> 0 while the client is there
+NOTICE = 'client.notice'            # scheduler: (text) a warning for the client's log
 
 # a node (`discoro_node`)
 NODE_INFO = 'node.info'             # scheduler: () -> DiscoroNodeInfo
@@ -173,6 +176,28 @@ class Service:
         if answer is _TIMED_OUT:
             return NoAnswer(op, 'no answer from %s within %ss' % (target, timeout), where)
         return answer
+
+    def call_then(self, target, op, args, then):
+        """Ask the service whose coroutine is `target` to do `op` (with the
+        tuple `args`), and call ``then(answer)`` with what `call` would
+        give, in the hub greenlet (it must not block). Does not block.
+
+        A caller waiting for many answers at once needs no greenlet for
+        each: the scheduler starts its jobs so.
+        """
+        if not getattr(target, '_remote', True):
+            service = _SERVICES.get(target._id)
+            if service is None:
+                answer = NoAnswer(op, 'service %s has ended' % target, target.location)
+                gevent.get_hub().loop.run_callback(run_guarded, then, answer)
+            else:
+                spawn(lambda: then(service._perform(op, args)))
+            return
+        where = target.location
+
+        def answered(answer):
+            then(self._unsent(op, where, args) if answer is None else answer)
+        self.rt.request_then(where, CALL, (target._id, target.name, op, args), answered, None)
 
     def tell(self, target, op, *args):
         """Ask the service whose coroutine is `target` to do `op`, wanting no
