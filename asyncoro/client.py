@@ -23,6 +23,7 @@ import os
 import sys
 import types
 import uuid
+import weakref
 
 import gevent
 import gevent.event
@@ -34,8 +35,8 @@ from asyncoro.failure import Failure, NoAnswer, spawn
 from asyncoro.records import (DiscoroError, DiscoroNodeAllocate, JobNotCreated, MaxPulseInterval,
                               MinPulseInterval, Package, ServerLost, SMALLEST_PULSE_INTERVAL,
                               upload_dir)
-from asyncoro.service import (CLOSE, ENABLE_NODE, ENABLE_SERVER, NODES, PING, RESULT, RUN,
-                              SCHEDULE, SERVERS, WAITING, Service, answers)
+from asyncoro.service import (CLOSE, ENABLE_NODE, ENABLE_SERVER, NODES, NOTICE, PING, RESULT,
+                              RUN, SCHEDULE, SERVERS, WAITING, Service, answers)
 
 __all__ = ['Computation']
 
@@ -210,7 +211,8 @@ class Computation:
                         self._allocations, self.status_coro, self._node_setup,
                         self._server_setup, self._disable_nodes, self._disable_servers,
                         self._peers_communicate, self._client.coro,
-                        disasyncoro.AsynCoro.instance().location, id(self), self._retry_lost)
+                        disasyncoro.AsynCoro.instance().location, id(self), self._retry_lost,
+                        self.status_coro is not None and self.status_coro in _DETAILED)
 
     def _upload(self, rt, scheduler):
         """A scheduler in another process gets the component files first:
@@ -518,6 +520,17 @@ class Computation:
 
 _last_scheduler = [None]      # where this client's last computation found its scheduler
 
+# status coroutines that take the scheduler's details (records.StatusDetail,
+# JobsWaiting) beside asyncoro 4.5's messages: a monitor's (asyncoro.httpd)
+_DETAILED = weakref.WeakSet()
+
+
+def wants_details(coro):
+    """Make `coro`, as a computation's status_coro, get the scheduler's
+    details for monitors too (records.StatusDetail, JobsWaiting), which a
+    program written for asyncoro 4.5 would not know."""
+    _DETAILED.add(coro)
+
 
 class _ClientService(Service):
     """The client side of one computation: job results for run_result*
@@ -592,6 +605,12 @@ class _ClientService(Service):
     @answers(PING, inline=True)
     def ping(self):
         return 0
+
+    @answers(NOTICE, inline=True)
+    def notice(self, text):
+        """A scheduler elsewhere says what this program should know (a node
+        left out, a server that could not start): one WARNING here too."""
+        self.once(text)
 
     def result(self, rcoro):
         """The value of job `rcoro` (an error once the computation is closed

@@ -32,14 +32,15 @@ import gevent
 import gevent.event
 
 from asyncoro.core import _msg_timeout
-from asyncoro.disasyncoro import PeerStatus
+from asyncoro.disasyncoro import Location, PeerStatus
 from asyncoro.failure import Failure, NoAnswer, spawn
-from asyncoro.records import DiscoroNodeAvailInfo, DiscoroNodeInfo, SMALLEST_PULSE_INTERVAL
+from asyncoro.records import Busy, DiscoroNodeAvailInfo, DiscoroNodeInfo, SMALLEST_PULSE_INTERVAL
 from asyncoro.server import (COMPUTATION_PID, QUIT, SERVER_EXIT, SERVER_FAILED, SERVER_PID,
                              SETUP_DONE, START, command)
 from asyncoro.service import (DRAIN, NODE_AVAILABLE, NODE_CLOSE, NODE_CLOSED, NODE_DRAINING,
                               NODE_INFO, NODE_SETUP, PULSE, RESERVE, SERVER_CLOSED,
-                              SERVER_IDLE, SERVER_STARTED, SERVER_STATUS, Service, answers)
+                              SERVER_IDLE, SERVER_NOT_STARTED, SERVER_STARTED, SERVER_STATUS,
+                              Service, answers)
 from asyncoro import netio
 
 __all__ = []
@@ -176,8 +177,10 @@ class NodeService(Service):
         if scheduler is not None:
             self.schedulers.add(scheduler)
         what = 'reserve node %s' % self.rt.location.addr
-        if not self.accepting:
-            raise Failure(what, 'it is not in service now%s' % self.windows.next_start())
+        if self.quit_after:
+            raise Failure(what, 'it quits')
+        if not self.accepting:      # its service window will open: not now, but later
+            raise Busy(what, 'it is not in service now%s' % self.windows.next_start())
         if self.comp is not None and self.comp.id == comp_id and \
                 self.comp.setup_result is not None:
             # the scheduler sets it up again (it had dropped this node, which
@@ -186,7 +189,7 @@ class NodeService(Service):
         if self.comp is not None:
             if self.comp.id == comp_id:
                 return self.comp.pulse_interval
-            raise Failure(what, 'it is busy with computation %x' % self.comp.id)
+            raise Busy(what, 'it is busy with computation %x' % self.comp.id)
         if comp_id in self.closed_ids:
             raise Failure(what, 'computation %x could not be served here before' % comp_id)
         opts = self.options
@@ -406,6 +409,10 @@ class NodeService(Service):
     def _report_server_failed(self, comp, index, why):
         comp.failed[index] = why
         log.warning('server %d of computation %x could not start: %s', index, comp.id, why)
+        if comp.scheduler is not None:
+            location = Location(self.rt.location.addr, self.options.server_ports[index - 1])
+            self.tell(comp.scheduler, SERVER_NOT_STARTED, comp.id, comp.key[1],
+                      self.rt.location.addr, index, location, why)
 
     def _report_server_exit(self, comp, index, pid, status):
         comp.servers.pop(index, None)

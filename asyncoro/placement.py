@@ -198,11 +198,16 @@ class Placement:
 
     # ---------------- choices
 
+    def free_node(self):
+        """The least loaded usable node with a free server, or None
+        (nothing is reserved)."""
+        return _top(self.by_load, lambda entry: entry is entry[3].cpu_key and entry[3].usable
+                    and entry[3].free)
+
     def cpu(self):
         """A free server of the least loaded usable node (reserved for the
         job: call `ended` if the job does not start), or None."""
-        node = _top(self.by_load, lambda entry: entry is entry[3].cpu_key and entry[3].usable
-                    and entry[3].free)
+        node = self.free_node()
         if node is None:
             return None
         slot = next(iter(node.free))

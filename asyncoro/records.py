@@ -4,13 +4,14 @@ What it owns: the status messages and records of asyncoro 4.5's discoro
 (`DiscoroStatus`, `DiscoroCoroInfo`, `DiscoroNodeInfo`,
 `DiscoroNodeAvailInfo`, `DiscoroNodeAllocate`; asyncoro.discoro is their
 public home), the bounds of a computation's pulse interval, the errors a
-computation gives (`DiscoroError`, `ServerLost`), and `Package`: a
-computation as its scheduler holds it.
+computation gives (`DiscoroError`, `ServerLost`, `DiscoroJobLost`), the
+refusal that says "not now" (`Busy`), `Package`: a computation as its
+client sends it to the scheduler, and what the scheduler tells monitors
+beyond asyncoro 4.5's messages (`StatusDetail`, `JobsWaiting`).
 """
 
 import collections
 import re
-import time
 
 from asyncoro.disasyncoro import AsyncoroError, Location
 from asyncoro.failure import Failure
@@ -56,9 +57,15 @@ class DiscoroJobLost(ServerLost):
     :param attempts: for a job that was run again (Computation's
         `retry_lost`) and lost each time, the DiscoroJobLost of each earlier
         attempt (the attribute `attempts`, a tuple).
+    :param code: what happened, as a code (the attribute `code`): ``'died'``
+        (the server's process died), ``'disconnected'`` (its connection was
+        lost), ``'silent'`` (its node sent no pulse for 5 pulse intervals),
+        ``'node ended'`` (its node ended its part: it quit, its service window
+        ended, it was left out), ``'closed'`` (the computation was closed);
+        None when not known. The first three are losses, the others closes.
     """
 
-    def __init__(self, server, cause, attempts=()):
+    def __init__(self, server, cause, attempts=(), code=None):
         text = 'job lost with server %s: %s' % (server, cause)
         if attempts:
             text += ' (run %d times; before: %s)' % (len(attempts) + 1, '; '.join(
@@ -67,9 +74,19 @@ class DiscoroJobLost(ServerLost):
         self.server = server
         self.cause = cause
         self.attempts = tuple(attempts)     # the DiscoroJobLost of each earlier attempt
+        self.code = code
+
+    def __reduce__(self):
+        return (DiscoroJobLost, (self.server, self.cause, self.attempts, self.code))
 
     def __str__(self):
         return self.args[0]
+
+
+class Busy(Failure):
+    """A refusal that says: not now. A node busy with another computation
+    or out of its service window, a server whose node drains: the
+    scheduler waits for another chance rather than giving up."""
 
 
 # ---------------------------------------------------------------- status and data
@@ -222,12 +239,12 @@ def servers_for(allocations, info):
 
 
 class Package:
-    """A computation as its scheduler holds it: made by the client, sent to
-    a scheduler in another process pickled."""
+    """A computation as its client sends it to the scheduler (pickled when
+    the scheduler is in another process): what it is, not how it goes."""
 
     def __init__(self, comp_id, code, files, pulse_interval, allocations, status_coro,
                  node_setup, server_setup, disable_nodes, disable_servers, peers_communicate,
-                 client, client_location, public_id, retry_lost=0):
+                 client, client_location, public_id, retry_lost=0, status_details=False):
         self.id = comp_id
         self.code = code
         self.files = files
@@ -243,10 +260,21 @@ class Package:
         self.client_location = client_location
         self.public_id = public_id          # id(computation), for ComputationClosed
         self.retry_lost = retry_lost        # how often a lost CPU job is run again
-        self.last_contact = time.monotonic()    # the client last answered (or asked)
-        self.last_active = time.monotonic()     # a job ran or ended, or the client asked
-        self.closing = False
-        self.ended = None           # the scheduler's gevent Event, set when it is closed
+        self.status_details = status_details    # status_coro takes StatusDetail, JobsWaiting
+
+
+class StatusDetail(collections.namedtuple('StatusDetail', 'status subject code text')):
+    """For monitors (a watcher, or a status_coro that asked for them): why
+    the node or server of the DiscoroStatus(`status`, `subject`) just sent
+    went, as a `code` (DiscoroJobLost's codes; ``'setup failed'``, ``'not
+    started'``) and a `text`. Not an asyncoro 4.5 message."""
+    __slots__ = ()
+
+
+class JobsWaiting(collections.namedtuple('JobsWaiting', 'computation count')):
+    """For monitors: how many jobs of the computation wait for a server now.
+    Not an asyncoro 4.5 message."""
+    __slots__ = ()
 
 
 def upload_dir(comp_id):

@@ -37,7 +37,7 @@ from asyncoro import core, disasyncoro, netio
 from asyncoro.core import _msg_timeout, _stop_value
 from asyncoro.failure import Failure, spawn
 from asyncoro.programs import release_claims_in_child
-from asyncoro.records import JobNotCreated
+from asyncoro.records import Busy, JobNotCreated
 from asyncoro.service import (DRAIN, ENDS_HEARD, JOB, PEERS, SERVER_CLOSE, SERVER_IDLE,
                               SERVER_SETUP, SERVER_STARTED, SERVER_STATUS, SERVER_UP, Service,
                               answers)
@@ -315,9 +315,9 @@ class _ServerService(Service):
 
     @answers(JOB, push=True, inline=True)
     def job(self, name, source, args, kwargs, monitor):
-        if self.draining:
-            raise Failure('job %s' % name, 'server %s takes no more jobs (its node is closing)'
-                          % self.rt.location)
+        if self.draining:       # not now: the scheduler may give it to another server
+            raise Busy('job %s' % name, 'server %s takes no more jobs (its node is closing)'
+                       % self.rt.location)
         try:
             if source is not None:
                 exec(compile(source, '<job %s>' % name, 'exec'), self._namespace)

@@ -121,3 +121,24 @@ def test_the_documented_internals_exist_and_are_used():
     for name in asyncoro.core._INTERNALS:
         assert hasattr(asyncoro.core, name), name
         assert ('asyncoro.core', name) in used, '%s is listed but no module uses it' % name
+
+
+# What the scheduler knows is kept apart from what it does: its state module
+# is pure (no gevent, no sockets, no clock), so every transition is tested as
+# a table without processes (tests/test_schedstate.py).
+PURE = {'asyncoro.schedstate', 'asyncoro.placement'}
+IMPURE = {'gevent', 'socket', 'time', 'select', 'selectors', 'threading', 'ssl', 'asyncio'}
+
+
+def test_the_scheduler_state_imports_no_gevent_socket_or_clock():
+    for name in sorted(PURE):
+        found = set()
+        for node in ast.walk(MODULES[name]):
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split('.')[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module.split('.')[0])
+        assert not found & IMPURE, '%s imports %s' % (name, sorted(found & IMPURE))
+        package = {target for target, _ in _imports(MODULES[name])[0]}
+        assert package <= PURE, '%s imports %s, which may not be pure' % (
+            name, sorted(package - PURE))
