@@ -36,12 +36,14 @@ import gevent.pywsgi
 import gevent.ssl
 
 from asyncoro import disasyncoro
+from asyncoro.client import wants_details
 from asyncoro.core import _get_ident
 from asyncoro.disasyncoro import Coro, Location, SysCoro
 from asyncoro.failure import Failure, spawn, spawn_later
 from asyncoro.monitor import FAILURES, POLL_MIN, Monitor, Snapshot
 from asyncoro.programs import (Parser, check_tls, existing_file, host, host_port, in_background,
                                port, port_or_any, seconds)
+from asyncoro.records import JobsWaiting, StatusDetail
 from asyncoro.service import UNWATCH, WATCH, Service
 from asyncoro.webapp import DATA_DIR, make_app
 
@@ -83,6 +85,10 @@ class _WSGIServer(gevent.pywsgi.WSGIServer):
 
 
 # ---------------------------------------------------------------- HTTPServer
+
+# what the monitor's status coroutine takes beside asyncoro 4.5's messages
+_FOR_MONITORS = (Snapshot, StatusDetail, JobsWaiting)
+
 
 class HTTPServer:
     """The web monitor of `computation`, at ``http(s)://<host>:<port>/``.
@@ -139,6 +145,7 @@ class HTTPServer:
         self._server = self._rt._run_here(self._start, host, port, self._monitor, root,
                                           keyfile, certfile, password)
         self.status_coro = Coro(self._status_proc)
+        wants_details(self.status_coro)     # why nodes and servers went; jobs waiting
         if computation is None:         # the httpd.py program: a scheduler's computations
             self._monitor.mode = 'scheduler'
         else:
@@ -191,7 +198,8 @@ class HTTPServer:
                 monitor.update(msg)
             except Exception:       # our bug: keep monitoring, and keep the chain going
                 log.error('monitor could not take %.200r', msg, exc_info=True)
-            if self._chain is not None and not isinstance(msg, Snapshot):
+            # the program's own status_coro gets asyncoro 4.5's messages only
+            if self._chain is not None and not isinstance(msg, _FOR_MONITORS):
                 self._chain.send(msg)
 
     def shutdown(self, wait=True):

@@ -109,6 +109,9 @@ def exposition(monitor, now=None):
     out.family('asyncoro_computation_running', 'gauge',
                '1 while the monitored computation runs, else 0',
                [({}, int(bool(computation) and computation.get('status') == 'running'))])
+    out.family('asyncoro_jobs_waiting', 'gauge',
+               'Jobs of the monitored computation waiting for a server',
+               [({}, monitor.waiting)])
     out.family('asyncoro_computations_queued', 'gauge',
                'Computations waiting in the shared scheduler\'s queue',
                [({}, len(monitor.queue))])

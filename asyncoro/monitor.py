@@ -12,7 +12,9 @@ How it works:
 
 - `update(msg)` takes one message: DiscoroStatus for nodes, servers, jobs
   (CoroCreated) and the computation; MonitorException for a job's end;
-  DiscoroNodeAvailInfo for a node's load (a pulse). A job's CoroCreated and
+  DiscoroNodeAvailInfo for a node's load (a pulse); and the scheduler's
+  details for monitors: StatusDetail (why a node or server went, as a code)
+  and JobsWaiting (how many jobs wait for a server). A job's CoroCreated and
   its end come from different senders, so an end may come first: it is kept
   until the job appears. `str(rcoro)` names one job for the life of its
   server process (ids are never reused).
@@ -20,9 +22,9 @@ How it works:
   page of this monitor: the end itself looks like a normal one) or lost (its
   server or node died, or the computation closed under it: the end is
   (Scheduler.ServerClosed, DiscoroJobLost)). A node or server is starting,
-  up, closed or lost: a server that disconnected, or whose jobs were lost
-  because its process died, is lost, and so is a node that closes after one
-  of its servers was lost. The computation closing closes what is still up.
+  up, closed or lost: the scheduler's code of why it went says which
+  (DiscoroJobLost's codes; a loss is 'died', 'disconnected' or 'silent').
+  The computation closing closes what is still up.
 - Attached to a shared scheduler (the httpd.py program), the state starts
   from the scheduler's snapshot (`Snapshot`); messages that overtake the
   snapshot are held until it is applied, so none is applied to a state older
@@ -39,6 +41,7 @@ import time
 from asyncoro.disasyncoro import Location, MonitorException
 from asyncoro.discoro import (DiscoroCoroInfo, DiscoroNodeAvailInfo, DiscoroNodeInfo,
                               DiscoroStatus, Scheduler)
+from asyncoro.records import JobsWaiting, StatusDetail
 
 __all__ = []
 
@@ -54,7 +57,8 @@ LIST_TEXT = 120         # characters of a job's arguments in lists (the rest on 
 MAX_DETAIL = 8000       # characters of a traceback or cause kept
 BARS = 120              # throughput intervals kept; older ones merge two by two
 POLL_MIN, POLL_MAX = 1, 3600
-LOST_WITH = 10          # seconds: a node that closes this soon after a server of it was lost is lost
+# the codes of why a node, server or job went that mean it was lost (DiscoroJobLost.code)
+LOSSES = ('died', 'disconnected', 'silent')
 
 # job states
 RUNNING, FINISHED, FAILED, TERMINATED, LOST = ('running', 'finished', 'failed', 'terminated',
@@ -76,8 +80,6 @@ _SERVER_STATUS = {Scheduler.ServerDiscovered: ('Discovered', STARTING),
                   Scheduler.ServerDisconnected: ('Disconnected', LOST)}
 _DOWN = (CLOSED, LOST)
 _STATUS_OF = {CLOSED: 'Closed', LOST: 'Disconnected'}
-# words in a lost job's cause that say its server's process or node died (else it was closed)
-_DIED = ('died', 'went away', 'connection was lost', 'no pulse')
 DISCONNECTED = 'its connection was lost'    # the cause of a server lost with nothing else known
 
 
@@ -93,7 +95,7 @@ _epochs = itertools.count(1)
 class _Node:
     __slots__ = ('addr', 'name', 'status', 'state', 'platform', 'cpus', 'avail', 'history',
                  'servers', 'submitted', 'done', 'update_time', 'seq', 'last_report', 'cause',
-                 'down_time', 'epoch', 'lost_server', 'counts')
+                 'down_time', 'epoch', 'counts')
 
     def __init__(self, addr):
         self.addr = addr
@@ -113,7 +115,6 @@ class _Node:
         self.cause = None                   # why it is lost
         self.down_time = None               # when it closed or was lost
         self.epoch = next(_epochs)          # a page's history of an older record is dropped
-        self.lost_server = None             # (cause, when) one of its servers was lost
         self.counts = dict.fromkeys(JOB_STATES[1:], 0)    # jobs ended here, by how
 
 
@@ -291,6 +292,7 @@ class Monitor:
         self.seq = 0                    # bumped at every change of a node
         self.reset_seq = 0              # the seq at the last reset: older cursors see all
         self.held = None                # messages that came before the awaited snapshot
+        self.waiting = 0                # jobs of the computation waiting for a server
 
     def begin(self, comp_id, client):
         """The computation `comp_id` of `client` starts now (a program's own
@@ -316,6 +318,11 @@ class Monitor:
         elif isinstance(msg, DiscoroNodeAvailInfo):
             if msg.location is not None:
                 self._sample(self._node(msg.location.addr), msg)
+        elif isinstance(msg, StatusDetail):
+            self._detail(msg)
+        elif isinstance(msg, JobsWaiting):
+            if self.computation is not None and self.computation['id'] == str(msg.computation):
+                self.waiting = msg.count
         else:
             log.debug('monitor: message %.200r is not a status message; ignored', msg)
 
@@ -343,12 +350,9 @@ class Monitor:
         node.cpus = info.cpus or 0
         word, state = _NODE_STATUS[status]
         if state in (STARTING, UP):
-            node.cause = node.down_time = node.lost_server = None
-        elif state == CLOSED and node.lost_server and \
-                time.time() - node.lost_server[1] < LOST_WITH:
-            state, node.cause = LOST, node.lost_server[0]   # it went with its servers
+            node.cause = node.down_time = None
         elif state == LOST:
-            node.cause = node.lost_server[0] if node.lost_server else 'its connection was lost'
+            node.cause = DISCONNECTED
         node.status, node.state = _STATUS_OF.get(state, word), state
         if state in _DOWN:
             node.down_time = time.time()
@@ -363,18 +367,30 @@ class Monitor:
             for job in list(server.jobs.values()):      # the scheduler ends them first
                 self._end(job.key, LOST, 'its server %s' % ('was lost' if state == LOST
                                                            else 'closed'))
-            if server.cause:                # a job of it was lost because its process died
-                state = LOST
-            elif state == LOST:
-                server.cause = DISCONNECTED
+            server.cause = DISCONNECTED if state == LOST else None
             server.down_time = time.time()
-            if state == LOST:
-                server.node.lost_server = (server.cause, time.time())
         else:
             server.cause = server.down_time = None
         server.status, server.state = _STATUS_OF.get(state, word), state
         server.update_time = time.time()
         self._touch(server.node)
+
+    def _detail(self, detail):
+        """Why the node or server of the status just taken went: its code
+        says whether it was lost or closed, its text why."""
+        status, subject = detail.status, detail.subject
+        if status in _NODE_STATUS and isinstance(subject, DiscoroNodeInfo):
+            record = self.nodes.get(subject.addr)
+        elif status in _SERVER_STATUS and isinstance(subject, Location):
+            record = self.servers.get(str(subject))
+        else:
+            return
+        if record is None or record.state not in _DOWN:
+            return
+        state = LOST if detail.code in LOSSES else CLOSED
+        record.state, record.status = state, _STATUS_OF[state]
+        record.cause = _text(detail.text) if detail.text else None
+        self._touch(record if isinstance(record, _Node) else record.node)
 
     def _closed(self):
         """The computation closed: what is still up closes with it."""
@@ -382,16 +398,11 @@ class Monitor:
         if self.computation is not None:
             self.computation['status'] = 'closed'
             self.computation['closed'] = now
+        self.waiting = 0
         for server in self.servers.values():
-            # closing kills the servers: their connections may drop before the scheduler
-            # says they closed (ServerDisconnected), which is no loss when nothing else
-            # (a job's cause, its node lost) says so
-            if server.state not in _DOWN or (
-                    server.state == LOST and server.cause == DISCONNECTED and
-                    server.node.state != LOST and now - server.down_time < LOST_WITH):
+            if server.state not in _DOWN:
                 server.status, server.state, server.cause = 'Closed', CLOSED, None
-                server.down_time = server.down_time or now
-                server.node.lost_server = None
+                server.down_time = now
         for node in self.nodes.values():
             if node.state not in _DOWN:
                 node.status, node.state, node.down_time = 'Closed', CLOSED, now
@@ -471,11 +482,6 @@ class Monitor:
             return
         kind, value = msg.args[1]
         state, error, detail = _how_ended(kind, value)
-        if state == LOST and any(word in error for word in _DIED):
-            location = getattr(value, 'server', None)
-            server = self.servers.get(str(location)) if location is not None else None
-            if server is not None and server.state not in _DOWN:
-                server.cause = error    # its ServerClosed that follows means it was lost
         self._end(str(msg.args[0]), state, error, detail)
 
     def _end(self, key, state, error=None, detail=None, end_time=None):
@@ -512,6 +518,7 @@ class Monitor:
             table.popitem(last=False)
 
     def _reset(self):
+        self.waiting = 0
         self.nodes.clear()
         self.servers.clear()
         self.recent.clear()
@@ -543,6 +550,7 @@ class Monitor:
             self._status(Scheduler.ServerInitialized, location)
         for info, _name in answer.get('jobs') or []:
             self._job_created(info)
+        self.waiting = answer.get('waiting') or 0
         held, self.held = self.held or [], None
         for msg in held:
             self.update(msg)
@@ -623,6 +631,7 @@ class Monitor:
                     coros_submitted=sum(n['coros_submitted'] for n in nodes),
                     coros_done=sum(n['coros_done'] for n in nodes),
                     coros_running=counts[RUNNING], jobs=counts, servers=servers,
+                    jobs_waiting=self.waiting,
                     throughput=self.throughput.view(),
                     failures=[self._job_view(job) for job in list(self.failures)[-5:][::-1]],
                     seq=self.seq, time=time.time())

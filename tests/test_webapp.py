@@ -22,7 +22,7 @@ from asyncoro import MonitorException
 from asyncoro.discoro import (DiscoroCoroInfo, DiscoroNodeAvailInfo, DiscoroNodeInfo,
                               DiscoroStatus, Scheduler)
 from asyncoro.netio import Location
-from asyncoro.records import DiscoroJobLost
+from asyncoro.records import DiscoroJobLost, JobsWaiting, StatusDetail
 
 NODES = ('127.0.0.5', '127.0.0.6')
 PROCESS_RSS = 48 << 20
@@ -71,6 +71,12 @@ class Cluster:
 
     def end(self, coro, kind=StopIteration, value=None):
         self.monitor.update(MonitorException(coro, (kind, value)))
+
+    def went(self, status, subject, code, text):
+        """What the scheduler sends when a node or server goes: the status,
+        then for monitors why, as a code and a text."""
+        self.monitor.update(DiscoroStatus(status, subject))
+        self.monitor.update(StatusDetail(status, subject, code, text))
 
     def pulse(self, addr, when=None, processes=None):
         self.monitor.update(avail(addr, processes=processes))
@@ -348,8 +354,8 @@ def test_a_normal_close_closes_nodes_and_servers():
     cluster.end(coro, StopIteration, None)
     # what the scheduler sends at close: servers closed, then the computation
     for location in cluster.servers:
-        cluster.monitor.update(DiscoroStatus(Scheduler.ServerClosed, location))
-    cluster.monitor.update(DiscoroStatus(Scheduler.ComputationClosed, 1))
+        cluster.went(Scheduler.ServerClosed, location, 'closed', 'the computation was closed')
+    cluster.went(Scheduler.ComputationClosed, 1, 'closed', 'closed by its client')
     nodes, servers = _states(cluster)
     assert nodes == {addr: ('closed', 'Closed') for addr in NODES}
     assert set(servers.values()) == {'closed'}
@@ -358,17 +364,38 @@ def test_a_normal_close_closes_nodes_and_servers():
     assert data['servers'] == 0 and data['jobs']['finished'] == 1
 
 
-def test_servers_that_disconnect_as_the_computation_closes_are_closed_not_lost():
+def test_the_code_of_why_a_node_or_server_went_says_lost_or_closed_not_its_words():
     cluster = Cluster()
-    # closing kills the servers: their connections drop before the computation is closed
-    for location in cluster.servers:
-        cluster.monitor.update(DiscoroStatus(Scheduler.ServerDisconnected, location))
-    cluster.monitor.update(DiscoroStatus(Scheduler.ComputationClosed, 1))
+    # a node that quit (its servers closed with it) is closed, whatever the words say; a
+    # server whose process died is lost, even when told as ServerClosed
+    first, second = cluster.servers[:2]
+    cluster.went(Scheduler.ServerClosed, first, 'node ended', 'its node died of boredom')
+    cluster.went(Scheduler.ServerClosed, second, 'died', 'its process ended (status -9)')
+    cluster.went(Scheduler.NodeClosed, node_info(NODES[0]), 'node ended', 'the node quits')
     nodes, servers = _states(cluster)
-    assert nodes == {addr: ('closed', 'Closed') for addr in NODES}
-    assert set(servers.values()) == {'closed'}
-    assert [s['status'] for s in get_json(cluster.app, '/api/node/' + NODES[0])['servers']] \
-        == ['Closed', 'Closed']
+    assert (servers[str(first)], servers[str(second)]) == ('closed', 'lost')
+    assert nodes[NODES[0]] == ('closed', 'Closed')
+    info = get_json(cluster.app, '/api/node/' + NODES[0])
+    assert [(s['status'], s['cause']) for s in info['servers']] == [
+        ('Closed', 'its node died of boredom'), ('Disconnected', 'its process ended (status -9)')]
+    assert info['cause'] == 'the node quits'
+    # a server that could not start is shown closed, saying why
+    failed = Location(NODES[1], 9003)
+    cluster.went(Scheduler.ServerIgnore, failed, 'not started', 'port 9003 is taken')
+    server = get_json(cluster.app, '/api/server/%s' % failed)
+    assert (server['state'], server['cause']) == ('closed', 'port 9003 is taken')
+
+
+def test_jobs_waiting_for_a_server_show_in_the_cluster_json_and_metrics():
+    cluster = Cluster()
+    cluster.monitor.update(JobsWaiting(1, 7))
+    assert get_json(cluster.app, '/api/cluster')['jobs_waiting'] == 7
+    families = _families(call(cluster.app, 'GET', '/metrics')[2])
+    assert _samples(families, 'asyncoro_jobs_waiting') == {None: 7}     # no label: one figure
+    cluster.monitor.update(JobsWaiting(2, 3))       # another computation's: not this one's
+    assert get_json(cluster.app, '/api/cluster')['jobs_waiting'] == 7
+    cluster.monitor.update(DiscoroStatus(Scheduler.ComputationClosed, 1))
+    assert get_json(cluster.app, '/api/cluster')['jobs_waiting'] == 0
 
 
 def test_a_node_killed_is_lost_with_its_servers_and_jobs():
@@ -378,13 +405,14 @@ def test_a_node_killed_is_lost_with_its_servers_and_jobs():
     cluster.pulse(dead)
     cause = 'its node %s went away' % dead
     # what the scheduler sends when a node's connection drops: its jobs lost, its servers
-    # disconnected, the node closed
+    # disconnected, the node closed, each with the code of a loss
     for coro in coros:
         if coro.location.addr == dead:
-            cluster.end(coro, Scheduler.ServerClosed, DiscoroJobLost(coro.location, cause))
+            cluster.end(coro, Scheduler.ServerClosed, DiscoroJobLost(coro.location, cause,
+                                                                     code='disconnected'))
     for location in cluster.servers[2:]:
-        cluster.monitor.update(DiscoroStatus(Scheduler.ServerDisconnected, location))
-    cluster.monitor.update(DiscoroStatus(Scheduler.NodeClosed, node_info(dead)))
+        cluster.went(Scheduler.ServerDisconnected, location, 'disconnected', cause)
+    cluster.went(Scheduler.NodeClosed, node_info(dead), 'disconnected', cause)
     nodes, servers = _states(cluster)
     assert nodes == {NODES[0]: ('up', 'Initialized'), dead: ('lost', 'Disconnected')}
     assert [servers[str(s)] for s in cluster.servers] == ['up', 'up', 'lost', 'lost']
@@ -405,8 +433,8 @@ def test_a_server_process_killed_is_lost_and_its_node_stays_up():
     victim = cluster.servers[0]
     coro, = cluster.run(1, server=victim)
     cluster.end(coro, Scheduler.ServerClosed, DiscoroJobLost(victim, 'its process died '
-                                                                     '(status -9)'))
-    cluster.monitor.update(DiscoroStatus(Scheduler.ServerClosed, victim))
+                                                                     '(status -9)', code='died'))
+    cluster.went(Scheduler.ServerDisconnected, victim, 'died', 'its process died (status -9)')
     nodes, servers = _states(cluster)
     assert servers[str(victim)] == 'lost' and nodes[NODES[0]] == ('up', 'Initialized')
     server = get_json(cluster.app, '/api/server/%s' % victim)

@@ -706,6 +706,7 @@
       const lostNodes = data.nodes.filter(function (n) { return n.state === 'lost'; }).length;
       fill($('#cards'), [
         card('Running', jobs.running || 0, '#e49b2c', 'right now'),
+        card('Waiting', data.jobs_waiting || 0, '#b07cc6', 'for a server'),
         card('Finished', jobs.finished || 0, '#16875a', 'normally'),
         card('Failed', jobs.failed || 0, '#c23b3b', 'with an exception'),
         card('Lost', jobs.lost || 0, '#5d6778', 'with their server'),
