@@ -349,6 +349,21 @@ def discoronode(services, tmp_path):
 
 
 @pytest.fixture
+def scheduler_program(services, tmp_path):
+    """Start `discoro.py` (python -m asyncoro.discoro) on 127.0.0.1:
+    start(ports, *options, console=False) -> proc, once it printed its ready line."""
+    count = iter(range(1000))
+
+    def start(ports, *argv, console=False):
+        argv = ['-u', ports['scheduler'], '--discoronode_port', ports['node'],
+                '--dest_path', tmp_path / ('scheduler%d' % next(count))] + list(argv)
+        proc = services('discoro', argv, 'discoro scheduler ready', console)
+        proc.location = proc.ready_line.split()[3]
+        return proc
+    return start
+
+
+@pytest.fixture
 def program(processes):
     """Start a Python program (source text) as a subprocess, not waiting for a
     ready line; its stdin is a pipe. Killed by PID at the end."""

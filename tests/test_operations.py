@@ -68,21 +68,6 @@ asyncoro.Coro(main, float(sys.argv[2]))
 '''
 
 
-@pytest.fixture
-def scheduler_program(services, tmp_path):
-    """Start `discoro.py` (python -m asyncoro.discoro) on 127.0.0.1:
-    start(ports, *options, console=False) -> proc, once it printed its ready line."""
-    count = iter(range(1000))
-
-    def start(ports, *argv, console=False):
-        argv = ['-u', ports['scheduler'], '--discoronode_port', ports['node'],
-                '--dest_path', tmp_path / ('scheduler%d' % next(count))] + list(argv)
-        proc = services('discoro', argv, 'discoro scheduler ready', console)
-        proc.location = proc.ready_line.split()[3]
-        return proc
-    return start
-
-
 def wait_for_line(proc, timeout, what, predicate):
     """Read proc's stdout until a line satisfies `predicate`; that line."""
     deadline = time.monotonic() + timeout
