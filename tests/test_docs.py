@@ -62,3 +62,84 @@ def test_every_module_with_public_names_has_a_reference_page():
                 if getattr(importlib.import_module(name), '__all__', None) and
                 not re.search(r'\.\. (automodule|exports):: %s\n' % re.escape(name), pages)]
     assert unlisted == []
+
+
+# ---------------------------------------------------------------- the programs' options
+
+PROGRAMS = {'discoronode.py': 'asyncoro.discoronode', 'discoro.py': 'asyncoro.discoro',
+            'httpd.py': 'asyncoro.httpd'}
+
+
+def _parser_of(module_name):
+    """The argparse parser of a program's module."""
+    return importlib.import_module(module_name)._parser()
+
+
+def _documented_options(text):
+    """{program: {option string: the text of its entry}} from the
+    `.. program::` and `.. option::` directives of docs/programs.rst."""
+    found, program, current = {}, None, None
+    for line in text.splitlines():
+        match = re.match(r'\.\. program:: (\S+)$', line)
+        if match:
+            program, current = match.group(1), None
+            found[program] = {}
+            continue
+        match = re.match(r'\.\. option:: (.+)$', line)
+        if match and program:
+            current = []
+            for part in match.group(1).split(','):
+                found[program][part.split()[0]] = current
+            continue
+        if current is not None:
+            if line and not line.startswith(' '):
+                current = None
+            else:
+                current.append(line)
+    return {program: {name: ' '.join(' '.join(body).split()) for name, body in options.items()}
+            for program, options in found.items()}
+
+
+def test_every_option_has_help_and_a_documented_entry_with_its_default():
+    import argparse
+    with open(os.path.join(ROOT, 'docs', 'programs.rst'), encoding='utf-8') as f:
+        documented = _documented_options(f.read())
+    problems = []
+    for program, module_name in PROGRAMS.items():
+        entries = documented.get(program, {})
+        offered = set()
+        for action in _parser_of(module_name)._actions:
+            if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
+                continue
+            if not (action.help or '').strip():
+                problems.append('%s %s has no help text' % (program, action.option_strings))
+            for option in action.option_strings:
+                offered.add(option)
+                body = entries.get(option)
+                if body is None:
+                    problems.append('%s %s is not in docs/programs.rst' % (program, option))
+                elif 'default' not in body.lower():
+                    problems.append('%s %s: its entry does not give its default'
+                                    % (program, option))
+                elif len(body.split()) < 8:
+                    problems.append('%s %s: its entry is not a sentence or two'
+                                    % (program, option))
+        for option in sorted(set(entries) - offered):
+            problems.append('%s %s is in docs/programs.rst but not an option'
+                            % (program, option))
+    assert problems == []
+
+
+def test_discoro_refuses_pulse_interval_and_says_what_to_use(capsys):
+    """asyncoro 4.5's discoro.py took --pulse_interval and only used it to
+    time its checks before the first computation; here each computation
+    sets its own timing, so the option is gone, with one line that says so."""
+    import pytest
+    from asyncoro import discoro
+    with pytest.raises(SystemExit) as stop:
+        discoro.main(['--pulse_interval', '20'])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith('discoro.py: error: --pulse_interval is not an option of this '
+                            'discoro.py: each computation sets how often its nodes report')
+    assert '--pulse_interval' not in _parser_of('asyncoro.discoro').format_help()
