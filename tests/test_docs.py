@@ -143,3 +143,37 @@ def test_discoro_refuses_pulse_interval_and_says_what_to_use(capsys):
     assert error.startswith('discoro.py: error: --pulse_interval is not an option of this '
                             'discoro.py: each computation sets how often its nodes report')
     assert '--pulse_interval' not in _parser_of('asyncoro.discoro').format_help()
+
+
+# ---------------------------------------------------------------- the gallery and the README
+
+def test_every_example_has_a_gallery_page_that_includes_it():
+    examples = sorted(name for name in os.listdir(os.path.join(ROOT, 'examples'))
+                      if name.endswith('.py'))
+    with open(os.path.join(ROOT, 'docs', 'examples', 'index.rst'), encoding='utf-8') as f:
+        listed = set(re.findall(r'^   (\w+)$', f.read(), re.M))
+    problems = []
+    for name in examples:
+        stem = name[:-3]
+        where = 'the gallery page of ' + name
+        page = os.path.join(ROOT, 'docs', 'examples', stem + '.rst')
+        if not os.path.isfile(page):
+            problems.append(name + ' has no gallery page in docs/examples')
+            continue
+        with open(page, encoding='utf-8') as f:
+            text = f.read()
+        with open(os.path.join(ROOT, 'examples', name), encoding='utf-8') as f:
+            source = f.read()
+        if '.. literalinclude:: ../../examples/' + name + '\n' not in text:
+            problems.append(where + ' does not include the program')
+        for part in ('\nRun it\n', 'What you see: '):
+            if part not in text:
+                problems.append('%s has no %r' % (where, part.strip()))
+        # a program that uses the network is shown run on loopback (the
+        # quickstart binds 127.0.0.1 itself; the ssh example needs a cloud)
+        if 'disasyncoro' in source and name not in ('quickstart.py', 'discoro_ssh_ec2.py') \
+                and 'ASYNCORO_NODE=127.0.0.1' not in text:
+            problems.append(where + ' does not run it on loopback')
+        if stem not in listed:
+            problems.append(stem + ' is not in the toctree of the gallery index')
+    assert problems == []
