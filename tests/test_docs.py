@@ -145,6 +145,32 @@ def test_discoro_refuses_pulse_interval_and_says_what_to_use(capsys):
     assert '--pulse_interval' not in _parser_of('asyncoro.discoro').format_help()
 
 
+# ---------------------------------------------------------------- code shown in the docs
+
+def _pages():
+    for top, dirs, files in os.walk(os.path.join(ROOT, 'docs')):
+        dirs[:] = [d for d in dirs if d not in SKIP_DIRS]
+        for name in sorted(files):
+            if name.endswith('.rst'):
+                yield os.path.join(top, name)
+
+
+def test_the_interactive_examples_of_the_docs_give_what_they_show():
+    """Every `>>>` example of docs/ (the allocation rules of
+    guide/discoro.rst among them) runs, and prints what the page says."""
+    import doctest
+    ran = {}
+    for path in _pages():
+        with open(path, encoding='utf-8') as f:
+            if '>>> ' not in f.read():
+                continue
+        result = doctest.testfile(path, module_relative=False, verbose=False,
+                                  optionflags=doctest.ELLIPSIS)
+        ran[os.path.relpath(path, ROOT)] = result
+    assert ran['docs/guide/discoro.rst'].attempted >= 8
+    assert {page: result.failed for page, result in ran.items() if result.failed} == {}
+
+
 # ---------------------------------------------------------------- the gallery and the README
 
 def test_every_example_has_a_gallery_page_that_includes_it():
