@@ -203,3 +203,35 @@ def test_every_example_has_a_gallery_page_that_includes_it():
         if stem not in listed:
             problems.append(stem + ' is not in the toctree of the gallery index')
     assert problems == []
+
+
+README_LINK = re.compile(r'<([^<>`]+)>`_')
+
+
+def test_the_readme_is_short_and_its_links_are_built_pages(tmp_path):
+    """The README keeps what the package is, the two commands, a first
+    program and links; every link to docs/ is a page of the built site."""
+    import subprocess
+    import sys
+    with open(os.path.join(ROOT, 'README.rst'), encoding='utf-8') as f:
+        readme = f.read()
+    assert len(readme.splitlines()) < 150
+    # the two commands, exactly: the demo (tests/test_discoro.py runs its
+    # program) and the tests (.ci/run is the whole CI)
+    assert ('    python3 -m venv .venv && .venv/bin/pip install . && '
+            '.venv/bin/python examples/quickstart.py\n') in readme
+    assert '\n    bash .ci/run\n' in readme and os.path.isfile(os.path.join(ROOT, '.ci', 'run'))
+    links = README_LINK.findall(readme)
+    assert len(links) >= 10
+    html = tmp_path / 'html'
+    build = subprocess.run([sys.executable, '-m', 'sphinx', '-q', '-b', 'html',
+                            os.path.join(ROOT, 'docs'), str(html)],
+                           capture_output=True, timeout=240)
+    assert build.returncode == 0, build.stderr.decode()[-3000:]
+    missing = []
+    for link in links:
+        assert link.startswith('docs/') and link.endswith('.rst'), link
+        page = html / (link[len('docs/'):-len('.rst')] + '.html')
+        if not page.is_file():
+            missing.append(link)
+    assert missing == []
