@@ -175,6 +175,9 @@ class DiscoroNodeAllocate:
         less is not used.
     :raises TypeError: if `node` is not a string, or `cpus` is neither a
         number nor None.
+    :raises ValueError: if `node` looks like a regular expression (asyncoro
+        4.5's manual asked for one; its code, as this one, matched ``*``
+        only, so such a rule matched no node).
 
     For example, ``DiscoroNodeAllocate('*', memory=4 * 1024**3, cpus=None)``
     uses every server of each node with 4 GiB free and no other node.
@@ -192,6 +195,10 @@ class DiscoroNodeAllocate:
                 raise TypeError('DiscoroNodeAllocate cpus must be a number of servers (0 '
                                 'excludes the nodes; less than 0, all their servers but that '
                                 'many) or None (all their servers), not %r' % (cpus,)) from None
+        if re.search(r'[\\^$\[\](){}+?|]', node):
+            raise ValueError('DiscoroNodeAllocate node %r looks like a regular expression; it '
+                             'is a host, an IP address or a pattern where * is the only '
+                             'wildcard, such as "192.168.1.*"' % (node,))
         if '*' not in node and not re.fullmatch(r'[0-9a-fA-F.:]+', node):
             node = Location(node, 0).addr        # a host name: its address
         self.node = node

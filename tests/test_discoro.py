@@ -265,6 +265,10 @@ def test_allocation_rules():
     assert repr(DiscoroNodeAllocate('*', cpus=None)) == "DiscoroNodeAllocate('*', cpus=None)"
     with pytest.raises(TypeError, match='cpus must be a number of servers'):
         DiscoroNodeAllocate('*', cpus='all')
+    # asyncoro 4.5's manual asked for a regular expression, which its code
+    # (as this one) never matched: said at once, not a rule that matches nothing
+    with pytest.raises(ValueError, match=r'looks like a regular expression.*"192\.168\.1\.\*"'):
+        DiscoroNodeAllocate(r'192\.168\.1\..*')
 
 
 def test_allocation_limits_servers_and_platform_excludes(processes, discoronode):
