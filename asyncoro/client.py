@@ -85,12 +85,19 @@ class Computation:
         dropped). At least 1; each node keeps it within its own
         ``--min_pulse_interval``/``--max_pulse_interval`` (10 and 100 by
         default).
-    :param node_allocations: DiscoroNodeAllocate rules (or address patterns)
-        saying which nodes to use, and how many of their servers.
+    :param node_allocations: DiscoroNodeAllocate rules saying which nodes
+        to use, and how many of their servers; the first rule that matches
+        a node decides, and a node no rule matches is used whole. A plain
+        string in the list is ``DiscoroNodeAllocate(string)``, whose `cpus`
+        is 0: it *excludes* the nodes it matches (as in asyncoro 4.5).
     :param status_coro: a Coro that gets the status messages.
     :param node_setup: a generator function run once per node before its
         servers start; the globals it sets are in every server of that node.
-    :param server_setup: a generator function run on each server first.
+        It runs with no runtime: it gets no `coro` argument, and what it
+        yields comes straight back (it cannot sleep, receive or send); it
+        succeeds by returning (or yielding last) 0.
+    :param server_setup: a generator function run on each server first,
+        as a coroutine of that server (it gets `coro`).
     :param disable_nodes: nodes (servers) wait for enable_node
         (enable_server) before they are used.
     :param peers_communicate: servers pair with one another.

@@ -848,7 +848,7 @@ class Coro:
         return 0
 
     def register(self, name=None):
-        """Register this coroutine under `name`, for :meth:`locate`.
+        """Register this coroutine under `name`, for :meth:`~asyncoro.core.Coro.locate`.
 
         :param name: the name; None: the coroutine's own name.
         :returns: 0; -1, with a WARNING, if another live coroutine holds that

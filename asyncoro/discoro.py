@@ -13,6 +13,7 @@ nodes run) and asyncoro.service (how they talk).
 it, docs/programs.rst lists the program's options.
 """
 
+import argparse
 import logging
 import os
 import sys
@@ -23,8 +24,9 @@ import asyncoro
 from asyncoro import disasyncoro
 from asyncoro.core import _ShowsMsgTimeout
 from asyncoro.client import Computation
-from asyncoro.programs import (Parser, add_runtime_options, check_tls, console, end_on_signals,
-                               host, in_background, port, port_or_any, seconds, start_runtime)
+from asyncoro.programs import (Parser, add_runtime_options, check_frame_size, check_tls,
+                               console, end_on_signals, host, in_background, port, port_or_any,
+                               seconds, start_runtime)
 from asyncoro.records import (CoroInfo, DiscoroCoroInfo, DiscoroJobLost,  # noqa: F401
                               DiscoroNodeAllocate, DiscoroNodeAvailInfo,  # (the names
                               DiscoroNodeInfo, DiscoroStatus,             # programs read
@@ -45,32 +47,58 @@ sys.modules[__name__].__class__ = _ShowsMsgTimeout
 
 # ---------------------------------------------------------------- the discoro.py program
 
+class _Gone(argparse.Action):
+    """An option of asyncoro 4.5's program that this one does not have: one
+    line saying so, and what to do instead (exit status 2)."""
+
+    def __init__(self, option_strings, dest, why, **kwargs):
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+        self.why = why
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error('%s is not an option of this discoro.py: %s' % (option_string, self.why))
+
+
 def _parser():
     parser = Parser(
         prog='discoro.py', description='Run the discoro scheduler for several clients: their '
         'computations run one at a time, in the order they were scheduled.')
     add = parser.add_argument
     add('-i', '--ip_addr', type=host, default=None,
-        help='address to bind to (default: $ASYNCORO_NODE)')
-    add('--ext_ip_addr', type=host, default=None)
+        help='the address (or host name) to listen on and announce (default: '
+        '$ASYNCORO_NODE, else the first interface with a broadcast address)')
+    add('--ext_ip_addr', type=host, default=None,
+        help='the address to announce instead of --ip_addr, for a scheduler behind NAT; it '
+        'still listens on --ip_addr (default: none)')
     add('-u', '--udp_port', type=port, default=None,
-        help='discovery port (default $ASYNCORO_UDP_PORT, else 51350)')
-    add('-t', '--tcp_port', type=port_or_any, default=0)
-    add('-n', '--name', default='discoro_scheduler')
+        help='the UDP port where clients and nodes look for it (default $ASYNCORO_UDP_PORT, '
+        'else 51350)')
+    add('-t', '--tcp_port', type=port_or_any, default=0,
+        help='the TCP port to listen on (default 0: any free port; give one to reach it '
+        'through a firewall or with --peer)')
+    add('-n', '--name', default='discoro_scheduler',
+        help='the name of its runtime, as peers see it (default %(default)s)')
     add('--node', type=host, action='append', default=[], metavar='HOST',
-        help='a node in another network (repeatable); nodes here are found by themselves')
+        help='a node host in another network, asked at the start and again every '
+        '--ping_interval; repeatable (nodes on its own network find it by themselves)')
     add_runtime_options(add)
-    add('--pulse_interval', type=seconds, default=MaxPulseInterval)
+    add('--pulse_interval', action=_Gone, why='each computation sets how often its nodes '
+        'report (Computation(pulse_interval=...)); remove it, and use --ping_interval to '
+        'look for nodes again')
     add('--ping_interval', type=seconds, default=0,
-        help='ask for nodes again every this many seconds (0: only at start)')
+        help='look for nodes again every this many seconds, on its network and at the '
+        '--node hosts (default 0: only at the start)')
     add('--zombie_period', type=seconds, default=10 * MaxPulseInterval,
         help='close a computation whose client is unreachable, or that runs no job, for '
-        'this many seconds (0: never)')
+        'this many seconds (default %(default)g; 0: never)')
     add('--discoronode_port', type=port, default=None,
-        help="the nodes' discovery port (default $ASYNCORO_DISCORONODE_PORT, else 51351)")
-    add('--clean', action='store_true', help="delete the scheduler's files at start")
-    add('--daemon', action='store_true', help='do not read commands from stdin')
-    add('-d', '--debug', action='store_true')
+        help="the UDP port nodes listen on (default $ASYNCORO_DISCORONODE_PORT, else 51351)")
+    add('--clean', action='store_true',
+        help="delete the files left in its folder by an earlier run, at the start")
+    add('--daemon', action='store_true',
+        help='do not read commands from standard input (implied when started in the '
+        'background)')
+    add('-d', '--debug', action='store_true', help='log at DEBUG level: every message')
     return parser
 
 
@@ -85,13 +113,15 @@ def main(argv=None):
     if options.zombie_period and options.zombie_period < 1:
         parser.error('--zombie_period must be 0 (never) or at least 1')
     check_tls(parser, options.certfile, options.keyfile)
+    check_frame_size(parser, options.max_frame_size)
     disasyncoro.logger.setLevel(logging.DEBUG if options.debug else logging.INFO)
     node = options.ip_addr or disasyncoro.default_node()
     rt = start_runtime('discoro', 'is another scheduler running? Choose another port with -t',
                        node=node, ext_ip_addr=options.ext_ip_addr,
                        udp_port=options.udp_port, tcp_port=options.tcp_port,
                        name=options.name, dest_path=options.dest_path,
-                       max_file_size=options.max_file_size, secret=options.secret,
+                       max_file_size=options.max_file_size,
+                       max_frame_size=options.max_frame_size, secret=options.secret,
                        certfile=options.certfile, keyfile=options.keyfile)
     scheduler = Scheduler(zombie_period=options.zombie_period,
                           ping_interval=options.ping_interval, clean=options.clean,

@@ -27,9 +27,10 @@ import threading
 from asyncoro import disasyncoro
 from asyncoro.disasyncoro import DEFAULT_UDP_PORT, Location, env_port
 from asyncoro.node import NodeService, Windows, clock
-from asyncoro.programs import (Parser, add_runtime_options, check_tls, claim_folder, console,
-                               end_on_signals, host, host_port, in_background, new_file,
-                               port, port_ranges, seconds, start_runtime)
+from asyncoro.programs import (Parser, add_runtime_options, check_frame_size, check_tls,
+                               claim_folder, console, end_on_signals, host, host_port,
+                               in_background, new_file, port, port_ranges, seconds,
+                               start_runtime)
 from asyncoro.records import DEFAULT_NODE_PORT, MaxPulseInterval, MinPulseInterval
 from asyncoro.server import start_zygote
 
@@ -82,45 +83,72 @@ def servers_wanted(value):
 
 def _parser():
     parser = Parser(prog='discoronode.py',
-                                     description='Run discoro servers on this node.')
+                    description='Run a discoro node: it waits for a scheduler, and runs '
+                    'the server processes of one computation at a time.')
     add = parser.add_argument
     add('-c', '--cpus', type=int, default=0,
-        help='servers to run: 0 one per CPU, n > 0 that many, n < 0 all CPUs but n')
+        help='how many server processes to run: n > 0 that many (more than the CPUs is '
+        'allowed), n < 0 all CPUs but n (default 0: one per CPU)')
     add('-i', '--ip_addr', type=host, default=None,
-        help='address to bind to (default: $ASYNCORO_NODE)')
-    add('--ext_ip_addr', type=host, default=None)
+        help='the address (or host name) to listen on and announce (default: '
+        '$ASYNCORO_NODE, else the first interface with a broadcast address)')
+    add('--ext_ip_addr', type=host, default=None,
+        help='the address to announce instead of --ip_addr, for a node behind NAT; it '
+        'still listens on --ip_addr (default: none)')
     add('-u', '--udp_port', type=port,
         default=env_port('ASYNCORO_DISCORONODE_PORT', DEFAULT_NODE_PORT),
-        help='discovery port (default $ASYNCORO_DISCORONODE_PORT, else 51351)')
+        help='the UDP port where schedulers look for nodes (default '
+        '$ASYNCORO_DISCORONODE_PORT, else 51351)')
     add('--scheduler_port', type=port,
         default=env_port('ASYNCORO_UDP_PORT', DEFAULT_UDP_PORT),
-        help="the schedulers' discovery port (default $ASYNCORO_UDP_PORT, else 51350)")
+        help="the UDP port where it tells schedulers it is there (default "
+        "$ASYNCORO_UDP_PORT, else 51350)")
     add('--tcp_ports', type=port_ranges, action='append', default=[],
-        help='n or n1-n2, repeatable: the first port is the node\'s, the rest the servers\'')
-    add('-n', '--name', default=None)
+        help="TCP ports: n, n1-n2 or several joined by commas; repeatable. The node takes "
+        "the first, its servers the next ones (default: any free ports)")
+    add('-n', '--name', default=None,
+        help="the node's name, as schedulers and the monitor show it (default: this "
+        "machine's host name)")
     add_runtime_options(add)
     add('--min_pulse_interval', type=seconds, default=MinPulseInterval,
-        help='the shortest pulse interval a computation may ask of this node')
+        help='the shortest pulse interval it keeps, whatever a computation asks '
+        '(default %(default)g seconds; at least 1)')
     add('--max_pulse_interval', type=seconds, default=MaxPulseInterval,
-        help='the longest pulse interval this node keeps')
+        help='the longest pulse interval it keeps (default %(default)g seconds)')
     add('--zombie_period', type=seconds, default=10 * MaxPulseInterval,
-        help='close a computation with no job for this many seconds (0: never)')
+        help='end a computation that has had no job for this many seconds (default '
+        '%(default)g; 0: never)')
     add('--ping_interval', type=seconds, default=0,
-        help='while idle, tell schedulers again every this many seconds (0: at start only)')
-    add('--msg_timeout', type=seconds, default=disasyncoro.MsgTimeout)
-    add('--serve', type=int, default=-1, help='quit after this many computations (-1: never)')
-    add('--service_start', default=None, help='HH:MM: take computations from this time')
-    add('--service_stop', default=None, help='HH:MM: running jobs finish, no new ones')
-    add('--service_end', default=None, help='HH:MM: running jobs are killed')
+        help='while it has no computation, tell schedulers again every this many seconds '
+        '(default 0: only at the start and when it is free again)')
+    add('--msg_timeout', type=seconds, default=disasyncoro.MsgTimeout,
+        help='seconds to wait for an answer from a peer, in the node and its servers '
+        '(default %(default)g; at least 1)')
+    add('--serve', type=int, default=-1,
+        help='quit after this many computations (default -1: never)')
+    add('--service_start', default=None, metavar='HH:MM',
+        help='take computations from this time of day (default: from the start)')
+    add('--service_stop', default=None, metavar='HH:MM',
+        help='from this time of day, running jobs finish and no new ones start (default: '
+        'never)')
+    add('--service_end', default=None, metavar='HH:MM',
+        help='at this time of day, running jobs are killed (default: never)')
     add('--clean', action='store_true',
-        help='kill servers left from an earlier run (their PID files say which)')
-    add('--peer', type=host_port, action='append', default=[], help='node:port, repeatable')
-    add('--daemon', action='store_true', help='do not read commands from stdin')
+        help='kill servers left running by an earlier run of a node in this folder (their '
+        'PID files say which); without it the node refuses to start over them')
+    add('--peer', type=host_port, action='append', default=[], metavar='HOST:PORT',
+        help="a scheduler's (or other peer's) TCP address to contact at the start, for one "
+        "in another network; repeatable")
+    add('--daemon', action='store_true',
+        help='do not read commands from standard input (implied when started in the '
+        'background)')
     add('--save_config', type=new_file, default=None, metavar='FILE',
-        help='save these options in FILE and exit')
-    add('--config', default=None, metavar='FILE', help='options from FILE (saved with '
-        '--save_config); the command line overrides them')
-    add('-d', '--debug', action='store_true')
+        help="save every option's value (defaults included; not --ip_addr, --ext_ip_addr "
+        "and --name) in FILE and exit")
+    add('--config', default=None, metavar='FILE',
+        help='read the options from FILE (made by --save_config); options on the command '
+        'line win')
+    add('-d', '--debug', action='store_true', help='log at DEBUG level: every message')
     return parser
 
 
@@ -130,8 +158,9 @@ _CONFIG_MARK = 'discoronode'
 
 
 def save_config(parser, options, path):
-    """Write the options given (not the node's own address and name) to the
-    INI file `path`, for --config."""
+    """Write the value of every option (defaults and values taken from the
+    environment included; not the node's own address and name) to the INI
+    file `path`, for --config."""
     config = configparser.ConfigParser(interpolation=None)
     config['DEFAULT']['program'] = _CONFIG_MARK
     for action in parser._actions:
@@ -218,6 +247,7 @@ def options_of(argv):
     except ValueError as exc:
         parser.error(str(exc))
     check_tls(parser, options.certfile, options.keyfile)
+    check_frame_size(parser, options.max_frame_size)
     if options.msg_timeout < 1:
         parser.error('--msg_timeout must be at least 1')
     if options.min_pulse_interval < 1:
@@ -299,7 +329,8 @@ def main(argv=None):
                            name='%s_proc-0' % options.name, discover_peers=False,
                            secret=options.secret, certfile=options.certfile,
                            keyfile=options.keyfile, dest_path=options.node_dir,
-                           max_file_size=options.max_file_size)
+                           max_file_size=options.max_file_size,
+                           max_frame_size=options.max_frame_size)
     except SystemExit:
         os.kill(zygote[0], signal.SIGKILL)
         raise

@@ -297,47 +297,67 @@ class _Watcher(Service):
         super().stop(reason)
 
 
-def _options(argv):
+def _parser():
     parser = Parser(
         prog='httpd.py', description='Web monitor of the computation a discoro.py scheduler '
         'is running (and of the ones waiting in its queue).')
-    parser.add_argument('--host', default='',
-                        help='address the HTTP server binds (default: $ASYNCORO_NODE, else '
-                        '127.0.0.1; 0.0.0.0 for every interface)')
-    parser.add_argument('--password', default=None,
-                        help='password every page asks for (HTTP basic authentication, any '
-                        'user name); default $%s. Prefer the variable: others can read a '
-                        'command line' % PASSWORD_ENV)
-    parser.add_argument('--max_failures', type=int, default=FAILURES,
-                        help='failed and lost jobs the Jobs page keeps (default %(default)s)')
-    parser.add_argument('-p', '--port', type=port_or_any, default=DEFAULT_PORT,
-                        help='HTTP port (default %(default)s; 0 = any free port)')
-    parser.add_argument('--poll_sec', type=seconds, default=10,
-                        help='seconds between page updates (default %(default)s)')
-    parser.add_argument('--hide_coro_args', action='store_true',
-                        help='do not show coroutine arguments (they can be large)')
-    parser.add_argument('--DocumentRoot', default=None, help='directory of the pages')
-    parser.add_argument('--http_certfile', type=existing_file, default=None,
-                        help='certificate for HTTPS')
-    parser.add_argument('--http_keyfile', type=existing_file, default=None,
-                        help='key for HTTPS')
-    parser.add_argument('--scheduler', type=host_port, default=None, metavar='HOST:PORT',
-                        help='where the scheduler runs (its TCP port); default: discover it')
-    parser.add_argument('-i', '--ip_addr', type=host, default=None,
-                        help='address of this program\'s asyncoro runtime')
-    parser.add_argument('-t', '--tcp_port', type=port_or_any, default=0)
-    parser.add_argument('-u', '--udp_port', type=port, default=0,
-                        help='discovery port: the scheduler\'s (default $ASYNCORO_UDP_PORT, else '
-                        '51350)')
-    parser.add_argument('-s', '--secret', default='', help='the scheduler\'s secret')
-    parser.add_argument('--certfile', type=existing_file, default=None,
-                        help='certificate for asyncoro peers')
-    parser.add_argument('--keyfile', type=existing_file, default=None,
-                        help='key for asyncoro peers')
-    parser.add_argument('--timeout', type=seconds, default=10,
-                        help='seconds to wait for the scheduler at each try')
-    parser.add_argument('--daemon', action='store_true', help='do not read stdin')
-    parser.add_argument('-d', '--debug', action='store_true', help='debug logging')
+    add = parser.add_argument
+    add('--host', default='',
+        help='the address the web server listens on (default: $ASYNCORO_NODE, else '
+        '127.0.0.1, this machine only; 0.0.0.0 for every interface, best with a password)')
+    add('--password', default=None,
+        help='a password every page asks for (HTTP basic authentication, any user name; '
+        'default: $%s, else none). Prefer the variable: others can read a command line'
+        % PASSWORD_ENV)
+    add('--max_failures', type=int, default=FAILURES,
+        help='how many failed and lost jobs the Jobs page keeps (default %(default)s)')
+    add('-p', '--port', type=port_or_any, default=DEFAULT_PORT,
+        help='the web server\'s TCP port (default %(default)s; 0: any free port, which the '
+        'ready line names)')
+    add('--poll_sec', type=seconds, default=10,
+        help='seconds between the pages\' updates, and between questions to the scheduler '
+        '(default %(default)g; at least 1; the pages can change it)')
+    add('--hide_coro_args', action='store_true',
+        help='do not show the jobs\' arguments (they may be large or private); the pages '
+        'can change it')
+    add('--DocumentRoot', default=None,
+        help='a folder with pages of your own to serve instead of the package\'s (it must '
+        'hold cluster.html)')
+    add('--http_certfile', type=existing_file, default=None,
+        help='a TLS certificate (PEM): serve HTTPS (default: HTTP)')
+    add('--http_keyfile', type=existing_file, default=None,
+        help='the private key of --http_certfile, when that file does not hold it')
+    add('--scheduler', type=host_port, default=None, metavar='HOST:PORT',
+        help='the TCP address of the discoro.py scheduler (its ready line names it; '
+        'default: find it by discovery on -u)')
+    add('-i', '--ip_addr', type=host, default=None,
+        help='the address of this program\'s asyncoro runtime, which talks to the '
+        'scheduler (default: $ASYNCORO_NODE, else the first interface with a broadcast '
+        'address)')
+    add('-t', '--tcp_port', type=port_or_any, default=0,
+        help='the TCP port of that runtime (default 0: any free port)')
+    add('-u', '--udp_port', type=port, default=0,
+        help='the UDP port where it looks for the scheduler: the scheduler\'s -u (default '
+        '$ASYNCORO_UDP_PORT, else 51350)')
+    add('-s', '--secret', default='',
+        help='the scheduler\'s secret (default: $ASYNCORO_SECRET, else \'\')')
+    add('--certfile', type=existing_file, default=None,
+        help='the TLS certificate the scheduler uses (-s, --certfile of discoro.py), for '
+        'the connection to it (default: no TLS)')
+    add('--keyfile', type=existing_file, default=None,
+        help='the private key of --certfile, when that file does not hold it')
+    add('--timeout', type=seconds, default=10,
+        help='seconds to wait for the scheduler at each try (default %(default)g); it tries '
+        'again until it is found')
+    add('--daemon', action='store_true',
+        help='do not read commands from standard input (implied when started in the '
+        'background)')
+    add('-d', '--debug', action='store_true', help='log at DEBUG level: every message')
+    return parser
+
+
+def _options(argv):
+    parser = _parser()
     options = parser.parse_args(argv)
     if options.poll_sec < POLL_MIN:
         parser.error('--poll_sec must be at least %s' % POLL_MIN)

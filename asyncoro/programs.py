@@ -26,6 +26,7 @@ import sys
 
 from asyncoro import disasyncoro
 from asyncoro.disasyncoro import Location
+from asyncoro.netio import DEFAULT_MAX_FRAME_SIZE
 
 try:
     import fcntl
@@ -33,6 +34,8 @@ except ImportError:         # no flock here: folders are told apart by process i
     fcntl = None
 
 __all__ = []
+
+SMALLEST_FRAME_SIZE = 1024 * 1024       # --max_frame_size: below this, replies may not fit
 
 
 # ---------------------------------------------------------------- option types
@@ -206,12 +209,30 @@ def add_runtime_options(add):
 
     :param add: the parser's ``add_argument``.
     """
-    add('--dest_path', type=folder, default=None, help='where files sent here are saved')
+    add('--dest_path', type=folder, default=None,
+        help='the folder under which this program keeps the files sent to it (made if '
+        'missing); default: asyncoro in the temporary folder')
     add('--max_file_size', type=size, default=0,
-        help='the largest file a peer may send here: bytes, or with a k/m/g/t suffix')
-    add('-s', '--secret', default='', help='shared with every peer')
-    add('--certfile', type=existing_file, default=None, help='TLS certificate (with --keyfile)')
-    add('--keyfile', type=existing_file, default=None)
+        help='the largest file a peer may send here: bytes, or with a k, m, g or t suffix '
+        '(default 0: no limit)')
+    add('--max_frame_size', type=size, default=DEFAULT_MAX_FRAME_SIZE,
+        help='the largest message a peer may send here, or this program send, such as a '
+        "job's arguments or result: bytes, or with a k, m, g or t suffix (default 64m)")
+    add('-s', '--secret', default='',
+        help="the shared secret: only peers with the same one are served (default: "
+        "$ASYNCORO_SECRET, else '')")
+    add('--certfile', type=existing_file, default=None,
+        help='a TLS certificate (PEM): every connection is then TLS, and peers must have the '
+        'same certificate or one signed by an authority it holds (default: no TLS)')
+    add('--keyfile', type=existing_file, default=None,
+        help="the certificate's private key, when --certfile does not hold it")
+
+
+def check_frame_size(parser, value):
+    """Check --max_frame_size; otherwise the program stops here (status 2)."""
+    if value < SMALLEST_FRAME_SIZE:
+        parser.error('--max_frame_size %d is too small: at least %d (1m)'
+                     % (value, SMALLEST_FRAME_SIZE))
 
 
 def check_tls(parser, certfile, keyfile, option='--certfile'):

@@ -176,17 +176,28 @@ class DiscoroNodeAllocate:
     rule that applies to a node decides; with none, all its servers).
 
     :param node: a host name, an IP address or a pattern with ``*``
-        (``'192.168.1.*'``, ``'*'``); the whole address must match.
+        (``'192.168.1.*'``, ``'*'``); the whole address must match. (In
+        asyncoro 4.5 it was a regular expression.)
     :param platform: a regular expression searched (ignoring case) in the
         node's platform string ('' matches any).
-    :param cpus: > 0, that many servers (if the node has as many, else the
-        node is not used); 0, the node is not used (as in asyncoro 4.5: a
-        rule with cpus=0 *excludes* the nodes it matches); < 0, all the
-        node's servers but that many.
-    :param memory: the bytes of memory the node must have free.
-    :param disk: the bytes of disk the node must have free.
-    :raises TypeError: if `node` is not a string.
+    :param cpus: how many of the node's servers to use. More than 0: that
+        many (a node that has fewer is not used). 0, the default: none, so
+        the rule *excludes* the nodes it matches, as asyncoro 4.5's code
+        does. Less than 0: all the node's servers but that many. None: all
+        its servers (this package's addition; asyncoro 4.5 has no way to
+        say it).
+    :param memory: the bytes of memory the node must have free; a node
+        with less is not used.
+    :param disk: the bytes of disk the node must have free; a node with
+        less is not used.
+    :raises TypeError: if `node` is not a string, or `cpus` is neither a
+        number nor None.
+    :raises ValueError: if `node` looks like a regular expression (asyncoro
+        4.5's manual asked for one; its code, as this one, matched ``*``
+        only, so such a rule matched no node).
 
+    For example, ``DiscoroNodeAllocate('*', memory=4 * 1024**3, cpus=None)``
+    uses every server of each node with 4 GiB free and no other node.
     Subclasses may override :meth:`allocate`.
     """
 
@@ -194,20 +205,37 @@ class DiscoroNodeAllocate:
         if not isinstance(node, str) or not node:
             raise TypeError('DiscoroNodeAllocate node must be a host, an IP address or a '
                             'pattern such as "192.168.1.*", not %r' % (node,))
+        if cpus is not None:
+            try:
+                cpus = int(cpus)
+            except (TypeError, ValueError):
+                raise TypeError('DiscoroNodeAllocate cpus must be a number of servers (0 '
+                                'excludes the nodes; less than 0, all their servers but that '
+                                'many) or None (all their servers), not %r' % (cpus,)) from None
+        if re.search(r'[\\^$\[\](){}+?|]', node):
+            raise ValueError('DiscoroNodeAllocate node %r looks like a regular expression; it '
+                             'is a host, an IP address or a pattern where * is the only '
+                             'wildcard, such as "192.168.1.*"' % (node,))
         if '*' not in node and not re.fullmatch(r'[0-9a-fA-F.:]+', node):
             node = Location(node, 0).addr        # a host name: its address
         self.node = node
         self.ip_rex = re.compile('^' + re.escape(node).replace(r'\*', '.*') + '$')
         self.platform = re.compile(platform, re.IGNORECASE) if platform else None
-        self.cpus = int(cpus)
+        self.cpus = cpus
         self.memory = memory or 0
         self.disk = disk or 0
 
     def allocate(self, ip_addr, name, platform, cpus, memory, disk):
         """How many servers of this node to use.
 
-        :returns: > 0, that many; 0, not this node; < 0, this rule does not
-            apply (the next one is asked).
+        :param ip_addr: the node's IP address.
+        :param name: its name.
+        :param platform: its platform string (``platform.platform()`` there).
+        :param cpus: how many servers it runs.
+        :param memory: its bytes of memory available (None: unknown).
+        :param disk: its bytes of disk free (None: unknown).
+        :returns: more than 0, that many; 0, not this node; less than 0,
+            this rule does not apply (the next one is asked).
         """
         if not self.ip_rex.match(ip_addr):
             return -1
@@ -216,6 +244,8 @@ class DiscoroNodeAllocate:
         if (self.memory and memory is not None and memory < self.memory) or \
                 (self.disk and disk is not None and disk < self.disk):
             return 0
+        if self.cpus is None:
+            return cpus
         if self.cpus > 0:
             return self.cpus if cpus >= self.cpus else 0
         if self.cpus == 0:
@@ -223,7 +253,7 @@ class DiscoroNodeAllocate:
         return max(cpus + self.cpus, 0)
 
     def __repr__(self):
-        return 'DiscoroNodeAllocate(%r, cpus=%s)' % (self.node, self.cpus)
+        return 'DiscoroNodeAllocate(%r, cpus=%r)' % (self.node, self.cpus)
 
 
 def servers_for(allocations, info):

@@ -320,7 +320,7 @@ class RCI:
         return (_rebuild_rci, (self._name, self._where))
 
     def register(self):
-        """Register it under its name, for :meth:`locate`.
+        """Register it under its name, for :meth:`RCI.locate`.
 
         :returns: 0; -1 if something else holds that name (with a WARNING),
             or this is a reference to another process's RCI.

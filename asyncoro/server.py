@@ -251,7 +251,8 @@ def _server_main(spec, index, port, namespace, report_fd):
                                   name='%s_proc-%d' % (spec['name'], index),
                                   discover_peers=False, secret=spec['secret'],
                                   certfile=spec['certfile'], keyfile=spec['keyfile'],
-                                  dest_path=path, max_file_size=spec['max_file_size'])
+                                  dest_path=path, max_file_size=spec['max_file_size'],
+                                  max_frame_size=spec['max_frame_size'])
     except OSError as exc:      # its port is taken, say: the node tells the scheduler why
         report(report_fd, SERVER_FAILED, spec['key'], index, 'server %d: %s' % (index, exc))
         os.remove(pid_file)

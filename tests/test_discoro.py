@@ -251,6 +251,24 @@ def test_allocation_rules():
     assert _servers_for([DiscoroNodeAllocate('*', cpus=20)], info) == 0
     assert _servers_for([DiscoroNodeAllocate('10.9.*', cpus=1),
                          DiscoroNodeAllocate('*', cpus=-1)], info) == 7
+    # cpus=0 (the default) excludes, as asyncoro 4.5's code does, so a rule
+    # with only a memory bound uses no node at all; cpus=None (this
+    # package's) uses every server of the nodes that pass
+    assert _servers_for([DiscoroNodeAllocate('*', memory=1024 ** 3)], info) == 0
+    assert _servers_for([DiscoroNodeAllocate('*', memory=1024 ** 3, cpus=None)], info) == 8
+    assert _servers_for([DiscoroNodeAllocate('*', memory=4 * 1024 ** 3, cpus=None)], info) == 0
+    assert _servers_for([DiscoroNodeAllocate('10.9.*', cpus=None)], info) == 8     # no match
+    # a plain string in node_allocations is DiscoroNodeAllocate(string): it excludes
+    from asyncoro.discoro import Computation
+    rules = Computation([], node_allocations=['10.1.2.15'])._allocations
+    assert _servers_for(rules, info) == 0
+    assert repr(DiscoroNodeAllocate('*', cpus=None)) == "DiscoroNodeAllocate('*', cpus=None)"
+    with pytest.raises(TypeError, match='cpus must be a number of servers'):
+        DiscoroNodeAllocate('*', cpus='all')
+    # asyncoro 4.5's manual asked for a regular expression, which its code
+    # (as this one) never matched: said at once, not a rule that matches nothing
+    with pytest.raises(ValueError, match=r'looks like a regular expression.*"192\.168\.1\.\*"'):
+        DiscoroNodeAllocate(r'192\.168\.1\..*')
 
 
 def test_allocation_limits_servers_and_platform_excludes(processes, discoronode):

@@ -112,3 +112,25 @@ def test_discoro_httpd2_chains_status_messages_and_terminates_at_close(processes
     assert not [line for line in shown if line.startswith('status msg ignored')]
     assert any(line.endswith('HTTP server waiting for 10 seconds for client updates before '
                              'quitting') for line in lines)
+
+
+@pytest.mark.deadline(60)
+def test_discoro_monitor_serves_the_jobs_and_waits_for_a_last_update(processes, discoronode):
+    """examples/discoro_monitor.py: the program docs/guide/monitor.rst
+    shows. The monitor sees the jobs while they run; shutdown() from the
+    main program waits poll_sec + 0.5 s before the program ends."""
+    proc, base, lines = start_example(processes, discoronode, 'discoro_monitor.py')
+    assert read_until(proc, lines, lambda line: line.startswith('monitor at'), 10,
+                      'the address printed') == 'monitor at %s/' % base
+    wait_until(lambda: sum(n[1] for n in node_counts(base)) == 4, 20,
+               'the monitor seeing the 4 jobs submitted')
+    read_until(proc, lines, lambda line: line.startswith('results:'), 30, 'the results')
+    started = time.monotonic()
+    rest, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert time.monotonic() - started >= 2       # poll_sec (2) + 0.5 s, less what was read
+    lines += (bytes(proc.__dict__.get('_pending_output', b'')) + rest).decode().splitlines()
+    assert [line for line in output(lines) if line.startswith('results:')] == \
+        ['results: [4, 9, 4, 9]']
+    assert any(line.endswith('HTTP server waiting for 2 seconds for client updates before '
+                             'quitting') for line in lines)

@@ -311,6 +311,54 @@ def test_tls_client_rejects_unknown_server_certificate(certs):
         assert outcome == 'error' and isinstance(exc, OSError)
 
 
+def _openssl(*args, cwd):
+    import shutil
+    import subprocess
+    openssl = shutil.which('openssl')
+    if openssl is None:
+        pytest.skip('the openssl command is not installed')
+    subprocess.run([openssl] + list(args), check=True, capture_output=True, timeout=30,
+                   cwd=str(cwd))
+
+
+def test_tls_between_two_certificates_of_one_authority(tmp_path):
+    """The recipe of docs/guide/distributed.rst (TLS): an authority of one's
+    own signs a certificate per machine; each certfile holds the machine's
+    certificate, then the authority's, so peers with different certificates
+    trust each other, and a stranger's certificate is refused."""
+    curve = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes']
+    _openssl('req', '-x509', *curve, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2',
+             '-subj', '/CN=asyncoro-ca', cwd=tmp_path)
+    for name in ('node1', 'node2'):
+        _openssl('req', *curve, '-keyout', name + '.key', '-out', name + '.csr',
+                 '-subj', '/CN=' + name, cwd=tmp_path)
+        _openssl('x509', '-req', '-in', name + '.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key',
+                 '-CAcreateserial', '-out', name + '.crt', '-days', '2', cwd=tmp_path)
+        with open(tmp_path / (name + '.pem'), 'wb') as pem:
+            pem.write((tmp_path / (name + '.crt')).read_bytes() +
+                      (tmp_path / 'ca.pem').read_bytes())
+    _openssl('req', '-x509', *curve, '-keyout', 'stranger.key', '-out', 'stranger.pem',
+             '-days', '2', '-subj', '/CN=stranger', cwd=tmp_path)
+
+    def pem(name):
+        return dict(certfile=str(tmp_path / (name + '.pem')),
+                    keyfile=str(tmp_path / (name + '.key')))
+    with listener(**pem('node1')) as server:
+        serving = gevent.spawn(_accept_outcome, server)
+        with AsyncSocket(socket.socket(), **pem('node2')) as client:
+            client.settimeout(5)
+            assert in_greenlet(client.connect, server.getsockname()) == 0
+            client.send_msg(b'signed alike')
+            assert in_greenlet(client.recv_msg) == b'SIGNED ALIKE'
+        assert serving.get(timeout=5) == ('ok', b'signed alike')
+    with listener(**pem('stranger')) as server:
+        serving = gevent.spawn(_accept_outcome, server)
+        with AsyncSocket(socket.socket(), **pem('node2')) as client:
+            with pytest.raises(ssl.SSLCertVerificationError):
+                in_greenlet(client.connect, server.getsockname())
+        assert serving.get(timeout=5)[0] == 'error'
+
+
 def test_plaintext_client_to_tls_server_fails_cleanly(certs):
     certfile, keyfile = certs['good']
     with listener(certfile=certfile, keyfile=keyfile) as server:

@@ -9,6 +9,7 @@ their own; every process is killed by PID at the end.
 import configparser
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -422,6 +423,59 @@ def test_a_node_runs_from_a_config_file(discoronode, tmp_path):
     assert 'servers=1' in node.ready_line.split()
     node2, _ = discoronode('--config', path, cpus=None)
     assert 'servers=3' in node2.ready_line.split()
+
+
+FRAME_CLIENT = PRIVATE + r'''
+def compute(data, coro=None):
+    yield coro.sleep(0)
+    return len(data)
+
+def main(coro=None):
+    computation = Computation([compute])
+    assert (yield computation.schedule()) == 0
+    value = yield computation.run_result(compute, b'x' * 2000000)
+    print('value', type(value).__name__, value if isinstance(value, int) else '')
+    yield computation.close()
+
+asyncoro.Coro(main)
+'''
+
+
+@pytest.mark.deadline(90)
+def test_max_frame_size_reaches_the_servers_of_the_node(processes, discoronode):
+    """--max_frame_size (docs/programs.rst): the node's servers take the
+    node's limit, so a job's 2 MB arguments pass under the default 64m and
+    are refused under 1m, with the server naming the limit."""
+    node, ports = discoronode(cpus=1)
+    proc = processes(FRAME_CLIENT, json.dumps(ports), ready=False)
+    out, err = proc.communicate(b'', timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert split_log(out.decode())[0] == ['value int 2000000']
+
+    small, small_ports = discoronode('--max_frame_size', '1m', cpus=1)
+    proc = processes(FRAME_CLIENT, json.dumps(small_ports), ready=False)
+    out, err = proc.communicate(b'', timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert split_log(out.decode())[0] == ['value DiscoroJobLost ']
+    small.terminate()
+    said = small.communicate(timeout=30)[0].decode()
+    assert re.search(r'frame of 2000\d\d\d bytes from 127\.0\.0\.1:\d+ exceeds '
+                     r'max_frame_size=1048576; connection closed', said), said
+
+
+def test_max_frame_size_is_checked_and_saved(tmp_path):
+    assert node_program.options_of([]).max_frame_size == 64 * 1024 * 1024
+    assert node_program.options_of(['--max_frame_size', '256m']).max_frame_size == 256 << 20
+    proc = subprocess.run([sys.executable, '-m', 'asyncoro.discoronode', '--daemon',
+                           '--max_frame_size', '1000'], capture_output=True,
+                          env=program_env(), timeout=30, cwd=str(tmp_path))
+    assert proc.returncode == 2
+    assert '--max_frame_size 1000 is too small: at least 1048576 (1m)' in proc.stderr.decode()
+    path = tmp_path / 'node.conf'
+    subprocess.run([sys.executable, '-m', 'asyncoro.discoronode', '--save_config', str(path),
+                    '--max_frame_size', '128m'], check=True, capture_output=True,
+                   env=program_env(), timeout=30, cwd=str(tmp_path))
+    assert node_program.options_of(['--config', str(path)]).max_frame_size == 128 << 20
 
 
 @pytest.mark.parametrize('argv, message', [
