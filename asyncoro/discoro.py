@@ -13,7 +13,6 @@ nodes run) and asyncoro.service (how they talk).
 it, docs/programs.rst lists the program's options.
 """
 
-import argparse
 import logging
 import os
 import sys
@@ -47,18 +46,6 @@ sys.modules[__name__].__class__ = _ShowsMsgTimeout
 
 # ---------------------------------------------------------------- the discoro.py program
 
-class _Gone(argparse.Action):
-    """An option of asyncoro 4.5's program that this one does not have: one
-    line saying so, and what to do instead (exit status 2)."""
-
-    def __init__(self, option_strings, dest, why, **kwargs):
-        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
-        self.why = why
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        parser.error('%s is not an option of this discoro.py: %s' % (option_string, self.why))
-
-
 def _parser():
     parser = Parser(
         prog='discoro.py', description='Run the discoro scheduler for several clients: their '
@@ -82,9 +69,10 @@ def _parser():
         help='a node host in another network, asked at the start and again every '
         '--ping_interval; repeatable (nodes on its own network find it by themselves)')
     add_runtime_options(add)
-    add('--pulse_interval', action=_Gone, why='each computation sets how often its nodes '
-        'report (Computation(pulse_interval=...)); remove it, and use --ping_interval to '
-        'look for nodes again')
+    add('--pulse_interval', type=seconds, default=None,
+        help='look at the nodes at least this often, in seconds: a silent node is dropped, '
+        'a lost one asked whether it is back, a busy one asked again (default: each '
+        'computation\'s pulse_interval; at least 1)'),
     add('--ping_interval', type=seconds, default=0,
         help='look for nodes again every this many seconds, on its network and at the '
         '--node hosts (default 0: only at the start)')
@@ -112,6 +100,9 @@ def main(argv=None):
     options = parser.parse_args(argv)
     if options.zombie_period and options.zombie_period < 1:
         parser.error('--zombie_period must be 0 (never) or at least 1')
+    if options.pulse_interval is not None and options.pulse_interval < 1:
+        parser.error('--pulse_interval must be at least 1 second, not %g'
+                     % options.pulse_interval)
     check_tls(parser, options.certfile, options.keyfile)
     check_frame_size(parser, options.max_frame_size)
     disasyncoro.logger.setLevel(logging.DEBUG if options.debug else logging.INFO)
@@ -125,6 +116,7 @@ def main(argv=None):
                        certfile=options.certfile, keyfile=options.keyfile)
     scheduler = Scheduler(zombie_period=options.zombie_period,
                           ping_interval=options.ping_interval, clean=options.clean,
+                          pulse_interval=options.pulse_interval,
                           nodes=options.node, **({'discoronode_port': options.discoronode_port}
                                                  if options.discoronode_port else {}))
     print('discoro scheduler ready %s pid=%d' % (rt.location, os.getpid()), flush=True)

@@ -383,11 +383,15 @@ class SchedState:
         if self.comp is not None:
             self.cluster.tick(now)
 
-    def next_tick(self):
-        """Seconds until `tick` is due: the shortest pulse interval kept."""
+    def next_tick(self, limit=None):
+        """Seconds until `tick` is due: the shortest pulse interval kept
+        (`limit` at most: the scheduler's own pulse_interval)."""
         intervals = [node.pulse_interval for node in self.cluster.nodes.values()
                      if node.pulse_interval and node.state in ENGAGED]
-        return min(intervals + [self.comp.pulse_interval if self.comp else 10])
+        intervals.append(self.comp.pulse_interval if self.comp else 10)
+        if limit is not None:
+            intervals.append(limit)
+        return min(intervals)
 
     # ---------------- views
 

@@ -73,7 +73,11 @@ class Scheduler(metaclass=Singleton):
         (``$ASYNCORO_DISCORONODE_PORT``, else 51351).
     :param clean: empty the scheduler's folder first.
     :param nodes: node hosts to ask directly (in other networks).
-    :param pulse_interval: accepted, as in asyncoro 4.5, and not used.
+    :param pulse_interval: look at the nodes at least every this many
+        seconds (a node silent for 5 of its pulse intervals is dropped, a
+        lost one asked whether it is back, one busy with another computation
+        asked again); None: as often as the computation's pulse_interval
+        (and the shortest a node keeps) asks.
 
     Its files go to a folder of its own under ``<dest_path>/discoro``
     (``scheduler-<n>``, claimed for this process alone), which becomes the
@@ -98,7 +102,10 @@ class Scheduler(metaclass=Singleton):
     def __init__(self, **kwargs):
         self._node_port = (kwargs.pop('discoronode_port', None) or
                            env_port('ASYNCORO_DISCORONODE_PORT', DEFAULT_NODE_PORT))
-        kwargs.pop('pulse_interval', None)     # the timer period before a computation: unused
+        self._pulse_interval = kwargs.pop('pulse_interval', None)
+        if self._pulse_interval is not None and not self._pulse_interval >= 1:
+            raise DiscoroError('pulse_interval must be at least 1 second, or None, not %r'
+                               % (self._pulse_interval,))
         self._ping_interval = kwargs.pop('ping_interval', 0) or 0
         self._zombie_period = kwargs.pop('zombie_period', 100 * MaxPulseInterval) or 0
         clean = kwargs.pop('clean', False)
@@ -323,7 +330,7 @@ class _SchedulerService(Service):
         free (a node whose process hangs or whose host is cut off closes no
         connection: only the missing pulses tell)."""
         while self.package is package:
-            if ended.wait(self.state.next_tick()):
+            if ended.wait(self.state.next_tick(self._scheduler._pulse_interval)):
                 return
             self.fx.feed(self.state.tick, time.monotonic())
 

@@ -130,19 +130,22 @@ def test_every_option_has_help_and_a_documented_entry_with_its_default():
     assert problems == []
 
 
-def test_discoro_refuses_pulse_interval_and_says_what_to_use(capsys):
-    """asyncoro 4.5's discoro.py took --pulse_interval and only used it to
-    time its checks before the first computation; here each computation
-    sets its own timing, so the option is gone, with one line that says so."""
+def test_discoro_pulse_interval_caps_the_schedulers_clock(capsys):
+    """asyncoro 4.5's discoro.py takes --pulse_interval: here it is the
+    longest the scheduler waits between two looks at its nodes (the state's
+    clock), and a value under a second is refused in one line."""
     import pytest
-    from asyncoro import discoro
+    from asyncoro import discoro, schedstate
+    assert _parser_of('asyncoro.discoro').parse_args(['--pulse_interval', '3']).pulse_interval \
+        == 3
     with pytest.raises(SystemExit) as stop:
-        discoro.main(['--pulse_interval', '20'])
+        discoro.main(['--pulse_interval', '0.5'])
     assert stop.value.code == 2
-    error = capsys.readouterr().err.strip()
-    assert error.startswith('discoro.py: error: --pulse_interval is not an option of this '
-                            'discoro.py: each computation sets how often its nodes report')
-    assert '--pulse_interval' not in _parser_of('asyncoro.discoro').format_help()
+    assert capsys.readouterr().err.startswith(
+        'discoro.py: error: --pulse_interval must be at least 1 second, not 0.5')
+    state = schedstate.SchedState()
+    state.begin(schedstate.Comp(1, 30), lambda node: 0)
+    assert (state.next_tick(), state.next_tick(3)) == (30, 3)
 
 
 # ---------------------------------------------------------------- code shown in the docs
