@@ -51,7 +51,7 @@ class NodeState(enum.Enum):
     WAITING = 'waiting'         # cannot serve it now (busy with another computation, out
                                 #   of its service window): asked again when it is available
     UNUSED = 'unused'           # node_allocations give it no server
-    LEFT_OUT = 'left out'       # cannot serve this computation, for good (`why` says why)
+    LEFT_OUT = 'left out'       # cannot serve this computation, for good (the reason is kept)
     LOST = 'lost'               # gone (its connection, or its pulses): it may come back
     REJOINING = 'rejoining'     # lost, and being asked whether it is back
 
@@ -75,10 +75,10 @@ class JobState(enum.Enum):
 
 class CompState(enum.Enum):
     """The computation running."""
-    RUNNING = 'running'
+    RUNNING = 'running'         # its nodes are set up and run its jobs
     CLOSING = 'closing'         # waits for its jobs (and still takes new ones)
     ENDING = 'ending'           # its nodes are being released
-    CLOSED = 'closed'
+    CLOSED = 'closed'           # over: the next computation may start
 
 
 N, S, J, C = NodeState, ServerState, JobState, CompState
@@ -118,7 +118,7 @@ JOB_MOVES = {
     J.ENDED: set(),
 }
 COMP_MOVES = {
-    C.RUNNING: {C.CLOSING, C.ENDING},
+    C.RUNNING: {C.CLOSING},
     C.CLOSING: {C.ENDING},
     C.ENDING: {C.CLOSED},
     C.CLOSED: set(),

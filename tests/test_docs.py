@@ -238,3 +238,30 @@ def test_the_readme_is_short_and_its_links_are_built_pages(tmp_path):
         if not page.is_file():
             missing.append(link)
     assert missing == []
+
+
+def test_the_state_diagrams_draw_only_moves_the_scheduler_allows():
+    """docs/guide/states.rst draws the paths of jobs, nodes, servers and the
+    computation as `A ──► B ──► C`: each arrow is a move the state tables of
+    asyncoro.schedstate allow, and each state it names is one of them."""
+    from asyncoro import schedstate
+    tables = [(schedstate.JobState, schedstate.JOB_MOVES),
+              (schedstate.NodeState, schedstate.NODE_MOVES),
+              (schedstate.ServerState, schedstate.SERVER_MOVES),
+              (schedstate.CompState, schedstate.COMP_MOVES)]
+    with open(os.path.join(ROOT, 'docs', 'guide', 'states.rst'), encoding='utf-8') as f:
+        blocks = re.findall(r'\.\. code-block:: text\n\n((?:   .*\n)+)', f.read())
+    drawn = 0
+    for block in blocks:
+        paths = [re.sub(r'\(.*\)', '', line).split('──►') for line in block.splitlines()]
+        names = {name.strip() for path in paths for name in path}
+        owners = [(states, moves) for states, moves in tables
+                  if names <= set(states.__members__)]
+        assert len(owners) == 1, 'states %s are not all of one table' % sorted(names)
+        states, moves = owners[0]
+        for path in paths:
+            for a, b in zip(path, path[1:]):
+                assert states[b.strip()] in moves[states[a.strip()]], \
+                    '%s -> %s is drawn but not allowed' % (a.strip(), b.strip())
+                drawn += 1
+    assert len(blocks) == 4 and drawn >= 25

@@ -5,6 +5,9 @@
   they are defined; data in the lowest module whose ``__all__`` names it).
 - ``.. program-help:: MODULE`` shows what ``MODULE.main(['--help'])``
   prints: the options of a program, never out of date.
+- ``.. state-moves:: MODULE.ENUM MODULE.MOVES`` tables the states of one
+  of the scheduler's enums, what each means and where it may go, from the
+  code (asyncoro.schedstate).
 - When the pages have been read, every name of every package module's
   ``__all__`` must be documented in the reference, at the place
   ``exports`` links to; a missing one is a warning, which the CI build
@@ -118,6 +121,54 @@ class ProgramHelp(SphinxDirective):
         return [block]
 
 
+class StateMoves(SphinxDirective):
+    """``.. state-moves:: MODULE.ENUM MODULE.MOVES``: a table of the states
+    of an enum (each member's name and the comment that follows it in the
+    source, continuation lines included) and the states each may move to,
+    from the module's table of moves: the docs say what the code does."""
+
+    required_arguments = 2
+
+    def run(self):
+        enum_path, moves_path = self.arguments
+        module_name, enum_name = enum_path.rsplit('.', 1)
+        module = importlib.import_module(module_name)
+        states = getattr(module, enum_name)
+        moves = getattr(importlib.import_module(moves_path.rsplit('.', 1)[0]),
+                        moves_path.rsplit('.', 1)[1])
+        meanings = state_meanings(states)
+        rows = ['.. list-table::', '   :header-rows: 1', '   :widths: 14 56 30', '',
+                '   * - State', '     - What it means', '     - It may move to']
+        for state in states:
+            targets = sorted(moves.get(state, ()), key=lambda s: list(states).index(s))
+            rows += ['   * - ``%s``' % state.name, '     - %s' % (meanings.get(state.name) or ''),
+                     '     - %s' % (', '.join('``%s``' % t.name for t in targets) or '(none)')]
+            if not meanings.get(state.name):
+                log.warning('%s.%s has no comment saying what it means', enum_path, state.name,
+                            location=self.get_location())
+        container = nodes.container()
+        self.state.nested_parse(StringList(rows, source=enum_path), self.content_offset,
+                                container)
+        return container.children
+
+
+def state_meanings(states):
+    """{member name: the comment after it in the source}, comment lines that
+    follow (starting with '#', indented further) joined on."""
+    meanings, current = {}, None
+    for line in inspect.getsource(states).splitlines():
+        member = re.match(r'\s+([A-Z_]+) = .*?#\s*(.*)$', line)
+        more = re.match(r'\s+#\s*(.*)$', line)
+        if member:
+            current = member.group(1)
+            meanings[current] = member.group(2)
+        elif more and current:
+            meanings[current] += ' ' + more.group(1)
+        else:
+            current = None
+    return meanings
+
+
 def check_exports(app, env):
     """Every public name of the package is documented where `exports` links."""
     documented = set(env.get_domain('py').objects)
@@ -204,6 +255,7 @@ def merge_fixed(app, env, docnames, other):
 def setup(app):
     app.add_directive('exports', Exports)
     app.add_directive('program-help', ProgramHelp)
+    app.add_directive('state-moves', StateMoves)
     app.connect('autodoc-process-docstring', fix_docstring)
     app.connect('env-check-consistency', check_exports)
     app.connect('env-merge-info', merge_fixed)
