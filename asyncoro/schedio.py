@@ -108,9 +108,8 @@ class Effects:
         else:
             self.feed(cluster.rejoined, node.addr, node.key, info, node.coro, self.cpus(info))
 
-    def _reserve(self, node, part):
+    def _reserve(self, package, node, part):
         service = self.service
-        package = service.package
         answer = service.call(node.coro, RESERVE, package.id, package.client_location,
                               package.pulse_interval, node.cpus, service.coro,
                               timeout=_msg_timeout())
@@ -125,9 +124,9 @@ class Effects:
         else:           # reserved for a computation that has ended meanwhile
             service.tell(node.coro, NODE_CLOSE, package.id)
 
-    def _send_files(self, node, part):
+    def _send_files(self, package, node, part):
         rt = self.service.rt
-        for path, rel in self.service.package.files:
+        for path, rel in package.files:
             failed = rt.transfer_file(node.key, path, dir=rel or None, overwrite=True,
                                       timeout=_msg_timeout())
             if failed:
@@ -136,9 +135,8 @@ class Effects:
                 return
         self.feed(self.state.cluster.files_sent, node.addr, part)
 
-    def _set_up(self, node, part, args):
+    def _set_up(self, package, node, part, args):
         service = self.service
-        package = service.package
         answer = service.call(node.coro, NODE_SETUP, package.id, package.code,
                               package.node_setup, args, service.coro, package.client,
                               package.client_location, package.server_setup, part)
@@ -267,15 +265,18 @@ class Effects:
             self._probe, key, coro, failed=(self.state.cluster.probe_done, key)),
         st.REJOIN: lambda self, node: self._spawn(
             self._rejoin, node, failed=(self.state.cluster.rejoin_failed, node.addr)),
+        # (the node's setup is for the computation running now: the package goes with it)
         st.RESERVE: lambda self, node, part: self._spawn(
-            self._reserve, node, part, failed=(self.state.cluster.node_refused, node.addr,
-                                               part, 'reserving it failed (a bug)')),
+            self._reserve, self.service.package, node, part, failed=(
+                self.state.cluster.node_refused, node.addr, part, 'reserving it failed (a bug)')),
         st.SEND_FILES: lambda self, node, part: self._spawn(
-            self._send_files, node, part, failed=(self.state.cluster.node_refused, node.addr,
-                                                  part, 'sending it files failed (a bug)')),
+            self._send_files, self.service.package, node, part, failed=(
+                self.state.cluster.node_refused, node.addr, part,
+                'sending it files failed (a bug)')),
         st.SET_UP: lambda self, node, part, args: self._spawn(
-            self._set_up, node, part, args, failed=(self.state.cluster.node_refused, node.addr,
-                                                    part, 'setting it up failed (a bug)')),
+            self._set_up, self.service.package, node, part, args, failed=(
+                self.state.cluster.node_refused, node.addr, part,
+                'setting it up failed (a bug)')),
         st.CLOSE_NODE: _close_node,
         st.RELEASE: lambda self, node: self.releases.append(
             spawn(self._release, node, self.state.comp.id)),
