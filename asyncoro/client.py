@@ -18,9 +18,11 @@ seconds.
 
 import functools
 import inspect
+import itertools
 import logging
 import os
 import sys
+import time
 import types
 import uuid
 import weakref
@@ -31,7 +33,7 @@ import gevent.event
 from asyncoro import disasyncoro, netio
 from asyncoro.core import _msg_timeout
 from asyncoro.disasyncoro import Coro, Location, PeerStatus, SysCoro
-from asyncoro.failure import Failure, NoAnswer, spawn
+from asyncoro.failure import Failure, NoAnswer, spawn, spawn_later
 from asyncoro.records import (DiscoroError, DiscoroNodeAllocate, JobNotCreated, MaxPulseInterval,
                               MinPulseInterval, Package, ServerLost, SMALLEST_PULSE_INTERVAL,
                               upload_dir)
@@ -550,6 +552,9 @@ class _ClientService(Service):
         self._comp_id = computation._id
         self._gone = None           # why every answer fails: the scheduler is gone
         self._said = {}             # warning -> how many times it came again
+        self._asks = itertools.count()
+        self._asking = {}           # token -> (deadline, target, op) of an ask() that waits
+        self._patience = None       # the greenlet that checks them, when one is due
         if scheduler.location != self.rt.location:
             self.rt.peer_status(self.coro)
 
@@ -569,21 +574,38 @@ class _ClientService(Service):
             return Failure(op, self._gone)
         if not patience:
             return self.call(target, op, *args, timeout=timeout)
-        # a timer, not a greenlet that waits for the call: a run_results of
-        # thousands of jobs makes one per job
-        waiting = [True]
-        timer = gevent.get_hub().loop.timer(patience)
-        timer.start(spawn, self._waited, waiting, target, op, patience)
+        # one timer for all the calls that wait, not one each: a run_results
+        # of thousands of jobs makes thousands of calls
+        token = next(self._asks)
+        self._asking[token] = (time.monotonic() + patience, target, op)
+        if self._patience is None:
+            self._patience = spawn_later(patience, self._check_waits, patience)
         try:
             return self.call(target, op, *args, timeout=timeout)
         finally:
-            waiting[0] = False
-            timer.stop()
+            del self._asking[token]
 
-    def _waited(self, waiting, target, op, patience):
-        """A call of ask() has waited `patience` seconds: say why, once."""
+    def _check_waits(self, patience):
+        """Calls of ask() that have waited `patience` seconds: say why, once
+        for each kind of call (they wait for the same reason)."""
+        self._patience = None
+        now = time.monotonic()
+        due = {}
+        for token, (deadline, target, op) in list(self._asking.items()):
+            if deadline <= now:
+                due.setdefault(op, []).append(token)
+                self._asking[token] = (float('inf'), target, op)     # said, or to be
+        for op, tokens in due.items():
+            spawn(self._waited, tokens, self._asking[tokens[0]][1], op, patience)
+        ahead = [deadline for deadline, _, _ in self._asking.values() if deadline < now + 1e9]
+        if ahead and not self._gone:
+            self._patience = spawn_later(max(min(ahead) - now, 0), self._check_waits, patience)
+
+    def _waited(self, tokens, target, op, patience):
+        """Calls of ask() (`tokens`) have waited `patience` seconds: say why,
+        once, if one of them still waits when the scheduler has said."""
         why = self.call(target, WAITING, self._comp_id, timeout=_msg_timeout())
-        if waiting[0]:
+        if any(token in self._asking for token in tokens):
             self.once('%s for computation %x has waited %ss: %s'
                       % (_WAITS.get(op, op), self._comp_id, patience, why))
 
@@ -635,6 +657,9 @@ class _ClientService(Service):
             if again:
                 log.warning('(%d more times: %s)', again, warning)
         self._gone = reason
+        if self._patience is not None:          # (it would hold this service 10 s more)
+            self._patience.kill(block=False)
+            self._patience = None
         for slot in self._results.values():
             if not slot.ready():
                 slot.set(DiscoroError(reason))

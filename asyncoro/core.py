@@ -62,6 +62,7 @@ _INTERNALS = (
     '_current_coro',        # the coroutine running now, or None
     '_get_ident', '_get_original', '_allocate_lock', '_start_new_thread',   # real threads
     '_msg_timeout',         # MsgTimeout as the program set it
+    '_hand_messages',       # a library service's coroutine takes its messages at once
     '_ShowsMsgTimeout',     # the module class that shows the one MsgTimeout
     '_REMOTE_FACTORIES',    # how references of other processes unpickle (filled by remote)
     '_REFERENCES',          # remote coroutine references unpickled lately (filled by remote)
@@ -424,7 +425,7 @@ class Coro:
                  '_wait', '_wait_seq', '_timer', '_alarm', '_resume_val', '_pending_exc',
                  '_worker', '_value', '_exception', '_fast', '_daemon', '_monitors',
                  '_waiters', '_terminating', '_swappable', '_pending_swap', '_args',
-                 '__weakref__')
+                 '_handler', '__weakref__')
 
     _prefix = '~'
     _remote = False          # True for references to coroutines in other processes
@@ -465,6 +466,7 @@ class Coro:
         self._swappable = False
         self._pending_swap = None
         self._stack = None
+        self._handler = None        # takes what is sent, at once (see _hand_messages)
         is_gen, passes_coro = _inspect_target(target)
         if passes_coro:
             kwargs['coro'] = self
@@ -551,6 +553,10 @@ class Coro:
         rt = self._rt
         if _get_ident() != rt._tid:
             rt._call_threadsafe(self._send_here, message)
+            return 0
+        handler = self._handler
+        if handler is not None:
+            handler(message)
             return 0
         mailbox = self._mailbox
         if mailbox is None:
@@ -1222,6 +1228,15 @@ def _note(exc, text):
 def _msg_timeout():
     """MsgTimeout as the program has set it, on whichever module."""
     return MsgTimeout
+
+
+def _hand_messages(coro, handler):
+    """What is sent to `coro` from now on goes to ``handler(message)`` at
+    once, in the hub thread where it is delivered (from another thread, as
+    the send is handed over), instead of its mailbox: for the library's
+    services, whose handling never blocks. Messages keep the order in which
+    they are sent; the coroutine itself waits on, and ends as any other."""
+    coro._handler = handler
 
 
 class _ShowsMsgTimeout(types.ModuleType):

@@ -149,6 +149,36 @@ def resolve(host):
     return Location(host, 0).addr
 
 
+class _Then:
+    """Where a request_then's answer is set (as an AsyncResult's is): the
+    callback runs at once, in the hub greenlet that read the reply; a
+    failure (the peer went) is called back a loop turn later, not from
+    inside the closing of a connection."""
+
+    __slots__ = ('rt', 'then', 'on_failure', 'request_id', 'peer', 'done')
+
+    def __init__(self, rt, then, on_failure):
+        self.rt = rt
+        self.then = then
+        self.on_failure = on_failure
+        self.request_id = self.peer = None
+        self.done = False
+
+    def ready(self):
+        return self.done
+
+    def set(self, answer):
+        if self.done:
+            return
+        self.done = True
+        if self.request_id is not None:
+            self.rt._end_request(self.request_id, self.peer)
+        if answer is FAILED:
+            self.rt._loop.run_callback(run_guarded, self.then, self.on_failure)
+        else:
+            run_guarded(self.then, answer)
+
+
 class AsynCoro(core.AsynCoro):
     """The distributed runtime: the core runtime plus the network.
 
@@ -580,23 +610,21 @@ class AsynCoro(core.AsynCoro):
 
         Does not block; call it in the hub thread.
         """
-        sent = self._send_request(location, kind, fields)
+        waiter = _Then(self, then, on_failure)
+        sent = self._send_request(location, kind, fields, waiter)
         if sent is None:        # called back later, never from inside this call
             self._loop.run_callback(run_guarded, then, on_failure)
             return
-        request_id, waiter, peer = sent
+        waiter.request_id, _, waiter.peer = sent
 
-        def answered(result):
-            self._end_request(request_id, peer)
-            answer = result.value
-            run_guarded(then, on_failure if answer is FAILED else answer)
-        waiter.rawlink(answered)
-
-    def _send_request(self, location, kind, fields):
-        """Send a request: (its id, the AsyncResult its answer comes to,
-        its peer), or None if it could not be sent."""
+    def _send_request(self, location, kind, fields, waiter=None):
+        """Send a request: (its id, what its answer is set on (an
+        AsyncResult unless `waiter` is given), its peer), or None if it
+        could not be sent."""
         request_id = next(self._request_ids)
-        waiter = self._replies[request_id] = gevent.event.AsyncResult()
+        if waiter is None:
+            waiter = gevent.event.AsyncResult()
+        self._replies[request_id] = waiter
         peer = self._peer(location) if location != self._location else None
         if peer is None or self.send_frame(location, (kind, request_id) + fields,
                                            what=kind, quiet=True) < 0:

@@ -113,7 +113,12 @@ def run_guarded(func, *args, **kwargs):
 
     :returns: what `func` returns; None if it raised.
     """
-    return _run(func, args, kwargs, None)
+    try:        # (_run's edge, written out: every inline operation and answer comes here)
+        return func(*args, **kwargs)
+    except Exception:
+        log.error('%s failed; this is a bug of asyncoro',
+                  getattr(func, '__qualname__', None) or repr(func), exc_info=True)
+        return None
 
 
 def spawn_later(seconds, func, *args, fail=None, **kwargs):

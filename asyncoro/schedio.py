@@ -17,6 +17,7 @@ a callback (`Service.call_then`): no greenlet per job, and a job whose server
 goes while its answer is on its way is lost at once.
 """
 
+import functools
 import logging
 import os
 import time
@@ -52,15 +53,25 @@ class Effects:
         self.waiters = {}                   # job id -> AsyncResult of its run()'s answer
         self.releases = []                  # greenlets releasing nodes at the close
         self.job_ended = gevent.event.Event()   # set at each job's end (close waits on it)
-        self._waiting_timer = None          # the count of waiting jobs is due (monitors)
+        self._applying = False              # apply() is carrying effects out
 
     def apply(self):
         """Carry out the state's effects, in order (one may lead to more:
-        they are carried out too). Never blocks."""
-        state = self.state
-        while state.effects:
-            for effect in state.take():
-                self._DO[effect[0]](self, *effect[1:])
+        they are carried out too). Never blocks. Called again while it runs
+        (an effect that feeds a stimulus), it leaves the new effects to the
+        loop that runs."""
+        if self._applying:
+            return
+        effects, do = self.state.effects, self._DO
+        self._applying = True
+        done = 0
+        try:
+            for effect in effects:      # (it goes on to the effects appended meanwhile)
+                done += 1
+                do[effect[0]](self, *effect[1:])
+        finally:
+            del effects[:done]
+            self._applying = False
 
     def feed(self, stimulus, *args):
         """Give the state one stimulus, then carry out its effects."""
@@ -164,14 +175,18 @@ class Effects:
         name, source, args, kwargs = job.spec
         self.service.call_then(server.coro, JOB, (name, source, args, kwargs,
                                                   self.service.coro),
-                               lambda answer: self._started(job, server.location, token,
-                                                            answer))
+                               functools.partial(self._started, job, server, token))
 
-    def _started(self, job, location, token, answer):
+    def _started(self, job, server, token, answer):
         work = self.state.work
         if isinstance(answer, Coro):
             work.job_started(job.id, token, answer)
-        elif isinstance(answer, NoAnswer):
+            self.apply()
+            return
+        if answer is None:
+            answer = self.service.unsent(server.coro, JOB, job.spec)
+        location = server.location
+        if isinstance(answer, NoAnswer):
             work.job_unsent(job.id, token, answer.reason)
         elif isinstance(answer, JobNotCreated):     # run() gives asyncoro 4.5's error tuple
             work.job_not_started(job.id, token, answer)
@@ -193,11 +208,15 @@ class Effects:
         if waiter is not None:
             waiter.set(outcome)
 
-    def _created(self, job):
+    def _created(self, job, first):
         _name, _source, args, kwargs = job.spec
         job.info = DiscoroCoroInfo(job.rcoro, args, kwargs, time.time())
         # from here, so that it reaches status_coro before the job's end (same sender)
         self.service.notify(DiscoroStatus(self.statuses.CoroCreated, job.info))
+        if first:
+            waiter = self.waiters.pop(job.id, None)
+            if waiter is not None:
+                waiter.set(job.rcoro)
 
     def _ended(self, job, msg, lost):
         """A job ended: status_coro hears of it, run_result* gets its result
@@ -242,18 +261,16 @@ class Effects:
         if client and elsewhere:
             service.tell(package.client, NOTICE, text)
 
-    def _waiting(self, _count):
-        """The monitors hear the count of waiting jobs, at most every
-        _WAITING_EVERY seconds (a run_results changes it at every job)."""
-        if self._waiting_timer is None:
-            self._waiting_timer = spawn_later(_WAITING_EVERY, self._tell_waiting)
+    def _waiting(self):
+        """The monitors hear the count of waiting jobs, _WAITING_EVERY
+        seconds after it changed (a run_results changes it at every job)."""
+        spawn_later(_WAITING_EVERY, self._tell_waiting)
 
     def _tell_waiting(self):
-        self._waiting_timer = None
+        count = self.state.work.waiting_heard()
         package = self.service.package
         if package is not None:
-            self.service.notify(JobsWaiting(package.id, self.state.work.waiting_count()),
-                                details=True)
+            self.service.notify(JobsWaiting(package.id, count), details=True)
 
     def _close_node(self, node):
         comp = self.state.comp

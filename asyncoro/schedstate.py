@@ -39,7 +39,14 @@ from asyncoro.placement import Placement
 __all__ = []
 
 
-class NodeState(enum.Enum):
+class _State(enum.Enum):
+    """A state: its members are singletons, so they hash by identity (in C:
+    enum's own hash is Python code, and the tables look states up at every
+    move of every job)."""
+    __hash__ = object.__hash__
+
+
+class NodeState(_State):
     """A node's part in the computation running (IDLE or LOST with none)."""
     IDLE = 'idle'               # known; not (yet) asked to serve the computation
     RESERVING = 'reserving'     # asked to reserve itself for it
@@ -56,7 +63,7 @@ class NodeState(enum.Enum):
     REJOINING = 'rejoining'     # lost, and being asked whether it is back
 
 
-class ServerState(enum.Enum):
+class ServerState(_State):
     """A server of the computation."""
     ENABLING = 'enabling'       # waits for the client's enable_server (disable_servers)
     SETTING_UP = 'setting up'   # runs server_setup
@@ -64,7 +71,7 @@ class ServerState(enum.Enum):
     GONE = 'gone'               # closed or lost; in no table any more
 
 
-class JobState(enum.Enum):
+class JobState(_State):
     """A job of the computation."""
     WAITING = 'waiting'         # for a server: any, or the one it asked for
     STARTING = 'starting'       # sent to its server; the answer is awaited
@@ -73,7 +80,7 @@ class JobState(enum.Enum):
     ENDED = 'ended'             # over (`outcome`, or its end, says how)
 
 
-class CompState(enum.Enum):
+class CompState(_State):
     """The computation running."""
     RUNNING = 'running'         # its nodes are set up and run its jobs
     CLOSING = 'closing'         # waits for its jobs (and still takes new ones)
@@ -161,13 +168,15 @@ LOG = 'log'                 # level, text, client: one line ('warning', 'info', 
 START = 'start'             # job, server, token: send the job to the server
 ANSWER = 'answer'           # job: its start is over: its run() gets job.outcome (its rcoro,
                             #   a Refused, a Lost, or the shell's failure object)
-CREATED = 'created'         # job: it runs (CoroCreated for the client and the monitors)
+CREATED = 'created'         # job, first: it runs (CoroCreated for the client and the
+                            #   monitors); with `first`, its run() is answered too (ANSWER)
 ENDED = 'ended'             # job, msg, lost: it ended: its MonitorException `msg`, or None
                             #   and `lost`, a Lost: it went with its server; its result
 LOST_TRY = 'lost try'       # job, lost: this attempt was lost (its end for status_coro); it
                             #   is run again
 TERMINATE = 'terminate'     # rcoro: terminate this remote coroutine
-WAITING = 'waiting'         # count: jobs that wait for a server now (for the monitors)
+WAITING = 'waiting'         # (nothing): the count of jobs that wait for a server changed;
+                            #   the monitors are to hear it (then Work.waiting_heard)
 
 
 class Lost(collections.namedtuple('Lost', 'server code cause')):
@@ -317,8 +326,10 @@ class SchedState:
         self.work = Work(self)
 
     def take(self):
-        """The effects so far, in order; they are cleared."""
-        effects, self.effects = self.effects, []
+        """The effects so far, in order; they are cleared (the list stays
+        the same object: the books append to it directly)."""
+        effects = self.effects[:]
+        del self.effects[:]
         return effects
 
     def emit(self, *effect):
@@ -893,14 +904,16 @@ class Work:
 
     def __init__(self, state):
         self.state = state
+        self._out = state.effects.append    # the effects (a hot path: no method between)
         self.jobs = {}                  # job id -> Job not ENDED
         self.by_rcoro = {}              # remote coroutine -> RUNNING Job
         self.cpu_queue = collections.deque()    # CPU jobs waiting for any server, in order
         self.async_queue = collections.deque()  # async jobs waiting for any server
         self.early = _Bounded()         # rcoro -> its end, come before its start's answer
         self.given_up = _Bounded()      # rcoros of jobs ended as lost: a late end is old news
-        self.job_counts = {(kind, state): 0 for kind in (CPU, ASYNC) for state in JobState}
-        self.waiting_told = 0           # the count of waiting jobs last told (WAITING)
+        self.job_counts = {kind: dict.fromkeys(JobState, 0) for kind in (CPU, ASYNC)}
+        self.waiting_told = 0           # the count of waiting jobs the monitors last heard
+        self.waiting_due = False        # a WAITING effect is out: they will hear the count
         self._job_ids = itertools.count(1)
 
     def _job_to(self, job, state):
@@ -908,10 +921,10 @@ class Work:
         if state not in JOB_MOVES[job.state]:
             raise StateError('job %s: %s -> %s' % (job.id, job.state and job.state.value,
                                                    state.value))
-        counts = self.job_counts
+        counts = self.job_counts[job.kind]
         if job.state is not None:
-            counts[job.kind, job.state] -= 1
-        counts[job.kind, state] += 1
+            counts[job.state] -= 1
+        counts[state] += 1
         job.state = state
         if state is J.ENDED:
             del self.jobs[job.id]
@@ -920,7 +933,8 @@ class Work:
 
     def new_job(self, kind, where, want_result, spec):
         """A job of the computation, to give to `ask`."""
-        retries = self.state.comp.retry_lost if kind == CPU and not _is_server(where) else 0
+        retries = self.state.comp.retry_lost if kind == CPU and (
+            where is None or isinstance(where, str)) else 0
         return Job(next(self._job_ids), kind, where, want_result, retries, spec)
 
     def ask(self, job):
@@ -932,12 +946,13 @@ class Work:
         if comp is None or comp.state not in (C.RUNNING, C.CLOSING):
             self._refuse(job, 'the computation was closed')
         elif job.kind == CPU:
-            if _is_server(where):
-                self._ask_server(job, where)
-            elif where is not None:
+            if where is None:
+                if self.cpu_queue or not self._start_any(job):
+                    self._wait(job, self.cpu_queue)
+            elif isinstance(where, str):
                 self._ask_node(job, where)
-            elif self.cpu_queue or not self._start_any(job):
-                self._wait(job, self.cpu_queue)
+            else:
+                self._ask_server(job, where)
         else:
             self._ask_async(job, where)
 
@@ -984,13 +999,17 @@ class Work:
                 self._start(job, slot.server)
 
     def _wait(self, job, queue, first=False):
-        """`job` waits for any server (and fails at once if none will come)."""
+        """`job` waits for any server (and fails at once if none will come:
+        asked when the queues were empty; else the jobs already there would
+        have failed, and only a node's move changes that)."""
+        hope = not (self.cpu_queue or self.async_queue)
         if first:
             queue.appendleft(job)
         else:
             queue.append(job)
         self._waiting_changed()
-        self.check_hope()
+        if hope:
+            self.check_hope()
 
     def _start_any(self, job):
         """Start CPU `job` on a free server of the least loaded node; False
@@ -1017,7 +1036,7 @@ class Work:
         job.server = server
         job.token += 1
         server.jobs[job.id] = job
-        self.state.emit(START, job, server, job.token)
+        self._out((START, job, server, job.token))
 
     def _refuse(self, job, reason):
         """`job` is not run: its run() is answered why."""
@@ -1035,7 +1054,7 @@ class Work:
     def _answer(self, job):
         if not job.answered:
             job.answered = True
-            self.state.emit(ANSWER, job)
+            self._out((ANSWER, job))
 
     def _unplace(self, job):
         """`job` no longer holds its server (it did not start there, it
@@ -1061,8 +1080,8 @@ class Work:
         if job.origin is None:
             job.origin = rcoro
         job.outcome = rcoro
-        self.state.emit(CREATED, job)
-        self._answer(job)
+        self._out((CREATED, job, not job.answered))     # its run() is answered with it
+        job.answered = True
         early = self.early.pop(rcoro, None)
         if early is not None:
             self._finish(job, early, None)
@@ -1108,7 +1127,7 @@ class Work:
         del self.by_rcoro[job.rcoro]
         self._unplace(job)
         self._job_to(job, J.ENDED)
-        self.state.emit(ENDED, job, msg, lost)
+        self._out((ENDED, job, msg, lost))
 
     def server_gone(self, server, lost):
         """`server` is gone (`lost` says how): the jobs that waited for it
@@ -1176,7 +1195,8 @@ class Work:
         """`server` may be free: it goes to the CPU job waiting for it
         alone, else to the first waiting for any server (which starts where
         placement says)."""
-        if not self.state.cluster.free(server):
+        slot = server.slot
+        if not slot.ready or slot.busy or server.node.state is not N.UP:     # not free
             return
         if server.waiting:
             self._start(server.waiting.popleft(), server)
@@ -1220,21 +1240,28 @@ class Work:
         self._waiting_changed()
 
     def _waiting_changed(self):
-        count = self.waiting_count()
-        if count != self.waiting_told:
-            self.waiting_told = count
-            self.state.emit(WAITING, count)
+        """The monitors are to hear the count of waiting jobs: one WAITING
+        effect until the shell says they heard it (a run_results changes it
+        at every job)."""
+        if not self.waiting_due and self.waiting_count() != self.waiting_told:
+            self.waiting_due = True
+            self.state.emit(WAITING)
+
+    def waiting_heard(self):
+        """The shell told the monitors the count now: it is theirs."""
+        self.waiting_due = False
+        self.waiting_told = self.waiting_count()
+        return self.waiting_told
 
     def waiting_count(self):
         """How many jobs of the computation wait for a server."""
-        counts = self.job_counts
-        return (counts[CPU, J.WAITING] + counts[CPU, J.RETRYING] + counts[ASYNC, J.WAITING] +
-                counts[ASYNC, J.RETRYING])
+        cpu, other = self.job_counts[CPU], self.job_counts[ASYNC]
+        return cpu[J.WAITING] + cpu[J.RETRYING] + other[J.WAITING] + other[J.RETRYING]
 
     def busy(self, kinds):
         """How many jobs of these kinds are starting or running."""
         counts = self.job_counts
-        return sum(counts[kind, J.STARTING] + counts[kind, J.RUNNING] for kind in kinds)
+        return sum(counts[kind][J.STARTING] + counts[kind][J.RUNNING] for kind in kinds)
 
     def terminate(self, kinds):
         """Terminate the running jobs of these kinds."""
@@ -1251,8 +1278,9 @@ def _check_counts(state):
     assert all(cluster.node_counts[s] == nodes[s] for s in NodeState), \
         ('node counts', nodes, cluster.node_counts)
     jobs = collections.Counter((job.kind, job.state) for job in work.jobs.values())
-    assert all(work.job_counts[key] == jobs[key] for key in work.job_counts
-               if key[1] is not J.ENDED), ('job counts', jobs, work.job_counts)
+    assert all(work.job_counts[kind][state] == jobs[kind, state]
+               for kind in (CPU, ASYNC) for state in JobState if state is not J.ENDED), \
+        ('job counts', jobs, work.job_counts)
 
 
 def _check_jobs(state):
@@ -1304,7 +1332,8 @@ def _check_waiting(state):
     for job in queued:
         assert job.state in (J.WAITING, J.RETRYING) and work.jobs.get(job.id) is job, job
     assert len(queued) == work.waiting_count(), ('waiting', queued, work.waiting_count())
-    assert work.waiting_told == work.waiting_count(), 'the monitors were not told'
+    assert work.waiting_due or work.waiting_told == work.waiting_count(), \
+        'the monitors will not hear how many jobs wait'
     if work.cpu_queue:
         assert state.placement.free_node() is None, 'a CPU job waits while a server is free'
     if work.async_queue:

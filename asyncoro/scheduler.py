@@ -200,8 +200,9 @@ class _SchedulerService(Service):
         if client and package is not None and package.status_coro is not None and \
                 (package.status_details or not details):
             package.status_coro.send(msg)
-        for watcher in list(self.watchers):
-            watcher.send(msg)
+        if self.watchers:
+            for watcher in list(self.watchers):
+                watcher.send(msg)
 
     @answers(WATCH)
     def watch(self, watcher):
@@ -263,7 +264,8 @@ class _SchedulerService(Service):
         self.fx.apply()
 
     def on_monitor(self, msg):
-        self.fx.feed(self.state.work.job_ended, msg.args[0], msg)
+        self.state.work.job_ended(msg.args[0], msg)
+        self.fx.apply()
 
     @answers(NODE_DRAINING, inline=True)
     def node_draining(self, comp_id, addr):

@@ -10,8 +10,10 @@ How it works:
 
 - A service is a system coroutine plus a table of operations. The coroutine
   is its identity: it is registered and located by name, travels in messages
-  as a reference, monitors jobs and hears of peers (plain messages to it go
-  to `on_monitor` and `on_peer`, run in the coroutine: they must not block).
+  as a reference, monitors jobs and hears of peers. Plain messages to it go
+  to `on_monitor` and `on_peer` at once, where they are delivered (the hub
+  thread; core's `_hand_messages`), in the order they were sent: these must
+  not block.
 - `call(target, OP, *args, timeout=...)` asks the service whose coroutine is
   `target` to do OP and returns its answer, or a `Failure` saying why there
   is none: the operation failed there (with its traceback text), the target
@@ -34,7 +36,7 @@ import gevent
 import gevent.event
 
 from asyncoro import disasyncoro, netio
-from asyncoro.core import MonitorException
+from asyncoro.core import MonitorException, _hand_messages
 from asyncoro.failure import Failure, NoAnswer, run_guarded, spawn
 from asyncoro.handlers import handler
 from asyncoro.remote import PeerStatus, SysCoro
@@ -146,6 +148,7 @@ class Service:
         self._local_waiters = set()     # AsyncResults of local calls to this service
         self.stopped = None             # why, once stopped
         self.coro = SysCoro(self._mailbox)
+        _hand_messages(self.coro, self._take)       # no wake of a coroutine per message
         _SERVICES[self.coro._id] = self
         if name is not None:
             self.coro.register(name)
@@ -179,8 +182,9 @@ class Service:
 
     def call_then(self, target, op, args, then):
         """Ask the service whose coroutine is `target` to do `op` (with the
-        tuple `args`), and call ``then(answer)`` with what `call` would
-        give, in the hub greenlet (it must not block). Does not block.
+        tuple `args`), and call ``then(answer)`` in the hub greenlet (it
+        must not block): with its answer, or None if it could not be sent or
+        the peer went away first (`unsent` says which). Does not block.
 
         A caller waiting for many answers at once needs no greenlet for
         each: the scheduler starts its jobs so.
@@ -188,16 +192,19 @@ class Service:
         if not getattr(target, '_remote', True):
             service = _SERVICES.get(target._id)
             if service is None:
-                answer = NoAnswer(op, 'service %s has ended' % target, target.location)
-                gevent.get_hub().loop.run_callback(run_guarded, then, answer)
+                gevent.get_hub().loop.run_callback(run_guarded, then, None)
             else:
                 spawn(lambda: then(service._perform(op, args)))
             return
-        where = target.location
+        self.rt.request_then(target.location, CALL, (target._id, target.name, op, args), then,
+                             None)
 
-        def answered(answer):
-            then(self._unsent(op, where, args) if answer is None else answer)
-        self.rt.request_then(where, CALL, (target._id, target.name, op, args), answered, None)
+    def unsent(self, target, op, args):
+        """Why a call_then got None: its arguments cannot be pickled (a
+        Failure), or the peer is gone (NoAnswer)."""
+        if not getattr(target, '_remote', True):
+            return NoAnswer(op, 'service %s has ended' % target, target.location)
+        return self._unsent(op, target.location, args)
 
     def tell(self, target, op, *args):
         """Ask the service whose coroutine is `target` to do `op`, wanting no
@@ -279,16 +286,23 @@ class Service:
     # ------------------------------------------------ its coroutine
 
     def _mailbox(self, coro=None):
+        """The service's coroutine: its identity (the messages sent to it go
+        to `_take` at once), waiting until the service stops."""
         while True:
             msg = yield coro.receive()
-            if isinstance(msg, MonitorException):
-                self._guarded(self.on_monitor, msg)
-            elif isinstance(msg, PeerStatus):
-                self._guarded(self.on_peer, msg)
-            elif isinstance(msg, _Mark):
-                msg.reached.set()
-            else:
-                log.warning('%s: unexpected message %.200r', self.coro, msg)
+            self._take(msg)         # (a message queued before _hand_messages: none is)
+
+    def _take(self, msg):
+        """A message for the service, where it was delivered (the hub): it
+        must not block."""
+        if isinstance(msg, MonitorException):
+            self._guarded(self.on_monitor, msg)
+        elif isinstance(msg, PeerStatus):
+            self._guarded(self.on_peer, msg)
+        elif isinstance(msg, _Mark):
+            msg.reached.set()
+        else:
+            log.warning('%s: unexpected message %.200r', self.coro, msg)
 
     def caught_up(self, timeout):
         """Block until the coroutine has handled the messages it had now
@@ -320,6 +334,7 @@ class Service:
             return
         self.stopped = reason
         _SERVICES.pop(self.coro._id, None)
+        _hand_messages(self.coro, None)     # (it held this service: a cycle to no use)
         for waiter in list(self._local_waiters):
             if not waiter.ready():
                 waiter.set(NoAnswer('call', reason, self.rt.location))
