@@ -27,7 +27,7 @@ import pytest
 
 import asyncoro
 from conftest import (LOG_LINE, ROOT, Process, free_udp_port, read_line, reap, split_log,
-                      unexpected_tracebacks)
+                      unexpected_tracebacks, wait_until)
 from test_operations import told_within
 
 IMAGE = os.environ.get('ASYNCORO_TEST_IMAGE', 'localhost/asyncoro:test')
@@ -330,6 +330,34 @@ def test_docker_stop_in_the_middle_of_a_job_tells_the_client_within_2s(container
     assert client.wait(30) == 0
     wait_for(node, 10, 'why the computation ended', lambda line: LOG_LINE.match(line) and
              'ends here: the node quits' in line)
+
+
+@pytest.mark.deadline(120)
+def test_a_node_that_is_pid_1_leaves_no_zombies(containers, processes):
+    """Without --init the node is the container's PID 1, which the servers
+    of an ended computation are left to: the zygote adopts and reaps them."""
+    given = ports()
+    name = containers.run('pid-1', *node_argv(given), init=False,
+                          ASYNCORO_TEST_CONTAINER='pid-1')
+    node = containers.follow(name)
+    ready = wait_for(node, 60, 'the ready line',
+                     lambda line: line.startswith('discoronode ready'))
+    assert ' pid=1 ' in ready
+    code, lines, logs = finish(processes(CLIENT, json.dumps(given), 0.1, ready=False), 60)
+    assert code == 0, logs[-20:]
+    ran_in(lines, 'pid-1')
+    wait_for(node, 10, 'the end of the computation', lambda line: LOG_LINE.match(line) and
+             'ends here: closed by the scheduler' in line)
+
+    def states():
+        listing = _run(containers.engine + ['exec', name, 'sh', '-c',
+                                            'cat /proc/[0-9]*/stat'], 60)
+        assert listing.returncode == 0, listing.stderr.decode()
+        # pid (comm) state ppid ...: comm may hold spaces, not ')'
+        return sorted(line.rsplit(')', 1)[1].split()[0] for line in
+                      listing.stdout.decode().splitlines() if line)
+    # the zygote reaps once a second
+    wait_until(lambda: 'Z' not in states(), 5, 'the reaping of the zombies in the container')
 
 
 # ---------------------------------------------------------------- Compose
