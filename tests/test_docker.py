@@ -138,12 +138,12 @@ class Containers:
         self.names.append(name)
         return name
 
-    def run(self, what, *argv, init=True, **env):
+    def run(self, what, *argv, init=True, volume=None, **env):
         """Start a container detached, as `docker run -d` does (no -i, no
-        -t); its name."""
+        -t), with a volume (`-v volume`) if given; its name."""
         name = self.name(what)
-        cmd = self.engine + ['run', '-d'] + self.options(name, init, **env) + [IMAGE] + [
-            str(arg) for arg in argv]
+        cmd = self.engine + ['run', '-d'] + self.options(name, init, **env) + (
+            ['-v', volume] if volume else []) + [IMAGE] + [str(arg) for arg in argv]
         started = _run(cmd, 120)
         assert started.returncode == 0, started.stderr.decode()[-2000:]
         return name
@@ -330,6 +330,28 @@ def test_docker_stop_in_the_middle_of_a_job_tells_the_client_within_2s(container
     assert client.wait(30) == 0
     wait_for(node, 10, 'why the computation ended', lambda line: LOG_LINE.match(line) and
              'ends here: the node quits' in line)
+
+
+@pytest.mark.deadline(120)
+def test_a_saved_config_goes_into_the_container_as_a_mounted_file(containers, tmp_path):
+    """As docs/guide/docker.rst shows: saved with the image into a mounted
+    folder, then given to a node as a mounted file."""
+    given = ports()
+    folder = tmp_path / 'conf'
+    folder.mkdir()
+    options = ['-c', '3', '--zombie_period', '600', '-u', str(given['node']),
+               '--scheduler_port', str(given['scheduler'])]
+    saved = _run(containers.engine + ['run', '--rm', '--net=none', '-v', '%s:/conf' % folder]
+                 + LIMITS + [IMAGE, 'discoronode.py'] + options +
+                 ['--save_config', '/conf/node.conf'], 120)
+    assert saved.returncode == 0, saved.stderr.decode()
+    assert saved.stdout.decode().strip() == 'options saved in /conf/node.conf'
+    name = containers.run('config', 'discoronode.py', '--config', '/etc/asyncoro/node.conf',
+                          volume='%s:/etc/asyncoro/node.conf:ro' % (folder / 'node.conf'))
+    node = containers.follow(name)
+    ready = wait_for(node, 60, 'the ready line', lambda line: line.startswith('discoronode '
+                                                                              'ready'))
+    assert ' servers=3 ' in ready, ready
 
 
 @pytest.mark.deadline(120)
