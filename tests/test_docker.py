@@ -28,7 +28,7 @@ import pytest
 import asyncoro
 from conftest import (LOG_LINE, ROOT, Process, free_udp_port, read_line, reap, split_log,
                       unexpected_tracebacks, wait_until)
-from test_operations import told_within
+from test_operations import job_started, told_within
 
 IMAGE = os.environ.get('ASYNCORO_TEST_IMAGE', 'localhost/asyncoro:test')
 # a container's ulimits must not exceed the host's (podman's defaults do, on
@@ -217,23 +217,30 @@ def where(seconds, coro=None):
     return {'markers': markers, 'container': os.environ.get('ASYNCORO_TEST_CONTAINER'),
             'mnt': os.readlink('/proc/self/ns/mnt'), 'job_before': before}
 
-def status(coro=None):
+def status(main, coro=None):
     coro.set_daemon()
     names = {getattr(Scheduler, name): name for name in dir(Scheduler)
-             if name.startswith(('Node', 'Server')) and name.endswith(('Closed', 'Disconnected'))}
+             if name == 'ServerInitialized' or
+             name.startswith(('Node', 'Server')) and name.endswith(('Closed', 'Disconnected'))}
     while True:
         msg = yield coro.receive()
         if isinstance(msg, DiscoroStatus) and msg.status == Scheduler.CoroCreated:
             print('started', flush=True)
         elif isinstance(msg, DiscoroStatus) and msg.status in names:
             print('status', names[msg.status], msg.info, flush=True)
+            if msg.status == Scheduler.NodeClosed:
+                main.send('node closed')
 
 def main(seconds, coro=None):
-    computation = Computation([where], status_coro=asyncoro.Coro(status))
+    computation = Computation([where], status_coro=asyncoro.Coro(status, coro))
     assert (yield computation.schedule()) == 0
     result = yield computation.run_result(where, seconds)
     print('result', json.dumps(result) if isinstance(result, dict) else type(result).__name__,
           flush=True)
+    if not isinstance(result, dict):
+        # the news of the node may come after the job's end: wait for it, or the
+        # program ends with the status coroutine (a daemon) before it prints it
+        yield coro.receive(timeout=10)
     yield computation.close()
 
 asyncoro.Coro(main, float(sys.argv[2]))
@@ -312,13 +319,12 @@ def test_docker_stop_in_the_middle_of_a_job_tells_the_client_within_2s(container
     node = containers.follow(name)
     wait_for(node, 60, 'the ready line', lambda line: line.startswith('discoronode ready'))
     client = processes(CLIENT, json.dumps(given), 60, ready=False)
-    assert wait_for(client, 60, 'the job start', lambda line: not LOG_LINE.match(line)) \
-        == 'started'
+    before = job_started(client, 60)
     start = time.monotonic()
     stop = Process(containers.engine + ['stop', name], stdin=subprocess.DEVNULL,
                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        told_within(client, start + 2)
+        told_within(client, start + 2, before)
         out, err = stop.communicate(timeout=30)
         took = time.monotonic() - start
         assert stop.returncode == 0, err.decode()

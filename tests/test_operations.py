@@ -343,45 +343,68 @@ def job(seconds, coro=None):
     yield coro.sleep(seconds)
     return 'slept %s' % seconds
 
-def status(coro=None):
+def status(main, coro=None):
     coro.set_daemon()
     names = {getattr(Scheduler, name): name for name in dir(Scheduler)
-             if name.startswith(('Node', 'Server')) and name.endswith(('Closed', 'Disconnected'))}
+             if name == 'ServerInitialized' or
+             name.startswith(('Node', 'Server')) and name.endswith(('Closed', 'Disconnected'))}
     while True:
         msg = yield coro.receive()
         if isinstance(msg, DiscoroStatus) and msg.status == Scheduler.CoroCreated:
             print('started', flush=True)
         elif isinstance(msg, DiscoroStatus) and msg.status in names:
             print('status', names[msg.status], msg.info, flush=True)
+            if msg.status == Scheduler.NodeClosed:
+                main.send('node closed')
 
 def main(coro=None):
-    computation = Computation([job], status_coro=asyncoro.Coro(status))
+    computation = Computation([job], status_coro=asyncoro.Coro(status, coro))
     assert (yield computation.schedule()) == 0
     result = yield computation.run_result(job, 60)
     print('result', type(result).__name__, flush=True)
+    # the news of the node may come after the job's end: wait for it, or the
+    # program ends with the status coroutine (a daemon) before it prints it
+    yield coro.receive(timeout=10)
     yield computation.close()
 
 asyncoro.Coro(main)
 """
 
 
-def told_within(client, deadline):
+def job_started(client, timeout):
+    """Read the client's lines until its job started; those lines."""
+    lines = [read_line(client, timeout, 'the job start')]
+    while lines[-1] != 'started':
+        lines.append(read_line(client, timeout, 'the job start'))
+    return lines
+
+
+def told_within(client, deadline, before):
     """Read the client's news of a node that stopped mid-job until deadline
-    (time.monotonic()): its job lost, each of its 2 servers closed (by the
-    node's word or as their connections closed, whichever came first), and
-    the node closed."""
-    job, servers, node = None, set(), None
-    while job is None or len(servers) < 2 or node is None:
-        line = read_line(client, max(deadline - time.monotonic(), 0.01),
-                         'the news of the stopped node in time (so far: job %s, servers %s, '
-                         'node %s)' % (job, sorted(servers), node))
+    (time.monotonic()): its job lost, and the node closed, after each server
+    the client had heard of (in these lines and the `before` ones) was
+    closed (by the node's word, or as its connection closed, whichever came
+    first)."""
+    job, started, ended, node = None, set(), set(), None
+    lines = iter(before)
+    while job is None or node is None:
+        line = next(lines, None)
+        if line is None:
+            line = read_line(client, max(deadline - time.monotonic(), 0.01),
+                             'the news of the stopped node in time (so far: job %s, servers %s, '
+                             'ended %s, node %s)' % (job, sorted(started), sorted(ended), node))
         if line.startswith('result '):
             job = line
+        elif line.startswith('status ServerInitialized '):
+            started.add(line.split()[2])
         elif line.startswith(('status ServerClosed ', 'status ServerDisconnected ')):
-            servers.add(line.split()[2])
+            ended.add(line.split()[2])
         elif line.startswith('status NodeClosed '):
             node = line
+            assert started <= ended, 'servers not told closed before the node: %s' % (
+                started - ended)
     assert job.startswith('result DiscoroJobLost'), job
+    assert started, 'the client heard of no server'
 
 
 def node_processes(node):
@@ -425,12 +448,12 @@ def test_sigterm_tells_the_client_at_once_and_the_node_exits_within_10s(processe
     within 2 s; the node and all its processes are gone well within 10 s."""
     node, ports = discoronode(console='devnull')
     client = processes(TOLD_CLIENT, json.dumps(ports), ready=False)
-    assert read_line(client, 30, 'the job start') == 'started'
+    before = job_started(client, 30)
     children = node_processes(node)
     assert len(children) >= 4          # the zygote, the computation, two servers
     start = time.monotonic()
     node.send_signal(signal.SIGTERM)
-    told_within(client, start + 2)
+    told_within(client, start + 2, before)
     code, _, logs = finish(node, max(start + 10 - time.monotonic(), 0.01))
     assert code == 0, logs[-20:]
     gone, alive = psutil.wait_procs(children, timeout=max(start + 10 - time.monotonic(), 0.01))
