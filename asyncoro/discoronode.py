@@ -363,7 +363,7 @@ _MENU = ('commands: status (or an empty line), close (the current computation), 
 
 
 def _console(node, rt):
-    """The console (a thread): EOF is `quit`."""
+    """The console (a thread): see programs.console for the end of its input."""
     def status():
         print('\n'.join(rt._run_here(node.status_lines)), flush=True)
 

@@ -19,6 +19,7 @@ started again gets the same one back (and finds what its last run left).
 import argparse
 import errno
 import itertools
+import logging
 import os
 import signal
 import ssl
@@ -34,6 +35,8 @@ except ImportError:         # no flock here: folders are told apart by process i
     fcntl = None
 
 __all__ = []
+
+log = logging.getLogger(__name__)
 
 SMALLEST_FRAME_SIZE = 1024 * 1024       # --max_frame_size: below this, replies may not fit
 
@@ -288,26 +291,51 @@ def in_background():
         return False
 
 
-def console(commands, menu, done):
-    """Read commands from stdin until `done` is set or the input ends (end
-    of input runs 'quit'). For a thread of its own.
+def console(commands, menu, done, ending=('quit', 'exit', 'terminate')):
+    """Read commands from stdin until `done` is set or the input ends. For a
+    thread of its own.
+
+    The end of the input is `quit` when stdin is a terminal (Ctrl-D). When
+    it is not (``/dev/null``, a closed pipe, a container started without
+    ``-i``) and no command in `ending` came before it, the program serves on
+    as with --daemon, and one line says so: only a signal ends it then.
 
     :param commands: {command (lower case; '' for an empty line): function
         of no arguments}.
     :param menu: printed at the start and for anything else.
     :param done: a threading.Event.
+    :param ending: the commands that end the program.
     """
     print(menu, flush=True)
+    asked_to_end = False
     while not done.is_set():
-        line = sys.stdin.readline()
-        command = line.strip().lower() if line else 'quit'
+        line = sys.stdin.readline() if _readable(sys.stdin) else ''
+        at_end = not line
+        if at_end and not _is_terminal(sys.stdin):
+            if not asked_to_end:
+                log.info('stdin is not a terminal and ended with no command: serving on as '
+                         'with --daemon (stop with SIGTERM, e.g. docker stop, or SIGINT)')
+            return
+        command = 'quit' if at_end else line.strip().lower()     # Ctrl-D at a terminal
         action = commands.get(command)
         if action is None:
             print(menu, flush=True)
         else:
+            asked_to_end = asked_to_end or command in ending
             action()
-        if not line:
+        if at_end:
             return
+
+
+def _readable(stream):
+    return stream is not None and not stream.closed
+
+
+def _is_terminal(stream):
+    try:
+        return _readable(stream) and stream.isatty()
+    except (OSError, ValueError):       # closed under us: not a terminal
+        return False
 
 
 def end_on_signals(done, signals=('SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT')):

@@ -23,6 +23,7 @@ once. Closing a computation kills its process group.
 """
 
 import builtins
+import ctypes
 import logging
 import os
 import select
@@ -112,6 +113,7 @@ def command(fd, *msg):
 def _zygote_main(cmd_fd, report_fd):
     core._NO_RUNTIME[0] = 'discoronode zygote (it forks servers)'
     release_claims_in_child()       # the node's folder is the node's, not ours
+    _adopt_orphans()
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # the node decides when it ends
     while True:
         ready = select.select([cmd_fd], [], [], 1.0)[0]
@@ -135,6 +137,32 @@ def _zygote_main(cmd_fd, report_fd):
                 finally:
                     os._exit(code)
             report(report_fd, COMPUTATION_PID, spec['key'], pid)
+
+
+# prctl's option (Linux, <sys/prctl.h>): orphaned descendants come to this process
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _adopt_orphans():
+    """Make the zygote the one that reaps its descendants' orphans (Linux).
+
+    When the node kills a computation's process group, the servers' parent
+    dies with them, and they go to PID 1: in a container started without
+    --init that is the node, which never waits for them, so each computation
+    would leave its servers behind as zombies. The zygote's loop reaps them
+    instead. (Not inherited by the processes it forks.)"""
+    if not sys.platform.startswith('linux'):
+        return
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError) as exc:
+        log.warning('the zygote cannot adopt orphans (%s): in a container, start the node '
+                    'with --init, or ended servers stay as zombies', exc)
+        return
+    if prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        log.warning('the zygote cannot adopt orphans (prctl: %s): in a container, start the '
+                    'node with --init, or ended servers stay as zombies',
+                    os.strerror(ctypes.get_errno()))
 
 
 def _reap():

@@ -307,14 +307,15 @@ def services(tmp_path, request):
     """Start the package's programs (`python -m asyncoro.<module> ...`) on
     127.0.0.1: start(module, argv, ready, console=False) -> proc, once it
     printed a line starting with `ready` (proc.ready_line); with `console`
-    its stdin is a pipe, otherwise --daemon is added. Every one, and what it
-    started, is killed by PID at the end."""
+    its stdin is a pipe, with console='devnull' it is /dev/null (as for a
+    container started without -i), otherwise --daemon is added. Every one,
+    and what it started, is killed by PID at the end."""
     procs = []
 
     def start(module, argv, ready, console=False):
         cmd = [sys.executable, '-m', 'asyncoro.' + module] + [str(a) for a in argv]
         proc = Process(cmd + ([] if console else ['--daemon']),
-                                stdin=subprocess.PIPE if console else subprocess.DEVNULL,
+                                stdin=subprocess.PIPE if console is True else subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=program_env(), cwd=str(tmp_path))
         procs.append(proc)
@@ -332,7 +333,8 @@ def discoronode(services, tmp_path):
     """Start `discoronode.py` processes on 127.0.0.1 with ports of their own:
     start(*options) -> (proc, udp ports dict); waits for its ready line; every
     node and its servers are killed by PID at the end. With `console` the
-    node reads commands from proc.stdin (a pipe) instead of running --daemon."""
+    node reads commands from proc.stdin (a pipe) instead of running --daemon
+    (console='devnull': its stdin is /dev/null, without --daemon)."""
     count = iter(range(1000))
 
     def start(*argv, cpus=2, ports=None, dest=None, console=False):

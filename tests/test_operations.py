@@ -1,6 +1,7 @@
 """Operations (issue 5): the discoro.py scheduler program shared by several
 clients, and discoronode's lifecycle: --serve, its console commands, daily
-service windows, --clean, --save_config/--config, the Dockerfile.
+service windows, --clean, --save_config/--config, how it ends (its stdin's
+end, quit, SIGTERM); tests/test_docker.py runs it in containers.
 
 Real node, scheduler and client processes on 127.0.0.1 with UDP ports of
 their own; every process is killed by PID at the end.
@@ -18,7 +19,6 @@ import time
 import psutil
 import pytest
 
-import asyncoro
 from asyncoro import discoronode as node_program
 from asyncoro import node as node_node
 from conftest import (LOG_LINE, free_udp_port, kill_tree, program_env, read_line, split_log,
@@ -185,6 +185,24 @@ def test_scheduler_console_status_and_quit(discoronode, scheduler_program):
     assert code == 0
 
 
+@pytest.mark.deadline(60)
+def test_a_scheduler_whose_stdin_is_not_a_terminal_serves_on_when_it_ends(
+        processes, discoronode, scheduler_program):
+    """discoro.py as a Compose service or a detached container: stdin is
+    /dev/null; the scheduler serves clients until a signal ends it."""
+    node, ports = discoronode()
+    scheduler = scheduler_program(ports, console='devnull')
+    said = wait_for_line(scheduler, 10, 'why the scheduler serves on', LOG_LINE.match)
+    assert said.endswith('stdin is not a terminal and ended with no command: serving on as '
+                         'with --daemon (stop with SIGTERM, e.g. docker stop, or SIGINT)')
+    code, lines, _ = finish(processes(TIMED_CLIENT, json.dumps(ports), 'A', 0, ready=False), 40)
+    assert code == 0 and json.loads(lines_by_word(lines)['results']) == [
+        [i, i * i] for i in range(6)], lines
+    scheduler.send_signal(signal.SIGTERM)
+    code, _, _ = finish(scheduler, 10)
+    assert code == 0
+
+
 def scheduler_nodes(proc):
     proc.stdin.write(b'status\n')
     proc.stdin.flush()
@@ -301,6 +319,132 @@ def test_node_terminate_kills_the_running_job(processes, discoronode):
     node.stdin.flush()
     assert node.wait(15) == 0
     assert read_line(client, 30, 'the job result').startswith('result DiscoroJobLost')
+
+
+# a client whose status coroutine prints, as they come, its job's start and
+# what it hears of servers and nodes that close; its main coroutine runs one
+# long job and prints what came back
+TOLD_CLIENT = PRIVATE + r"""
+def job(seconds, coro=None):
+    yield coro.sleep(seconds)
+    return 'slept %s' % seconds
+
+def status(main, coro=None):
+    coro.set_daemon()
+    names = {getattr(Scheduler, name): name for name in dir(Scheduler)
+             if name == 'ServerInitialized' or
+             name.startswith(('Node', 'Server')) and name.endswith(('Closed', 'Disconnected'))}
+    while True:
+        msg = yield coro.receive()
+        if isinstance(msg, DiscoroStatus) and msg.status == Scheduler.CoroCreated:
+            print('started', flush=True)
+        elif isinstance(msg, DiscoroStatus) and msg.status in names:
+            print('status', names[msg.status], msg.info, flush=True)
+            if msg.status == Scheduler.NodeClosed:
+                main.send('node closed')
+
+def main(coro=None):
+    computation = Computation([job], status_coro=asyncoro.Coro(status, coro))
+    assert (yield computation.schedule()) == 0
+    result = yield computation.run_result(job, 60)
+    print('result', type(result).__name__, flush=True)
+    # the news of the node may come after the job's end: wait for it, or the
+    # program ends with the status coroutine (a daemon) before it prints it
+    yield coro.receive(timeout=10)
+    yield computation.close()
+
+asyncoro.Coro(main)
+"""
+
+
+def job_started(client, timeout):
+    """Read the client's lines until its job started; those lines."""
+    lines = [read_line(client, timeout, 'the job start')]
+    while lines[-1] != 'started':
+        lines.append(read_line(client, timeout, 'the job start'))
+    return lines
+
+
+def told_within(client, deadline, before):
+    """Read the client's news of a node that stopped mid-job until deadline
+    (time.monotonic()): its job lost, and the node closed, after each server
+    the client had heard of (in these lines and the `before` ones) was
+    closed (by the node's word, or as its connection closed, whichever came
+    first)."""
+    job, started, ended, node = None, set(), set(), None
+    lines = iter(before)
+    while job is None or node is None:
+        line = next(lines, None)
+        if line is None:
+            line = read_line(client, max(deadline - time.monotonic(), 0.01),
+                             'the news of the stopped node in time (so far: job %s, servers %s, '
+                             'ended %s, node %s)' % (job, sorted(started), sorted(ended), node))
+        if line.startswith('result '):
+            job = line
+        elif line.startswith('status ServerInitialized '):
+            started.add(line.split()[2])
+        elif line.startswith(('status ServerClosed ', 'status ServerDisconnected ')):
+            ended.add(line.split()[2])
+        elif line.startswith('status NodeClosed '):
+            node = line
+            assert started <= ended, 'servers not told closed before the node: %s' % (
+                started - ended)
+    assert job.startswith('result DiscoroJobLost'), job
+    assert started, 'the client heard of no server'
+
+
+def node_processes(node):
+    """The node's descendants (zygote, computation, servers) now."""
+    return psutil.Process(node.pid).children(recursive=True)
+
+
+@pytest.mark.deadline(60)
+def test_a_node_whose_stdin_is_not_a_terminal_serves_on_when_it_ends(processes, discoronode):
+    """As in a container started without -i: stdin is /dev/null."""
+    node, ports = discoronode(console='devnull')
+    said = wait_for_line(node, 10, 'why the node serves on', LOG_LINE.match)
+    assert said.endswith('stdin is not a terminal and ended with no command: serving on as '
+                         'with --daemon (stop with SIGTERM, e.g. docker stop, or SIGINT)')
+    code, lines, _ = finish(processes(WATCHED_JOB, json.dumps(ports), 0.1, ready=False), 40)
+    assert code == 0 and lines[-1] == 'result str slept 0.1', lines
+    assert node.poll() is None
+    node.send_signal(signal.SIGTERM)
+    code, lines, logs = finish(node, 10)
+    assert code == 0
+    assert not [line for line in logs if 'serving on' in line]      # it was said once
+
+
+@pytest.mark.deadline(60)
+def test_quit_then_the_end_of_stdin_ends_the_node(discoronode):
+    """`echo quit | discoronode.py`: the command counts; its end of input
+    does not make the node serve on."""
+    node, ports = discoronode(console=True)
+    out, err = node.communicate(b'quit\n', timeout=15)     # then its stdin closes
+    lines, logs = split_log(out.decode())
+    assert node.returncode == 0, err.decode()[-2000:]
+    assert 'quitting when the running jobs are done' in lines
+    assert not [line for line in logs if 'serving on' in line]
+
+
+@pytest.mark.deadline(60)
+def test_sigterm_tells_the_client_at_once_and_the_node_exits_within_10s(processes,
+                                                                        discoronode):
+    """`docker stop`: SIGTERM, then SIGKILL after 10 s. The running job is
+    lost and the client hears of it, and of the node's servers and the node,
+    within 2 s; the node and all its processes are gone well within 10 s."""
+    node, ports = discoronode(console='devnull')
+    client = processes(TOLD_CLIENT, json.dumps(ports), ready=False)
+    before = job_started(client, 30)
+    children = node_processes(node)
+    assert len(children) >= 4          # the zygote, the computation, two servers
+    start = time.monotonic()
+    node.send_signal(signal.SIGTERM)
+    told_within(client, start + 2, before)
+    code, _, logs = finish(node, max(start + 10 - time.monotonic(), 0.01))
+    assert code == 0, logs[-20:]
+    gone, alive = psutil.wait_procs(children, timeout=max(start + 10 - time.monotonic(), 0.01))
+    assert not alive, 'still running after the node exited: %s' % alive
+    assert client.wait(20) == 0
 
 
 @pytest.mark.deadline(90)
@@ -516,38 +660,6 @@ def test_node_port_in_use_says_so(discoronode, tmp_path):
                           capture_output=True, env=program_env(), timeout=30, cwd=str(tmp_path))
     assert proc.returncode == 1
     assert 'already in use' in proc.stderr.decode()
-
-
-# ---------------------------------------------------------------- Docker
-
-def test_the_dockerfile_is_found_beside_the_installed_module():
-    path = os.path.join(os.path.dirname(asyncoro.__file__), 'data', 'Dockerfile')
-    with open(path) as f:
-        text = f.read()
-    assert 'pip install' in text
-    assert 'discoronode.py' in text.split('CMD', 1)[1]
-
-
-def docker_engine():
-    try:
-        return subprocess.run(['docker', 'info'], capture_output=True,
-                              timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-@pytest.mark.deadline(1800)
-def test_the_dockerfile_builds(tmp_path):
-    if not docker_engine():
-        pytest.skip('no Docker engine here (`docker info` fails): the image cannot be built')
-    root = os.path.dirname(os.path.dirname(os.path.abspath(asyncoro.__file__)))
-    dockerfile = os.path.join(os.path.dirname(asyncoro.__file__), 'data', 'Dockerfile')
-    proc = subprocess.run(['docker', 'build', '-t', 'asyncoro-test', '-f', dockerfile, root],
-                          capture_output=True, timeout=1700)
-    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
-    run = subprocess.run(['docker', 'run', '--rm', '--net=none', 'asyncoro-test',
-                          'discoronode.py', '--help'], capture_output=True, timeout=120)
-    assert run.returncode == 0 and b'--serve' in run.stdout
 
 
 @pytest.mark.deadline(60)
