@@ -1090,9 +1090,13 @@ class AsynCoro(core.AsynCoro):
             if peer.connecting is not None:
                 peer.connecting.join(max(deadline - time.monotonic(), 0))
         for peer in list(self._peers.values()):
-            if peer.out is not None:
-                peer.out.send(netio.dumps((BYE,)))
-                peer.out.flush(max(deadline - time.monotonic(), 0))
+            out = peer.out      # (closing, it sets peer.out to None under us)
+            if out is not None:
+                try:
+                    out.send(netio.dumps((BYE,)))
+                    out.flush(max(deadline - time.monotonic(), 0))
+                except netio.PeerError:     # it closed meanwhile: no one to say goodbye to
+                    pass
         self._closing = True
         if self._beat_timer is not None:
             self._beat_timer.close()

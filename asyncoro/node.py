@@ -110,7 +110,8 @@ def _server_processes(psutil, location):
 class _Computation:
     __slots__ = ('id', 'client_location', 'pulse_interval', 'cpus', 'scheduler', 'pid',
                  'servers', 'locations', 'closing', 'setup_result', 'server_coros', 'draining',
-                 'busy', 'drain_reason', 'ended', 'failed', 'started', 'key')
+                 'busy', 'drain_reason', 'ended', 'failed', 'started', 'key', 'known',
+                 'answered')
 
     def __init__(self, comp_id, client_location, pulse_interval, cpus):
         self.id = comp_id
@@ -131,6 +132,8 @@ class _Computation:
         self.setup_result = None
         self.ended = gevent.event.Event()     # set once it has ended here
         self.key = None                 # (id, part): what its processes report under
+        self.known = gevent.event.Event()     # set once each server started or failed
+        self.answered = False           # the scheduler has its setup's answer
 
 
 class NodeService(Service):
@@ -232,16 +235,43 @@ class NodeService(Service):
         if result != 0:
             self._end_computation(comp, result, by_scheduler=True, refused=True)
             raise Failure(what, result, self.rt.location.addr)
+        # answered once each server has started or could not (said before this
+        # answer, on the same connection): no job runs before the scheduler knows
+        if not comp.known.wait(_msg_timeout()):
+            log.info('computation %x: %d of %d servers have started or failed after %ss; '
+                     'the scheduler is told the node is set up', comp.id,
+                     comp.started + len(comp.failed), comp.cpus, _msg_timeout())
+        if len(comp.failed) >= comp.cpus:
+            why = 'its servers could not start: %s' % '; '.join(
+                comp.failed[i] for i in sorted(comp.failed))
+            self._end_computation(comp, why, by_scheduler=True, refused=True)
+            raise Failure(what, why, self.rt.location.addr)
+        for index in sorted(comp.failed):      # the others run it
+            self._tell_not_started(comp, index)
+        comp.answered = True
         spawn(self._pulse, comp)
         return 0
 
+    def _tell_not_started(self, comp, index):
+        location = Location(self.rt.location.addr, self.options.server_ports[index - 1])
+        self.tell(comp.scheduler, SERVER_NOT_STARTED, comp.id, comp.key[1],
+                  self.rt.location.addr, index, location, comp.failed[index])
+
+    @staticmethod
+    def _count(comp):
+        """A server started or could not: are they all known now?"""
+        if comp.started + len(comp.failed) >= comp.cpus:
+            comp.known.set()
+
     @answers(SERVER_STARTED, inline=True)
     def server_started(self, key, index, location, coro=None):
-        if self.comp is not None and self.comp.key == key:
-            self.comp.locations[index] = location
-            self.comp.started += 1
+        comp = self.comp
+        if comp is not None and comp.key == key:
+            comp.locations[index] = location
+            comp.started += 1
             if coro is not None:
-                self.comp.server_coros[index] = coro
+                comp.server_coros[index] = coro
+            self._count(comp)
         return 0
 
     @answers(NODE_CLOSE)
@@ -410,16 +440,19 @@ class NodeService(Service):
     def _report_server_failed(self, comp, index, why):
         comp.failed[index] = why
         log.warning('server %d of computation %x could not start: %s', index, comp.id, why)
-        if comp.scheduler is not None:
-            location = Location(self.rt.location.addr, self.options.server_ports[index - 1])
-            self.tell(comp.scheduler, SERVER_NOT_STARTED, comp.id, comp.key[1],
-                      self.rt.location.addr, index, location, why)
+        if comp.answered:       # else setup() tells, once it knows whether any started
+            self._tell_not_started(comp, index)
+        self._count(comp)
 
     def _report_server_exit(self, comp, index, pid, status):
         comp.servers.pop(index, None)
         location = comp.locations.pop(index, None)
         if comp.closing:
             return
+        if location is None and index not in comp.failed:
+            # it died before it introduced itself: it could not start
+            self._report_server_failed(comp, index, 'server %d exited as it started (status '
+                                       '%s)' % (index, status))
         if index not in comp.failed:
             log.warning('server %d (pid %d) of computation %x died (status %s)',
                         index, pid, comp.id, status)

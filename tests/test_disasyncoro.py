@@ -815,3 +815,31 @@ asyncoro.Coro(client)
     assert lines == ['answers [0, 500, 1000, 1500, 2000, 2500]',
                      'count 3000 out of order 0 other references 0 whole True']
     stop(server)
+
+
+@pytest.mark.deadline(60)
+def test_a_connection_that_closes_as_the_runtime_says_goodbye_ends_it_cleanly(processes):
+    # terminate() says BYE to each peer; a connection that closes just then
+    # (its peer went too) set peer.out to None under the next line:
+    # AttributeError, exit status 1
+    port = free_udp_port()
+    server, location = processes(SERVER, options(udp_port=port))
+    client = processes(r'''
+import sys, json
+import asyncoro.disasyncoro as asyncoro
+from asyncoro import netio
+rt = asyncoro.AsynCoro(**json.loads(sys.argv[1]))
+assert rt.peer(asyncoro.Location(*sys.argv[2].rsplit(':', 1))) == 0
+send = netio.Connection.send
+
+def closes_at_bye(conn, payload):
+    if netio.loads(payload)[0] == 'bye':
+        conn.close('the peer went as it was told goodbye')
+    return send(conn, payload)
+
+netio.Connection.send = closes_at_bye
+rt.terminate()
+print('ended', flush=True)
+''', options(udp_port=port), location, ready=False)
+    assert read_line(client, 30, 'the end') == 'ended'
+    assert client.wait(20) == 0
