@@ -26,9 +26,9 @@ import time
 import pytest
 
 import asyncoro
-from conftest import (LOG_LINE, ROOT, Process, free_udp_port, read_line, reap, split_log,
+from conftest import (LOG_LINE, ROOT, Process, free_udp_port, read_line, reap,
                       unexpected_tracebacks, wait_until)
-from test_operations import job_started, told_within
+from test_operations import TOLD_STATUS, finish, job_started, told_within
 
 IMAGE = os.environ.get('ASYNCORO_TEST_IMAGE', 'localhost/asyncoro:test')
 # a container's ulimits must not exceed the host's (podman's defaults do, on
@@ -203,7 +203,7 @@ import asyncoro.disasyncoro as asyncoro
 from asyncoro.discoro import *
 ports = json.loads(sys.argv[1])
 Scheduler(udp_port=ports['scheduler'], discoronode_port=ports['node'])
-
+''' + TOLD_STATUS + r'''
 def where(seconds, coro=None):
     """Where this job runs: a container's marker file, the container the test
     named, this process's mount namespace, and whether a job ran in this
@@ -216,20 +216,6 @@ def where(seconds, coro=None):
     open(trace, 'w').close()
     return {'markers': markers, 'container': os.environ.get('ASYNCORO_TEST_CONTAINER'),
             'mnt': os.readlink('/proc/self/ns/mnt'), 'job_before': before}
-
-def status(main, coro=None):
-    coro.set_daemon()
-    names = {getattr(Scheduler, name): name for name in dir(Scheduler)
-             if name == 'ServerInitialized' or
-             name.startswith(('Node', 'Server')) and name.endswith(('Closed', 'Disconnected'))}
-    while True:
-        msg = yield coro.receive()
-        if isinstance(msg, DiscoroStatus) and msg.status == Scheduler.CoroCreated:
-            print('started', flush=True)
-        elif isinstance(msg, DiscoroStatus) and msg.status in names:
-            print('status', names[msg.status], msg.info, flush=True)
-            if msg.status == Scheduler.NodeClosed:
-                main.send('node closed')
 
 def main(seconds, coro=None):
     computation = Computation([where], status_coro=asyncoro.Coro(status, coro))
@@ -257,13 +243,6 @@ def ran_in(lines, container):
     assert where['mnt'] != os.readlink('/proc/self/ns/mnt')      # not this machine's
     assert not where['job_before']          # the first job in a fresh container
     return where
-
-
-def finish(proc, timeout):
-    out, err = proc.communicate(timeout=timeout)
-    pending = bytes(proc.__dict__.get('_pending_output', b''))
-    lines, logs = split_log((pending + out).decode())
-    return proc.returncode, lines, logs + err.decode().splitlines()
 
 
 def ports():

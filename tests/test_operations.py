@@ -324,11 +324,9 @@ def test_node_terminate_kills_the_running_job(processes, discoronode):
 # a client whose status coroutine prints, as they come, its job's start and
 # what it hears of servers and nodes that close; its main coroutine runs one
 # long job and prints what came back
-TOLD_CLIENT = PRIVATE + r"""
-def job(seconds, coro=None):
-    yield coro.sleep(seconds)
-    return 'slept %s' % seconds
-
+# a status coroutine that prints its job's start and what it hears of
+# servers and nodes that close, and tells `main` when a node closed
+TOLD_STATUS = r"""
 def status(main, coro=None):
     coro.set_daemon()
     names = {getattr(Scheduler, name): name for name in dir(Scheduler)
@@ -342,6 +340,12 @@ def status(main, coro=None):
             print('status', names[msg.status], msg.info, flush=True)
             if msg.status == Scheduler.NodeClosed:
                 main.send('node closed')
+"""
+
+TOLD_CLIENT = PRIVATE + TOLD_STATUS + r"""
+def job(seconds, coro=None):
+    yield coro.sleep(seconds)
+    return 'slept %s' % seconds
 
 def main(coro=None):
     computation = Computation([job], status_coro=asyncoro.Coro(status, coro))

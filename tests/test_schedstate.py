@@ -91,6 +91,16 @@ class Harness:
     def part(self, tag, addr):
         return self.asked.pop((tag, addr))
 
+    def node_call_done(self, tag, addr, part):
+        """The node did what the call `tag` asked (reserve, files, setup)."""
+        cluster = self.s.cluster
+        if tag == st.RESERVE:
+            self.do(cluster.node_reserved, addr, part, 10, self.now)
+        elif tag == st.SEND_FILES:
+            self.do(cluster.files_sent, addr, part)
+        else:
+            self.do(cluster.node_set_up, addr, part, self.now)
+
     def reserve(self, addr):
         return self.do(self.s.cluster.node_reserved, addr, self.part(st.RESERVE, addr), 10,
                        self.now)
@@ -668,12 +678,8 @@ class Driver(RuleBasedStateMachine):
             h.do(cluster.node_refused, addr, part, 'no')
         elif how == 'gone':
             h.do(cluster.node_unreachable, addr, part, 'gone')
-        elif tag == st.RESERVE:
-            h.do(cluster.node_reserved, addr, part, 10, h.now)
-        elif tag == st.SEND_FILES:
-            h.do(cluster.files_sent, addr, part)
         else:
-            h.do(cluster.node_set_up, addr, part, h.now)
+            h.node_call_done(tag, addr, part)
 
     @rule(addr=sts.sampled_from(ADDRS), stale=sts.booleans())
     def server_up(self, addr, stale):
@@ -748,12 +754,7 @@ class Driver(RuleBasedStateMachine):
         for _ in range(4):
             for (tag, addr), part in sorted(h.asked.items()):
                 del h.asked[tag, addr]
-                if tag == st.RESERVE:
-                    h.do(cluster.node_reserved, addr, part, 10, h.now)
-                elif tag == st.SEND_FILES:
-                    h.do(cluster.files_sent, addr, part)
-                else:
-                    h.do(cluster.node_set_up, addr, part, h.now)
+                h.node_call_done(tag, addr, part)
             for location in sorted(h.setups):
                 h.setups.discard(location)
                 h.do(cluster.server_set_up, location, 0)
