@@ -63,6 +63,7 @@ class Channel:
             self.set_transform(transform)
         self._subscribers = {}      # ordered set: subscriber -> True
         self._sub_event = None      # set when a subscriber is added (deliver(n) waits)
+        self._backlog = None        # messages from peers for the transform, in order
         self._closed = False
         self._rt._run_here(self._rt._add_channel, self)
 
@@ -174,6 +175,27 @@ class Channel:
             log.debug('channel %s: dropping subscriber %s (send failed)', self._name, subscriber)
             self._subscribers.pop(subscriber, None)
         return 0
+
+    def send_from_peer(self, message):
+        """`send`, for a message from another process, read in the hub
+        greenlet: a transform (user code, which may block) runs in a greenlet
+        of this channel's own, taking the messages in the order they came.
+        Never blocks; call it in the hub thread."""
+        if self._transform is None:
+            self.send(message)
+            return
+        if self._backlog is None:
+            self._backlog = collections.deque()
+            spawn(self._send_backlog)
+        self._backlog.append(message)
+
+    def _send_backlog(self):
+        backlog = self._backlog
+        try:
+            while backlog:
+                self.send(backlog.popleft())
+        finally:
+            self._backlog = None
 
     def deliver(self, message, timeout=None, n=0):
         """Acknowledged send: wait for at least `n` subscribers, then deliver

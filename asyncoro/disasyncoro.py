@@ -63,10 +63,11 @@ from asyncoro import (AsyncSocket, AsynCoroSocket, AsyncThreadPool, AsyncDBCurso
 from asyncoro import core, netio
 from asyncoro.core import WrongContextError, _get_ident
 from asyncoro.failure import run_guarded, spawn
-from asyncoro.handlers import (BYE, DEL_FILE, DELIVER, FAILED, FILE_BEGIN, FILE_CHUNK,
-                               FILE_END, HANDLERS, INFO, LOCATE, REPLY, SEND, drop_transfer,
+from asyncoro.handlers import (BYE, DEL_FILE, DELIVER, FAILED, HANDLERS, INFO, LOCATE, REPLY,
+                               SEND,
                                local_coro)
 from asyncoro.remote import RCI, PeerStatus, SysCoro
+from asyncoro.transfers import Transfers
 
 __all__ = asyncoro.__all__ + ['PeerStatus', 'RCI', 'SysCoro', 'MsgTimeout',
                               'MaxConnectionErrors']
@@ -250,7 +251,7 @@ class AsynCoro(core.AsynCoro):
         self._locators = []             # (kind, name, AsyncResult) of locate()s asking all peers
         self._ignore_peers = False
         self._discover = discover_peers
-        self._files = {}                # transfer id -> (file object, target, temp path, meta)
+        self.transfers = Transfers(self)    # files sent here, and sent from here
         self._connections = set()       # every live Connection (the guard reads them)
         self._beat = time.monotonic()   # the hub's last turn
         self._closing = False
@@ -554,10 +555,7 @@ class AsynCoro(core.AsynCoro):
                 other.read_now()
             self._fail_requests(peer)
         peer.incoming.discard(conn)
-        for transfer in [t for t, entry in self._files.items() if entry[4] is conn]:
-            log.warning('file transfer %s from %s cut off (%s); partial file removed',
-                        transfer, location, reason)
-            drop_transfer(self, transfer)
+        self.transfers.cut(conn, reason)
         log.debug('connection %s closed: %s', conn, reason)
         if peer.out is None and not peer.incoming and peer.connecting is None:
             self._set_offline(peer)
@@ -1016,44 +1014,17 @@ class AsynCoro(core.AsynCoro):
         :returns: None once the file is there; else why it is not, in words
             (the peer's own reason when it refused it).
         """
+        if _get_ident() != self._tid:
+            return self._run_here(self.transfer_file, location, file, dir, overwrite, timeout)
         timeout = _msg_timeout() if timeout is None else timeout
-        try:
-            stat = os.stat(file)
-        except OSError as exc:
-            return exc.strerror
-        if not os.path.isfile(file) or not os.access(file, os.R_OK):
-            return 'it is not a readable regular file'
         if dir and os.path.isabs(dir):
             return 'dir %r must be relative' % dir
         if not isinstance(location, Location):
             return '%r is not a Location' % (location,)
-        meta = (dir or '', os.path.basename(file), stat.st_size, stat.st_mtime, stat.st_atime,
-                stat.st_mode & 0o7777, bool(overwrite))
-        unanswered = 'no answer from %s within %ss, or it went away' % (location, timeout)
-        answer = self.request(location, FILE_BEGIN, meta, timeout, on_timeout=unanswered,
-                              on_failure=unanswered)
-        if answer == 'same':
-            return None
-        if not isinstance(answer, tuple) or answer[0] != 'go':
-            return answer if isinstance(answer, str) else 'refused (%r)' % (answer,)
-        transfer = answer[1]
-        try:
-            with open(file, 'rb') as source:
-                while True:
-                    chunk = source.read(netio.FILE_CHUNK)
-                    if not chunk:
-                        break
-                    if self.request(location, FILE_CHUNK, (transfer, chunk), timeout,
-                                    on_timeout=-1, on_failure=-1) != 0:
-                        return 'the transfer was cut off (%s)' % unanswered
-        except OSError as exc:
-            self.request(location, FILE_END, (transfer, False), timeout, on_timeout=-1,
-                         on_failure=-1)
-            return 'reading it failed: %s' % exc
-        if self.request(location, FILE_END, (transfer, True), timeout, on_timeout=-1,
-                        on_failure=-1) != 0:
-            return 'the peer could not store it (its log says why)'
-        return None
+
+        def request(location, kind, fields, on_failure):
+            return self.request(location, kind, fields, timeout, on_failure, on_failure)
+        return self.transfers.send(location, file, dir, overwrite, timeout, request)
 
     def del_file(self, location, file, dir=None, timeout=None):
         """Delete a file that :meth:`send_file` sent to the peer at `location`.

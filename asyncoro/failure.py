@@ -4,8 +4,9 @@ What it owns: `AsyncoroError` (the base of this package's exceptions),
 `Failure` (the one internal form of a failure: what failed, where, why, and
 the traceback text of the process it happened in; `NoAnswer` when a peer
 gave none) and `spawn`/`spawn_later`
-(the one way the package starts work in a greenlet of its own). It imports
-nothing of the package, so every module can use it.
+(the one way the package starts work in a greenlet of its own) and
+`in_thread` (the one way it runs work that blocks a thread, off the hub). It
+imports nothing of the package, so every module can use it.
 
 How it works:
 
@@ -27,6 +28,10 @@ import logging
 import traceback
 
 import gevent
+# imported now, not on first use: a program's coroutines may first need the
+# thread pool at its exit (after its last line), when that import can no
+# longer register its own exit hook
+import gevent.threadpool  # noqa: F401
 
 __all__ = []
 
@@ -119,6 +124,27 @@ def run_guarded(func, *args, **kwargs):
         log.error('%s failed; this is a bug of asyncoro',
                   getattr(func, '__qualname__', None) or repr(func), exc_info=True)
         return None
+
+
+def in_thread(func, *args):
+    """``func(*args)`` in the hub's thread pool, for work that blocks a
+    thread (disk I/O, reading /proc); the calling greenlet waits, the hub
+    goes on.
+
+    :returns: what `func` returns.
+    :raises: what `func` raises, here (not in the pool, which would print it).
+    """
+    ok, value = gevent.get_hub().threadpool.apply(_caught, (func, args))
+    if not ok:
+        raise value
+    return value
+
+
+def _caught(func, args):
+    try:
+        return True, func(*args)
+    except Exception as exc:        # raised again in the greenlet that waits (in_thread)
+        return False, exc
 
 
 def spawn_later(seconds, func, *args, fail=None, **kwargs):

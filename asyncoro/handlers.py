@@ -19,9 +19,7 @@ request id; the handler answers with `runtime.reply(connection, request_id,
 value)`.
 """
 
-import errno
 import logging
-import os
 
 import asyncoro
 from asyncoro import netio
@@ -181,7 +179,7 @@ def _handle_channel_send(rt, conn, request):
         log.warning('message from %s for channel %s dropped: no such channel', conn.info,
                     request[1])
     else:
-        channel.send(request[2])
+        channel.send_from_peer(request[2])       # (its transform runs off the hub)
 
 
 @handler(CHANNEL_DELIVER)
@@ -215,115 +213,23 @@ def _handle_rci(rt, conn, request):
 
 @handler(FILE_BEGIN)
 def _handle_file_begin(rt, conn, request):
-    """Answers ('go', transfer id), 'same' (an identical copy is here), or
-    why the file is refused (a str, logged here too)."""
     _, request_id, subdir, name, size, mtime, atime, mode, overwrite = request
-
-    def refuse(why):
-        log.warning('file %s from %s refused: %s', name, conn.info, why)
-        rt.reply(conn, request_id, '%s refused it: %s' % (rt.location, why))
-    try:
-        target = netio.transfer_target(rt.dest_path, subdir, name)
-    except ValueError as exc:
-        refuse(str(exc))
-        return
-    if rt.max_file_size and size > rt.max_file_size:
-        refuse('%d bytes > max_file_size=%d' % (size, rt.max_file_size))
-        return
-    if os.path.isfile(target):
-        st = os.stat(target)
-        if st.st_size == size and (st.st_mode & 0o7777) == mode and abs(st.st_mtime - mtime) <= 1:
-            rt.reply(conn, request_id, 'same')
-            return
-        if not overwrite:
-            refuse('%s exists and differs (overwrite=False)' % target)
-            return
-    try:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        partial = '%s.part-%s' % (target, request_id)
-        out = open(partial, 'wb')
-    except OSError as exc:
-        refuse('%s: %s' % (target, exc))
-        return
-    transfer = '%s/%s' % (conn.info, request_id)
-    rt._files[transfer] = (out, target, partial, (size, mtime, atime, mode), conn)
-    rt.reply(conn, request_id, ('go', transfer))
-
-
-def drop_transfer(rt, transfer):
-    out, target, partial, meta, conn = rt._files.pop(transfer)
-    out.close()
-    try:
-        os.remove(partial)
-    except OSError:      # already gone: nothing left to clean
-        pass
+    rt.transfers.begin(conn, request_id, subdir, name, size, mtime, atime, mode, overwrite)
 
 
 @handler(FILE_CHUNK)
 def _handle_file_chunk(rt, conn, request):
     _, request_id, transfer, chunk = request
-    entry = rt._files.get(transfer)
-    if entry is None or entry[4].info != conn.info:
-        rt.reply(conn, request_id, -1)
-        return
-    out, target, partial, (size, _, _, _), _ = entry
-    try:
-        out.write(chunk)
-        if out.tell() > size:
-            raise OSError(errno.EFBIG, 'more data than announced (%d bytes)' % size)
-    except OSError as exc:
-        log.warning('file %s from %s: %s; dropped', target, conn.info, exc)
-        drop_transfer(rt, transfer)
-        rt.reply(conn, request_id, -1)
-        return
-    rt.reply(conn, request_id, 0)
+    rt.transfers.chunk(conn, request_id, transfer, chunk)
 
 
 @handler(FILE_END)
 def _handle_file_end(rt, conn, request):
     _, request_id, transfer, complete = request
-    entry = rt._files.get(transfer)
-    if entry is None:
-        rt.reply(conn, request_id, -1)
-        return
-    out, target, partial, (size, mtime, atime, mode), _ = entry
-    if not complete or out.tell() != size:
-        if complete:
-            log.warning('file %s from %s: %d of %d bytes arrived; dropped', target, conn.info,
-                        out.tell(), size)
-        drop_transfer(rt, transfer)
-        rt.reply(conn, request_id, -1)
-        return
-    del rt._files[transfer]
-    out.close()
-    try:
-        os.chmod(partial, mode)
-        os.utime(partial, (atime, mtime))
-        os.replace(partial, target)
-    except OSError as exc:
-        log.warning('file %s from %s: %s', target, conn.info, exc)
-        rt.reply(conn, request_id, -1)
-        return
-    rt.reply(conn, request_id, 0)
+    rt.transfers.end(conn, request_id, transfer, complete)
 
 
 @handler(DEL_FILE)
 def _handle_del_file(rt, conn, request):
     _, request_id, subdir, name = request
-    try:
-        target = netio.transfer_target(rt.dest_path, subdir, name)
-        os.remove(target)
-    except (ValueError, OSError) as exc:
-        log.warning('del_file from %s: %s', conn.info, exc)
-        rt.reply(conn, request_id, -1)
-        return
-    root = os.path.realpath(rt.dest_path)
-    parent = os.path.dirname(target)
-    while parent != root and parent.startswith(root + os.sep):
-        try:
-            os.rmdir(parent)
-        except OSError:     # not empty: the clean-up stops here
-            break
-        parent = os.path.dirname(parent)
-    rt.reply(conn, request_id, 0)
-
+    rt.transfers.remove(conn, request_id, subdir, name)

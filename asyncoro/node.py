@@ -33,7 +33,7 @@ import gevent.event
 
 from asyncoro.core import _msg_timeout
 from asyncoro.disasyncoro import Location, PeerStatus
-from asyncoro.failure import Failure, NoAnswer, spawn
+from asyncoro.failure import Failure, NoAnswer, in_thread, spawn
 from asyncoro.records import Busy, DiscoroNodeAvailInfo, DiscoroNodeInfo, SMALLEST_PULSE_INTERVAL
 from asyncoro.server import (COMPUTATION_PID, QUIT, SERVER_EXIT, SERVER_FAILED, SERVER_PID,
                              SETUP_DONE, START, command)
@@ -50,21 +50,26 @@ log = logging.getLogger(__name__)
 
 def avail_info(location, path):
     """What this node has free now, as DiscoroNodeAvailInfo, with the CPU %
-    and resident memory of each of its server processes (`processes`)."""
+    and resident memory of each of its server processes (`processes`).
+
+    It reads /proc (psutil): call it in the thread pool (`in_thread`), not
+    in the hub; calls from two threads take turns."""
     try:
         import psutil
     except ImportError:     # figures unknown without psutil
         return DiscoroNodeAvailInfo(location, None, None, None, None)
-    return DiscoroNodeAvailInfo(location, 100.0 - psutil.cpu_percent(),
-                                psutil.virtual_memory().available,
-                                psutil.disk_usage(path).free,
-                                100.0 - psutil.swap_memory().percent,
-                                _server_processes(psutil, location))
+    with _MEASURING:
+        return DiscoroNodeAvailInfo(location, 100.0 - psutil.cpu_percent(),
+                                    psutil.virtual_memory().available,
+                                    psutil.disk_usage(path).free,
+                                    100.0 - psutil.swap_memory().percent,
+                                    _server_processes(psutil, location))
 
 
 # pid -> psutil.Process of a server process: kept from one report to the next,
 # because cpu_percent() measures since the previous call on the same object
 _MEASURED = {}
+_MEASURING = threading.Lock()       # (avail_info runs in the thread pool)
 
 
 def _server_processes(psutil, location):
@@ -163,9 +168,11 @@ class NodeService(Service):
     # ---------------- describing the node
 
     def info(self):
+        """The node's DiscoroNodeInfo (its figures read in the thread pool:
+        the calling greenlet waits)."""
         return DiscoroNodeInfo(self.options.name, self.rt.location.addr, self.options.cpus,
                                platform.platform().lower(),
-                               avail_info(self.rt.location, self.options.node_dir))
+                               in_thread(avail_info, self.rt.location, self.options.node_dir))
 
     @answers(NODE_INFO)
     def describe(self):
@@ -399,16 +406,10 @@ class NodeService(Service):
                     self._end_computation(comp, 'service window ended', rejoin=True)
 
     def _clean(self):
-        node_dir = self.options.node_dir
-        for entry in os.listdir(node_dir):
-            path = os.path.join(node_dir, entry)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                try:
-                    os.remove(path)
-                except OSError as exc:
-                    log.warning('could not remove %s: %s', path, exc)
+        """Empty the node's folder (in the thread pool: the calling greenlet
+        waits)."""
+        for path, exc in in_thread(_empty_folder, self.options.node_dir):
+            log.warning('could not remove %s: %s', path, exc)
 
     # ---------------- reports from the zygote's processes
 
@@ -481,8 +482,8 @@ class NodeService(Service):
         answered = idle_since = time.monotonic()
         due = answered
         while self.comp is comp and not comp.closing:
-            answer = self.call(comp.scheduler, PULSE, comp.id, self.rt.location.addr,
-                               avail_info(self.rt.location, self.options.node_dir),
+            figures = in_thread(avail_info, self.rt.location, self.options.node_dir)
+            answer = self.call(comp.scheduler, PULSE, comp.id, self.rt.location.addr, figures,
                                timeout=interval)
             now = time.monotonic()
             if comp.closing:
@@ -553,6 +554,21 @@ class NodeService(Service):
                                      comp.client_location))
         return lines or ['discoronode "%s" @ %s: starting computation %x of %s'
                          % (self.options.name, self.rt.location, comp.id, comp.client_location)]
+
+
+def _empty_folder(folder):
+    """Remove what `folder` holds: [(path, OSError)] of what could not be."""
+    failed = []
+    for entry in os.listdir(folder):
+        path = os.path.join(folder, entry)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.remove(path)
+            except OSError as exc:
+                failed.append((path, exc))
+    return failed
 
 
 # ---------------------------------------------------------------- service windows

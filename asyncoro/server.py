@@ -33,6 +33,8 @@ import sys
 import traceback
 import types
 
+import gevent.event
+
 import asyncoro
 from asyncoro import core, disasyncoro, netio
 from asyncoro.core import _msg_timeout, _stop_value
@@ -312,6 +314,8 @@ class _ServerService(Service):
         self._scheduler = core._rebuild_coro(*spec['scheduler'])
         self.jobs = set()               # the jobs running here
         self.draining = False           # finishing the jobs it has, taking no more
+        self._loaded = set()            # sources of jobs' functions run here already
+        self._loading = {}              # source -> Event, while its module level runs
         self.rt.peer_status(self.coro)
         spawn(self._introduce)
 
@@ -342,14 +346,19 @@ class _ServerService(Service):
         coro = asyncoro.Coro(setup, *args)
         return coro.finish()
 
-    @answers(JOB, push=True, inline=True)
+    # a job whose function is here already starts in the hub greenlet that read
+    # its call; one whose source comes with it for the first time in a greenlet
+    # of its own: that source's module level (decorators, defaults, statements:
+    # user code, which may block) runs once
+    @answers(JOB, push=True,
+             inline=lambda self, name, source, *rest: source is None or source in self._loaded)
     def job(self, name, source, args, kwargs, monitor):
         if self.draining:       # not now: the scheduler may give it to another server
             raise Busy('job %s' % name, 'server %s takes no more jobs (its node is closing)'
                        % self.rt.location)
         try:
-            if source is not None:
-                exec(compile(source, '<job %s>' % name, 'exec'), self._namespace)
+            if source is not None and source not in self._loaded:
+                self._load(name, source)
             func = self._namespace.get(name)
             if not callable(func):
                 raise NameError('%r is not defined on this server (not in the components, '
@@ -362,6 +371,23 @@ class _ServerService(Service):
         rcoro.notify(self.coro)
         self.jobs.add(rcoro)
         return rcoro
+
+    def _load(self, name, source):
+        """Run a job function's source in the computation's namespace, once
+        (not in the hub greenlet: JOB is not inline for it). A second job
+        with the same source waits for the first to have run it."""
+        loading = self._loading.get(source)
+        if loading is not None:
+            loading.wait()
+            if source in self._loaded:
+                return
+        self._loading[source] = loading = gevent.event.Event()
+        try:
+            exec(compile(source, '<job %s>' % name, 'exec'), self._namespace)
+            self._loaded.add(source)
+        finally:
+            del self._loading[source]
+            loading.set()
 
     def on_monitor(self, msg):
         self.jobs.discard(msg.args[0])

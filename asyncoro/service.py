@@ -113,7 +113,10 @@ def answers(op, push=False, inline=False):
         (a job that computes without yielding would hold it back).
     :param inline: the method never blocks: a `tell` from this very process
         runs it at once, in the teller's greenlet, and a call or tell from
-        another process in the hub greenlet that read it.
+        another process in the hub greenlet that read it. Or a function of
+        the service and the call's arguments that says so of each call (a
+        job whose code is already loaded is started inline; one whose code
+        must first run its module level is not).
     """
     def mark(func):
         func.answers = op
@@ -217,7 +220,7 @@ class Service:
             if service is None:
                 log.debug('%s for %s dropped: that service has ended', op, target)
                 return -1
-            service._start_answer(op, service._answer_told, op, args)
+            service._start_answer(op, args, service._answer_told, op, args)
             return 0
         return self.rt.send_frame(target.location, (TELL, target._id, target.name, op, args),
                                   what=_Told(op, target))
@@ -269,11 +272,12 @@ class Service:
         finally:
             self._local_waiters.discard(waiter)
 
-    def _start_answer(self, op, func, *args):
-        """Run ``func(*args)``, the answering of `op`: at once, in this
-        greenlet, for an inline operation (it never blocks), else in a
-        greenlet of its own."""
-        if getattr(self._operations.get(op), 'inline', False):
+    def _start_answer(self, op, call_args, func, *args):
+        """Run ``func(*args)``, the answering of `op` (called with
+        `call_args`): at once, in this greenlet, for an inline operation (it
+        never blocks), else in a greenlet of its own."""
+        inline = getattr(self._operations.get(op), 'inline', False)
+        if inline is not False and (inline is True or inline(self, *call_args)):
             run_guarded(func, *args)
         else:
             spawn(func, *args)
@@ -391,7 +395,7 @@ def _handle_call(rt, conn, request):
         if rt.reply(conn, request_id, value, push) < 0:      # the log says why
             rt.reply(conn, request_id, Failure(op, 'its answer could not be sent (see the log '
                                                'there)', rt.location))
-    service._start_answer(op, answer)
+    service._start_answer(op, args, answer)
 
 
 @handler(TELL)
@@ -401,4 +405,4 @@ def _handle_tell(rt, conn, request):
     if isinstance(service, Failure):
         log.debug('%s from %s dropped: %s', op, conn.info, service)
         return
-    service._start_answer(op, service._answer_told, op, args)
+    service._start_answer(op, args, service._answer_told, op, args)

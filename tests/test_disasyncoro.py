@@ -428,6 +428,62 @@ def test_send_file_moves_50_mb_intact_and_honours_overwrite_and_paths(processes,
     assert 'lies outside dest_path' in server_log
 
 
+@pytest.mark.deadline(120)
+def test_a_200_mb_file_on_its_way_keeps_a_ping_pong_with_its_peer_quick(processes, tmp_path):
+    # the receiver writes each chunk, and the sender reads it, off the hub:
+    # the messages of both keep coming meanwhile
+    port = free_udp_port()
+    dest = tmp_path / 'dest'
+    server, where = processes(SERVER, options(node='127.0.0.1', udp_port=port, dest_path=str(dest),
+                                              discover_peers=False))
+    big = tmp_path / 'big.bin'
+    with open(big, 'wb') as f:
+        for _ in range(200):
+            f.write(os.urandom(1 << 20))
+    host, tcp = where.split(':')
+    lines = run_client(processes, r'''
+import sys, json, time
+import asyncoro.disasyncoro as asyncoro
+rt = asyncoro.AsynCoro(**json.loads(sys.argv[1]))
+loc = asyncoro.Location(sys.argv[2], int(sys.argv[3]))
+sending = [True]
+
+def pinger(echo, coro=None):
+    rtts = []
+    while sending[0]:
+        t0 = time.perf_counter()
+        echo.send((coro, len(rtts)))
+        reply = yield coro.receive(timeout=10)
+        assert reply == ('echo', len(rtts)), reply
+        rtts.append(time.perf_counter() - t0)
+    return rtts
+
+def client(coro=None):
+    assert (yield rt.peer(loc)) == 0
+    echo = yield asyncoro.Coro.locate('echo', loc, timeout=10)
+    ping = asyncoro.Coro(pinger, echo)
+    yield coro.sleep(0.2)                   # the ping-pong is going
+    t0 = time.perf_counter()
+    result = yield rt.send_file(loc, sys.argv[4], timeout=60)
+    seconds = time.perf_counter() - t0
+    sending[0] = False
+    rtts = sorted((yield ping.finish()))
+    print('sent', result, round(seconds, 2), flush=True)
+    print('pings', len(rtts), round(rtts[int(len(rtts) * 0.99)] * 1000, 2), flush=True)
+
+asyncoro.Coro(client)
+''', options(node='127.0.0.1', udp_port=port, discover_peers=False), host, tcp, str(big),
+                       timeout=100)
+    sent = next(line for line in lines if line.startswith('sent')).split()
+    pings = next(line for line in lines if line.startswith('pings')).split()
+    assert sent[1] == '0', lines
+    assert os.path.getsize(dest / 'big.bin') == 200 << 20
+    assert int(pings[1]) >= 100, lines         # round trips made while it went
+    assert float(pings[2]) < 20, 'p99 of the round trips %s ms while 200 MB went (%s s)' % (
+        pings[2], sent[2])
+    stop(server)
+
+
 def test_max_file_size_refuses_before_sending(processes, tmp_path):
     port = free_udp_port()
     dest = tmp_path / 'dest'

@@ -936,3 +936,36 @@ asyncoro.Coro(main)
     first, last = json.loads(lines[-1])
     assert last == first, 'after 1 computation: %s; after 50: %s' % (first, last)
     assert (first['Computation'], first['_ClientService'], first['exit hooks']) == (0, 0, 0)
+
+
+@pytest.mark.deadline(60)
+def test_a_job_whose_shipped_source_does_gevent_work_at_its_top_level_runs(
+        processes, discoronode):
+    # The job function is not a component: its source goes with each job, and
+    # its default argument runs `nap` (a component) when that source runs on
+    # the server. nap yields to gevent: in the hub greenlet that read the job
+    # it failed with BlockingSwitchOutError (reported as the job not created).
+    # It runs once per source, however many jobs there are.
+    node, ports = discoronode()
+    lines = client(processes, ports, r'''
+def nap(seconds):
+    import gevent
+    global naps
+    naps = globals().get('naps', 0) + 1
+    gevent.sleep(seconds)
+    return naps
+
+def main(coro=None):
+    computation = Computation([nap])
+    assert (yield computation.schedule()) == 0
+    def job(x, loaded=nap(0.05)):
+        return x * 10, loaded
+    print('results', (yield computation.run_results(job, range(6))), flush=True)
+    yield computation.close()
+
+asyncoro.Coro(main)
+''')
+    results = eval(next(line for line in lines if line.startswith('results'))[8:])
+    assert [value for value, _ in results] == [x * 10 for x in range(6)], lines
+    # each server ran the source once: its first job's load was its one nap
+    assert {loaded for _, loaded in results} == {1}, results
