@@ -176,6 +176,19 @@ class Channel:
             self._subscribers.pop(subscriber, None)
         return 0
 
+    @property
+    def closed(self):
+        """Whether the channel was closed (a reference to one of another
+        process: False)."""
+        return self._closed
+
+    def forget_subscribers_at(self, location):
+        """The runtime at `location` went: its coroutines and channels are
+        subscribers no more. Call it in the hub thread."""
+        for sub in [s for s in self._subscribers
+                    if getattr(s, '_remote', False) and s.location == location]:
+            self._subscribers.pop(sub, None)
+
     def send_from_peer(self, message):
         """`send`, for a message from another process, read in the hub
         greenlet: a transform (user code, which may block) runs in a greenlet

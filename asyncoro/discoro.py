@@ -129,7 +129,7 @@ def main(argv=None):
         threading.Thread(target=_console, args=(scheduler, done), daemon=True).start()
     while not done.wait(1):
         pass
-    rt._run_here(scheduler._service.shut_down)
+    scheduler.shut_down()
     rt.terminate()
     return 0
 
@@ -137,11 +137,11 @@ def main(argv=None):
 def _check_nodes(scheduler, nodes):
     """Say which --node hosts did not answer (wrong address, port or secret)."""
     time.sleep(asyncoro.MsgTimeout)
-    known = set(scheduler._rt._run_here(lambda: list(scheduler._service.nodes)))
+    known = set(scheduler.node_addresses())
     for addr in nodes:
         if addr not in known:
             log.warning('no discoro node answered at %s (is discoronode.py running there, '
-                        'with this secret and UDP port %s?)', addr, scheduler._node_port)
+                        'with this secret and UDP port %s?)', addr, scheduler.node_port)
 
 
 _MENU = 'commands: status (or an empty line), quit or exit'

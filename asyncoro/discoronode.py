@@ -372,7 +372,7 @@ def _console(node, rt):
         if comp is None:
             print('no computation to close', flush=True)
         else:
-            rt._run_here(node._end_computation, comp, 'closed from the console')
+            rt._run_here(node.end_computation, comp, 'closed from the console')
 
     def finish():
         print('quitting when the running jobs are done', flush=True)

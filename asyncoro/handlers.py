@@ -12,9 +12,12 @@ authenticated connection and calls `HANDLERS[frame[0]](runtime, connection,
 frame)` in the hub greenlet (from the connection's read callback), in the
 order frames came; the guard thread, while the hub is stalled, calls the
 same handlers through the hub (it answers `deliver` requests itself, see
-AsynCoro._on_guard_frame). A handler must not block (the hub greenlet
-cannot wait; gevent raises BlockingSwitchOutError): one that waits (channel
-deliver, a service call) spawns. A request that wants an answer carries a
+asyncoro.guard). A handler must not block (the hub greenlet cannot wait;
+gevent raises BlockingSwitchOutError; asyncoro.strict checks it in tests):
+one that waits (channel deliver, a service call) spawns, and one that
+touches the disk hands its work on (asyncoro.transfers). Handlers reach the
+runtime only through its public interface and its peer table's
+(`rt.peer_table`: asyncoro.peers). A request that wants an answer carries a
 request id; the handler answers with `runtime.reply(connection, request_id,
 value)`.
 """
@@ -66,10 +69,7 @@ FAILED = object()           # a request whose peer went away: the caller gets it
 def local_coro(rt, coro_id, name):
     """The live local coroutine a reference names; None if it is gone (or the
     id now belongs to another one)."""
-    coro = rt._coros.get(coro_id)
-    if coro is not None and name[1:] == coro._name and name[0] == coro._prefix:
-        return coro
-    return None
+    return rt.local_coro(coro_id, name)
 
 
 @handler(INFO)
@@ -82,32 +82,24 @@ def _handle_info(rt, conn, request):
     if version != asyncoro.__version__:
         log.warning('peer %s runs version %s, this runtime %s', location, version,
                     asyncoro.__version__)
-    conn.info = location
-    peer = rt._peer(location)
-    peer.incoming.add(conn)
-    conn.send(netio.dumps((INFO_ACK, rt._name)))
-    rt._set_online(peer, name)
+    rt.peer_table.introduced(conn, location, name)
 
 
 @handler(INFO_ACK)
 def _handle_info_ack(rt, conn, request):
-    peer = rt._peers.get(conn.info)
-    if peer is not None and peer.out is conn:
-        rt._set_online(peer, request[1])
+    rt.peer_table.acknowledged(conn, request[1])
 
 
 @handler(BYE)
 def _handle_bye(rt, conn, request):
-    peer = rt._peers.get(conn.info)
-    if peer is not None:
-        rt._set_offline(peer)
+    rt.peer_table.said_bye(conn)
 
 
 @handler(SEND)
 def _handle_send(rt, conn, request):       # the path of every remote message: keep it lean
     _, coro_id, name, message = request
-    coro = rt._coros.get(coro_id)           # local_coro(), inline
-    if coro is not None and name[1:] == coro._name and name[0] == coro._prefix:
+    coro = rt.local_coro(coro_id, name)
+    if coro is not None:
         coro.send(message)
     else:
         log.warning('message from %s for %s/%s dropped: no such coroutine here',
@@ -123,10 +115,7 @@ def _handle_deliver(rt, conn, request):
 
 @handler(REPLY)
 def _handle_reply(rt, conn, request):
-    _, request_id, value = request
-    waiter = rt._replies.get(request_id)
-    if waiter is not None and not waiter.ready():
-        waiter.set(value)
+    rt.peer_table.answer_came(request[1], request[2])
 
 
 @handler(TERMINATE)
@@ -147,15 +136,14 @@ def _handle_monitor(rt, conn, request):
 def _handle_locate(rt, conn, request):
     _, request_id, kind, name = request
     if kind == 'peer':
-        found = rt._location if name == rt._name else None
+        found = rt.location if name == rt.name else None
     else:
-        found = rt._registry.get((kind, name))
+        found = rt.registered(kind, name)
     rt.reply(conn, request_id, found)
 
 
 def _local_channel(rt, name):
-    channel = rt._channels.get(name)
-    return channel if channel is not None and not channel._closed else None
+    return rt.channel(name)
 
 
 @handler(CHANNEL_SUBSCRIBE)
@@ -198,15 +186,15 @@ def _handle_channel_deliver(rt, conn, request):
 @handler(RCI_CALL)
 def _handle_rci(rt, conn, request):
     _, request_id, name, args, kwargs = request
-    rci = rt._registry.get(('rci', name))
+    rci = rt.registered('rci', name)
     if rci is None:
-        rt.reply(conn, request_id, (False, 'RCI %r is not registered at %s' % (name, rt._location)))
+        rt.reply(conn, request_id, (False, 'RCI %r is not registered at %s' % (name, rt.location)))
         return
     try:
-        coro = Coro(rci._method, *args, **kwargs)
+        coro = Coro(rci.method, *args, **kwargs)
     except Exception as exc:     # bad arguments: the caller gets the message
         rt.reply(conn, request_id, (False, 'RCI %r at %s: %s: %s'
-                                     % (name, rt._location, type(exc).__name__, exc)))
+                                     % (name, rt.location, type(exc).__name__, exc)))
         return
     rt.reply(conn, request_id, (True, coro))
 

@@ -289,6 +289,11 @@ class NodeService(Service):
         self._end_computation(comp, 'closed by the scheduler', by_scheduler=True)
         return 0
 
+    def end_computation(self, comp, why):
+        """End computation `comp` here now (its jobs are killed), telling its
+        scheduler `why` (the node's console: close). Blocks the greenlet."""
+        self._end_computation(comp, why)
+
     def _end_computation(self, comp, why, by_scheduler=False, rejoin=False, refused=False):
         """Kill the computation's processes and clean up; tell the scheduler
         unless it asked (with `refused`: why this node could not serve it).

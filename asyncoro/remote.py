@@ -67,7 +67,7 @@ class _RemoteCoro(Coro):
         self._name = name[1:] if name[:1] in ('~', '!') else name
         self._id = coro_id
         self._rt = _runtime()
-        self._where = self._rt._intern(location)
+        self._where = self._rt.peer_table.intern(location)
         self._head = (SEND, coro_id, prefix + self._name)     # every send starts so
         self._link = None       # the _Peer it was last sent through (see send)
 
@@ -101,7 +101,7 @@ class _RemoteCoro(Coro):
                 except Exception:   # the slow path says what is wrong (or sends it)
                     pass
         result = rt.send_frame(self._where, self._head + (message,), self)
-        self._link = rt._peers.get(self._where)
+        self._link = rt.peer_table.get(self._where)
         return result
 
     def deliver(self, message, timeout=None):
@@ -296,6 +296,12 @@ class RCI:
         self._method = method
         self._name = name or method.__name__
         self._where = _runtime().location
+
+    @property
+    def method(self):
+        """The generator function it publishes (None in a reference to an
+        RCI of another process)."""
+        return self._method
 
     @property
     def name(self):

@@ -151,6 +151,25 @@ class Scheduler(metaclass=Singleton):
         """Print :meth:`status`."""
         print(self.status())
 
+    @property
+    def node_port(self):
+        """The UDP port it looks for nodes on (`discoronode_port`)."""
+        return self._node_port
+
+    def node_addresses(self):
+        """The addresses of the nodes it knows (any state).
+
+        :returns: a list of str.
+        """
+        return self._rt._run_here(lambda: list(self._service.nodes))
+
+    def shut_down(self):
+        """End the scheduler (the discoro.py program quits): computations
+        that wait their turn are refused, the running one is closed with its
+        jobs terminated. Blocks until it is closed.
+        """
+        self._rt._run_here(self._service.shut_down)
+
     def close(self):
         """Close the current computation (its CPU-bound jobs are waited for).
 

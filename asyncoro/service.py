@@ -35,7 +35,7 @@ import logging
 import gevent
 import gevent.event
 
-from asyncoro import disasyncoro, netio
+from asyncoro import disasyncoro, netio, strict
 from asyncoro.core import MonitorException, _hand_messages
 from asyncoro.failure import Failure, NoAnswer, run_guarded, spawn
 from asyncoro.handlers import handler
@@ -278,7 +278,10 @@ class Service:
         never blocks), else in a greenlet of its own."""
         inline = getattr(self._operations.get(op), 'inline', False)
         if inline is not False and (inline is True or inline(self, *call_args)):
-            run_guarded(func, *args)
+            if strict.ON:       # (a step of the hub greenlet: checked in strict mode)
+                strict.timed(op, run_guarded, func, *args)
+            else:
+                run_guarded(func, *args)
         else:
             spawn(func, *args)
 

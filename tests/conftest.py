@@ -7,6 +7,7 @@ by the watchdog). Processes started by a test are killed by PID.
 """
 
 import json
+import logging
 import os
 import random
 import re
@@ -25,6 +26,12 @@ import pytest
 # Nothing the tests start may bind to (or broadcast on) a real interface, the
 # test process included, whatever imports it does.
 os.environ['ASYNCORO_NODE'] = '127.0.0.1'
+# The hub's rule checked as everything runs (asyncoro.strict), in this
+# process and in every program a test starts: a step of the hub greenlet
+# that blocks or runs long is an ERROR line beginning 'strict mode:', which
+# fails the test (its marker expected_strict(*patterns) says which it expects)
+os.environ['ASYNCORO_STRICT'] = '1'
+STRICT_LINE = re.compile(rb'strict mode: (.*)')
 
 DEFAULT_DEADLINE = 60
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -163,6 +170,48 @@ def unexpected_tracebacks(procs, expected):
     return found
 
 
+def strict_errors(procs, expected):
+    """The lines of strict mode (the hub greenlet blocked or ran long) these
+    processes printed that match none of the `expected` patterns."""
+    found = []
+    for proc in procs:
+        for match in STRICT_LINE.finditer(bytes(getattr(proc, 'transcript', b''))):
+            text = match.group(1).decode(errors='replace')
+            if not any(re.search(pattern, text) for pattern in expected):
+                found.append('pid %s: strict mode: %s' % (proc.pid, text))
+    return found
+
+
+class _StrictLog(logging.Handler):
+    """Keeps the strict-mode lines of this very process (its runtimes)."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.lines = []
+
+    def emit(self, record):
+        if record.getMessage().startswith('strict mode:'):
+            self.lines.append(record.getMessage())
+
+
+STRICT_LOG = _StrictLog()
+logging.getLogger('asyncoro').addHandler(STRICT_LOG)
+
+
+@pytest.fixture(autouse=True)
+def hub_rule(request):
+    """Fail a test whose own process broke the hub's rule (strict mode)."""
+    del STRICT_LOG.lines[:]
+    yield
+    marker = request.node.get_closest_marker('expected_strict')
+    expected = marker.args if marker else ()
+    broken = [line for line in STRICT_LOG.lines
+              if not any(re.search(pattern, line) for pattern in expected)]
+    if broken:
+        pytest.fail('the hub greenlet blocked or ran long in this process:\n  %s'
+                    % '\n  '.join(broken), pytrace=False)
+
+
 def reap(procs, request=None):
     """Kill each process with its descendants and close its pipes; then, with
     `request`, fail the test if one printed a traceback the test did not
@@ -183,9 +232,11 @@ def reap(procs, request=None):
         return
     marker = request.node.get_closest_marker('expected_tracebacks')
     found = unexpected_tracebacks(procs, marker.args if marker else ())
+    marker = request.node.get_closest_marker('expected_strict')
+    found += strict_errors(procs, marker.args if marker else ())
     if found:
-        pytest.fail('a program printed a traceback the test did not expect:\n  %s'
-                    % '\n  '.join(found), pytrace=False)
+        pytest.fail('a program printed a traceback (or broke the hub\'s rule) the test did '
+                    'not expect:\n  %s' % '\n  '.join(found), pytrace=False)
 
 
 def kill_tree(proc, timeout=5):

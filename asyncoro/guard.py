@@ -1,0 +1,130 @@
+"""asyncoro.guard: the peers served while the hub is stuck.
+
+What it owns: `StallGuard`, one per distributed runtime: a thread of its
+own that watches the hub and, while the hub is stalled, serves the
+connections itself.
+
+How it works: a user coroutine that computes without yielding (or calls
+time.sleep) holds the hub. The guard looks every STALL/2 seconds at the hub
+loop's count of turns: a hub that has made no turn for STALL seconds while a
+connection has bytes to read or to write is stalled (an idle hub waits in
+the poll, and bytes would wake it). Then the guard reads the connections
+itself, queues messages for their coroutines, acknowledges `deliver`
+requests, writes what is queued, and hands every other request to the hub
+for when it is back. An idle runtime so costs a few checks a second, and no
+wake-up of its hub. (With a loop that does not count its turns, libuv's, a
+timer of the hub marks each turn instead.) The hub runs what was handed to
+it before the next frame it reads, so the order of each connection's frames
+is kept. The guard touches hub objects only through Connection.guard_*
+(under the connection's lock) and the runtime's thread-safe hand-over.
+"""
+
+import logging
+import select
+import time
+
+from asyncoro import core, netio
+from asyncoro.handlers import DELIVER, HANDLERS, REPLY, SEND, local_coro
+
+__all__ = []
+
+log = logging.getLogger(__name__)
+
+BEAT = 0.05         # seconds: the hub marks its turns this often, where its loop counts none
+STALL = 0.25        # seconds without a turn of a hub that has work: it is stalled
+
+# the real sleep, even where a program has monkey-patched time: this is a thread
+_sleep = core._get_original('time', 'sleep')
+
+
+class StallGuard:
+    """The guard of runtime `rt`, whose peers are `peers` (asyncoro.peers):
+    the hub reads frames with ``on_frames(conn, payloads)`` and handles one
+    with ``dispatch(conn, request, kind)``."""
+
+    def __init__(self, rt, peers, on_frames, dispatch):
+        self.rt = rt
+        self.peers = peers
+        self.on_frames = on_frames
+        self.dispatch = dispatch
+        self.closing = False
+        self._beat = time.monotonic()   # the hub's last turn (a loop that counts none)
+        self._beat_timer = None
+
+    def start(self):
+        """Start the thread (and, for a loop that does not count its turns, the
+        hub's timer that marks them). Call it in the hub thread."""
+        loop = self.rt._loop
+        if getattr(loop, 'iteration', -1) < 0:
+            self._beat_timer = loop.timer(BEAT, BEAT)
+            self._beat_timer.start(self._mark_beat)
+        core._start_new_thread(self._main, ())
+
+    def stop(self):
+        self.closing = True
+        if self._beat_timer is not None:
+            self._beat_timer.close()
+
+    def _mark_beat(self):
+        self._beat = time.monotonic()
+
+    def _main(self):
+        """The thread: serve the connections while the hub is stalled."""
+        loop, rt = self.rt._loop, self.rt
+        counted = self._beat_timer is None      # the loop counts its turns
+        turn, since = (loop.iteration if counted else None), time.monotonic()
+        while not self.closing:
+            _sleep(STALL / 2 if counted else BEAT)
+            now = time.monotonic()
+            if counted:
+                if loop.iteration != turn:      # the hub went round: not stalled
+                    turn, since = loop.iteration, now
+                    continue
+                if now - since < STALL:
+                    continue
+            elif now - self._beat < STALL:
+                continue
+            conns = [c for c in list(self.peers.connections) if not c.closed]
+            for conn in conns:
+                failed = conn.guard_flush()
+                if failed:
+                    rt._call_threadsafe(conn.close, failed)
+            try:
+                readable = select.select(conns, [], [], 0 if counted else BEAT)[0] \
+                    if conns else []
+            except (OSError, ValueError):      # a connection closed under us: next round
+                continue
+            for conn in readable:
+                failed = conn.guard_read(self._on_frames)
+                if failed:
+                    rt._call_threadsafe(conn.close, failed)
+
+    def _on_frames(self, conn, payloads):
+        for payload in payloads:
+            self._on_frame(conn, payload)
+
+    def _on_frame(self, conn, payload):
+        """A frame read by the guard: messages are queued for their
+        coroutines and `deliver`s acknowledged now; the rest waits for the hub."""
+        rt = self.rt
+        try:
+            request = netio.loads(payload)
+            kind = request[0]
+        except Exception:      # malformed: the hub logs it and closes the connection
+            rt._call_threadsafe(self.on_frames, conn, [payload])
+            return
+        if kind == SEND or kind == DELIVER:
+            coro_id, name, message = request[-3:]
+            coro = local_coro(rt, coro_id, name)
+            alive = coro is not None and coro.is_alive()
+            if alive:
+                coro.send(message)          # (from this thread, it hands itself to the hub)
+            elif kind == SEND:
+                rt._call_threadsafe(HANDLERS[SEND], rt, conn, request)    # it logs the drop
+            if kind == DELIVER:
+                reply = netio.dumps((REPLY, request[1], 1 if alive else -1))
+                peer = self.peers.get(conn.info)
+                if peer is None or peer.out is None or not peer.out.guard_send(reply):
+                    rt._call_threadsafe(self.peers.reply, conn, request[1], 1 if alive else -1)
+            return
+        rt._call_threadsafe(self.dispatch, conn, request, kind)
