@@ -972,6 +972,61 @@ def accept(sock, key, timeout, certfile=None, keyfile=None):
     return sock
 
 
+class FrameDecoder:
+    """The frames of one byte stream, without any I/O: each frame is a 4-byte
+    big-endian length and that many bytes of payload.
+
+    `feed(data, end)` takes what one read brought (the first `end` bytes of
+    `data`) and returns the payloads of the frames it completes, in order;
+    the start of a frame it cut is kept for the next feed. A frame announced
+    larger than `max_frame_size` is never buffered: `error` then says so,
+    what came before it is still returned, and the stream is broken (later
+    feeds return nothing).
+    """
+
+    __slots__ = ('max_frame_size', 'error', 'oversize', '_held')
+
+    def __init__(self, max_frame_size):
+        self.max_frame_size = max_frame_size
+        self.error = None           # why the stream is broken
+        self.oversize = None        # the size a frame too large announced
+        self._held = bytearray()    # the start of a frame a read cut
+
+    def held(self):
+        """How many bytes of a cut frame wait for the rest."""
+        return len(self._held)
+
+    def feed(self, data, end):
+        if self.error is not None:
+            return []
+        held = self._held
+        if held:            # the rest of a frame came: parse from what was held
+            held += memoryview(data)[:end]
+            data, end = held, len(held)
+        unpack = _unpack_header
+        limit = self.max_frame_size
+        frames = []
+        start = 0
+        while end - start >= 4:
+            size = unpack(data, start)[0]
+            if size > limit:
+                self.error = 'frame of %d bytes exceeds max_frame_size=%d' % (size, limit)
+                self.oversize = size
+                break
+            stop = start + 4 + size
+            if stop > end:
+                break
+            frames.append(data[start + 4:stop])     # one copy
+            start = stop
+        if self.error is not None:      # broken: nothing more is read, or kept
+            del self._held[:]
+        elif held:
+            del held[:start]
+        elif start < end:   # keep the start of a frame for the next read
+            held += memoryview(data)[start:end]
+        return frames
+
+
 class Connection:
     """One authenticated peer connection: frames in, frames out.
 
@@ -1050,7 +1105,7 @@ class Connection:
         self._reading = None                # the hub's io watcher that reads (see start)
         self._writer = None
         self._lock = _RLock()
-        self._rbuf = bytearray()            # bytes read but not yet a whole frame
+        self._decoder = FrameDecoder(max_frame_size)    # bytes read -> whole frames
         self._failed = None                 # why reading failed, for the hub to close on
         self._in_read = False               # _on_readable is running (read_now waits for it)
         self.closed = None                  # the reason, once closed
@@ -1390,7 +1445,7 @@ class Connection:
 
         It reads into its thread's buffer (a fresh 256 KB bytes object per
         read costs an mmap, mremap and munmap when malloc's heap has no room
-        for it) and keeps only the start of a frame it cut (in _rbuf)."""
+        for it); its FrameDecoder keeps only the start of a frame it cut."""
         if self.closed or self._failed:
             return True
         data = _read_buffer.data
@@ -1406,32 +1461,12 @@ class Connection:
         if not received:
             self._failed = 'closed by peer'
             return True
-        end = received
-        held = self._rbuf
-        if held:            # the rest of a frame came: parse from what was held
-            held += memoryview(data)[:received]
-            data, end = held, len(held)
-        unpack = _unpack_header
-        limit = self.max_frame_size
-        frames = []
-        start = 0
-        while end - start >= 4:
-            size = unpack(data, start)[0]
-            if size > limit:
-                log.warning('frame of %d bytes from %s exceeds max_frame_size=%d; '
-                            'connection closed', size, self.peer, limit)
-                self._failed = 'frame too large'
-                break
-            stop = start + 4 + size
-            if stop > end:
-                break
-            frames.append(data[start + 4:stop])     # one copy
-            start = stop
-        if self._failed is None:
-            if held:
-                del held[:start]
-            elif start < end:   # keep the start of a frame for the next read
-                held += memoryview(data)[start:end]
+        decoder = self._decoder
+        frames = decoder.feed(data, received)
+        if decoder.error is not None:
+            log.warning('frame of %d bytes from %s exceeds max_frame_size=%d; connection closed',
+                        decoder.oversize, self.peer, decoder.max_frame_size)
+            self._failed = 'frame too large'
         if frames:
             on_frames(self, frames)
         return received < _READ_SIZE or self._failed is not None or self.closed is not None

@@ -10,6 +10,7 @@ import os
 import pickle
 import socket
 import ssl
+import struct
 import threading
 
 import gevent
@@ -717,3 +718,55 @@ def test_dumps_writes_plain_data_and_references_as_cloudpickle_would():
     local = eval('lambda: "made here"')
     assert netio.loads(netio.dumps(local))() == 'made here'
     assert netio.dumps(_by_value) == cloudpickle.dumps(_by_value, protocol=5)
+
+
+# ---------------------------------------------------------------- the frame decoder, fuzzed
+
+hypothesis = pytest.importorskip('hypothesis', reason='hypothesis (the test extra) fuzzes the '
+                                 'frame decoder')
+from hypothesis import given, settings, strategies as sts      # noqa: E402
+
+
+def _stream(payloads):
+    return b''.join(struct.pack('>I', len(p)) + p for p in payloads)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(payloads=sts.lists(sts.binary(max_size=300), max_size=20),
+       cuts=sts.lists(sts.integers(0, 6100), max_size=30))
+def test_the_decoder_gives_back_every_frame_however_the_stream_is_cut(payloads, cuts):
+    stream = _stream(payloads)
+    decoder = netio.FrameDecoder(1000)
+    got, start = [], 0
+    for cut in sorted(c for c in cuts if c < len(stream)) + [len(stream)]:
+        piece = bytearray(stream[start:cut]) + bytearray(64)    # a read buffer: more room
+        got += [bytes(frame) for frame in decoder.feed(piece, cut - start)]
+        start = cut
+    assert got == payloads and decoder.error is None and decoder.held() == 0
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(before=sts.lists(sts.binary(max_size=50), max_size=5), size=sts.integers(101, 2 ** 32 - 1),
+       split=sts.integers(0, 3), after=sts.binary(max_size=200))
+def test_a_frame_over_the_limit_breaks_the_stream_and_is_never_buffered(before, size, split,
+                                                                       after):
+    head = _stream(before)
+    stream = head + struct.pack('>I', size) + after
+    decoder = netio.FrameDecoder(100)
+    cut = len(head) + split                 # the big frame's header cut in two, at times
+    frames = decoder.feed(bytearray(stream[:cut]), cut)
+    frames += decoder.feed(bytearray(stream[cut:]), len(stream) - cut)
+    assert [bytes(f) for f in frames] == before         # what came first still counts
+    assert decoder.error == 'frame of %d bytes exceeds max_frame_size=100' % size
+    assert decoder.oversize == size and decoder.held() == 0
+    assert decoder.feed(bytearray(b'\0\0\0\1x'), 5) == []      # broken for good
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(garbage=sts.binary(max_size=2000))
+def test_garbage_never_raises_and_holds_at_most_a_frame(garbage):
+    decoder = netio.FrameDecoder(4096)
+    for frame in decoder.feed(bytearray(garbage), len(garbage)):
+        assert len(frame) <= 4096
+    assert decoder.held() <= max(len(garbage), 0) and (decoder.error is None or
+                                                      decoder.oversize > 4096)
