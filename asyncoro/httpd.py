@@ -250,13 +250,14 @@ class _Watcher(Service):
         self.location = location
         self.timeout = timeout
         self.scheduler = None
-        self.stopped = False
+        # set by stop(); not Service's `stopped`, which stop() itself sets and checks
+        self.leaving = False
         self.loop = spawn(self._run)
 
     def _run(self):
         monitor = self.httpd._monitor
         status_coro = self.httpd.status_coro
-        while not self.stopped:
+        while not self.leaving:
             if self.scheduler is None:
                 found = SysCoro.locate('discoro_scheduler', self.location, self.timeout)
                 if found is None:
@@ -278,7 +279,7 @@ class _Watcher(Service):
                 status_coro.send(Snapshot(answer, True))
                 log.info('monitoring the scheduler at %s', found.location)
             gevent.sleep(monitor.poll_sec)
-            if self.stopped:
+            if self.leaving:
                 break
             answer = self.call(self.scheduler, WATCH, status_coro, timeout=self.timeout)
             if isinstance(answer, dict):
@@ -290,10 +291,14 @@ class _Watcher(Service):
                 monitor.scheduler = None
 
     def stop(self, reason='the monitor stops'):
-        self.stopped = True
+        """Leave the scheduler (it sends nothing more) and end: the service
+        is unregistered and its coroutine ends. Blocks at most `timeout`."""
+        if self.leaving:
+            return
+        self.leaving = True
+        self.loop.kill(block=False)     # it asks nothing more of the scheduler
         if self.scheduler is not None:
             self.call(self.scheduler, UNWATCH, self.httpd.status_coro, timeout=self.timeout)
-        self.loop.kill(block=False)
         super().stop(reason)
 
 
