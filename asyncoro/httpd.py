@@ -214,10 +214,10 @@ class HTTPServer:
         """
         if self._server is None:
             return
-        delay = self._monitor.poll_sec + 0.5 if wait else 0
+        delay = self._monitor.settings.poll_sec + 0.5 if wait else 0
         if wait:
             log.info('HTTP server waiting for %s seconds for client updates before quitting',
-                     self._monitor.poll_sec)
+                     self._monitor.settings.poll_sec)
         rt = self._rt
         if _get_ident() == rt._tid:
             spawn_later(delay, self._stop)
@@ -272,13 +272,13 @@ class _Watcher(Service):
                     log.warning('scheduler at %s did not take the monitor: %s', found.location,
                                 answer)
                     status_coro.send(Snapshot({}, True))
-                    gevent.sleep(monitor.poll_sec)
+                    gevent.sleep(monitor.settings.poll_sec)
                     continue
                 self.scheduler = found
                 monitor.scheduler = str(found.location)
                 status_coro.send(Snapshot(answer, True))
                 log.info('monitoring the scheduler at %s', found.location)
-            gevent.sleep(monitor.poll_sec)
+            gevent.sleep(monitor.settings.poll_sec)
             if self.leaving:
                 break
             answer = self.call(self.scheduler, WATCH, status_coro, timeout=self.timeout)

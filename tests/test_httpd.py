@@ -182,7 +182,7 @@ def test_settings_change_from_update_and_api_and_bad_values_change_nothing(clust
         assert code == 400 and reason in json.loads(text)['error'], text
     code, _, text = post(app, '/api/settings', data={'poll_sec': [1, 2]})
     assert code == 400 and 'give poll_sec once' in text
-    assert monitor.settings() == {'poll_sec': 2.5, 'show_coro_args': True}
+    assert monitor.settings.view() == {'poll_sec': 2.5, 'show_coro_args': True}
 
 
 def test_cluster_updates_keep_a_cursor_per_reader(cluster):
@@ -276,7 +276,7 @@ def test_bad_input_gets_404_and_400_pages_never_a_traceback(cluster, monkeypatch
             assert headers['Content-Type'].startswith('text/html')
             assert '<h1>' in text and 'Back to the cluster' in text
     # a bug of ours: a 500 page that says where to look, without the traceback
-    monkeypatch.setattr(monitor, 'cluster', lambda: 1 / 0)
+    monkeypatch.setattr(app.views, 'cluster', lambda: 1 / 0)
     code, headers, text = call(app, 'GET', '/api/cluster')
     assert code == 500 and 'Traceback' not in text and 'ZeroDivisionError' not in text
     assert json.loads(text)['error'] == 'the monitor failed to answer this request; its log ' \

@@ -156,7 +156,7 @@ def test_metrics_parse_as_prometheus_text_and_count_the_jobs_run():
     coros = cluster.run(8)          # two per server: 4 on each node
     cluster.end(coros[0], StopIteration, 0)
     cluster.end(coros[1], ValueError, ValueError('bad'))
-    cluster.monitor.terminate([str(coros[2])])
+    webapp.terminate(cluster.monitor, [str(coros[2])])
     cluster.end(coros[2], StopIteration, None)
     cluster.end(coros[3], Scheduler.ServerClosed,
                 DiscoroJobLost(cluster.servers[3], 'its process died (status -9)'))
@@ -222,7 +222,7 @@ def test_cross_origin_and_tokenless_writes_are_refused_and_terminate_nothing():
         code, _, text = call(app, 'POST', path, body, ctype, headers=headers)
         assert code == 403, (path, headers, text)
         assert 'Traceback' not in text
-    assert coro.terminated == 0 and cluster.monitor.poll_sec == 5
+    assert coro.terminated == 0 and cluster.monitor.settings.poll_sec == 5
     code, _, text = call(app, 'POST', '/api/terminate', 'coro=' + str(coro),
                          'application/x-www-form-urlencoded', headers=evil)
     assert 'another origin (http://evil.example)' in json.loads(text)['error']
@@ -269,7 +269,7 @@ def test_with_a_password_every_page_and_endpoint_answers_401_without_it():
     code, _, _ = call(app, 'POST', '/api/settings', json.dumps({'poll_sec': 3}),
                       'application/json', headers=dict(basic('s3cret'), Host='monitor.example',
                                                        **{webapp.TOKEN_HEADER: app.guard.token}))
-    assert code == 200 and monitor.poll_sec == 3
+    assert code == 200 and monitor.settings.poll_sec == 3
 
 
 def test_only_a_monitor_on_another_interface_without_a_password_is_exposed():
@@ -345,7 +345,7 @@ def test_every_response_stays_under_50_kb_with_200_running_jobs():
 def _states(cluster):
     data = get_json(cluster.app, '/api/cluster')
     return ({n['addr']: (n['state'], n['status']) for n in data['nodes']},
-            {s: cluster.monitor.servers[s].state for s in sorted(cluster.monitor.servers)})
+            {s: cluster.monitor.servers[s].state.value for s in sorted(cluster.monitor.servers)})
 
 
 def test_a_normal_close_closes_nodes_and_servers():
@@ -458,7 +458,7 @@ def test_failures_keep_their_exception_and_traceback_and_the_last_n():
                             'lost': 0}
     assert (data['coros_done'], data['nodes'][0]['coros_failed']) == (5, 2)
     # the failures view: the last 3 kept apart from the recent ones
-    assert [j.key for j in cluster.monitor.failures] == [str(c) for c in coros[1:4]]
+    assert list(cluster.monitor.failures) == [str(c) for c in coros[1:4]]
     job = get_json(cluster.app, '/api/job?coro=' + str(coros[0]))
     assert (job['state'], job['error']) == ('failed', 'ValueError: row 7 has 3 fields, '
                                                       'wanted 4')
@@ -487,7 +487,8 @@ def test_search_finds_jobs_by_id_function_and_argument_text_and_filters_by_state
     code, _, text = call(cluster.app, 'GET', '/api/jobs?state=broken')
     assert code == 400 and 'state must be one of' in json.loads(text)['error']
     # arguments hidden: the search looks at ids and names only
-    cluster.monitor.set_settings(show_coro_args=False)
+    cluster.monitor.settings.change(show_coro_args=False)
     assert found('parquet')[0] == []
     assert get_json(cluster.app, '/api/job?coro=' + str(coros[0]))['args'] == ''
+
 
