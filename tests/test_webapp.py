@@ -492,3 +492,129 @@ def test_search_finds_jobs_by_id_function_and_argument_text_and_filters_by_state
     assert get_json(cluster.app, '/api/job?coro=' + str(coros[0]))['args'] == ''
 
 
+
+# ---------------------------------------------------------------- the state's transitions
+
+CLOSED, GONE, IGNORED, LOST_, STARTED, UP_ = 'closed', 'gone', 'ignored', 'lost', 'started', 'up'
+# what happens to a node or a server -> (state, the original's word, cause): a detail is
+# (code, text), as the scheduler sends it after a status of going
+PLACE_TRANSITIONS = [
+    ((STARTED,), ('starting', 'Discovered', None)),
+    ((UP_,), ('up', 'Initialized', None)),
+    ((UP_, CLOSED), ('closed', 'Closed', None)),
+    ((UP_, IGNORED), ('closed', 'Closed', None)),
+    ((UP_, LOST_), ('lost', 'Disconnected', monitor_module.DISCONNECTED)),
+    ((UP_, CLOSED, ('died', 'its process died')), ('lost', 'Disconnected', 'its process died')),
+    ((UP_, CLOSED, ('silent', 'no pulse')), ('lost', 'Disconnected', 'no pulse')),
+    ((UP_, LOST_, ('node ended', 'it quits')), ('closed', 'Closed', 'it quits')),
+    ((UP_, LOST_, ('closed', '')), ('closed', 'Closed', None)),
+    ((UP_, ('died', 'a detail of nothing')), ('up', 'Initialized', None)),
+    ((UP_, LOST_, UP_), ('up', 'Initialized', None)),          # back again
+    ((UP_, GONE), ('closed', 'Closed', None)),                  # the computation closed
+    ((STARTED, GONE), ('closed', 'Closed', None)),
+    ((UP_, LOST_, GONE), ('lost', 'Disconnected', monitor_module.DISCONNECTED)),
+]
+
+
+@pytest.mark.parametrize('kind', ['node', 'server'])
+@pytest.mark.parametrize('events, expected', PLACE_TRANSITIONS)
+def test_a_node_or_server_goes_through_the_states_its_messages_say(kind, events, expected):
+    monitor = monitor_module.Monitor()
+    location = Location(NODES[0], 9001)
+    subject = node_info(NODES[0]) if kind == 'node' else location
+    statuses = {STARTED: 'Discovered', UP_: 'Initialized', CLOSED: 'Closed',
+                IGNORED: 'Ignore', LOST_: 'Disconnected'}
+    prefix = 'Node' if kind == 'node' else 'Server'
+    last = None
+    for event in events:
+        if event == GONE:
+            monitor.update(DiscoroStatus(Scheduler.ComputationClosed, 1))
+        elif isinstance(event, tuple):
+            monitor.update(StatusDetail(last, subject, *event))
+        else:
+            last = getattr(Scheduler, prefix + statuses[event])
+            monitor.update(DiscoroStatus(last, subject))
+    views = monitor_module.Views(monitor)
+    info = views.node_info(NODES[0]) if kind == 'node' else views.server_info(str(location))
+    assert (info['state'], info['status'], info['cause']) == expected
+    assert (info['down_time'] is not None) == (expected[0] in ('closed', 'lost'))
+
+
+def test_the_original_endpoints_are_one_table():
+    assert [(route.method, route.path, route.access) for route in webapp.original_routes()] == [
+        ('GET', '/cluster_status', webapp.Access.READ),
+        ('GET', '/cluster_updates', webapp.Access.READ),
+        ('POST', '/node_info', webapp.Access.READ),
+        ('POST', '/server_info', webapp.Access.READ),
+        ('POST', '/terminate_coros', webapp.Access.WRITE),
+        ('POST', '/update', webapp.Access.WRITE),
+        ('POST', '/set_poll_sec', webapp.Access.WRITE)]
+
+
+def test_random_status_messages_keep_the_running_jobs_index_whole():
+    """Jobs created, ended (before they were created, twice, by a loss),
+    terminated, and servers and the computation going, in any order: the
+    index of running jobs is exactly the jobs on the servers, and every job
+    is counted once, running or ended."""
+    pytest.importorskip('hypothesis', reason='hypothesis drives the randomized monitor test')
+    from hypothesis import settings, strategies as sts
+    from hypothesis.stateful import (RuleBasedStateMachine, invariant, rule,
+                                     run_state_machine_as_test)
+    ends = {'finished': (StopIteration, None), 'failed': (ValueError, ValueError('bad')),
+            'lost': (Scheduler.ServerClosed, None)}
+
+    class Messages(RuleBasedStateMachine):
+        def __init__(self):
+            super().__init__()
+            self.cluster = Cluster()
+            self.coros = []
+
+        @rule(server=sts.integers(0, 3))
+        def create(self, server):
+            self.coros += self.cluster.run(1, server=self.cluster.servers[server])
+
+        @rule(server=sts.integers(0, 3), how=sts.sampled_from(sorted(ends)))
+        def end_first(self, server, how):
+            coro = FakeCoro('early', next(self.cluster.ids), self.cluster.servers[server])
+            self.cluster.end(coro, *ends[how])
+            self.coros.append(coro)
+            self.cluster.monitor.update(DiscoroStatus(Scheduler.CoroCreated, DiscoroCoroInfo(
+                coro, (), {}, time.time())))
+
+        @rule(data=sts.data(), how=sts.sampled_from(sorted(ends)))
+        def end(self, data, how):
+            if self.coros:
+                self.cluster.end(data.draw(sts.sampled_from(self.coros)), *ends[how])
+
+        @rule(data=sts.data())
+        def terminate(self, data):
+            if self.coros:
+                webapp.terminate(self.cluster.monitor, [str(data.draw(sts.sampled_from(
+                    self.coros)))])
+
+        @rule(server=sts.integers(0, 3), status=sts.sampled_from([
+            Scheduler.ServerClosed, Scheduler.ServerDisconnected, Scheduler.ServerInitialized]))
+        def server(self, server, status):
+            self.cluster.monitor.update(DiscoroStatus(status, self.cluster.servers[server]))
+
+        @rule()
+        def close(self):
+            self.cluster.monitor.update(DiscoroStatus(Scheduler.ComputationClosed, 1))
+
+        @invariant()
+        def index_is_whole(self):
+            monitor = self.cluster.monitor
+            on_servers = {key: job for server in monitor.servers.values()
+                          for key, job in server.jobs.items()}
+            assert monitor.running == on_servers
+            assert all(job.server.jobs[key] is job for key, job in monitor.running.items())
+            assert not set(monitor.running) & set(monitor.ended)
+            data = get_json(self.cluster.app, '/api/cluster')
+            assert data['coros_running'] == len(monitor.running) == data['jobs']['running']
+            assert data['coros_submitted'] == data['coros_done'] + data['coros_running'] == \
+                sum(data['jobs'].values()) == \
+                sum(totals['submitted'] for totals in monitor.totals.values())
+
+    run_state_machine_as_test(Messages, settings=settings(max_examples=60,
+                                                          stateful_step_count=25,
+                                                          deadline=None))
