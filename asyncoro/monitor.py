@@ -229,7 +229,9 @@ class _Throughput:
     def add(self, kind, when):
         if self.start is None:
             self.start = when
-        index = max(int((when - self.start) // self.width), 0)
+        index = int((when - self.start) // self.width)
+        if index < 0:                   # a clock that stepped back: the first interval
+            index = 0
         while index >= BARS:
             for kind_counts in self.counts.values():
                 kind_counts[:] = [sum(kind_counts[i:i + 2]) for i in range(0, len(kind_counts), 2)]
@@ -422,12 +424,13 @@ class Monitor:
 
     def update(self, msg):
         """Take one status message (any other message is logged and dropped)."""
-        if self.held is not None and type(msg) is not Snapshot:
+        kind = type(msg)
+        if self.held is not None and kind is not Snapshot:
             self.held.append(msg)
             return
-        take = _TAKES.get(type(msg))
+        take = _TAKES.get(kind)
         if take is None:
-            take = next((_TAKES[kind] for kind in type(msg).__mro__ if kind in _TAKES),
+            take = next((_TAKES[base] for base in kind.__mro__ if base in _TAKES),
                         Monitor._stray)
         take(self, msg)
 
@@ -453,12 +456,13 @@ class Monitor:
             log.debug('monitor: status %s with %.200r ignored', status, info)
 
     def _take_end(self, msg):
-        if len(msg.args) < 2 or not isinstance(msg.args[1], tuple) or len(msg.args[1]) != 2:
+        args = msg.args
+        if len(args) < 2 or not isinstance(args[1], tuple) or len(args[1]) != 2:
             log.debug('monitor: malformed %r ignored', msg)
             return
-        kind, value = msg.args[1]
+        kind, value = args[1]
         state, error, detail = _how_ended(kind, value)
-        self._end(str(msg.args[0]), state, error, detail)
+        self._end(str(args[0]), state, error, detail)
 
     def _take_pulse(self, msg):
         if msg.location is not None:
@@ -550,10 +554,10 @@ class Monitor:
             server = self.servers[key] = node.servers[key] = _Server(key, node)
         return server
 
-    def _touch(self, node):
+    def _touch(self, node, now=None):
         self.seq += 1
         node.seq = self.seq
-        node.update_time = time.time()
+        node.update_time = now or time.time()
 
     def _count(self, addr, kind):
         totals = self.totals.get(addr)
@@ -609,7 +613,8 @@ class Monitor:
             self.terminating.discard(key)
             if state is _FINISHED:      # a terminated coroutine ends like a finished one
                 state = _TERMINATED
-        end_time = end_time or time.time()
+        now = time.time()
+        end_time = end_time or now
         job = self.running.pop(key, None)
         if job is None:
             _remember(self.early, key, (state, error, detail, end_time), ENDED)
@@ -628,7 +633,7 @@ class Monitor:
         server.recent.appendleft(job)
         self._count(node.addr, state)
         self.throughput.add(state, end_time)
-        self._touch(node)
+        self._touch(node, now)
 
     # ---------------- a new computation, a snapshot
 
