@@ -214,10 +214,10 @@ class HTTPServer:
         """
         if self._server is None:
             return
-        delay = self._monitor.poll_sec + 0.5 if wait else 0
+        delay = self._monitor.settings.poll_sec + 0.5 if wait else 0
         if wait:
             log.info('HTTP server waiting for %s seconds for client updates before quitting',
-                     self._monitor.poll_sec)
+                     self._monitor.settings.poll_sec)
         rt = self._rt
         if _get_ident() == rt._tid:
             spawn_later(delay, self._stop)
@@ -250,13 +250,14 @@ class _Watcher(Service):
         self.location = location
         self.timeout = timeout
         self.scheduler = None
-        self.stopped = False
+        # set by stop(); not Service's `stopped`, which stop() itself sets and checks
+        self.leaving = False
         self.loop = spawn(self._run)
 
     def _run(self):
         monitor = self.httpd._monitor
         status_coro = self.httpd.status_coro
-        while not self.stopped:
+        while not self.leaving:
             if self.scheduler is None:
                 found = SysCoro.locate('discoro_scheduler', self.location, self.timeout)
                 if found is None:
@@ -271,14 +272,14 @@ class _Watcher(Service):
                     log.warning('scheduler at %s did not take the monitor: %s', found.location,
                                 answer)
                     status_coro.send(Snapshot({}, True))
-                    gevent.sleep(monitor.poll_sec)
+                    gevent.sleep(monitor.settings.poll_sec)
                     continue
                 self.scheduler = found
                 monitor.scheduler = str(found.location)
                 status_coro.send(Snapshot(answer, True))
                 log.info('monitoring the scheduler at %s', found.location)
-            gevent.sleep(monitor.poll_sec)
-            if self.stopped:
+            gevent.sleep(monitor.settings.poll_sec)
+            if self.leaving:
                 break
             answer = self.call(self.scheduler, WATCH, status_coro, timeout=self.timeout)
             if isinstance(answer, dict):
@@ -290,10 +291,14 @@ class _Watcher(Service):
                 monitor.scheduler = None
 
     def stop(self, reason='the monitor stops'):
-        self.stopped = True
+        """Leave the scheduler (it sends nothing more) and end: the service
+        is unregistered and its coroutine ends. Blocks at most `timeout`."""
+        if self.leaving:
+            return
+        self.leaving = True
+        self.loop.kill(block=False)     # it asks nothing more of the scheduler
         if self.scheduler is not None:
             self.call(self.scheduler, UNWATCH, self.httpd.status_coro, timeout=self.timeout)
-        self.loop.kill(block=False)
         super().stop(reason)
 
 

@@ -15,18 +15,19 @@ the current computation. A figure a node did not report has no sample.
 import math
 import time
 
-from asyncoro.monitor import FAILED, FINISHED, LOST, TERMINATED, UP
+from asyncoro.monitor import JobState, PlaceState
 
 __all__ = []
 
 CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
 
 _COUNTERS = (('submitted', 'asyncoro_jobs_submitted_total', 'Jobs submitted to the node'),
-             (FINISHED, 'asyncoro_jobs_finished_total', 'Jobs that finished normally'),
-             (FAILED, 'asyncoro_jobs_failed_total', 'Jobs that ended with an exception'),
-             (TERMINATED, 'asyncoro_jobs_terminated_total',
+             (JobState.FINISHED, 'asyncoro_jobs_finished_total', 'Jobs that finished normally'),
+             (JobState.FAILED, 'asyncoro_jobs_failed_total',
+              'Jobs that ended with an exception'),
+             (JobState.TERMINATED, 'asyncoro_jobs_terminated_total',
               'Jobs terminated from the monitor'),
-             (LOST, 'asyncoro_jobs_lost_total',
+             (JobState.LOST, 'asyncoro_jobs_lost_total',
               'Jobs lost with their server (its process or node died, or the computation '
               'closed under it)'))
 
@@ -84,10 +85,11 @@ def exposition(monitor, now=None):
                [({'node': node.addr}, sum(len(s.jobs) for s in node.servers.values()))
                 for node in nodes])
     out.family('asyncoro_servers_up', 'gauge', 'Server processes up',
-               [({'node': node.addr}, sum(1 for s in node.servers.values() if s.state == UP))
+               [({'node': node.addr}, sum(1 for s in node.servers.values()
+                                          if s.state is PlaceState.UP))
                 for node in nodes])
     out.family('asyncoro_node_up', 'gauge', '1 while the node serves the computation, else 0',
-               [({'node': node.addr}, int(node.state == UP)) for node in nodes])
+               [({'node': node.addr}, int(node.state is PlaceState.UP)) for node in nodes])
     for index, name, text in _NODE_GAUGES:
         out.family(name, 'gauge', text, [({'node': node.addr}, node.avail[index])
                                          for node in nodes if node.avail])
@@ -96,7 +98,7 @@ def exposition(monitor, now=None):
                [({'node': node.addr}, round(now - node.last_report, 3))
                 for node in nodes if node.last_report])
     processes = [(server, server.process) for server in monitor.servers.values()
-                 if server.process and server.state == UP]
+                 if server.process and server.state is PlaceState.UP]
     out.family('asyncoro_server_cpu_percent', 'gauge',
                'Percent of one CPU a server process used between its node\'s last two reports',
                [({'node': server.node.addr, 'server': server.location}, process['cpu'])

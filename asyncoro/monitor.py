@@ -1,39 +1,49 @@
-"""asyncoro.monitor: what the web monitor knows of a discoro computation.
+"""asyncoro.monitor: what the web monitor knows of a discoro computation, and its views.
 
 What it owns: `Monitor`, the state of one computation (its nodes with their
 load over time, its servers with their processes' CPU and memory, its jobs
 running and ended, the failures, the throughput over time, and counters
-that outlive computations for /metrics) built from the status messages a
-scheduler sends, and the plain-data views of it that asyncoro.httpd serves
-as JSON; also the monitor's settings (poll interval, whether arguments are
-shown).
+that outlive computations for /metrics) folded from the status messages a
+scheduler sends, with the monitor's `Settings` (poll interval, whether
+arguments are shown); and `Views`, the plain data (for JSON) that
+asyncoro.webapp serves of that state. The web application does what has
+effects elsewhere (terminating a job); this module only knows and tells.
 
 How it works:
 
-- `update(msg)` takes one message: DiscoroStatus for nodes, servers, jobs
-  (CoroCreated) and the computation; MonitorException for a job's end;
+- `Monitor.update(msg)` takes one message: DiscoroStatus for nodes, servers,
+  jobs (CoroCreated) and the computation; MonitorException for a job's end;
   DiscoroNodeAvailInfo for a node's load (a pulse); and the scheduler's
   details for monitors: StatusDetail (why a node or server went, as a code)
   and JobsWaiting (how many jobs wait for a server). A job's CoroCreated and
   its end come from different senders, so an end may come first: it is kept
   until the job appears. `str(rcoro)` names one job for the life of its
-  server process (ids are never reused).
+  server process (ids are never reused); `running` indexes the running jobs
+  by that key, and each job knows its server, so an end, a look-up or a
+  terminate never searches the servers.
 - A job is running, finished, failed (its exception), terminated (from a
   page of this monitor: the end itself looks like a normal one) or lost (its
   server or node died, or the computation closed under it: the end is
-  (Scheduler.ServerClosed, DiscoroJobLost)). A node or server is starting,
-  up, closed or lost: the scheduler's code of why it went says which
-  (DiscoroJobLost's codes; a loss is 'died', 'disconnected' or 'silent').
-  The computation closing closes what is still up.
+  (Scheduler.ServerClosed, DiscoroJobLost)): `JobState`. A node or server is
+  starting, up, closed or lost (`PlaceState`), changed in one method
+  (`Monitor._go`): the scheduler's code of why it went says whether it was
+  lost or closed (DiscoroJobLost's codes; a loss is 'died', 'disconnected' or
+  'silent'). The computation closing closes what is still up.
 - Attached to a shared scheduler (the httpd.py program), the state starts
   from the scheduler's snapshot (`Snapshot`); messages that overtake the
   snapshot are held until it is applied, so none is applied to a state older
   than itself. A new computation (ComputationScheduled) starts a clean slate;
   only the per-node counters for /metrics (`totals`) carry on.
-- It is not thread-safe: one thread (the runtime's hub) owns it.
+- `Views` reads a Monitor and never changes it. A list of nodes is made in
+  two steps: which records (`select_nodes`), then each one's summary
+  (`node_summary`); the cluster's totals are counted from the records, not
+  from that list. So a list can be paged or filtered by changing the first
+  step alone, and the totals stay whole.
+- Neither is thread-safe: one thread (the runtime's hub) owns them.
 """
 
 import collections
+import enum
 import itertools
 import logging
 import time
@@ -59,49 +69,81 @@ BARS = 120              # throughput intervals kept; older ones merge two by two
 POLL_MIN, POLL_MAX = 1, 3600
 # the codes of why a node, server or job went that mean it was lost (DiscoroJobLost.code)
 LOSSES = ('died', 'disconnected', 'silent')
+DISCONNECTED = 'its connection was lost'    # the cause of a loss with nothing else known
 
-# job states
-RUNNING, FINISHED, FAILED, TERMINATED, LOST = ('running', 'finished', 'failed', 'terminated',
-                                               'lost')
-JOB_STATES = (RUNNING, FINISHED, FAILED, TERMINATED, LOST)
-# node and server states
-STARTING, UP, CLOSED = 'starting', 'up', 'closed'
 
-# the original's status words (its endpoints keep them) and the state each means
-_NODE_STATUS = {Scheduler.NodeDiscovered: ('Discovered', STARTING),
-                Scheduler.NodeInitialized: ('Initialized', UP),
-                Scheduler.NodeClosed: ('Closed', CLOSED),
-                Scheduler.NodeIgnore: ('Ignore', CLOSED),
-                Scheduler.NodeDisconnected: ('Disconnected', LOST)}
-_SERVER_STATUS = {Scheduler.ServerDiscovered: ('Discovered', STARTING),
-                  Scheduler.ServerInitialized: ('Initialized', UP),
-                  Scheduler.ServerClosed: ('Closed', CLOSED),
-                  Scheduler.ServerIgnore: ('Ignore', CLOSED),
-                  Scheduler.ServerDisconnected: ('Disconnected', LOST)}
-_DOWN = (CLOSED, LOST)
-_STATUS_OF = {CLOSED: 'Closed', LOST: 'Disconnected'}
-DISCONNECTED = 'its connection was lost'    # the cause of a server lost with nothing else known
+class _State(enum.Enum):
+    """A state: members hash by identity (enum's own hash is Python code,
+    and the update path looks states up for every job)."""
+    __hash__ = object.__hash__
+
+
+class JobState(_State):
+    """How a job of the computation is, as the pages name it (`value`)."""
+    RUNNING = 'running'
+    FINISHED = 'finished'
+    FAILED = 'failed'           # ended with an exception (kept in `error` and `detail`)
+    TERMINATED = 'terminated'   # from a page of this monitor
+    LOST = 'lost'               # with its server or node, or the computation closed under it
+
+
+ENDINGS = tuple(state for state in JobState if state is not JobState.RUNNING)
+# what the update path compares, as globals: an enum's attribute costs ten times more
+_FINISHED, _TERMINATED = JobState.FINISHED, JobState.TERMINATED
+_FAILURES = frozenset((JobState.FAILED, JobState.LOST))    # the ends kept among the failures
+
+
+class PlaceState(_State):
+    """How a node or a server is (`value`), and the original's word for it."""
+    STARTING = 'starting'
+    UP = 'up'
+    CLOSED = 'closed'
+    LOST = 'lost'
+
+    @property
+    def word(self):
+        return _WORDS[self]
+
+    @property
+    def down(self):
+        return self is PlaceState.CLOSED or self is PlaceState.LOST
+
+
+_STARTING = PlaceState.STARTING
+_WORDS = {PlaceState.STARTING: 'Discovered', PlaceState.UP: 'Initialized',
+          PlaceState.CLOSED: 'Closed', PlaceState.LOST: 'Disconnected'}
+
+# the state each status of a node or server means
+_NODE_STATUS = {Scheduler.NodeDiscovered: PlaceState.STARTING,
+                Scheduler.NodeInitialized: PlaceState.UP,
+                Scheduler.NodeClosed: PlaceState.CLOSED,
+                Scheduler.NodeIgnore: PlaceState.CLOSED,
+                Scheduler.NodeDisconnected: PlaceState.LOST}
+_SERVER_STATUS = {Scheduler.ServerDiscovered: PlaceState.STARTING,
+                  Scheduler.ServerInitialized: PlaceState.UP,
+                  Scheduler.ServerClosed: PlaceState.CLOSED,
+                  Scheduler.ServerIgnore: PlaceState.CLOSED,
+                  Scheduler.ServerDisconnected: PlaceState.LOST}
 
 
 class BadRequest(ValueError):
     """A request the monitor cannot take; the message says why (a 400)."""
 
 
-# ---------------------------------------------------------------- state
+# ---------------------------------------------------------------- records
 
 _epochs = itertools.count(1)
 
 
 class _Node:
-    __slots__ = ('addr', 'name', 'status', 'state', 'platform', 'cpus', 'avail', 'history',
-                 'servers', 'submitted', 'done', 'update_time', 'seq', 'last_report', 'cause',
+    __slots__ = ('addr', 'name', 'state', 'platform', 'cpus', 'avail', 'history', 'servers',
+                 'submitted', 'done', 'update_time', 'seq', 'last_report', 'cause',
                  'down_time', 'epoch', 'counts')
 
     def __init__(self, addr):
         self.addr = addr
         self.name = addr
-        self.status = None                  # the original's word
-        self.state = STARTING
+        self.state = PlaceState.STARTING
         self.platform = ''
         self.cpus = 0
         self.avail = None                   # the latest (cpu, memory, disk, swap)
@@ -112,21 +154,20 @@ class _Node:
         self.update_time = time.time()
         self.seq = 0
         self.last_report = None             # when its last figures came
-        self.cause = None                   # why it is lost
+        self.cause = None                   # why it went
         self.down_time = None               # when it closed or was lost
         self.epoch = next(_epochs)          # a page's history of an older record is dropped
-        self.counts = dict.fromkeys(JOB_STATES[1:], 0)    # jobs ended here, by how
+        self.counts = dict.fromkeys(ENDINGS, 0)     # jobs ended here, by how
 
 
 class _Server:
-    __slots__ = ('location', 'node', 'status', 'state', 'jobs', 'submitted', 'done', 'recent',
+    __slots__ = ('location', 'node', 'state', 'jobs', 'submitted', 'done', 'recent',
                  'update_time', 'cause', 'down_time', 'process')
 
     def __init__(self, location, node):
         self.location = location            # str(Location)
         self.node = node
-        self.status = None
-        self.state = STARTING
+        self.state = PlaceState.STARTING
         self.jobs = {}                      # str(rcoro) -> _Job, the running ones
         self.submitted = 0
         self.done = 0
@@ -138,20 +179,19 @@ class _Server:
 
 
 class _Job:
-    __slots__ = ('coro', 'key', 'name', 'args', 'kwargs', 'start_time', 'server', 'node',
-                 'state', 'end_time', 'error', 'detail', '_text')
+    __slots__ = ('coro', 'key', 'name', 'args', 'kwargs', 'start_time', 'server', 'state',
+                 'end_time', 'error', 'detail', '_text')
 
-    def __init__(self, info, server):
+    def __init__(self, info, key, server):
         self.coro = info.coro
-        self.key = str(info.coro)
+        self.key = key
         self.name = getattr(info.coro, 'name', '') or ''
         self.args = info.args if isinstance(info.args, (tuple, list)) else (info.args,)
         self.kwargs = info.kwargs if isinstance(info.kwargs, dict) else {}
         self.start_time = info.start_time if isinstance(info.start_time, (int, float)) \
             else time.time()
-        self.server = server.location
-        self.node = server.node.addr
-        self.state = RUNNING
+        self.server = server                # the _Server it runs (or ran) on
+        self.state = JobState.RUNNING
         self.end_time = None
         self.error = None                   # failed: 'ExcType: message'; lost: the cause
         self.detail = None                  # failed: the traceback text, when it came
@@ -179,7 +219,7 @@ class _Throughput:
     the computation began; at most BARS intervals, which double in width
     (two merged into one) when time runs past them."""
 
-    KINDS = ('started',) + JOB_STATES[1:]
+    KINDS = ('started',) + ENDINGS
 
     def __init__(self, start=None):
         self.start = start
@@ -189,7 +229,9 @@ class _Throughput:
     def add(self, kind, when):
         if self.start is None:
             self.start = when
-        index = max(int((when - self.start) // self.width), 0)
+        index = int((when - self.start) // self.width)
+        if index < 0:                   # a clock that stepped back: the first interval
+            index = 0
         while index >= BARS:
             for kind_counts in self.counts.values():
                 kind_counts[:] = [sum(kind_counts[i:i + 2]) for i in range(0, len(kind_counts), 2)]
@@ -202,7 +244,7 @@ class _Throughput:
 
     def view(self):
         size = max([len(counts) for counts in self.counts.values()] + [0])
-        return dict({kind: counts + [0] * (size - len(counts))
+        return dict({getattr(kind, 'value', kind): counts + [0] * (size - len(counts))
                      for kind, counts in self.counts.items()},
                     start=self.start, width=self.width)
 
@@ -234,19 +276,19 @@ def _cut(text, limit=LIST_TEXT):
 def _how_ended(kind, value):
     """(state, error, detail) of a job's end (kind, value)."""
     if kind is StopIteration:
-        return FINISHED, None, None
+        return _FINISHED, None, None
     if kind == Scheduler.ServerClosed:
         cause = getattr(value, 'cause', None)
         if not isinstance(cause, str):
             cause = 'its server closed' if value is None else _text(value)
-        return LOST, _text(cause), None
+        return JobState.LOST, _text(cause), None
     name = getattr(kind, '__name__', None) or _text(kind)
     if value is None or isinstance(value, type):    # the exception could not travel: its type did
         error = name
     else:
         message = _text(value)
         error = '%s: %s' % (name, message) if message else name
-    return FAILED, error, _traceback_text(value)
+    return JobState.FAILED, error, _traceback_text(value)
 
 
 def _traceback_text(exc):
@@ -262,18 +304,80 @@ def _traceback_text(exc):
     return text if len(text) <= MAX_DETAIL else '\u2026' + text[-MAX_DETAIL + 1:]
 
 
-def _rounded(value, digits=1):
-    return round(value, digits) if isinstance(value, float) else value
+def _remember(table, key, value, size):
+    """table[key] = value as its newest entry, keeping at most `size`."""
+    table[key] = value
+    table.move_to_end(key)
+    if len(table) > size:
+        table.popitem(last=False)
 
 
-class Monitor:
-    """What the pages show of one computation, built from its status
-    messages (see the module docstring). Used in one thread only (the
-    runtime's hub). `max_failures`: how many failed and lost jobs are kept."""
+# ---------------------------------------------------------------- the settings
 
-    def __init__(self, poll_sec=10, show_coro_args=True, max_failures=FAILURES):
+class Settings:
+    """How the pages show the state: every `poll_sec` seconds they ask for
+    it again, and they show jobs' arguments when `show_coro_args`. Any page
+    may change them, for every reader."""
+
+    __slots__ = ('poll_sec', 'show_coro_args')
+
+    def __init__(self, poll_sec=10, show_coro_args=True):
         self.poll_sec = poll_sec
         self.show_coro_args = bool(show_coro_args)
+
+    def view(self):
+        return {'poll_sec': self.poll_sec, 'show_coro_args': self.show_coro_args}
+
+    def change(self, poll_sec=None, show_coro_args=None):
+        """Change the poll interval and the arguments switch (None: as it
+        is); BadRequest if a value is not acceptable (then nothing changes).
+        Returns the view of the settings."""
+        if poll_sec is not None:
+            try:
+                value = float(poll_sec)
+            except (TypeError, ValueError):
+                raise BadRequest('poll interval %r is not a number' % (poll_sec,)) from None
+            if not POLL_MIN <= value <= POLL_MAX:
+                raise BadRequest('poll interval must be between %s and %s seconds, not %s'
+                                 % (POLL_MIN, POLL_MAX, poll_sec))
+            poll_sec = int(value) if value == int(value) else value
+        if show_coro_args is not None:
+            show_coro_args = _flag(show_coro_args, 'show_coro_args')
+        if poll_sec is not None:
+            self.poll_sec = poll_sec
+        if show_coro_args is not None:
+            self.show_coro_args = show_coro_args
+        return self.view()
+
+
+def _flag(value, what):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ('1', 'true', 'on', 'yes'):
+        return True
+    if text in ('0', 'false', 'off', 'no'):
+        return False
+    raise BadRequest('%s must be true or false, not %r' % (what, value))
+
+
+# ---------------------------------------------------------------- the state
+
+class Monitor:
+    """What the monitor knows of one computation, folded from its status
+    messages (see the module docstring), and its `settings`. Its attributes
+    are for reading (by Views, asyncoro.metrics, asyncoro.webapp); they
+    change through `update`, `begin` and `mark_terminating` only. Used in
+    one thread (the runtime's hub).
+
+    :param max_failures: how many failed and lost jobs are kept.
+    """
+
+    def __init__(self, poll_sec=10, show_coro_args=True, max_failures=FAILURES):
+        self.settings = Settings(poll_sec, show_coro_args)
+        self.max_failures = max(int(max_failures), 1)
         self.mode = 'client'
         self.scheduler = None           # standalone: where the scheduler is, or None
         # ids are str: they are 64-bit, more than a JavaScript number holds exactly
@@ -281,13 +385,14 @@ class Monitor:
         self.queue = []                 # standalone: [{'id', 'client'}] waiting their turn
         self.nodes = {}                 # addr -> _Node
         self.servers = {}               # str(Location) -> _Server
+        self.running = {}               # str(rcoro) -> _Job running (on job.server)
         self.recent = collections.OrderedDict()     # str(rcoro) -> _Job that ended (search)
-        self.failures = collections.deque(maxlen=max(int(max_failures), 1))  # newest last
+        self.failures = collections.OrderedDict()   # str(rcoro) -> _Job failed or lost
         self.ended = collections.OrderedDict()      # str(rcoro) -> (state, end_time)
         self.early = collections.OrderedDict()      # ends that came before creation
         self.terminating = set()        # str(rcoro) of the running ones terminated from a page
         self.throughput = _Throughput()
-        # addr -> {state or 'submitted': count}, for /metrics: never reset
+        # addr -> {'submitted' or an ending: count}, for /metrics: never reset
         self.totals = collections.OrderedDict()
         self.seq = 0                    # bumped at every change of a node
         self.reset_seq = 0              # the seq at the last reset: older cursors see all
@@ -301,38 +406,45 @@ class Monitor:
                             'since': time.time(), 'closed': None}
         self.throughput = _Throughput(self.computation['since'])
 
+    def mark_terminating(self, key, marked=True):
+        """A page asks to terminate the running job `key`: its end, when it
+        comes, is a termination (it looks like a normal end). `marked`
+        false: the request could not be sent after all."""
+        if not marked:
+            self.terminating.discard(key)
+        elif key in self.running:
+            self.terminating.add(key)
+
+    def end_of(self, key):
+        """(state, end_time) of the job `key` if its end is remembered, else None."""
+        ended = self.ended.get(key) or self.early.get(key)
+        return None if ended is None else (ended[0], ended[-1])
+
     # ---------------- messages
 
     def update(self, msg):
         """Take one status message (any other message is logged and dropped)."""
-        if isinstance(msg, Snapshot):
-            self._snapshot(msg.answer, msg.full)
-            return
-        if self.held is not None:
+        kind = type(msg)
+        if self.held is not None and kind is not Snapshot:
             self.held.append(msg)
             return
-        if isinstance(msg, DiscoroStatus):
-            self._status(msg.status, msg.info)
-        elif isinstance(msg, MonitorException):
-            self._job_ended(msg)
-        elif isinstance(msg, DiscoroNodeAvailInfo):
-            if msg.location is not None:
-                self._sample(self._node(msg.location.addr), msg)
-        elif isinstance(msg, StatusDetail):
-            self._detail(msg)
-        elif isinstance(msg, JobsWaiting):
-            if self.computation is not None and self.computation['id'] == str(msg.computation):
-                self.waiting = msg.count
-        else:
-            log.debug('monitor: message %.200r is not a status message; ignored', msg)
+        take = _TAKES.get(kind)
+        if take is None:
+            take = next((_TAKES[base] for base in kind.__mro__ if base in _TAKES),
+                        Monitor._stray)
+        take(self, msg)
 
-    def _status(self, status, info):
-        if status in _NODE_STATUS and isinstance(info, DiscoroNodeInfo):
+    def _stray(self, msg):
+        log.debug('monitor: message %.200r is not a status message; ignored', msg)
+
+    def _take_status(self, msg):
+        status, info = msg.status, msg.info
+        if status == Scheduler.CoroCreated and isinstance(info, DiscoroCoroInfo):
+            self._job_created(info)
+        elif status in _NODE_STATUS and isinstance(info, DiscoroNodeInfo):
             self._node_status(status, info)
         elif status in _SERVER_STATUS and isinstance(info, Location):
             self._server_status(status, info)
-        elif status == Scheduler.CoroCreated and isinstance(info, DiscoroCoroInfo):
-            self._job_created(info)
         elif status == Scheduler.ComputationClosed:
             self._closed()
         elif status == Scheduler.ComputationScheduled and isinstance(info, tuple) \
@@ -343,39 +455,20 @@ class Monitor:
         else:
             log.debug('monitor: status %s with %.200r ignored', status, info)
 
-    def _node_status(self, status, info):
-        node = self._node(info.addr)
-        node.name = info.name or info.addr
-        node.platform = info.platform or ''
-        node.cpus = info.cpus or 0
-        word, state = _NODE_STATUS[status]
-        if state in (STARTING, UP):
-            node.cause = node.down_time = None
-        elif state == LOST:
-            node.cause = DISCONNECTED
-        node.status, node.state = _STATUS_OF.get(state, word), state
-        if state in _DOWN:
-            node.down_time = time.time()
-        if info.avail_info is not None and state not in _DOWN:
-            self._sample(node, info.avail_info)
-        self._touch(node)
+    def _take_end(self, msg):
+        args = msg.args
+        if len(args) < 2 or not isinstance(args[1], tuple) or len(args[1]) != 2:
+            log.debug('monitor: malformed %r ignored', msg)
+            return
+        kind, value = args[1]
+        state, error, detail = _how_ended(kind, value)
+        self._end(str(args[0]), state, error, detail)
 
-    def _server_status(self, status, location):
-        server = self._server(location)
-        word, state = _SERVER_STATUS[status]
-        if state in _DOWN:
-            for job in list(server.jobs.values()):      # the scheduler ends them first
-                self._end(job.key, LOST, 'its server %s' % ('was lost' if state == LOST
-                                                           else 'closed'))
-            server.cause = DISCONNECTED if state == LOST else None
-            server.down_time = time.time()
-        else:
-            server.cause = server.down_time = None
-        server.status, server.state = _STATUS_OF.get(state, word), state
-        server.update_time = time.time()
-        self._touch(server.node)
+    def _take_pulse(self, msg):
+        if msg.location is not None:
+            self._sample(self._node(msg.location.addr), msg)
 
-    def _detail(self, detail):
+    def _take_detail(self, detail):
         """Why the node or server of the status just taken went: its code
         says whether it was lost or closed, its text why."""
         status, subject = detail.status, detail.subject
@@ -385,12 +478,54 @@ class Monitor:
             record = self.servers.get(str(subject))
         else:
             return
-        if record is None or record.state not in _DOWN:
+        if record is None or not record.state.down:
             return
-        state = LOST if detail.code in LOSSES else CLOSED
-        record.state, record.status = state, _STATUS_OF[state]
-        record.cause = _text(detail.text) if detail.text else None
+        state = PlaceState.LOST if detail.code in LOSSES else PlaceState.CLOSED
+        self._go(record, state, _text(detail.text) if detail.text else None)
         self._touch(record if isinstance(record, _Node) else record.node)
+
+    def _take_waiting(self, msg):
+        if self.computation is not None and self.computation['id'] == str(msg.computation):
+            self.waiting = msg.count
+
+    def _take_snapshot(self, msg):
+        self._snapshot(msg.answer, msg.full)
+
+    # ---------------- nodes and servers
+
+    @staticmethod
+    def _go(record, state, cause=None, now=None):
+        """The one place a node's or a server's state changes: `cause` is
+        why it went (None when it is up); going down sets when."""
+        if state.down:
+            if not record.state.down:
+                record.down_time = now or time.time()
+            record.cause = cause
+        else:
+            record.cause = record.down_time = None
+        record.state = state
+
+    def _node_status(self, status, info):
+        node = self._node(info.addr)
+        node.name = info.name or info.addr
+        node.platform = info.platform or ''
+        node.cpus = info.cpus or 0
+        state = _NODE_STATUS[status]
+        self._go(node, state, DISCONNECTED if state is PlaceState.LOST else None)
+        if info.avail_info is not None and not state.down:
+            self._sample(node, info.avail_info)
+        self._touch(node)
+
+    def _server_status(self, status, location):
+        server = self._server(location)
+        state = _SERVER_STATUS[status]
+        if state.down:
+            why = 'its server %s' % ('was lost' if state is PlaceState.LOST else 'closed')
+            for key in list(server.jobs):       # the scheduler ends them first
+                self._end(key, JobState.LOST, why)
+        self._go(server, state, DISCONNECTED if state is PlaceState.LOST else None)
+        server.update_time = time.time()
+        self._touch(server.node)
 
     def _closed(self):
         """The computation closed: what is still up closes with it."""
@@ -399,13 +534,10 @@ class Monitor:
             self.computation['status'] = 'closed'
             self.computation['closed'] = now
         self.waiting = 0
-        for server in self.servers.values():
-            if server.state not in _DOWN:
-                server.status, server.state, server.cause = 'Closed', CLOSED, None
-                server.down_time = now
+        for record in itertools.chain(self.servers.values(), self.nodes.values()):
+            if not record.state.down:
+                self._go(record, PlaceState.CLOSED, now=now)
         for node in self.nodes.values():
-            if node.state not in _DOWN:
-                node.status, node.state, node.down_time = 'Closed', CLOSED, now
             self._touch(node)
 
     def _node(self, addr):
@@ -420,19 +552,17 @@ class Monitor:
         if server is None:
             node = self._node(location.addr)
             server = self.servers[key] = node.servers[key] = _Server(key, node)
-            if node.status is None:
-                node.status = 'Discovered'
         return server
 
-    def _touch(self, node):
+    def _touch(self, node, now=None):
         self.seq += 1
         node.seq = self.seq
-        node.update_time = time.time()
+        node.update_time = now or time.time()
 
-    def _total(self, addr, kind):
+    def _count(self, addr, kind):
         totals = self.totals.get(addr)
         if totals is None:
-            totals = self.totals[addr] = dict.fromkeys(('submitted',) + JOB_STATES[1:], 0)
+            totals = self.totals[addr] = dict.fromkeys(('submitted',) + ENDINGS, 0)
         totals[kind] += 1
 
     def _sample(self, node, avail):
@@ -453,79 +583,65 @@ class Monitor:
                 log.debug('monitor: process figures %.200r of node %s ignored', entry, node.addr)
         self._touch(node)
 
+    # ---------------- jobs
+
     def _job_created(self, info):
         location = getattr(info.coro, 'location', None)
         if not isinstance(location, Location):
             log.debug('monitor: coroutine %s has no location; ignored', info.coro)
             return
-        server = self._server(location)
-        if server.state == STARTING:
-            server.status, server.state = 'Initialized', UP
         key = str(info.coro)
-        if key in server.jobs or key in self.ended:
+        if key in self.running or key in self.ended:
             return                      # told twice (a snapshot and its news)
-        job = _Job(info, server)
+        server = self._server(location)
+        if server.state is _STARTING:
+            self._go(server, PlaceState.UP)
+        node = server.node
+        job = self.running[key] = server.jobs[key] = _Job(info, key, server)
         server.submitted += 1
-        server.node.submitted += 1
-        self._total(server.node.addr, 'submitted')
+        node.submitted += 1
+        self._count(node.addr, 'submitted')
         self.throughput.add('started', job.start_time)
-        server.jobs[key] = job
         ended = self.early.pop(key, None)
         if ended is not None:           # its end came first (they come from two senders)
             self._end(key, *ended)
         else:
-            self._touch(server.node)
-
-    def _job_ended(self, msg):
-        if len(msg.args) < 2 or not isinstance(msg.args[1], tuple) or len(msg.args[1]) != 2:
-            log.debug('monitor: malformed %r ignored', msg)
-            return
-        kind, value = msg.args[1]
-        state, error, detail = _how_ended(kind, value)
-        self._end(str(msg.args[0]), state, error, detail)
+            self._touch(node)
 
     def _end(self, key, state, error=None, detail=None, end_time=None):
         if key in self.terminating:
             self.terminating.discard(key)
-            if state == FINISHED:       # a terminated coroutine ends like a finished one
-                state = TERMINATED
-        end_time = end_time or time.time()
-        for server in self.servers.values():
-            job = server.jobs.pop(key, None)
-            if job is not None:
-                break
-        else:
-            self._remember(self.early, key, (state, error, detail, end_time))
+            if state is _FINISHED:      # a terminated coroutine ends like a finished one
+                state = _TERMINATED
+        now = time.time()
+        end_time = end_time or now
+        job = self.running.pop(key, None)
+        if job is None:
+            _remember(self.early, key, (state, error, detail, end_time), ENDED)
             return
+        server = job.server
+        node = server.node
+        del server.jobs[key]
         job.end(state, end_time, error, detail)
-        self._remember(self.ended, key, (state, end_time))
-        self._remember(self.recent, key, job, RECENT_JOBS)
-        if state in (FAILED, LOST):
-            self.failures.append(job)
+        _remember(self.ended, key, (state, end_time), ENDED)
+        _remember(self.recent, key, job, RECENT_JOBS)
+        if state in _FAILURES:
+            _remember(self.failures, key, job, self.max_failures)
         server.done += 1
-        server.node.done += 1
-        server.node.counts[state] += 1
+        node.done += 1
+        node.counts[state] += 1
         server.recent.appendleft(job)
-        self._total(server.node.addr, state)
+        self._count(node.addr, state)
         self.throughput.add(state, end_time)
-        self._touch(server.node)
+        self._touch(node, now)
 
-    @staticmethod
-    def _remember(table, key, value, size=ENDED):
-        table[key] = value
-        table.move_to_end(key)
-        while len(table) > size:
-            table.popitem(last=False)
+    # ---------------- a new computation, a snapshot
 
     def _reset(self):
         self.waiting = 0
-        self.nodes.clear()
-        self.servers.clear()
-        self.recent.clear()
-        self.failures.clear()
-        self.ended.clear()
-        self.early.clear()
-        self.terminating.clear()
+        for table in (self.nodes, self.servers, self.running, self.recent, self.failures,
+                      self.ended, self.early, self.terminating):
+            table.clear()
         self.throughput = _Throughput()
         self.seq += 1
         self.reset_seq = self.seq
@@ -545,51 +661,83 @@ class Monitor:
             self.computation = {'id': str(current), 'client': _text(answer.get('client')),
                                 'status': 'running', 'since': None, 'closed': None}
         for info in answer.get('nodes') or []:
-            self._status(Scheduler.NodeInitialized, info)
+            if isinstance(info, DiscoroNodeInfo):
+                self._node_status(Scheduler.NodeInitialized, info)
         for location in answer.get('servers') or []:
-            self._status(Scheduler.ServerInitialized, location)
+            if isinstance(location, Location):
+                self._server_status(Scheduler.ServerInitialized, location)
         for info, _name in answer.get('jobs') or []:
-            self._job_created(info)
+            if isinstance(info, DiscoroCoroInfo):
+                self._job_created(info)
         self.waiting = answer.get('waiting') or 0
         held, self.held = self.held or [], None
         for msg in held:
             self.update(msg)
 
-    # ---------------- settings
 
-    def settings(self):
-        return {'poll_sec': self.poll_sec, 'show_coro_args': self.show_coro_args}
+# what Monitor.update does with each kind of message (a subclass: as its base)
+_TAKES = {DiscoroStatus: Monitor._take_status, MonitorException: Monitor._take_end,
+          DiscoroNodeAvailInfo: Monitor._take_pulse, StatusDetail: Monitor._take_detail,
+          JobsWaiting: Monitor._take_waiting, Snapshot: Monitor._take_snapshot}
 
-    def set_settings(self, poll_sec=None, show_coro_args=None):
-        """Change the poll interval and the arguments switch; BadRequest if
-        a value is not acceptable (then nothing changes)."""
-        if poll_sec is not None:
-            try:
-                value = float(poll_sec)
-            except (TypeError, ValueError):
-                raise BadRequest('poll interval %r is not a number' % (poll_sec,)) from None
-            if not POLL_MIN <= value <= POLL_MAX:
-                raise BadRequest('poll interval must be between %s and %s seconds, not %s'
-                                 % (POLL_MIN, POLL_MAX, poll_sec))
-            poll_sec = int(value) if value == int(value) else value
-        if show_coro_args is not None:
-            show_coro_args = _flag(show_coro_args, 'show_coro_args')
-        if poll_sec is not None:
-            self.poll_sec = poll_sec
-        if show_coro_args is not None:
-            self.show_coro_args = show_coro_args
-        return self.settings()
 
-    # ---------------- views (plain data, for JSON)
+# ---------------------------------------------------------------- the views
 
-    @staticmethod
-    def _pulse_interval(node):
-        """How often the node reports, from its last samples (None if unknown)."""
-        times = [sample[0] for sample in list(node.history)[-6:]]
-        gaps = sorted(b - a for a, b in zip(times, times[1:]))
-        return gaps[len(gaps) // 2] if gaps else None
+def _rounded(value, digits=1):
+    return round(value, digits) if isinstance(value, float) else value
 
-    def _node_summary(self, node, now):
+
+class Views:
+    """What the pages show of a Monitor's state, as plain data for JSON (the
+    original's field names first, then this monitor's); they read the state
+    and never change it."""
+
+    def __init__(self, monitor):
+        self.monitor = monitor
+
+    # ---------------- the cluster and its nodes
+
+    def cluster(self):
+        """The cluster page's data: the computation, its totals, every node."""
+        monitor = self.monitor
+        nodes = monitor.nodes.values()
+        counts = self.job_counts()
+        return dict(monitor.settings.view(), mode=monitor.mode, scheduler=monitor.scheduler,
+                    computation=monitor.computation, queue=monitor.queue,
+                    nodes=self.node_list(),
+                    coros_submitted=sum(node.submitted for node in nodes),
+                    coros_done=sum(node.done for node in nodes),
+                    coros_running=counts['running'], jobs=counts,
+                    servers=sum(1 for server in monitor.servers.values()
+                                if not server.state.down),
+                    jobs_waiting=monitor.waiting, throughput=monitor.throughput.view(),
+                    failures=[self._job_view(job) for job in
+                              itertools.islice(reversed(monitor.failures.values()), 5)],
+                    seq=monitor.seq, time=time.time())
+
+    def job_counts(self):
+        """{state: jobs} of this computation."""
+        counts = {state.value: 0 for state in JobState}
+        counts['running'] = len(self.monitor.running)
+        for node in self.monitor.nodes.values():
+            for state, count in node.counts.items():
+                counts[state.value] += count
+        return counts
+
+    def select_nodes(self, since=None):
+        """The node records to list: those changed after the cursor `since`
+        (all when None, or when the state was reset after it)."""
+        monitor = self.monitor
+        if since is None or since < monitor.reset_seq:
+            return list(monitor.nodes.values())
+        return [node for node in monitor.nodes.values() if node.seq > since]
+
+    def node_list(self, since=None):
+        """Summaries of the nodes changed after `since` (all when None)."""
+        now = time.time()
+        return [self.node_summary(node, now) for node in self.select_nodes(since)]
+
+    def node_summary(self, node, now):
         """A node as the original's /cluster_status gave it (name, addr,
         status, servers, update_time, coros_submitted, coros_done,
         avail_info), and what this monitor adds."""
@@ -599,57 +747,35 @@ class Monitor:
             cpu, memory, disk, swap = node.avail
             avail = {'location': None, 'cpu': _rounded(cpu), 'memory': memory, 'disk': disk,
                      'swap': _rounded(swap)}
-        interval = self._pulse_interval(node)
+        interval = _pulse_interval(node)
         age = now - node.last_report if node.last_report else None
-        return {'name': node.name, 'addr': node.addr, 'status': node.status,
-                'servers': sum(1 for s in node.servers.values() if s.state not in _DOWN),
+        counts = node.counts
+        return {'name': node.name, 'addr': node.addr, 'status': node.state.word,
+                'servers': sum(1 for s in node.servers.values() if not s.state.down),
                 'update_time': node.update_time, 'coros_submitted': node.submitted,
                 'coros_done': node.done, 'avail_info': avail,
                 # added by this monitor
-                'state': node.state, 'coros_running': running, 'cause': node.cause,
-                'coros_finished': node.counts[FINISHED], 'coros_failed': node.counts[FAILED],
-                'coros_terminated': node.counts[TERMINATED], 'coros_lost': node.counts[LOST],
+                'state': node.state.value, 'coros_running': running, 'cause': node.cause,
+                'coros_finished': counts[JobState.FINISHED],
+                'coros_failed': counts[JobState.FAILED],
+                'coros_terminated': counts[JobState.TERMINATED],
+                'coros_lost': counts[JobState.LOST],
                 'down_time': node.down_time, 'last_report': node.last_report,
                 'report_age': _rounded(age), 'pulse_interval': _rounded(interval),
-                'stale': bool(node.state == UP and age is not None and interval and
-                              age > 3 * interval + 1)}
-
-    def node_list(self, since=None):
-        """Summaries of the nodes changed after `since` (all when None)."""
-        if since is not None and since < self.reset_seq:
-            since = None
-        now = time.time()
-        return [self._node_summary(node, now) for node in self.nodes.values()
-                if since is None or node.seq > since]
-
-    def cluster(self):
-        nodes = self.node_list()
-        counts = self.job_counts()
-        servers = sum(n['servers'] for n in nodes)
-        return dict(self.settings(), mode=self.mode, scheduler=self.scheduler,
-                    computation=self.computation, queue=self.queue, nodes=nodes,
-                    coros_submitted=sum(n['coros_submitted'] for n in nodes),
-                    coros_done=sum(n['coros_done'] for n in nodes),
-                    coros_running=counts[RUNNING], jobs=counts, servers=servers,
-                    jobs_waiting=self.waiting,
-                    throughput=self.throughput.view(),
-                    failures=[self._job_view(job) for job in list(self.failures)[-5:][::-1]],
-                    seq=self.seq, time=time.time())
-
-    def job_counts(self):
-        """{state: jobs} of this computation."""
-        counts = dict.fromkeys(JOB_STATES, 0)
-        for server in self.servers.values():
-            counts[RUNNING] += len(server.jobs)
-        for state, _end_time in self.ended.values():
-            counts[state] += 1
-        return counts
+                'stale': bool(node.state is PlaceState.UP and age is not None and interval
+                              and age > 3 * interval + 1)}
 
     def find_node(self, host):
-        node = self.nodes.get(host)
+        """The node record at address (or with name) `host`, or None."""
+        nodes = self.monitor.nodes
+        node = nodes.get(host)
         if node is None:
-            node = next((n for n in self.nodes.values() if n.name == host), None)
+            node = next((n for n in nodes.values() if n.name == host), None)
         return node
+
+    def find_server(self, location):
+        """The server record at `location` ('addr:port', normalized), or None."""
+        return self.monitor.servers.get(location)
 
     def node_info(self, host, since=None, epoch=None, history=True):
         """The node at address (or with name) `host` in detail, or None: the
@@ -659,39 +785,106 @@ class Monitor:
         node = self.find_node(host)
         if node is None:
             return None
+        monitor = self.monitor
         now = time.time()
-        info = self._node_summary(node, now)
+        info = self.node_summary(node, now)
         full = since is None or epoch != node.epoch
         # times go out rounded (to 10 ms) and come back so: compare them rounded
         samples = [sample for sample in node.history if full or round(sample[0], 2) > since] \
             if history else []
         info.update(platform=node.platform, cpus=node.cpus, time=now, epoch=node.epoch,
-                    poll_sec=self.poll_sec, show_coro_args=self.show_coro_args,
+                    **monitor.settings.view(),
                     history_full=full,
                     history=[[round(s[0], 2)] + [_rounded(v) for v in s[1:]] for s in samples],
-                    servers=[self._server_summary(server) for server in node.servers.values()])
+                    servers=[_server_summary(server) for server in node.servers.values()])
         return info
 
-    @staticmethod
-    def _server_summary(server):
-        process = server.process
-        return {'location': server.location, 'coros_submitted': server.submitted,
-                'coros_done': server.done, 'coros_running': len(server.jobs),
-                'update_time': server.update_time,
-                # added by this monitor
-                'status': server.status, 'state': server.state, 'cause': server.cause,
-                'down_time': server.down_time,
-                'cpu': _rounded(process['cpu']) if process else None,
-                'rss': process['rss'] if process else None,
-                'pid': process['pid'] if process else None}
+    # ---------------- servers and jobs
+
+    def server_info(self, location, limit=0, original=False):
+        """The server at `location` ('addr:port') with its running coroutines
+        (the oldest `limit` of them when > 0), or None. `original`: the
+        original's /server_info (arguments as str() of each, up to MAX_TEXT),
+        else this monitor's (shortened, with the jobs that ended here)."""
+        server = self.find_server(location)
+        if server is None:
+            return None
+        monitor = self.monitor
+        jobs = sorted(server.jobs.values(), key=lambda job: job.start_time)
+        shown = jobs[:limit] if limit > 0 else jobs
+        if original:
+            coros = []
+            for job in shown:
+                args, kwargs = job.texts() if monitor.settings.show_coro_args else ('', '')
+                coros.append({'coro': job.key, 'name': job.name, 'args': args, 'kwargs': kwargs,
+                              'start_time': job.start_time})
+        else:
+            coros = [self._job_view(job) for job in shown]
+        node = server.node
+        info = {'location': server.location, 'status': server.state.word,
+                'coros_submitted': server.submitted, 'coros_done': server.done,
+                'coros': coros, 'update_time': node.update_time}
+        info.update(_server_summary(server))
+        info.update(name=node.name, node=node.addr, node_state=node.state.value,
+                    time=time.time(), **monitor.settings.view())
+        if not original:
+            info['recent'] = [self._job_view(job) for job in server.recent]
+        return info
+
+    def jobs(self, query='', states=(), limit=100):
+        """Running and recently ended jobs (and the kept failures) whose id,
+        function name or argument text contains `query` (any case), in
+        `states` (all when empty), newest first: {'jobs': at most `limit`,
+        'matched': how many matched, 'counts': {state: matches ignoring the
+        state filter}, 'searched': how many were looked at}."""
+        monitor = self.monitor
+        query = (query or '').strip().lower()
+        names = [state.value for state in JobState]
+        bad = [state for state in states if state not in names]
+        if bad:
+            raise BadRequest('state must be one of %s, not %s' % (', '.join(names),
+                                                                  ', '.join(bad)))
+        seen = dict(monitor.running)
+        for job in itertools.chain(monitor.recent.values(), monitor.failures.values()):
+            seen.setdefault(job.key, job)
+        counts = dict.fromkeys(names, 0)
+        matched = []
+        for job in seen.values():
+            if query and not self._matches(job, query):
+                continue
+            counts[job.state.value] += 1
+            if not states or job.state.value in states:
+                matched.append(job)
+        matched.sort(key=lambda job: job.end_time or job.start_time, reverse=True)
+        return dict(monitor.settings.view(),
+                    jobs=[self._job_view(job) for job in matched[:max(limit, 0)]],
+                    matched=len(matched), counts=counts, searched=len(seen),
+                    max_failures=monitor.max_failures, time=time.time())
+
+    def job(self, key):
+        """One job in full (arguments, error, traceback), or None."""
+        monitor = self.monitor
+        job = monitor.running.get(key) or monitor.recent.get(key) or monitor.failures.get(key)
+        return None if job is None else self._job_view(job, full=True)
+
+    def _matches(self, job, query):
+        if query in job.key.lower() or query in job.name.lower():
+            return True
+        if job.error and query in job.error.lower():
+            return True
+        if self.monitor.settings.show_coro_args:
+            args, kwargs = job.texts()
+            return query in args.lower() or query in kwargs.lower()
+        return False
 
     def _job_view(self, job, full=False):
         """A job for the pages: its arguments shortened to LIST_TEXT unless
         `full` (then each to MAX_TEXT), hidden when arguments are not shown."""
-        view = {'coro': job.key, 'name': job.name, 'server': job.server, 'node': job.node,
-                'state': job.state, 'start_time': job.start_time, 'end_time': job.end_time,
-                'error': job.error, 'args': '', 'kwargs': '', 'cut': False}
-        if self.show_coro_args:
+        view = {'coro': job.key, 'name': job.name, 'server': job.server.location,
+                'node': job.server.node.addr, 'state': job.state.value,
+                'start_time': job.start_time, 'end_time': job.end_time, 'error': job.error,
+                'args': '', 'kwargs': '', 'cut': False}
+        if self.monitor.settings.show_coro_args:
             args, kwargs = job.texts()
             if not full:
                 view['cut'] = len(args) > LIST_TEXT or len(kwargs) > LIST_TEXT
@@ -703,132 +896,26 @@ class Monitor:
             view['has_detail'] = bool(job.detail)
         return view
 
-    def server_info(self, location, limit=0, original=False):
-        """The server at `location` ('addr:port') with its running coroutines
-        (the oldest `limit` of them when > 0), or None. `original`: the
-        original's /server_info (arguments as str() of each, up to MAX_TEXT),
-        else this monitor's (shortened, with the jobs that ended here)."""
-        server = self.servers.get(location)
-        if server is None:
-            return None
-        jobs = sorted(server.jobs.values(), key=lambda job: job.start_time)
-        shown = jobs[:limit] if limit > 0 else jobs
-        if original:
-            coros = []
-            for job in shown:
-                args, kwargs = job.texts() if self.show_coro_args else ('', '')
-                coros.append({'coro': job.key, 'name': job.name, 'args': args, 'kwargs': kwargs,
-                              'start_time': job.start_time})
-        else:
-            coros = [self._job_view(job) for job in shown]
-        info = {'location': server.location, 'status': server.status,
-                'coros_submitted': server.submitted, 'coros_done': server.done,
-                'coros': coros, 'update_time': server.node.update_time}
-        info.update(self._server_summary(server))
-        info.update(name=server.node.name, node=server.node.addr, node_state=server.node.state,
-                    time=time.time(), poll_sec=self.poll_sec,
-                    show_coro_args=self.show_coro_args)
-        if not original:
-            info['recent'] = [self._job_view(job) for job in server.recent]
-        return info
 
-    def jobs(self, query='', states=(), limit=100):
-        """Running and recently ended jobs (and the kept failures) whose id,
-        function name or argument text contains `query` (any case), in
-        `states` (all when empty), newest first: {'jobs': at most `limit`,
-        'matched': how many matched, 'counts': {state: matches ignoring the
-        state filter}, 'searched': how many were looked at}."""
-        query = (query or '').strip().lower()
-        bad = [state for state in states if state not in JOB_STATES]
-        if bad:
-            raise BadRequest('state must be one of %s, not %s' % (', '.join(JOB_STATES),
-                                                                  ', '.join(bad)))
-        seen = {}
-        for server in self.servers.values():
-            seen.update(server.jobs)
-        for job in itertools.chain(self.recent.values(), self.failures):
-            seen.setdefault(job.key, job)
-        counts = dict.fromkeys(JOB_STATES, 0)
-        matched = []
-        for job in seen.values():
-            if query and not self._matches(job, query):
-                continue
-            counts[job.state] += 1
-            if not states or job.state in states:
-                matched.append(job)
-        matched.sort(key=lambda job: job.end_time or job.start_time, reverse=True)
-        return {'jobs': [self._job_view(job) for job in matched[:max(limit, 0)]],
-                'matched': len(matched), 'counts': counts, 'searched': len(seen),
-                'max_failures': self.failures.maxlen, 'time': time.time(),
-                'poll_sec': self.poll_sec, 'show_coro_args': self.show_coro_args}
-
-    def _matches(self, job, query):
-        if query in job.key.lower() or query in job.name.lower():
-            return True
-        if job.error and query in job.error.lower():
-            return True
-        if self.show_coro_args:
-            args, kwargs = job.texts()
-            return query in args.lower() or query in kwargs.lower()
-        return False
-
-    def job(self, key):
-        """One job in full (arguments, error, traceback), or None."""
-        for server in self.servers.values():
-            if key in server.jobs:
-                return self._job_view(server.jobs[key], full=True)
-        job = self.recent.get(key) or next((j for j in self.failures if j.key == key), None)
-        return None if job is None else self._job_view(job, full=True)
-
-    def terminate(self, keys):
-        """Terminate the running coroutines named (`str(coro)`) in `keys`:
-        {'terminated', 'finished', 'unknown', 'failed', 'message'}. Their ends
-        come later, as MonitorExceptions."""
-        result = {'terminated': [], 'finished': [], 'unknown': [], 'failed': []}
-        for key in keys:
-            job = next((server.jobs[key] for server in self.servers.values()
-                        if key in server.jobs), None)
-            if job is not None:
-                if key in self.terminating or job.coro.terminate() == 0:
-                    self.terminating.add(key)
-                    result['terminated'].append(key)
-                else:
-                    result['failed'].append(key)
-            elif key in self.ended or key in self.early:
-                ended = self.ended.get(key) or self.early[key]
-                result['finished'].append({'coro': key, 'how': ended[0], 'state': ended[0],
-                                           'end_time': ended[-1]})
-            else:
-                result['unknown'].append(key)
-        result['message'] = _terminate_message(result)
-        return result
+def _pulse_interval(node):
+    """How often the node reports, from its last samples (None if unknown)."""
+    times = [sample[0] for sample in list(node.history)[-6:]]
+    gaps = sorted(b - a for a, b in zip(times, times[1:]))
+    return gaps[len(gaps) // 2] if gaps else None
 
 
-def _terminate_message(result):
-    parts = []
-    if result['terminated']:
-        n = len(result['terminated'])
-        parts.append('terminating %d coroutine%s' % (n, '' if n == 1 else 's'))
-    for entry in result['finished']:
-        parts.append('%s already %s' % (entry['coro'], entry['state']))
-    for key in result['failed']:
-        parts.append('%s could not be reached to terminate it' % key)
-    for key in result['unknown']:
-        parts.append('%s is not a coroutine of this computation' % key)
-    return '; '.join(parts)
-
-
-def _flag(value, what):
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in ('1', 'true', 'on', 'yes'):
-        return True
-    if text in ('0', 'false', 'off', 'no'):
-        return False
-    raise BadRequest('%s must be true or false, not %r' % (what, value))
+def _server_summary(server):
+    """A server as the original's /node_info listed it, and what this monitor adds."""
+    process = server.process
+    return {'location': server.location, 'coros_submitted': server.submitted,
+            'coros_done': server.done, 'coros_running': len(server.jobs),
+            'update_time': server.update_time,
+            # added by this monitor
+            'status': server.state.word, 'state': server.state.value, 'cause': server.cause,
+            'down_time': server.down_time,
+            'cpu': _rounded(process['cpu']) if process else None,
+            'rss': process['rss'] if process else None,
+            'pid': process['pid'] if process else None}
 
 
 def split_location(text):

@@ -1,10 +1,12 @@
 """asyncoro.webapp: the web monitor's WSGI application (bottle).
 
-What it owns: `make_app(monitor, root, ...)`, the application that serves
-the pages in `root` (asyncoro/data) and the JSON they render from an
-asyncoro.monitor.Monitor, the original's endpoints, `/metrics`
-(asyncoro.metrics) and the guard of its write actions; asyncoro.httpd runs
-it in gevent's WSGI server.
+What it owns: `App` (made by `make_app(monitor, root, ...)`), the
+application that serves the pages in `root` (asyncoro/data) and the JSON
+they render from an asyncoro.monitor.Monitor (through its Views), the
+original's endpoints, `/metrics` (asyncoro.metrics) and the guard of its
+write actions; and `terminate`, the one action with effects elsewhere (it
+asks coroutines of other processes to end). asyncoro.httpd runs it in
+gevent's WSGI server.
 
 How it works:
 
@@ -25,12 +27,20 @@ How it works:
   rebinding) cannot borrow the pages' token.
 - With a password, every path wants it (HTTP basic authentication, any user
   name): pages, assets, JSON and /metrics.
+- Routes are tables (`ROUTES`, and `original_routes()` for the original's
+  endpoints): a method, a path, a handler ``handler(app, **path fields)``
+  and who may use it (`Access`). A handler reads the request through the
+  App's helpers (`params`), answers with `reply` (JSON), `page` or
+  `error_page`, and raises BadRequest for a 400 that says why.
 - bottle keeps the request of the moment in thread-locals that every
   greenlet of a thread shares, so requests are served one at a time
-  (`_serialized`); a request only ever waits for a terminate() being sent.
+  (`App.__call__`); a request only ever waits for a terminate() being sent.
 """
 
 import base64
+import collections
+import enum
+import functools
 import hmac
 import html
 import ipaddress
@@ -44,7 +54,7 @@ import bottle
 import gevent.lock
 
 from asyncoro import metrics
-from asyncoro.monitor import BadRequest, split_location
+from asyncoro.monitor import BadRequest, Views, split_location
 
 __all__ = []
 
@@ -55,8 +65,6 @@ TOKEN_HEADER = 'X-Asyncoro-Token'
 REALM = 'asyncoro monitor'
 
 _ASSETS = ('.css', '.js', '.svg', '.png', '.ico', '.woff2')
-_JSON_PATHS = ('/api/', '/cluster_status', '/cluster_updates', '/node_info', '/server_info',
-               '/terminate_coros', '/update', '/set_poll_sec')
 _PAGE_HEADERS = (('X-Content-Type-Options', 'nosniff'), ('Referrer-Policy', 'same-origin'),
                  ('X-Frame-Options', 'DENY'),   # no page of another site may frame the buttons
                  ('Content-Security-Policy', "default-src 'self'; img-src 'self' data:; "
@@ -153,60 +161,133 @@ def _origin(url):
     return url
 
 
-def make_app(monitor, root=DATA_DIR, password=None, host=''):
-    """The WSGI application of `monitor`, with pages and assets from `root`;
-    `password` (optional) protects every path; `host` is the name the server
-    was told to bind (a name under which writes are taken). The bottle app
-    is its `bottle` attribute and the guard its `guard`."""
-    app = bottle.Bottle()        # catchall: a failing handler gives our 500 page
-    pages = _Pages(root)
-    guard = _Guard(password, host)
-    request, response = bottle.request, bottle.response
+class Access(enum.Enum):
+    """Who may use a route (see the module docstring)."""
+    READ = 'read'               # anybody who may read (with a password: who gives it)
+    WRITE = 'write'             # not a browser's request for another origin
+    PAGE_WRITE = 'page write'   # that, and only with the token of a page this monitor served
 
-    def wants_json():
-        return request.path.startswith(_JSON_PATHS)
 
-    def error_page(code, title, message):
-        response.status = code
-        if wants_json():
-            response.content_type = 'application/json'
-            return json.dumps({'error': message, 'status': code})
-        response.content_type = 'text/html; charset=utf-8'
-        for name, value in _PAGE_HEADERS:
-            response.set_header(name, value)
-        return pages.render('error.html', code=code, title=title, message=message)
+Route = collections.namedtuple('Route', 'method path handler access', defaults=(Access.READ,))
+Route.__doc__ = """One entry of a route table: `handler(app, **the path's fields)`
+answers `method path`, for those `access` lets in (by default, every reader)."""
 
-    def on_error(error):
-        code = error.status_code
-        titles = {400: 'Bad request', 403: 'Forbidden', 404: 'Not found',
-                  405: 'Method not allowed', 413: 'Request too large', 500: 'Internal error'}
-        if code >= 500:
-            message = 'the monitor failed to answer this request; its log says why'
-        elif isinstance(error.body, str) and error.body and not error.body.startswith('<'):
-            message = error.body
-        else:
-            message = '%s %s: %s' % (request.method, request.path, titles.get(code, 'error'))
-        if code == 404 and message.startswith('Not found'):
-            message = 'there is no page at %s' % request.path
-        return error_page(code, titles.get(code, 'Error'), message)
 
-    for code in (400, 403, 404, 405, 413, 500):
-        app.error_handler[code] = on_error
+_TITLES = {400: 'Bad request', 403: 'Forbidden', 404: 'Not found', 405: 'Method not allowed',
+           413: 'Request too large', 500: 'Internal error'}
 
-    def unknown(kind, name):
-        """The 404 for a node or server (`kind`) this monitor does not know."""
-        return error_page(404, 'No such %s' % kind, 'no %s %s is known to this monitor'
-                          % (kind, name))
 
-    def reply(data, status=200):
+class App:
+    """The WSGI application of `monitor` (an asyncoro.monitor.Monitor), with
+    pages and assets from `root`: its routes are ROUTES and the original's
+    (`original_routes`). `password` (optional) protects every path; `host`
+    is the name the server was told to bind (a name under which writes are
+    taken). `bottle` is the bottle application, `guard` the guard of writes
+    and `views` what the JSON is made of."""
+
+    def __init__(self, monitor, root=DATA_DIR, password=None, host=''):
+        self.monitor = monitor
+        self.views = Views(monitor)
+        self.root = root
+        self.pages = _Pages(root)
+        self.guard = _Guard(password, host)
+        self.request, self.response = bottle.request, bottle.response
+        self.bottle = bottle.Bottle()       # catchall: a failing handler gives our 500 page
+        self._lock = gevent.lock.Semaphore()
+        for code in _TITLES:
+            self.bottle.error_handler[code] = self._on_error
+        original = original_routes()
+        self._json_paths = ('/api/',) + tuple(route.path for route in original)
+        for route in ROUTES + original:
+            self.bottle.route(route.path, route.method, self._callback(route))
+
+    def __call__(self, environ, start_response):
+        """Serve one request: it is asked for the password first when there is
+        one, and served alone (bottle's thread-locals are shared by all
+        greenlets of the hub thread)."""
+        if not self.guard.authorized(environ):
+            body = b'this monitor wants its password (HTTP basic authentication, any user)\n'
+            start_response('401 Unauthorized', [
+                ('Content-Type', 'text/plain; charset=utf-8'),
+                ('Content-Length', str(len(body))),
+                ('WWW-Authenticate', 'Basic realm="%s", charset="UTF-8"' % REALM),
+                ('Cache-Control', 'no-store')])
+            return [body]
+        with self._lock:
+            return self.bottle(environ, start_response)
+
+    def _callback(self, route):
+        """bottle's callback of `route`: the guard first for a write (a 403,
+        nothing done), then the handler; BadRequest becomes a 400 that says why."""
+        handler, access = route.handler, route.access
+
+        def callback(**fields):
+            if access is not Access.READ:
+                why = self.guard.refusal(self.request, access is Access.PAGE_WRITE)
+                if why is not None:
+                    return self.error_page(403, 'Forbidden', why)
+            try:
+                return handler(self, **fields)
+            except BadRequest as exc:
+                return self.error_page(400, 'Bad request', str(exc))
+        callback.__name__ = getattr(handler, '__name__', route.path)
+        return callback
+
+    # ---------------- answers
+
+    def reply(self, data, status=200):
+        """`data` as the JSON answer."""
+        response = self.response
         response.status = status
         response.content_type = 'application/json'
         response.set_header('Cache-Control', 'no-store')
         return json.dumps(data, separators=(',', ':'))
 
-    def params():
+    def page(self, template, **fields):
+        """The page `template` of `root`, with the token and `fields`."""
+        response = self.response
+        response.content_type = 'text/html; charset=utf-8'
+        response.set_header('Cache-Control', 'no-store')
+        for name, value in _PAGE_HEADERS:
+            response.set_header(name, value)
+        return self.pages.render(template, token=self.guard.token, **fields)
+
+    def error_page(self, code, title, message):
+        """An error: JSON for the JSON paths, else the error page."""
+        response = self.response
+        response.status = code
+        if self.request.path.startswith(self._json_paths):
+            response.content_type = 'application/json'
+            return json.dumps({'error': message, 'status': code})
+        response.content_type = 'text/html; charset=utf-8'
+        for name, value in _PAGE_HEADERS:
+            response.set_header(name, value)
+        return self.pages.render('error.html', code=code, title=title, message=message)
+
+    def unknown(self, kind, name):
+        """The 404 for a node or server (`kind`) this monitor does not know."""
+        return self.error_page(404, 'No such %s' % kind, 'no %s %s is known to this monitor'
+                               % (kind, name))
+
+    def _on_error(self, error):
+        request = self.request
+        code = error.status_code
+        if code >= 500:
+            message = 'the monitor failed to answer this request; its log says why'
+        elif isinstance(error.body, str) and error.body and not error.body.startswith('<'):
+            message = error.body
+        else:
+            message = '%s %s: %s' % (request.method, request.path, _TITLES.get(code, 'error'))
+        if code == 404 and message.startswith('Not found'):
+            message = 'there is no page at %s' % request.path
+        return self.error_page(code, _TITLES.get(code, 'Error'), message)
+
+    # ---------------- what a request gives
+
+    def params(self):
         """The request's parameters: a JSON object body, or the form / query
         fields (values of repeated fields as lists)."""
+        request = self.request
         length = request.content_length
         if length > MAX_BODY:
             raise bottle.HTTPError(413, 'request body of %d bytes is over the limit of %d'
@@ -229,248 +310,258 @@ def make_app(monitor, root=DATA_DIR, password=None, host=''):
                 fields[key] = values if len(values) > 1 else values[0]
         return fields
 
-    def one(data, key, required=True):
-        value = data.get(key)
-        if isinstance(value, list):
-            if len(value) != 1:
-                raise BadRequest('give %s once' % key)
-            value = value[0]
-        if required and (value is None or value == ''):
-            raise BadRequest('%s is missing' % key)
-        return value
 
-    def number(data, key, default=0, kind=int, what='a whole number'):
-        value = one(data, key, required=False)
-        if value is None or value == '':
-            return default
-        try:
-            return kind(value)
-        except (TypeError, ValueError):
-            raise BadRequest('%s must be %s, not %r' % (key, what, value)) from None
+def _one(data, key, required=True):
+    """The value of `key` in the parameters `data`, given at most once."""
+    value = data.get(key)
+    if isinstance(value, list):
+        if len(value) != 1:
+            raise BadRequest('give %s once' % key)
+        value = value[0]
+    if required and (value is None or value == ''):
+        raise BadRequest('%s is missing' % key)
+    return value
 
-    def endpoint(func):
-        """A JSON endpoint: BadRequest becomes a 400 that says why."""
-        def wrapper(*args, **kwargs):
-            try:
-                return func(*args, **kwargs)
-            except BadRequest as exc:
-                return error_page(400, 'Bad request', str(exc))
-        wrapper.__name__ = func.__name__
-        return wrapper
 
-    def writes(needs_token):
-        """A write action: refused (403, nothing done) unless the guard lets it."""
-        def wrap(func):
-            def wrapper(*args, **kwargs):
-                why = guard.refusal(request, needs_token)
-                if why is not None:
-                    return error_page(403, 'Forbidden', why)
-                return func(*args, **kwargs)
-            wrapper.__name__ = func.__name__
-            return wrapper
-        return wrap
+def _number(data, key, default=0, kind=int, what='a whole number'):
+    value = _one(data, key, required=False)
+    if value is None or value == '':
+        return default
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise BadRequest('%s must be %s, not %r' % (key, what, value)) from None
 
-    # ---------------- pages
 
-    def page(template, **fields):
-        response.content_type = 'text/html; charset=utf-8'
-        response.set_header('Cache-Control', 'no-store')
-        for name, value in _PAGE_HEADERS:
-            response.set_header(name, value)
-        return pages.render(template, token=guard.token, **fields)
+def _coro_list(data):
+    coros = data.get('coro', data.get('coros'))
+    if isinstance(coros, str):
+        coros = [coros]
+    if not coros or not isinstance(coros, list) or \
+            not all(isinstance(c, str) and c for c in coros):
+        raise BadRequest('name the coroutines to terminate: one or more "coro" fields '
+                         'in str(coro) form (~name/id@addr:port)')
+    return coros
 
-    @app.get('/')
-    @app.get('/index.html')
-    @app.get('/cluster.html')
-    @app.get('/cluster')
-    def cluster_page():
-        return page('cluster.html')
 
-    @app.get('/jobs')
-    def jobs_page():
-        return page('jobs.html')
+# ---------------------------------------------------------------- terminating jobs
 
-    @app.get('/node/<host:path>')
-    def node_page(host):
-        node = monitor.find_node(host)
-        if node is None:
-            return unknown('node', host)
-        return page('node.html', node=node.addr, name=node.name)
+def terminate(monitor, keys):
+    """Terminate the running coroutines named (`str(coro)`) in `keys`:
+    {'terminated', 'finished', 'unknown', 'failed', 'message'}. Their ends
+    come later, as MonitorExceptions. Blocks while each terminate request
+    is sent (a coroutine of another process)."""
+    result = {'terminated': [], 'finished': [], 'unknown': [], 'failed': []}
+    for key in keys:
+        job = monitor.running.get(key)
+        if job is not None:
+            if key not in monitor.terminating:
+                # marked first: its end may come while the request is on its way
+                monitor.mark_terminating(key)
+                if job.coro.terminate() != 0:
+                    monitor.mark_terminating(key, False)
+                    result['failed'].append(key)
+                    continue
+            result['terminated'].append(key)
+            continue
+        ended = monitor.end_of(key)
+        if ended is None:
+            result['unknown'].append(key)
+        else:
+            state, end_time = ended
+            result['finished'].append({'coro': key, 'how': state.value, 'state': state.value,
+                                       'end_time': end_time})
+    result['message'] = _terminate_message(result)
+    return result
 
-    @app.get('/server/<location:path>')
-    def server_page(location):
-        key = split_location(location)
-        server = monitor.servers.get(key) if key else None
-        if server is None:
-            return unknown('server', location)
-        return page('server.html', server=server.location, node=server.node.addr)
 
-    def old_page(page_name, param, example):
-        """The original's <page>.html?<param>=... : a redirect to /<page>/<value>."""
-        def redirect():
-            value = request.query.get(param)
-            if not value:
-                return error_page(400, 'Bad request', '%s.html needs ?%s=%s'
-                                  % (page_name, param, example))
-            bottle.redirect('/%s/%s' % (page_name, bottle.urlquote(value, safe='')))
-        app.get('/%s.html' % page_name, callback=redirect)
+def _terminate_message(result):
+    parts = []
+    if result['terminated']:
+        n = len(result['terminated'])
+        parts.append('terminating %d coroutine%s' % (n, '' if n == 1 else 's'))
+    for entry in result['finished']:
+        parts.append('%s already %s' % (entry['coro'], entry['state']))
+    for key in result['failed']:
+        parts.append('%s could not be reached to terminate it' % key)
+    for key in result['unknown']:
+        parts.append('%s is not a coroutine of this computation' % key)
+    return '; '.join(parts)
 
-    old_page('node', 'host', '<node address>')
-    old_page('server', 'location', '<addr:port>')
 
-    @app.get('/static/<path:path>')
-    def static(path):
-        if not path.endswith(_ASSETS):
-            return error_page(404, 'Not found', 'there is no asset %s' % path)
-        found = bottle.static_file(path, root=root)
-        if found.status_code == 404:
-            return error_page(404, 'Not found', 'there is no asset %s' % path)
-        found.set_header('Cache-Control', 'no-cache')
-        found.set_header('X-Content-Type-Options', 'nosniff')
-        return found
+# ---------------------------------------------------------------- pages and assets
 
-    # ---------------- JSON for the pages
+def _cluster_page(app):
+    return app.page('cluster.html')
 
-    @app.get('/api/cluster')
-    def api_cluster():
-        return reply(monitor.cluster())
 
-    @app.get('/api/node/<host:path>')
-    @endpoint
-    def api_node(host):
-        data = params()
-        info = monitor.node_info(host, number(data, 'since', None, float, 'a time'),
-                                 number(data, 'epoch', None))
-        return unknown('node', host) if info is None else reply(info)
+def _jobs_page(app):
+    return app.page('jobs.html')
 
-    @app.get('/api/server/<location:path>')
-    @endpoint
-    def api_server(location):
-        key = split_location(location)
-        info = monitor.server_info(key, number(params(), 'limit')) if key else None
-        return unknown('server', location) if info is None else reply(info)
 
-    @app.get('/api/jobs')
-    @endpoint
-    def api_jobs():
-        states = request.query.getall('state')
-        states = [state for text in states for state in text.split(',') if state]
-        limit = min(number(request.query, 'limit', MAX_JOBS), MAX_JOBS)
-        return reply(monitor.jobs(request.query.get('q', ''), states, limit))
+def _node_page(app, host):
+    node = app.views.find_node(host)
+    if node is None:
+        return app.unknown('node', host)
+    return app.page('node.html', node=node.addr, name=node.name)
 
-    @app.get('/api/job')
-    @endpoint
-    def api_job():
-        key = one(request.query, 'coro')
-        info = monitor.job(key)
-        if info is None:
-            return error_page(404, 'No such job', 'job %s is not running and not among the '
+
+def _server_page(app, location):
+    key = split_location(location)
+    server = app.views.find_server(key) if key else None
+    if server is None:
+        return app.unknown('server', location)
+    return app.page('server.html', server=server.location, node=server.node.addr)
+
+
+def _old_page(app, page, param, example):
+    """The original's <page>.html?<param>=... : a redirect to /<page>/<value>."""
+    value = app.request.query.get(param)
+    if not value:
+        return app.error_page(400, 'Bad request', '%s.html needs ?%s=%s' % (page, param, example))
+    bottle.redirect('/%s/%s' % (page, bottle.urlquote(value, safe='')))
+
+
+def _static(app, path):
+    if not path.endswith(_ASSETS):
+        return app.error_page(404, 'Not found', 'there is no asset %s' % path)
+    found = bottle.static_file(path, root=app.root)
+    if found.status_code == 404:
+        return app.error_page(404, 'Not found', 'there is no asset %s' % path)
+    found.set_header('Cache-Control', 'no-cache')
+    found.set_header('X-Content-Type-Options', 'nosniff')
+    return found
+
+
+# ---------------------------------------------------------------- JSON for the pages
+
+def _api_cluster(app):
+    return app.reply(app.views.cluster())
+
+
+def _api_node(app, host):
+    data = app.params()
+    info = app.views.node_info(host, _number(data, 'since', None, float, 'a time'),
+                               _number(data, 'epoch', None))
+    return app.unknown('node', host) if info is None else app.reply(info)
+
+
+def _api_server(app, location):
+    key = split_location(location)
+    info = app.views.server_info(key, _number(app.params(), 'limit')) if key else None
+    return app.unknown('server', location) if info is None else app.reply(info)
+
+
+def _api_jobs(app):
+    query = app.request.query
+    states = [state for text in query.getall('state') for state in text.split(',') if state]
+    limit = min(_number(query, 'limit', MAX_JOBS), MAX_JOBS)
+    return app.reply(app.views.jobs(query.get('q', ''), states, limit))
+
+
+def _api_job(app):
+    key = _one(app.request.query, 'coro')
+    info = app.views.job(key)
+    if info is None:
+        return app.error_page(404, 'No such job', 'job %s is not running and not among the '
                               'recent ones this monitor keeps' % key)
-        return reply(info)
+    return app.reply(info)
 
-    def coro_list(data):
-        coros = data.get('coro', data.get('coros'))
-        if isinstance(coros, str):
-            coros = [coros]
-        if not coros or not isinstance(coros, list) or \
-                not all(isinstance(c, str) and c for c in coros):
-            raise BadRequest('name the coroutines to terminate: one or more "coro" fields '
-                             'in str(coro) form (~name/id@addr:port)')
-        return coros
 
-    @app.post('/api/terminate')
-    @writes(needs_token=True)
-    @endpoint
-    def api_terminate():
-        return reply(monitor.terminate(coro_list(params())))
+def _api_terminate(app):
+    return app.reply(terminate(app.monitor, _coro_list(app.params())))
 
-    @app.post('/api/settings')
-    @writes(needs_token=True)
-    @endpoint
-    def api_settings():
-        data = params()
-        return reply(monitor.set_settings(one(data, 'poll_sec', False),
-                                          one(data, 'show_coro_args', False)))
 
-    @app.get('/metrics')
-    def prometheus():
-        response.content_type = metrics.CONTENT_TYPE
-        response.set_header('Cache-Control', 'no-store')
-        return metrics.exposition(monitor)
+def _api_settings(app):
+    data = app.params()
+    return app.reply(app.monitor.settings.change(_one(data, 'poll_sec', False),
+                                                 _one(data, 'show_coro_args', False)))
 
-    # ---------------- the original's endpoints (its field names; {} for what is not known)
 
-    @app.get('/cluster_status')
-    def cluster_status():
-        return reply(monitor.node_list())
+def _prometheus(app):
+    app.response.content_type = metrics.CONTENT_TYPE
+    app.response.set_header('Cache-Control', 'no-store')
+    return metrics.exposition(app.monitor)
 
-    @app.get('/cluster_updates')
-    @endpoint
-    def cluster_updates():
+
+ROUTES = [Route('GET', path, _cluster_page)
+          for path in ('/', '/index.html', '/cluster.html', '/cluster')] + [
+    Route('GET', '/jobs', _jobs_page),
+    Route('GET', '/node/<host:path>', _node_page),
+    Route('GET', '/server/<location:path>', _server_page),
+    Route('GET', '/node.html', functools.partial(_old_page, page='node', param='host',
+                                                 example='<node address>')),
+    Route('GET', '/server.html', functools.partial(_old_page, page='server', param='location',
+                                                   example='<addr:port>')),
+    Route('GET', '/static/<path:path>', _static),
+    Route('GET', '/api/cluster', _api_cluster),
+    Route('GET', '/api/node/<host:path>', _api_node),
+    Route('GET', '/api/server/<location:path>', _api_server),
+    Route('GET', '/api/jobs', _api_jobs),
+    Route('GET', '/api/job', _api_job),
+    Route('POST', '/api/terminate', _api_terminate, Access.PAGE_WRITE),
+    Route('POST', '/api/settings', _api_settings, Access.PAGE_WRITE),
+    Route('GET', '/metrics', _prometheus),
+]
+
+
+# ---------------------------------------------------------------- the original's endpoints
+
+def original_routes():
+    """The original's endpoints, with its field names and shapes (fields are
+    only added; {} for what is not known): the nodes (`/cluster_status`),
+    those changed since a reader's last look (`/cluster_updates`), one node
+    (`/node_info`), one server (`/server_info`), terminating jobs
+    (`/terminate_coros`) and the settings (`/update`, `/set_poll_sec`). Their
+    writes are guarded, but want no page's token: scripts use them."""
+
+    def cluster_status(app):
+        return app.reply(app.views.node_list())
+
+    def cluster_updates(app):
+        request, monitor = app.request, app.monitor
         since = request.query.get('since')
-        if since is None:
+        if since is None:       # a reader without a cursor of its own: its cookie's
             since = request.get_cookie('asyncoro_monitor_seq')
             since = int(since) if since and since.isdigit() else None
         else:
-            since = number(request.query, 'since')
-        nodes = monitor.node_list(since)
-        response.set_header('X-Monitor-Seq', str(monitor.seq))
-        response.set_cookie('asyncoro_monitor_seq', str(monitor.seq), path='/',
-                            httponly=True, samesite='strict')
-        return reply(nodes)
+            since = _number(request.query, 'since')
+        nodes = app.views.node_list(since)
+        app.response.set_header('X-Monitor-Seq', str(monitor.seq))
+        app.response.set_cookie('asyncoro_monitor_seq', str(monitor.seq), path='/',
+                                httponly=True, samesite='strict')
+        return app.reply(nodes)
 
-    @app.post('/node_info')
-    @endpoint
-    def node_info():
-        host = one(params(), 'host')
-        return reply(monitor.node_info(str(host), history=False) or {})
+    def node_info(app):
+        host = _one(app.params(), 'host')
+        return app.reply(app.views.node_info(str(host), history=False) or {})
 
-    @app.post('/server_info')
-    @endpoint
-    def server_info():
-        data = params()
-        location = one(data, 'location')
+    def server_info(app):
+        data = app.params()
+        location = _one(data, 'location')
         key = split_location(str(location))
         if key is None:
             raise BadRequest('location must be addr:port, not %r' % (location,))
-        return reply(monitor.server_info(key, number(data, 'limit'), original=True) or {})
+        return app.reply(app.views.server_info(key, _number(data, 'limit'), original=True)
+                         or {})
 
-    @app.post('/terminate_coros')
-    @writes(needs_token=False)
-    @endpoint
-    def terminate_coros():
-        return reply(monitor.terminate(coro_list(params()))['terminated'])
+    def terminate_coros(app):
+        return app.reply(terminate(app.monitor, _coro_list(app.params()))['terminated'])
 
-    @app.post('/update')
-    @app.post('/set_poll_sec')
-    @writes(needs_token=False)
-    @endpoint
-    def update():
-        data = params()
-        return reply(monitor.set_settings(one(data, 'timeout', False),
-                                          one(data, 'show_coro_args', False)))
+    def update(app):
+        data = app.params()
+        return app.reply(app.monitor.settings.change(_one(data, 'timeout', False),
+                                                     _one(data, 'show_coro_args', False)))
 
-    wsgi = _serialized(app, guard)
-    wsgi.bottle = app
-    wsgi.guard = guard
-    return wsgi
+    return [Route('GET', '/cluster_status', cluster_status),
+            Route('GET', '/cluster_updates', cluster_updates),
+            Route('POST', '/node_info', node_info),
+            Route('POST', '/server_info', server_info),
+            Route('POST', '/terminate_coros', terminate_coros, Access.WRITE),
+            Route('POST', '/update', update, Access.WRITE),
+            Route('POST', '/set_poll_sec', update, Access.WRITE)]
 
 
-def _serialized(app, guard):
-    """`app` serving one request at a time (bottle's thread-locals are shared
-    by all greenlets of the hub thread), each asked for the password first
-    when there is one."""
-    lock = gevent.lock.Semaphore()
-
-    def wsgi(environ, start_response):
-        if not guard.authorized(environ):
-            body = b'this monitor wants its password (HTTP basic authentication, any user)\n'
-            start_response('401 Unauthorized', [
-                ('Content-Type', 'text/plain; charset=utf-8'),
-                ('Content-Length', str(len(body))),
-                ('WWW-Authenticate', 'Basic realm="%s", charset="UTF-8"' % REALM),
-                ('Cache-Control', 'no-store')])
-            return [body]
-        with lock:
-            return app(environ, start_response)
-    return wsgi
+def make_app(monitor, root=DATA_DIR, password=None, host=''):
+    """The WSGI application of `monitor` (see App)."""
+    return App(monitor, root, password, host)

@@ -19,7 +19,7 @@ import gevent.ssl
 import psutil
 import pytest
 
-from conftest import ROOT, free_udp_port, read_line, wait_until
+from conftest import LOG_LINE, ROOT, free_udp_port, read_line, wait_until
 
 import asyncoro.httpd as httpd
 import asyncoro.monitor as monitor_module
@@ -182,7 +182,7 @@ def test_settings_change_from_update_and_api_and_bad_values_change_nothing(clust
         assert code == 400 and reason in json.loads(text)['error'], text
     code, _, text = post(app, '/api/settings', data={'poll_sec': [1, 2]})
     assert code == 400 and 'give poll_sec once' in text
-    assert monitor.settings() == {'poll_sec': 2.5, 'show_coro_args': True}
+    assert monitor.settings.view() == {'poll_sec': 2.5, 'show_coro_args': True}
 
 
 def test_cluster_updates_keep_a_cursor_per_reader(cluster):
@@ -276,7 +276,7 @@ def test_bad_input_gets_404_and_400_pages_never_a_traceback(cluster, monkeypatch
             assert headers['Content-Type'].startswith('text/html')
             assert '<h1>' in text and 'Back to the cluster' in text
     # a bug of ours: a 500 page that says where to look, without the traceback
-    monkeypatch.setattr(monitor, 'cluster', lambda: 1 / 0)
+    monkeypatch.setattr(app.views, 'cluster', lambda: 1 / 0)
     code, headers, text = call(app, 'GET', '/api/cluster')
     assert code == 500 and 'Traceback' not in text and 'ZeroDivisionError' not in text
     assert json.loads(text)['error'] == 'the monitor failed to answer this request; its log ' \
@@ -970,4 +970,48 @@ def test_a_server_and_then_its_node_killed_are_lost_with_their_jobs(processes, d
                 child.kill()
             except psutil.NoSuchProcess:
                 pass
+    assert proc.wait(30) == 0
+
+
+WATCHER = r'''
+import json, sys, time
+import asyncoro.disasyncoro as asyncoro
+import asyncoro.httpd as httpd
+from asyncoro import service
+args = json.loads(sys.argv[1])
+rt = asyncoro.AsynCoro(udp_port=args['udp'])
+where = asyncoro.Location(*args['scheduler'].rsplit(':', 1))
+rt.peer(where)
+monitor = httpd.HTTPServer(None, host='127.0.0.1', port=0, poll_sec=1)
+watcher = rt._run_here(httpd._Watcher, monitor, where, 10)
+deadline = time.monotonic() + 20
+while monitor._monitor.scheduler is None:
+    if time.monotonic() > deadline:
+        sys.exit('the watcher did not attach to the scheduler at %s within 20 s' % where)
+    time.sleep(0.01)
+print('attached', monitor._monitor.scheduler, flush=True)
+rt._run_here(watcher.stop)
+print('registered', watcher.coro._id in service._SERVICES, flush=True)
+watcher.coro.value(timeout=10)
+print('running', watcher.coro.is_alive(), flush=True)
+print('loop', watcher.loop.dead, flush=True)
+monitor.shutdown(wait=False)
+'''
+
+
+@pytest.mark.deadline(60)
+def test_a_stopped_watcher_leaves_its_scheduler_and_ends(processes, scheduler_program):
+    """httpd.py's link to a shared scheduler, stopped: it is no longer a
+    service of its process and its coroutine ends (it used to stay both)."""
+    ports = {'scheduler': free_udp_port(), 'node': free_udp_port()}
+    scheduler = scheduler_program(ports)
+    proc = processes(WATCHER, json.dumps({'udp': free_udp_port(),
+                                          'scheduler': scheduler.location}), ready=False)
+    lines = []
+    while len(lines) < 4:
+        line = read_line(proc, 30, 'the watcher\'s transcript (so far %r)' % lines)
+        if not LOG_LINE.match(line):
+            lines.append(line)
+    assert lines == ['attached ' + scheduler.location, 'registered False', 'running False',
+                     'loop True']
     assert proc.wait(30) == 0

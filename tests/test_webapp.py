@@ -156,7 +156,7 @@ def test_metrics_parse_as_prometheus_text_and_count_the_jobs_run():
     coros = cluster.run(8)          # two per server: 4 on each node
     cluster.end(coros[0], StopIteration, 0)
     cluster.end(coros[1], ValueError, ValueError('bad'))
-    cluster.monitor.terminate([str(coros[2])])
+    webapp.terminate(cluster.monitor, [str(coros[2])])
     cluster.end(coros[2], StopIteration, None)
     cluster.end(coros[3], Scheduler.ServerClosed,
                 DiscoroJobLost(cluster.servers[3], 'its process died (status -9)'))
@@ -222,7 +222,7 @@ def test_cross_origin_and_tokenless_writes_are_refused_and_terminate_nothing():
         code, _, text = call(app, 'POST', path, body, ctype, headers=headers)
         assert code == 403, (path, headers, text)
         assert 'Traceback' not in text
-    assert coro.terminated == 0 and cluster.monitor.poll_sec == 5
+    assert coro.terminated == 0 and cluster.monitor.settings.poll_sec == 5
     code, _, text = call(app, 'POST', '/api/terminate', 'coro=' + str(coro),
                          'application/x-www-form-urlencoded', headers=evil)
     assert 'another origin (http://evil.example)' in json.loads(text)['error']
@@ -269,7 +269,7 @@ def test_with_a_password_every_page_and_endpoint_answers_401_without_it():
     code, _, _ = call(app, 'POST', '/api/settings', json.dumps({'poll_sec': 3}),
                       'application/json', headers=dict(basic('s3cret'), Host='monitor.example',
                                                        **{webapp.TOKEN_HEADER: app.guard.token}))
-    assert code == 200 and monitor.poll_sec == 3
+    assert code == 200 and monitor.settings.poll_sec == 3
 
 
 def test_only_a_monitor_on_another_interface_without_a_password_is_exposed():
@@ -345,7 +345,7 @@ def test_every_response_stays_under_50_kb_with_200_running_jobs():
 def _states(cluster):
     data = get_json(cluster.app, '/api/cluster')
     return ({n['addr']: (n['state'], n['status']) for n in data['nodes']},
-            {s: cluster.monitor.servers[s].state for s in sorted(cluster.monitor.servers)})
+            {s: cluster.monitor.servers[s].state.value for s in sorted(cluster.monitor.servers)})
 
 
 def test_a_normal_close_closes_nodes_and_servers():
@@ -458,7 +458,7 @@ def test_failures_keep_their_exception_and_traceback_and_the_last_n():
                             'lost': 0}
     assert (data['coros_done'], data['nodes'][0]['coros_failed']) == (5, 2)
     # the failures view: the last 3 kept apart from the recent ones
-    assert [j.key for j in cluster.monitor.failures] == [str(c) for c in coros[1:4]]
+    assert list(cluster.monitor.failures) == [str(c) for c in coros[1:4]]
     job = get_json(cluster.app, '/api/job?coro=' + str(coros[0]))
     assert (job['state'], job['error']) == ('failed', 'ValueError: row 7 has 3 fields, '
                                                       'wanted 4')
@@ -487,7 +487,134 @@ def test_search_finds_jobs_by_id_function_and_argument_text_and_filters_by_state
     code, _, text = call(cluster.app, 'GET', '/api/jobs?state=broken')
     assert code == 400 and 'state must be one of' in json.loads(text)['error']
     # arguments hidden: the search looks at ids and names only
-    cluster.monitor.set_settings(show_coro_args=False)
+    cluster.monitor.settings.change(show_coro_args=False)
     assert found('parquet')[0] == []
     assert get_json(cluster.app, '/api/job?coro=' + str(coros[0]))['args'] == ''
 
+
+
+# ---------------------------------------------------------------- the state's transitions
+
+CLOSED, GONE, IGNORED, LOST_, STARTED, UP_ = 'closed', 'gone', 'ignored', 'lost', 'started', 'up'
+# what happens to a node or a server -> (state, the original's word, cause): a detail is
+# (code, text), as the scheduler sends it after a status of going
+PLACE_TRANSITIONS = [
+    ((STARTED,), ('starting', 'Discovered', None)),
+    ((UP_,), ('up', 'Initialized', None)),
+    ((UP_, CLOSED), ('closed', 'Closed', None)),
+    ((UP_, IGNORED), ('closed', 'Closed', None)),
+    ((UP_, LOST_), ('lost', 'Disconnected', monitor_module.DISCONNECTED)),
+    ((UP_, CLOSED, ('died', 'its process died')), ('lost', 'Disconnected', 'its process died')),
+    ((UP_, CLOSED, ('silent', 'no pulse')), ('lost', 'Disconnected', 'no pulse')),
+    ((UP_, LOST_, ('node ended', 'it quits')), ('closed', 'Closed', 'it quits')),
+    ((UP_, LOST_, ('closed', '')), ('closed', 'Closed', None)),
+    ((UP_, ('died', 'a detail of nothing')), ('up', 'Initialized', None)),
+    ((UP_, LOST_, UP_), ('up', 'Initialized', None)),          # back again
+    ((UP_, GONE), ('closed', 'Closed', None)),                  # the computation closed
+    ((STARTED, GONE), ('closed', 'Closed', None)),
+    ((UP_, LOST_, GONE), ('lost', 'Disconnected', monitor_module.DISCONNECTED)),
+]
+
+
+@pytest.mark.parametrize('kind', ['node', 'server'])
+@pytest.mark.parametrize('events, expected', PLACE_TRANSITIONS)
+def test_a_node_or_server_goes_through_the_states_its_messages_say(kind, events, expected):
+    monitor = monitor_module.Monitor()
+    location = Location(NODES[0], 9001)
+    subject = node_info(NODES[0]) if kind == 'node' else location
+    statuses = {STARTED: 'Discovered', UP_: 'Initialized', CLOSED: 'Closed',
+                IGNORED: 'Ignore', LOST_: 'Disconnected'}
+    prefix = 'Node' if kind == 'node' else 'Server'
+    last = None
+    for event in events:
+        if event == GONE:
+            monitor.update(DiscoroStatus(Scheduler.ComputationClosed, 1))
+        elif isinstance(event, tuple):
+            monitor.update(StatusDetail(last, subject, *event))
+        else:
+            last = getattr(Scheduler, prefix + statuses[event])
+            monitor.update(DiscoroStatus(last, subject))
+    views = monitor_module.Views(monitor)
+    info = views.node_info(NODES[0]) if kind == 'node' else views.server_info(str(location))
+    assert (info['state'], info['status'], info['cause']) == expected
+    assert (info['down_time'] is not None) == (expected[0] in ('closed', 'lost'))
+
+
+def test_the_original_endpoints_are_one_table():
+    assert [(route.method, route.path, route.access) for route in webapp.original_routes()] == [
+        ('GET', '/cluster_status', webapp.Access.READ),
+        ('GET', '/cluster_updates', webapp.Access.READ),
+        ('POST', '/node_info', webapp.Access.READ),
+        ('POST', '/server_info', webapp.Access.READ),
+        ('POST', '/terminate_coros', webapp.Access.WRITE),
+        ('POST', '/update', webapp.Access.WRITE),
+        ('POST', '/set_poll_sec', webapp.Access.WRITE)]
+
+
+def test_random_status_messages_keep_the_running_jobs_index_whole():
+    """Jobs created, ended (before they were created, twice, by a loss),
+    terminated, and servers and the computation going, in any order: the
+    index of running jobs is exactly the jobs on the servers, and every job
+    is counted once, running or ended."""
+    pytest.importorskip('hypothesis', reason='hypothesis drives the randomized monitor test')
+    from hypothesis import settings, strategies as sts
+    from hypothesis.stateful import (RuleBasedStateMachine, invariant, rule,
+                                     run_state_machine_as_test)
+    ends = {'finished': (StopIteration, None), 'failed': (ValueError, ValueError('bad')),
+            'lost': (Scheduler.ServerClosed, None)}
+
+    class Messages(RuleBasedStateMachine):
+        def __init__(self):
+            super().__init__()
+            self.cluster = Cluster()
+            self.coros = []
+
+        @rule(server=sts.integers(0, 3))
+        def create(self, server):
+            self.coros += self.cluster.run(1, server=self.cluster.servers[server])
+
+        @rule(server=sts.integers(0, 3), how=sts.sampled_from(sorted(ends)))
+        def end_first(self, server, how):
+            coro = FakeCoro('early', next(self.cluster.ids), self.cluster.servers[server])
+            self.cluster.end(coro, *ends[how])
+            self.coros.append(coro)
+            self.cluster.monitor.update(DiscoroStatus(Scheduler.CoroCreated, DiscoroCoroInfo(
+                coro, (), {}, time.time())))
+
+        @rule(data=sts.data(), how=sts.sampled_from(sorted(ends)))
+        def end(self, data, how):
+            if self.coros:
+                self.cluster.end(data.draw(sts.sampled_from(self.coros)), *ends[how])
+
+        @rule(data=sts.data())
+        def terminate(self, data):
+            if self.coros:
+                webapp.terminate(self.cluster.monitor, [str(data.draw(sts.sampled_from(
+                    self.coros)))])
+
+        @rule(server=sts.integers(0, 3), status=sts.sampled_from([
+            Scheduler.ServerClosed, Scheduler.ServerDisconnected, Scheduler.ServerInitialized]))
+        def server(self, server, status):
+            self.cluster.monitor.update(DiscoroStatus(status, self.cluster.servers[server]))
+
+        @rule()
+        def close(self):
+            self.cluster.monitor.update(DiscoroStatus(Scheduler.ComputationClosed, 1))
+
+        @invariant()
+        def index_is_whole(self):
+            monitor = self.cluster.monitor
+            on_servers = {key: job for server in monitor.servers.values()
+                          for key, job in server.jobs.items()}
+            assert monitor.running == on_servers
+            assert all(job.server.jobs[key] is job for key, job in monitor.running.items())
+            assert not set(monitor.running) & set(monitor.ended)
+            data = get_json(self.cluster.app, '/api/cluster')
+            assert data['coros_running'] == len(monitor.running) == data['jobs']['running']
+            assert data['coros_submitted'] == data['coros_done'] + data['coros_running'] == \
+                sum(data['jobs'].values()) == \
+                sum(totals['submitted'] for totals in monitor.totals.values())
+
+    run_state_machine_as_test(Messages, settings=settings(max_examples=60,
+                                                          stateful_step_count=25,
+                                                          deadline=None))
