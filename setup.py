@@ -41,8 +41,10 @@ setup(
     extras_require={
         # playwright drives the system's Chromium in the monitor's browser test
         # prometheus_client's text parser checks the monitor's /metrics (0.16 and later
-        # install on Python 3.8 to 3.13; pip picks the newest one the Python takes)
-        'test': ['pytest>=7.4,<10', 'playwright>=1.40,<2', 'prometheus_client>=0.16,<1'],
+        # install on Python 3.8 to 3.13; pip picks the newest one the Python takes);
+        # hypothesis drives the state-machine and fuzz tests (6.70 installs on 3.8)
+        'test': ['pytest>=7.4,<10', 'playwright>=1.40,<2', 'prometheus_client>=0.16,<1',
+                 'hypothesis>=6.70,<7'],
         # the documentation (python -m sphinx -W docs docs/_build/html)
         'docs': ['sphinx>=7.1,<9'],
     },
