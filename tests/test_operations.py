@@ -839,15 +839,29 @@ def test_closed_computations_leave_nothing_behind_in_the_scheduler_program(
                           ports['node'], '--dest_path', tmp_path / 'scheduler', '--daemon',
                           ready=False)
     wait_for_line(scheduler, 30, 'the ready line', lambda line: 'scheduler ready' in line)
+
+    def count():
+        scheduler.stdin.write(b'\n')
+        scheduler.stdin.flush()
+        line = wait_for_line(scheduler, 30, 'the counts', lambda l: l.startswith('counts'))
+        return json.loads(line.split(None, 1)[1])
+
     counts = []
     for n in (1, 49):
         client = processes(BACK_TO_BACK, json.dumps(ports), n, ready=False)
         code, lines, logs = finish(client, 200)
         assert (code, lines) == (0, ['done %d' % n]), logs
-        scheduler.stdin.write(b'\n')
-        scheduler.stdin.flush()
-        line = wait_for_line(scheduler, 30, 'the counts', lambda l: l.startswith('counts'))
-        counts.append(json.loads(line.split(None, 1)[1]))
+        # the scheduler may not yet have read the end of the client's connection,
+        # whose reader is one more greenlet for a moment: a leak stays, that one goes
+        # (so the first round's figure is one that held twice, and the second may
+        # take a while to come down to it)
+        counts.append(count())
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            last, counts[-1] = counts[-1], count()
+            if counts[-1] == (last if len(counts) == 1 else counts[0]):
+                break
     assert counts[1] == counts[0], 'after 1 computation: %s; after 50: %s' % tuple(counts)
     assert counts[0]['Package'] == 0
 
