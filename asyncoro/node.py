@@ -191,6 +191,9 @@ class NodeService(Service):
             raise Failure(what, 'it quits')
         if not self.accepting:      # its service window will open: not now, but later
             raise Busy(what, 'it is not in service now%s' % self.windows.next_start())
+        if self.comp is not None and self.comp.closing:
+            # its end waits for the folder's cleaning: the node says when it is free
+            raise Busy(what, 'it is ending computation %x' % self.comp.id)
         if self.comp is not None and self.comp.id == comp_id and \
                 self.comp.setup_result is not None:
             # the scheduler sets it up again (it had dropped this node, which
