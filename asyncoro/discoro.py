@@ -25,7 +25,7 @@ from asyncoro.core import _ShowsMsgTimeout
 from asyncoro.client import Computation
 from asyncoro.programs import (Parser, add_runtime_options, check_frame_size, check_tls,
                                console, end_on_signals, host, in_background, port, port_or_any,
-                               seconds, start_runtime)
+                               seconds, start_runtime, wait_for_end)
 from asyncoro.records import (CoroInfo, DiscoroCoroInfo, DiscoroJobLost,  # noqa: F401
                               DiscoroNodeAllocate, DiscoroNodeAvailInfo,  # (the names
                               DiscoroNodeInfo, DiscoroStatus,             # programs read
@@ -127,8 +127,7 @@ def main(argv=None):
     end_on_signals(done)
     if not options.daemon and not in_background():
         threading.Thread(target=_console, args=(scheduler, done), daemon=True).start()
-    while not done.wait(1):
-        pass
+    wait_for_end(done)
     scheduler.shut_down()
     rt.terminate()
     return 0

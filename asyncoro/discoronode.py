@@ -30,7 +30,7 @@ from asyncoro.node import NodeService, Windows, clock
 from asyncoro.programs import (Parser, add_runtime_options, check_frame_size, check_tls,
                                claim_folder, console, end_on_signals, host, host_port,
                                in_background, new_file, port, port_ranges, seconds,
-                               start_runtime)
+                               start_runtime, wait_for_end)
 from asyncoro.records import DEFAULT_NODE_PORT, MaxPulseInterval, MinPulseInterval
 from asyncoro.server import start_zygote
 
@@ -349,8 +349,7 @@ def main(argv=None):
     if not options.daemon:
         threading.Thread(target=_console, args=(node, rt), daemon=True).start()
     try:
-        while not node.quit.wait(1):
-            pass
+        wait_for_end(node.quit)
     except KeyboardInterrupt:
         pass
     rt._run_here(node.stop_node)

@@ -7,16 +7,19 @@ connections itself.
 How it works: a user coroutine that computes without yielding (or calls
 time.sleep) holds the hub. The guard looks every STALL/2 seconds at the hub
 loop's count of turns: a hub that has made no turn for STALL seconds while a
-connection has bytes to read or to write is stalled (an idle hub waits in
-the poll, and bytes would wake it). Then the guard reads the connections
-itself, queues messages for their coroutines, acknowledges `deliver`
-requests, writes what is queued, and hands every other request to the hub
-for when it is back. An idle runtime so costs a few checks a second, and no
-wake-up of its hub. (With a loop that does not count its turns, libuv's, a
-timer of the hub marks each turn instead.) The hub runs what was handed to
-it before the next frame it reads, so the order of each connection's frames
-is kept. The guard touches hub objects only through Connection.guard_*
-(under the connection's lock) and the runtime's thread-safe hand-over.
+connection has bytes to read or to write is stalled. Then the guard reads
+the connections itself, queues messages for their coroutines, acknowledges
+`deliver` requests, writes what is queued, and hands every other request to
+the hub for when it is back. A hub with no turn and no bytes is idle: it
+waits in the poll, and so does the guard, for bytes (which wake both) or for
+IDLE seconds at most (a timer may have woken the hub into a job that holds
+it). An idle runtime so costs one wake-up of the guard a second, and none
+of its hub. (With a loop that does not count its turns, libuv's, a timer of
+the hub marks each turn instead, and the guard looks every BEAT seconds.)
+The hub runs what was handed to it before the next frame it reads, so the
+order of each connection's frames is kept. The guard touches hub objects
+only through Connection.guard_* (under the connection's lock) and the
+runtime's thread-safe hand-over.
 """
 
 import logging
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 
 BEAT = 0.05         # seconds: the hub marks its turns this often, where its loop counts none
 STALL = 0.25        # seconds without a turn of a hub that has work: it is stalled
+IDLE = 1.0          # seconds the guard of an idle hub waits for bytes before it looks again
 
 # the real sleep, even where a program has monkey-patched time: this is a thread
 _sleep = core._get_original('time', 'sleep')
@@ -70,11 +74,20 @@ class StallGuard:
 
     def _main(self):
         """The thread: serve the connections while the hub is stalled."""
-        loop, rt = self.rt._loop, self.rt
+        loop = self.rt._loop
         counted = self._beat_timer is None      # the loop counts its turns
         turn, since = (loop.iteration if counted else None), time.monotonic()
+        idle = False
         while not self.closing:
-            _sleep(STALL / 2 if counted else BEAT)
+            if idle:
+                # an idle hub waits for bytes, and so does the guard (or for IDLE
+                # seconds: a timer may have woken the hub into a job that stalls it);
+                # a hub woken by them has STALL to take them from now
+                if not self._wait_for_bytes(IDLE) and loop.iteration == turn:
+                    continue            # no bytes and no turn: idle still
+                since, idle = time.monotonic(), False
+            else:
+                _sleep(STALL / 2 if counted else BEAT)
             now = time.monotonic()
             if counted:
                 if loop.iteration != turn:      # the hub went round: not stalled
@@ -84,20 +97,42 @@ class StallGuard:
                     continue
             elif now - self._beat < STALL:
                 continue
-            conns = [c for c in list(self.peers.connections) if not c.closed]
-            for conn in conns:
-                failed = conn.guard_flush()
-                if failed:
-                    rt._call_threadsafe(conn.close, failed)
-            try:
-                readable = select.select(conns, [], [], 0 if counted else BEAT)[0] \
-                    if conns else []
-            except (OSError, ValueError):      # a connection closed under us: next round
-                continue
-            for conn in readable:
-                failed = conn.guard_read(self._on_frames)
-                if failed:
-                    rt._call_threadsafe(conn.close, failed)
+            idle = counted and not self._serve(0 if counted else BEAT)
+
+    def _open_connections(self):
+        return [c for c in list(self.peers.connections) if not c.closed]
+
+    def _wait_for_bytes(self, timeout):
+        """Whether bytes came (or may have) within `timeout` seconds."""
+        conns = self._open_connections()
+        if not conns:
+            _sleep(timeout)
+            return False
+        try:
+            return bool(select.select(conns, [], [], timeout)[0])
+        except (OSError, ValueError):      # a connection closed under us: look again
+            return True
+
+    def _serve(self, wait):
+        """The hub has made no turn for STALL: write what the connections have
+        queued, read what they have come in. Returns whether there was either:
+        with neither, the hub is not stalled but idle."""
+        rt, busy = self.rt, False
+        conns = self._open_connections()
+        for conn in conns:
+            busy = busy or conn.has_outbox()
+            failed = conn.guard_flush()
+            if failed:
+                rt._call_threadsafe(conn.close, failed)
+        try:
+            readable = select.select(conns, [], [], wait)[0] if conns else []
+        except (OSError, ValueError):      # a connection closed under us: next round
+            return True
+        for conn in readable:
+            failed = conn.guard_read(self._on_frames)
+            if failed:
+                rt._call_threadsafe(conn.close, failed)
+        return busy or bool(readable)
 
     def _on_frames(self, conn, payloads):
         for payload in payloads:

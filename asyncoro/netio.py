@@ -1357,6 +1357,10 @@ class Connection:
         finally:
             self._lock.release()
 
+    def has_outbox(self):
+        """Whether bytes wait to be written (a glance, without the lock)."""
+        return bool(self._outbox)
+
     def guard_flush(self):
         """For the guard thread while the hub is stalled: write what the
         socket takes now of the frames queued (a job that blocks right after

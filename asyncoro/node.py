@@ -66,8 +66,9 @@ def avail_info(location, path):
                                     _server_processes(psutil, location))
 
 
-# pid -> psutil.Process of a server process: kept from one report to the next,
-# because cpu_percent() measures since the previous call on the same object
+# pid -> (psutil.Process, port) of a server process: kept from one report to
+# the next, because cpu_percent() measures since the previous call on the same
+# object, and because finding a process's port reads the whole TCP table
 _MEASURED = {}
 _MEASURING = threading.Lock()       # (avail_info runs in the thread pool)
 
@@ -87,16 +88,14 @@ def _server_processes(psutil, location):
     found = []
     for child in children:
         try:
-            listing = getattr(child, 'net_connections', None) or child.connections  # psutil < 6
-            listening = [conn for conn in listing(kind='tcp')
-                         if conn.status == psutil.CONN_LISTEN and conn.laddr]
-            if not listening:
-                continue
-            port = min(listening, key=lambda conn: conn.fd if conn.fd >= 0 else 1 << 30).laddr[1]
-            measured = _MEASURED.get(child.pid)
-            first = measured is None or measured.create_time() != child.create_time()
+            known = _MEASURED.get(child.pid)
+            first = known is None or known[0].create_time() != child.create_time()
             if first:
-                measured = _MEASURED[child.pid] = child
+                port = _listening_port(psutil, child)
+                if port is None:
+                    continue
+                known = _MEASURED[child.pid] = (child, port)
+            measured, port = known
             cpu = measured.cpu_percent(None)    # since the last report (0.0 the first time)
             if first:           # the first time: on average since it started
                 times = measured.cpu_times()
@@ -110,6 +109,16 @@ def _server_processes(psutil, location):
     for pid in [pid for pid in _MEASURED if pid not in alive]:
         del _MEASURED[pid]
     return found
+
+
+def _listening_port(psutil, process):
+    """The port of `process`'s listening TCP socket of lowest descriptor, or None."""
+    listing = getattr(process, 'net_connections', None) or process.connections  # psutil < 6
+    listening = [conn for conn in listing(kind='tcp')
+                 if conn.status == psutil.CONN_LISTEN and conn.laddr]
+    if not listening:
+        return None
+    return min(listening, key=lambda conn: conn.fd if conn.fd >= 0 else 1 << 30).laddr[1]
 
 
 class _Computation:

@@ -347,6 +347,16 @@ def end_on_signals(done, signals=('SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT')):
             signal.signal(sig, lambda *_: done.set())
 
 
+def wait_for_end(done):
+    """Block this (main) thread until `done`, a threading.Event, is set (by
+    end_on_signals, a console or the runtime), waking for nothing else: an
+    idle program costs no wake-ups. Where a lock's wait is not interrupted by
+    signals (not POSIX) it looks once a second."""
+    timeout = None if os.name == 'posix' else 1
+    while not done.wait(timeout):
+        pass
+
+
 # ---------------------------------------------------------------- folders
 
 _CLAIMS = []        # lock files held for the life of this process

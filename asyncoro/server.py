@@ -117,10 +117,18 @@ def _zygote_main(cmd_fd, report_fd):
     release_claims_in_child()       # the node's folder is the node's, not ours
     _adopt_orphans()
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # the node decides when it ends
+    # a child's end wakes the loop (SIGCHLD writes a byte to `ended`), and nothing
+    # else but a command does: an idle zygote sleeps
+    ended, ended_w = os.pipe()
+    os.set_blocking(ended_w, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(ended_w)
     while True:
-        ready = select.select([cmd_fd], [], [], 1.0)[0]
         _reap()
-        if not ready:
+        ready = select.select([cmd_fd, ended], [], [])[0]
+        if ended in ready:
+            os.read(ended, 4096)
+        if cmd_fd not in ready:
             continue
         msg = netio.read_pipe_frame(cmd_fd)
         if msg is None or msg[0] == QUIT:
@@ -129,7 +137,10 @@ def _zygote_main(cmd_fd, report_fd):
             spec = msg[1]
             pid = os.fork()
             if pid == 0:
-                os.close(cmd_fd)
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                for fd in (cmd_fd, ended, ended_w):
+                    os.close(fd)
                 code = 0
                 try:
                     _computation_main(spec, report_fd)

@@ -899,3 +899,44 @@ print('ended', flush=True)
 ''', options(udp_port=port), location, ready=False)
     assert read_line(client, 30, 'the end') == 'ended'
     assert client.wait(20) == 0
+
+
+def test_an_idle_runtime_with_a_peer_wakes_at_most_once_a_second(processes):
+    """No thread of an idle runtime (a connection to a peer open, nothing to
+    do) wakes more than once a second: the hub waits in its poll, and the
+    stall guard with it. Counted in voluntary context switches, per thread."""
+    port = free_udp_port()
+    server, where = processes(SERVER, options(node='127.0.0.1', udp_port=port))
+    lines = run_client(processes, r'''
+import sys, json, os, time
+import asyncoro.disasyncoro as asyncoro
+asyncoro.AsynCoro(**json.loads(sys.argv[1]))
+
+def switches():
+    counts = {}
+    for tid in os.listdir('/proc/self/task'):
+        with open('/proc/self/task/%s/status' % tid) as status:
+            for line in status:
+                if line.startswith('voluntary_ctxt_switches'):
+                    counts[tid] = int(line.split()[1])
+    return counts
+
+def client(coro=None):
+    echo = yield asyncoro.Coro.locate('echo', timeout=10)
+    echo.send((coro, 'hello'))
+    print('reply', (yield coro.receive(timeout=10)), flush=True)
+    yield coro.sleep(6)
+
+talked = asyncoro.Coro(client)
+time.sleep(2)       # (this thread is not the hub) the guard sees the hub idle, and waits
+before = switches()
+time.sleep(4)
+after = switches()
+print('threads', len(after), 'most wake-ups in 4 s', max(after[tid] - before.get(tid, 0)
+                                                         for tid in after))
+talked.value()
+''', options(node='127.0.0.1', udp_port=port))
+    assert lines[0] == "reply ('echo', 'hello')"
+    most = int(lines[1].rsplit(None, 1)[1])
+    assert most <= 6, lines       # 4, and the turns into and out of the wait (it was 32)
+    stop(server)

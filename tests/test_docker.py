@@ -363,7 +363,7 @@ def test_a_node_that_is_pid_1_leaves_no_zombies(containers, processes):
         # pid (comm) state ppid ...: comm may hold spaces, not ')'
         return sorted(line.rsplit(')', 1)[1].split()[0] for line in
                       listing.stdout.decode().splitlines() if line)
-    # the zygote reaps once a second
+    # the zygote reaps each as it ends (SIGCHLD wakes it)
     wait_until(lambda: 'Z' not in states(), 5, 'the reaping of the zombies in the container')
 
 
