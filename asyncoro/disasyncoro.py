@@ -27,14 +27,11 @@ How it works:
   arrives in order (asyncoro.peers says how).
 """
 
-import itertools
 import logging
 import os
-import select
 import socket
 import sys
 import tempfile
-import time
 
 import gevent
 import gevent.event
@@ -46,8 +43,8 @@ from asyncoro import (AsyncSocket, AsynCoroSocket, AsyncThreadPool, AsyncDBCurso
                       RLock, Semaphore, Singleton, deserialize, logger, serialize,  # are this
                       unserialize, AsyncoroError)                             # module's)
 from asyncoro import core, netio, strict
-from asyncoro.core import WrongContextError, _get_ident
-from asyncoro.failure import run_guarded, spawn
+from asyncoro.core import WrongContextError, _get_ident  # noqa: F401 (a name of this module too)
+from asyncoro.failure import spawn
 from asyncoro.discovery import Discovery
 from asyncoro.guard import StallGuard
 from asyncoro.handlers import DEL_FILE, HANDLERS, INFO, LOCATE

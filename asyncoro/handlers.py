@@ -25,7 +25,6 @@ value)`.
 import logging
 
 import asyncoro
-from asyncoro import netio
 from asyncoro.core import Coro
 from asyncoro.failure import spawn
 
