@@ -430,6 +430,7 @@ class Coro:
     _prefix = '~'
     _remote = False          # True for references to coroutines in other processes
     _start_daemon = False    # system coroutines (SysCoro) start as daemons
+    _registry_kind = 'coro'  # the names register, unregister and locate use (SysCoro's own)
 
     def __init__(self, *args, **kwargs):
         if args:
@@ -863,7 +864,8 @@ class Coro:
         The registration lasts until :meth:`unregister` or the coroutine's
         end.
         """
-        return self._rt._run_here(self._rt._register, 'coro', name or self._name, self)
+        rt = self._rt
+        return rt._run_here(rt._register, self._registry_kind, name or self._name, self)
 
     def unregister(self, name=None):
         """Withdraw this coroutine's registration under `name`.
@@ -871,7 +873,8 @@ class Coro:
         :param name: the name; None: the coroutine's own name.
         :returns: 0; -1 if this coroutine is not registered under it.
         """
-        return self._rt._run_here(self._rt._unregister, 'coro', name or self._name, self)
+        rt = self._rt
+        return rt._run_here(rt._unregister, self._registry_kind, name or self._name, self)
 
     @classmethod
     def locate(cls, name, location=None, timeout=None):
@@ -891,8 +894,6 @@ class Coro:
         """
         rt = _runtime()
         return rt._run_here(rt._locate, cls._registry_kind, name, location, timeout)
-
-    _registry_kind = 'coro'
 
     # ------------------------------------------------ hot swap
 

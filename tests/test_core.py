@@ -506,6 +506,28 @@ def test_register_and_locate():
     asyncoro.Coro(server)
     assert run_coro(client) == (-1, 'hi', None)
 
+class _KindCoro(asyncoro.Coro):
+    """A Coro class with names of its own, as SysCoro has."""
+    __slots__ = ()
+    _registry_kind = 'core-test-kind'
+
+
+def test_a_coro_class_registers_under_its_own_kind():
+    def holder(coro=None):
+        yield coro.receive()
+
+    def check(c, coro=None):
+        registered = c.register('core-test-kind-name')
+        as_coro = yield asyncoro.Coro.locate('core-test-kind-name', timeout=0)
+        as_kind = yield _KindCoro.locate('core-test-kind-name', timeout=0)
+        withdrawn = c.unregister('core-test-kind-name')
+        after = yield _KindCoro.locate('core-test-kind-name', timeout=0)
+        c.send('end')
+        return registered, as_coro, as_kind is c, withdrawn, after
+    c = _KindCoro(holder)
+    assert run_coro(check, c) == (0, None, True, 0, None)
+
+
 
 def test_name_repr_location_and_equality():
     def my_coro(coro=None):
