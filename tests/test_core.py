@@ -529,6 +529,34 @@ def test_a_coro_class_registers_under_its_own_kind():
 
 
 
+
+def test_hand_messages_gives_what_is_sent_to_the_handler_at_once_and_in_order():
+    # a library service's coroutine: its messages go to a handler where they
+    # are sent (from another thread, as the send is handed over), and the
+    # coroutine itself waits on and ends as any other
+    from asyncoro.core import _hand_messages
+    taken = []
+
+    def service(coro=None):
+        msg = yield coro.receive()
+        return msg
+
+    s = asyncoro.Coro(service)
+
+    def in_the_hub(coro=None):
+        _hand_messages(s, taken.append)
+        s.send(1)
+        s.send(2)
+        return list(taken)
+        yield
+    assert run_coro(in_the_hub) == [1, 2]
+    for n in range(3, 6):
+        assert s.send(n) == 0
+    wait_until(lambda: taken == [1, 2, 3, 4, 5], 5, 'messages 3-5 handed over in order')
+    assert s.is_alive()
+    s.terminate()
+    assert s.value(timeout=5) is None and not s.is_alive()
+
 def test_name_repr_location_and_equality():
     def my_coro(coro=None):
         yield
