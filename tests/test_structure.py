@@ -15,8 +15,8 @@ The rules, read from the source (every import, at any depth of a module):
    checked here.
 3. No class over 450 lines and no function over 60, docstrings not counted
    (module, class and function docstrings inside it): past that it holds two
-   jobs (STYLE.md), to split along the seam it has. `OVERSIZED` lists those
-   still over it while their own issue splits them; none may join it.
+   jobs, to split along the seam it has. `OVERSIZED` lists those still over
+   it while their own issue splits them; none may join it.
 """
 
 import ast
