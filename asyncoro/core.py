@@ -981,8 +981,8 @@ class Coro:
 
     def _tell_end(self):
         """Tell whoever waits for this coroutine's end, which has come (the
-        driver calls it last): finish() and value() callers get its value,
-        monitors a MonitorException."""
+        driver calls it last, if anyone waits): finish() and value() callers
+        get its value, monitors a MonitorException."""
         waiters = self._waiters
         if waiters:
             self._waiters = None
@@ -1086,8 +1086,7 @@ class _Driver:
         while True:
             worker.coro = coro
             coro._worker = worker
-            coro._state = _RUNNING
-            try:
+            try:        # each makes it RUNNING as it takes what the coroutine resumes with
                 if coro._gen is None:
                     self._run_function(coro)
                 else:
@@ -1163,8 +1162,7 @@ class _Driver:
             self._ready_pending = True
             self._loop.run_callback(self._run_ready)
 
-    @staticmethod
-    def _take_resume(coro):
+    def _take_resume(self, coro):
         """What the coroutine's wait returns, as it runs again; or the
         exception delivered meanwhile, raised."""
         coro._state = _RUNNING
@@ -1191,8 +1189,7 @@ class _Driver:
             # from the hub, which is where that wait switched to
             self._loop.run_callback(self._throw_in, coro, exc)
 
-    @staticmethod
-    def _throw_in(coro, exc):
+    def _throw_in(self, coro, exc):
         if coro._pending_exc is exc and coro._state == _RUNNING and coro._worker is not None:
             coro._pending_exc = None
             coro._worker.throw(exc)
@@ -1216,13 +1213,7 @@ class _Driver:
                     yielded = gen.throw(thrown)
             except StopIteration as e:
                 val = _stop_value(e, coro._value)
-            except GeneratorExit as e:
-                if coro._terminating:
-                    self._close_stack(coro)
-                    self.end(coro, coro._value, None)
-                    return
-                exc = e
-            except Exception as e:     # the coroutine's own error: to its caller or its end
+            except (Exception, GeneratorExit) as e:     # to its caller, or its end
                 val, exc = self._raised(coro, e)
             else:
                 if coro._fast:
@@ -1248,19 +1239,21 @@ class _Driver:
                     stack.append(gen)
                     gen, val = yielded, None
                     continue
-                self._switch(coro, gen, stack, yielded)
+                # any other value: a cooperative switch; it comes back as is
+                coro._value = coro._resume_val = yielded
+                coro._state = _READY
+                coro._gen, coro._stack = gen, stack
+                self.schedule(coro)
                 return
             # the innermost generator ended, with value `val` or exception `exc`
-            if stack:
-                gen = self._back_to_caller(coro, stack, val, exc)
-                continue
-            gen = self._top_ended(coro, val, exc)
-            if gen is None:
+            if exc is None and not stack:
+                self.end(coro, val, None)
                 return
-            val = exc = None        # a hot swap: the new generator starts
+            gen, val, exc = self._unwind(coro, stack, val, exc)
+            if gen is None:     # it has ended
+                return
 
-    @staticmethod
-    def _raised(coro, exc):
+    def _raised(self, coro, exc):
         """(value, exception) of a generator that raised `exc`: PEP 479's
         RuntimeError, from a StopIteration, is the value that carried."""
         if isinstance(exc, RuntimeError):
@@ -1283,39 +1276,30 @@ class _Driver:
         coro._pending_exc = None
         return exc
 
-    def _switch(self, coro, gen, stack, yielded):
-        """A cooperative switch: any other value yielded comes back as is
-        once the coroutine runs again."""
-        coro._value = yielded
-        coro._resume_val = yielded
-        coro._state = _READY
-        coro._gen, coro._stack = gen, stack
-        self.schedule(coro)
-
-    @staticmethod
-    def _back_to_caller(coro, stack, val, exc):
-        """A sub-generator ended: its caller goes on (with `val`, which is now
-        the coroutine's value, or `exc`); a hot swap that waited for the top
-        generator starts."""
-        gen = stack.pop()
-        if exc is None:
-            coro._value = val
-        if not stack and coro._pending_swap is not None and coro._swappable:
-            coro._gen = gen
-            coro._start_swap()
-        return gen
-
-    def _top_ended(self, coro, val, exc):
-        """The top generator ended with `val` or `exc`: the new generator of
-        a hot swap, or None once the coroutine has ended."""
-        new = coro._swap_target(exc) if exc is not None else None
+    def _unwind(self, coro, stack, val, exc):
+        """The innermost generator ended with `val` or `exc` (but the top one
+        with a value, the plain end): (the generator that goes on, its value,
+        its exception); its caller's with `val` or `exc`, or a hot swap's new
+        one. (None, None, None) once the coroutine has ended: terminated
+        (its callers closed), or by the exception."""
+        if exc is not None and coro._terminating and isinstance(exc, GeneratorExit):
+            self._close_stack(coro)
+            self.end(coro, coro._value, None)
+            return None, None, None
+        if stack:
+            gen = stack.pop()
+            if exc is None:
+                coro._value = val
+            if not stack and coro._pending_swap is not None and coro._swappable:
+                coro._gen = gen         # a hot swap that waited for the top generator
+                coro._start_swap()
+            return gen, val, exc
+        new = coro._swap_target(exc)
         if new is not None:
             coro._gen = new
-            return new
-        if exc is not None and coro._terminating and isinstance(exc, GeneratorExit):
-            exc = None
-        self.end(coro, coro._value if exc is not None else val, exc)
-        return None
+            return new, None, None
+        self.end(coro, coro._value, exc)
+        return None, None, None
 
     def _force_close(self, coro, gen):
         self._clear_wait(coro)
@@ -1326,8 +1310,7 @@ class _Driver:
         self._close_stack(coro)
         self.end(coro, coro._value, None)
 
-    @staticmethod
-    def _close_stack(coro):
+    def _close_stack(self, coro):
         """Close the generators that called the innermost one, innermost first."""
         for gen in reversed(coro._stack or ()):
             try:
@@ -1374,7 +1357,8 @@ class _Driver:
                 log.warning('uncaught exception in %s:\n%s', coro, text)
                 _note(exc, 'raised in %s:\n%s' % (coro, text[-_NOTE_LIMIT:]))
         self._rt._ended(coro)
-        coro._tell_end()
+        if coro._waiters or coro._monitors:
+            coro._tell_end()
 
 
 _NOTE_LIMIT = 8000      # characters of a traceback kept with its exception
