@@ -1277,11 +1277,11 @@ class _Driver:
         return exc
 
     def _unwind(self, coro, stack, val, exc):
-        """The innermost generator ended with `val` or `exc` (but the top one
-        with a value, the plain end): (the generator that goes on, its value,
-        its exception); its caller's with `val` or `exc`, or a hot swap's new
-        one. (None, None, None) once the coroutine has ended: terminated
-        (its callers closed), or by the exception."""
+        """The innermost generator ended with `val` or `exc` (any end but the
+        plain one, the top generator's value). Returns (the generator that
+        goes on, the value or exception it gets): a sub-generator's caller,
+        or a hot swap's new generator; (None, None, None) once the coroutine
+        has ended, by terminate() (its callers closed) or by `exc`."""
         if exc is not None and coro._terminating and isinstance(exc, GeneratorExit):
             self._close_stack(coro)
             self.end(coro, coro._value, None)
