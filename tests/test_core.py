@@ -400,6 +400,34 @@ def test_terminate_a_greenlet_style_coroutine_runs_its_finally():
     assert events == ['finally']
 
 
+
+def test_a_generator_that_goes_on_after_terminate_is_closed_with_its_callers(capsys):
+    events = []
+
+    def stubborn(coro):
+        try:
+            yield coro.receive()
+        except GeneratorExit:
+            events.append('caught')
+        try:
+            yield 'again'       # goes on: closed here, where it ignores GeneratorExit again
+        except GeneratorExit:
+            events.append('ignored')
+            yield 'still'
+
+    def outer(coro=None):
+        try:
+            yield 'last'
+            yield stubborn(coro)
+        finally:
+            events.append('outer finally')
+    o = asyncoro.Coro(outer)
+    wait_until(lambda: o._state == asyncoro.core._WAITING, 5, 'the coroutine waiting in receive')
+    assert o.terminate() == 0
+    assert o.value(timeout=5) == 'last' and not o.is_alive()
+    assert events == ['caught', 'ignored', 'outer finally']
+    assert '%s ignored terminate(); closed' % o in capsys.readouterr().out
+
 def test_monitor_receives_exit_value_and_exception():
     def ok(coro=None):
         yield coro.sleep(0.01)
