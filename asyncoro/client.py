@@ -76,6 +76,98 @@ def _dedent(text):
     return ''.join(line[indent:] for line in lines)
 
 
+def _check_arguments(pulse_interval, status_coro, node_setup, server_setup, disable_nodes,
+                     disable_servers, retry_lost):
+    """Raise DiscoroError, saying which and why, for a bad argument of
+    Computation (node_allocations: see _allocation_rules)."""
+    if isinstance(pulse_interval, bool) or not isinstance(pulse_interval, (int, float)) or \
+            not pulse_interval >= SMALLEST_PULSE_INTERVAL:
+        raise DiscoroError('pulse_interval must be a number of seconds, at least %s (each '
+                           'node keeps it within its own bounds, %s to %s by default), '
+                           'not %r' % (SMALLEST_PULSE_INTERVAL, MinPulseInterval,
+                                       MaxPulseInterval, pulse_interval))
+    if status_coro is not None and not isinstance(status_coro, Coro):
+        raise DiscoroError('status_coro must be a Coro, not %r' % (status_coro,))
+    for name, setup in (('node_setup', node_setup), ('server_setup', server_setup)):
+        if setup is not None and not inspect.isgeneratorfunction(setup):
+            raise DiscoroError('%s must be a generator function, not %r' % (name, setup))
+    if isinstance(retry_lost, bool) or not isinstance(retry_lost, int) or retry_lost < 0:
+        raise DiscoroError('retry_lost must be a number of retries (0 or more), not %r'
+                           % (retry_lost,))
+    if (disable_nodes or disable_servers) and status_coro is None:
+        raise DiscoroError('disable_nodes and disable_servers need a status_coro (to hear '
+                           'of the nodes and servers to enable)')
+
+
+def _allocation_rules(node_allocations):
+    """Computation's node_allocations as DiscoroNodeAllocate rules (a string
+    is one); DiscoroError for anything else."""
+    rules = []
+    for rule in node_allocations or []:
+        if isinstance(rule, str):
+            rule = DiscoroNodeAllocate(rule)
+        if not isinstance(rule, DiscoroNodeAllocate):
+            raise DiscoroError('node_allocations must be DiscoroNodeAllocate objects or '
+                               'strings, not %r' % (rule,))
+        rules.append(rule)
+    return rules
+
+
+def _gather(components):
+    """(code, files, names) of a computation's components: the source text
+    of its functions and classes (and of the classes of its objects), as one
+    program that compiles; the (path, folder) of its modules and files; the
+    names the source defines. DiscoroError for a component that cannot be
+    shipped."""
+    code, files, names = [], [], set()
+    for item in components:
+        if isinstance(item, (types.FunctionType, type)):
+            if item.__name__ not in names:
+                code.append(_dedent(_source(item, 'component')))
+                if isinstance(item, type):
+                    code.append(_tracked(item))
+                names.add(item.__name__)
+        elif isinstance(item, types.ModuleType):
+            path = getattr(item, '__file__', None) or ''
+            if not path.endswith('.py'):
+                raise DiscoroError('module component %r has no .py source' % item.__name__)
+            files.append(_component_file(path, os.path.join(*item.__name__.split('.')[:-1])
+                                         if '.' in item.__name__ else None))
+        elif isinstance(item, str):
+            if not os.path.isfile(item):
+                raise DiscoroError('file component %r does not exist' % item)
+            files.append(_component_file(item, None))
+        elif isinstance(item, (types.BuiltinFunctionType, functools.partial,
+                               types.MethodType)) or type(item).__module__ == 'builtins':
+            raise DiscoroError('component %r is not a function, class, module or file'
+                               % (item,))
+        else:
+            cls = type(item)
+            if cls.__name__ not in names:
+                code.append(_dedent(_source(cls, 'class of component')))
+                code.append(_tracked(cls))
+                names.add(cls.__name__)
+    code = '\n'.join(code)
+    try:
+        compile(code, '<computation components>', 'exec')
+    except SyntaxError as exc:
+        raise DiscoroError('components do not compile: %s' % exc) from exc
+    return code, files, names
+
+
+def _component_file(path, rel):
+    """(absolute path, the folder it goes to under the computation's folder
+    on the servers): `rel` given (a package module's), else the path's folder
+    relative to the working directory when it is under it, else the top."""
+    path = os.path.abspath(path)
+    if rel is None:
+        cwd = os.getcwd()
+        parent = os.path.dirname(path)
+        rel = os.path.relpath(parent, cwd) if os.path.commonpath([cwd, parent]) == cwd else ''
+        rel = '' if rel == '.' else rel
+    return (path, rel)
+
+
 class Computation:
     """A computation: code and files (`components`) to ship to servers, and
     the jobs run with them.
@@ -128,68 +220,12 @@ class Computation:
                  disable_servers=False, peers_communicate=False, retry_lost=0):
         if not isinstance(components, (list, tuple)):
             components = [components]
-        if isinstance(pulse_interval, bool) or not isinstance(pulse_interval, (int, float)) or \
-                not pulse_interval >= SMALLEST_PULSE_INTERVAL:
-            raise DiscoroError('pulse_interval must be a number of seconds, at least %s (each '
-                               'node keeps it within its own bounds, %s to %s by default), '
-                               'not %r' % (SMALLEST_PULSE_INTERVAL, MinPulseInterval,
-                                           MaxPulseInterval, pulse_interval))
-        allocations = []
-        for rule in node_allocations or []:
-            if isinstance(rule, str):
-                rule = DiscoroNodeAllocate(rule)
-            if not isinstance(rule, DiscoroNodeAllocate):
-                raise DiscoroError('node_allocations must be DiscoroNodeAllocate objects or '
-                                   'strings, not %r' % (rule,))
-            allocations.append(rule)
-        if status_coro is not None and not isinstance(status_coro, Coro):
-            raise DiscoroError('status_coro must be a Coro, not %r' % (status_coro,))
-        for name, setup in (('node_setup', node_setup), ('server_setup', server_setup)):
-            if setup is not None and not inspect.isgeneratorfunction(setup):
-                raise DiscoroError('%s must be a generator function, not %r' % (name, setup))
-        if isinstance(retry_lost, bool) or not isinstance(retry_lost, int) or retry_lost < 0:
-            raise DiscoroError('retry_lost must be a number of retries (0 or more), not %r'
-                               % (retry_lost,))
-        if (disable_nodes or disable_servers) and status_coro is None:
-            raise DiscoroError('disable_nodes and disable_servers need a status_coro (to hear '
-                               'of the nodes and servers to enable)')
-        code, files, names = [], [], set()
-        for item in list(components) + [s for s in (node_setup, server_setup) if s is not None]:
-            if isinstance(item, (types.FunctionType, type)):
-                if item.__name__ not in names:
-                    code.append(_dedent(_source(item, 'component')))
-                    if isinstance(item, type):
-                        code.append(_tracked(item))
-                    names.add(item.__name__)
-            elif isinstance(item, types.ModuleType):
-                path = getattr(item, '__file__', None) or ''
-                if not path.endswith('.py'):
-                    raise DiscoroError('module component %r has no .py source' % item.__name__)
-                files.append(self._file(path, os.path.join(*item.__name__.split('.')[:-1])
-                                        if '.' in item.__name__ else None))
-            elif isinstance(item, str):
-                if not os.path.isfile(item):
-                    raise DiscoroError('file component %r does not exist' % item)
-                files.append(self._file(item, None))
-            elif isinstance(item, (types.BuiltinFunctionType, functools.partial,
-                                   types.MethodType)) or type(item).__module__ == 'builtins':
-                raise DiscoroError('component %r is not a function, class, module or file'
-                                   % (item,))
-            else:
-                cls = type(item)
-                if cls.__name__ not in names:
-                    code.append(_dedent(_source(cls, 'class of component')))
-                    code.append(_tracked(cls))
-                    names.add(cls.__name__)
-        self._code = '\n'.join(code)
-        try:
-            compile(self._code, '<computation components>', 'exec')
-        except SyntaxError as exc:
-            raise DiscoroError('components do not compile: %s' % exc) from exc
-        self._names = names
-        self._files = files
+        _check_arguments(pulse_interval, status_coro, node_setup, server_setup, disable_nodes,
+                         disable_servers, retry_lost)
+        self._allocations = _allocation_rules(node_allocations)
+        setups = [setup for setup in (node_setup, server_setup) if setup is not None]
+        self._code, self._files, self._names = _gather(list(components) + setups)
         self._pulse_interval = pulse_interval
-        self._allocations = allocations
         self.status_coro = status_coro
         self._node_setup = node_setup.__name__ if node_setup else None
         self._server_setup = server_setup.__name__ if server_setup else None
@@ -203,16 +239,6 @@ class Computation:
         self.scheduler = None
         self._client = None
         self._closed = False
-
-    @staticmethod
-    def _file(path, rel):
-        path = os.path.abspath(path)
-        if rel is None:
-            cwd = os.getcwd()
-            parent = os.path.dirname(path)
-            rel = os.path.relpath(parent, cwd) if os.path.commonpath([cwd, parent]) == cwd else ''
-            rel = '' if rel == '.' else rel
-        return (path, rel)
 
     def _package(self):
         """What the scheduler (and through it the nodes) needs of this."""

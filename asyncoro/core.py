@@ -7,24 +7,30 @@ the shared `logger`, `MsgTimeout` (its one home), and the internals the
 layers above build on (`_INTERNALS`). The package's face (asyncoro) gives
 these with the channel, synchronisation, socket and serialization names.
 
-How it works:
+How it works: three objects. A `Coro` is the user's face of a coroutine and
+holds its state; the runtime's driver (`_Driver`) runs coroutines, moving
+that state; `AsynCoro` is the runtime: its thread, its tables (coroutines,
+names), its end.
 
 - The runtime runs a gevent hub in a thread of its own, so a main program may
   block in `input()`, `time.sleep()` or `Coro.value()` while coroutines run.
   Calls from other threads are queued (`AsynCoro._call_threadsafe`) and run in
   the hub thread in the order they were made.
-- Coroutines run on *worker* greenlets taken from a pool. A generator coroutine
-  that waits in `receive()`, `sleep()` or `finish()` parks: the generator stays
-  suspended at its `yield`, the worker goes back to the pool, and nothing but
-  the generator and this object is kept (a started greenlet costs ~6 KB on
-  CPython 3.11, a parked generator a few hundred bytes). Any other blocking
-  call (sockets, locks, pipes, network requests) simply blocks the worker, so
-  operations need not know whether they were called from a generator.
-- Ready coroutines wait in one FIFO (`AsynCoro._ready`) drained by a hub
-  callback; that batch is the scheduler.
-- The yield adapter (`Coro._drive`) sends each operation's result back into the
-  generator, runs a yielded generator object as a sub-coroutine, treats any
-  other yielded value as a cooperative switch, and turns `return v`,
+- Coroutines run on *worker* greenlets taken from the driver's pool. A
+  generator coroutine that waits in `receive()`, `sleep()` or `finish()`
+  parks: the generator stays suspended at its `yield`, the worker goes back
+  to the pool, and nothing but the generator and its Coro is kept (a started
+  greenlet costs ~6 KB on CPython 3.11, a parked generator a few hundred
+  bytes). Any other blocking call (sockets, locks, pipes, network requests)
+  simply blocks the worker, so operations need not know whether they were
+  called from a generator.
+- Ready coroutines wait in one FIFO (`_Driver._ready`) drained by a hub
+  callback; that batch is the scheduler. An operation that waits calls
+  `_Driver.wait`, and whatever ends the wait (a message, resume(), a timer,
+  another's end, a throw) calls `_Driver.wake`, which makes it ready.
+- The yield adapter (`_Driver._drive`) sends each operation's result back into
+  the generator, runs a yielded generator object as a sub-coroutine, treats
+  any other yielded value as a cooperative switch, and turns `return v`,
   `raise StopIteration(v)` and PEP 479's RuntimeError into the value.
 """
 
@@ -430,6 +436,7 @@ class Coro:
     _prefix = '~'
     _remote = False          # True for references to coroutines in other processes
     _start_daemon = False    # system coroutines (SysCoro) start as daemons
+    _registry_kind = 'coro'  # the names register, unregister and locate use (SysCoro's own)
 
     def __init__(self, *args, **kwargs):
         if args:
@@ -563,7 +570,7 @@ class Coro:
             mailbox = self._mailbox = collections.deque()
         mailbox.append(message)
         if self._wait is _RECV:
-            self._wake(_FROM_MAILBOX)
+            rt._driver.wake(self, _FROM_MAILBOX)
         return 0
 
     def _send_here(self, message):
@@ -607,7 +614,7 @@ class Coro:
             return mailbox.popleft()
         if timeout is not None and timeout <= 0:
             return alarm_value
-        return self._wait_for(_RECV, timeout, alarm_value, self._gen is not None)
+        return self._rt._driver.wait(self, _RECV, timeout, alarm_value, self._gen is not None)
 
     recv = receive
 
@@ -619,7 +626,7 @@ class Coro:
             return self._mailbox.popleft()
         if timeout is not None and timeout <= 0:
             return alarm_value
-        return self._wait_for(_RECV, timeout, alarm_value, False)
+        return self._rt._driver.wait(self, _RECV, timeout, alarm_value, False)
 
     def sleep(self, timeout=None, alarm_value=None):
         """Suspend this coroutine until `timeout` passes or resume() wakes it.
@@ -636,7 +643,7 @@ class Coro:
         self._check_self('sleep')
         if timeout is not None and timeout <= 0:
             return alarm_value
-        return self._wait_for(_SLEEP, timeout, alarm_value, self._gen is not None)
+        return self._rt._driver.wait(self, _SLEEP, timeout, alarm_value, self._gen is not None)
 
     suspend = sleep
 
@@ -656,7 +663,7 @@ class Coro:
             self._rt._call_threadsafe(self.resume, update)
             return 0
         if self._wait is _SLEEP:
-            self._wake(update)
+            self._rt._driver.wake(self, update)
         else:
             log.warning('resume of %s ignored: it is not sleeping', self)
         return 0
@@ -681,7 +688,7 @@ class Coro:
         if self._state == _DONE:
             log.warning('throw to %s ignored: it has finished', self)
             return -1
-        self._rt._run_here(self._interrupt, exc)
+        self._rt._run_here(self._rt._driver.interrupt, self, exc)
         return 0
 
     def terminate(self):
@@ -706,7 +713,7 @@ class Coro:
         if self._state == _DONE or self._terminating:
             return
         self._terminating = True
-        self._interrupt(GeneratorExit())
+        self._rt._driver.interrupt(self, GeneratorExit())
 
     def value(self, timeout=None):
         """Wait until this coroutine ends and return its value (for threads).
@@ -772,7 +779,7 @@ class Coro:
         if self._waiters is None:
             self._waiters = []
         self._waiters.append((me, me._wait_seq + 1))
-        return me._wait_for(_FINISH, timeout, None, may_park)
+        return me._rt._driver.wait(me, _FINISH, timeout, None, may_park)
 
     def _add_waiter(self, waiter):
         if self._state == _DONE:
@@ -863,7 +870,8 @@ class Coro:
         The registration lasts until :meth:`unregister` or the coroutine's
         end.
         """
-        return self._rt._run_here(self._rt._register, 'coro', name or self._name, self)
+        rt = self._rt
+        return rt._run_here(rt._register, self._registry_kind, name or self._name, self)
 
     def unregister(self, name=None):
         """Withdraw this coroutine's registration under `name`.
@@ -871,7 +879,8 @@ class Coro:
         :param name: the name; None: the coroutine's own name.
         :returns: 0; -1 if this coroutine is not registered under it.
         """
-        return self._rt._run_here(self._rt._unregister, 'coro', name or self._name, self)
+        rt = self._rt
+        return rt._run_here(rt._unregister, self._registry_kind, name or self._name, self)
 
     @classmethod
     def locate(cls, name, location=None, timeout=None):
@@ -891,8 +900,6 @@ class Coro:
         """
         rt = _runtime()
         return rt._run_here(rt._locate, cls._registry_kind, name, location, timeout)
-
-    _registry_kind = 'coro'
 
     # ------------------------------------------------ hot swap
 
@@ -948,7 +955,16 @@ class Coro:
 
     def _start_swap(self):
         new, self._pending_swap = self._pending_swap, None
-        self._interrupt(HotSwapException(new))
+        self._rt._driver.interrupt(self, HotSwapException(new))
+
+    @staticmethod
+    def _swap_target(exc):
+        """The generator that takes over when `exc` ends this coroutine's top
+        generator: a HotSwapException's new one; else None."""
+        if isinstance(exc, HotSwapException) and exc.args and \
+                isinstance(exc.args[0], _GeneratorType):
+            return exc.args[0]
+        return None
 
     # ------------------------------------------------ internals (hub thread only)
 
@@ -958,242 +974,24 @@ class Coro:
                 '%s() of %s can only be called by that coroutine itself (called from %s)'
                 % (what, self, _current_coro() or 'outside any coroutine'))
 
-    def _wait_for(self, kind, timeout, alarm_value, may_park):
-        """Wait for `kind` (a message, a resume, another's end). A generator
-        coroutine that yields the result at once may park (returns _PARK);
-        otherwise the worker blocks and the result is returned."""
-        if self._pending_exc is not None:    # thrown at itself while running
-            exc, self._pending_exc = self._pending_exc, None
-            raise exc
-        self._wait = kind
-        self._wait_seq += 1
-        self._alarm = alarm_value
-        self._state = _WAITING
-        if timeout is not None:
-            timer = self._timer = self._rt._loop.timer(timeout)
-            timer.start(self._timed_out, self._wait_seq)
-        if may_park:
-            return _PARK
-        self._rt._hub.switch()    # until _run_ready switches back to this worker
-        return self._take_resume()
-
-    def _timed_out(self, seq):
-        if self._wait_seq == seq and self._wait is not None:
-            self._wake(self._alarm)
-
-    def _clear_wait(self):
-        self._wait = None
-        timer = self._timer
-        if timer is not None:
-            self._timer = None
-            timer.close()
-
-    def _wake(self, value):
-        """Make a waiting coroutine ready; `value` is what its wait returns.
-        (_clear_wait and AsynCoro._schedule, inline: every message that a
-        coroutine waits for comes this way.)"""
-        self._wait = None
-        timer = self._timer
-        if timer is not None:
-            self._timer = None
-            timer.close()
-        self._resume_val = value
-        self._state = _READY
-        rt = self._rt
-        rt._ready.append(self)
-        if not rt._ready_pending:
-            rt._ready_pending = True
-            rt._loop.run_callback(rt._run_ready)
-
-    def _take_resume(self):
-        self._state = _RUNNING
-        exc = self._pending_exc
-        if exc is not None:
-            self._pending_exc = None
-            raise exc
-        value = self._resume_val
-        self._resume_val = None
-        if value is _FROM_MAILBOX:
-            value = self._mailbox.popleft()
-        return value
-
-    def _interrupt(self, exc):
-        """Deliver `exc` where the coroutine is blocked or at its next switch."""
-        state = self._state
-        if state == _DONE:
-            return
-        self._pending_exc = exc
-        if state == _WAITING:
-            self._wake(None)
-        elif state == _RUNNING and _getcurrent() is not self._worker:
-            # blocked in some other gevent wait (a socket, a lock): throw it in
-            # from the hub, which is where that wait switched to
-            self._rt._loop.run_callback(self._throw_in, exc)
-
-    def _throw_in(self, exc):
-        if self._pending_exc is exc and self._state == _RUNNING and self._worker is not None:
-            self._pending_exc = None
-            self._worker.throw(exc)
-
-    def _drive(self):
-        """Run this coroutine in the current worker until it parks or ends."""
-        if self._gen is None:
-            self._run_function()
-            return
-        gen = self._gen
-        stack = self._stack
-        exc = None
-        streak = 0
-        try:
-            val = self._value = self._take_resume()
-        except (Exception, GeneratorExit) as e:   # a throw/terminate delivered on resume
-            val, exc = None, e
-        while True:
-            try:
-                if exc is None:
-                    yielded = gen.send(val)
-                else:
-                    thrown, exc = exc, None
-                    yielded = gen.throw(thrown)
-            except StopIteration as e:
-                val = _stop_value(e, self._value)
-            except RuntimeError as e:
-                cause = e.__cause__
-                if isinstance(cause, StopIteration) and 'StopIteration' in str(e):
-                    val = _stop_value(cause, self._value)     # PEP 479
-                else:
-                    exc = e
-            except GeneratorExit as e:
-                if self._terminating:
-                    self._close_stack(gen)
-                    self._end(self._value, None)
-                    return
-                exc = e
-            except HotSwapException as e:
-                if stack or not isinstance(e.args[0] if e.args else None, _GeneratorType):
-                    exc = e
-                else:
-                    gen = self._gen = e.args[0]
-                    val = None
-                    continue
-            except Exception as e:     # the coroutine's own error: to its caller or its end
-                exc = e
-            else:
-                if self._fast:
-                    # an operation's result coming straight back: no switch
-                    self._fast = False
-                    streak += 1
-                    if (streak < _FAST_STREAK and self._pending_exc is None and
-                            yielded is not _PARK and type(yielded) is not _GeneratorType):
-                        self._value = val = yielded
-                        continue
-                    streak = 0
-                if self._terminating and self._pending_exc is None:
-                    # it caught the GeneratorExit of terminate() and went on
-                    self._force_close(gen)
-                    return
-                if self._pending_exc is not None:     # thrown at itself while running
-                    self._clear_wait()
-                    self._state = _RUNNING
-                    exc, self._pending_exc = self._pending_exc, None
-                    val = None
-                    continue
-                if yielded is _PARK:
-                    self._gen, self._stack = gen, stack
-                    return
-                if type(yielded) is _GeneratorType:
-                    if stack is None:
-                        stack = self._stack = []
-                    stack.append(gen)
-                    gen = yielded
-                    val = None
-                    continue
-                # any other value: a cooperative switch; it comes back as is
-                self._value = yielded
-                self._resume_val = yielded
-                self._state = _READY
-                self._gen, self._stack = gen, stack
-                self._rt._schedule(self)
-                return
-            # the innermost generator ended, with value `val` or exception `exc`
-            if stack:
-                gen = stack.pop()
-                if exc is None:
-                    self._value = val
-                if not stack and self._pending_swap is not None and self._swappable:
-                    self._gen = gen
-                    self._start_swap()
-                continue
-            if exc is not None and self._terminating and isinstance(exc, GeneratorExit):
-                exc = None
-            self._end(self._value if exc is not None else val, exc)
-            return
-
-    def _force_close(self, gen):
-        self._clear_wait()
-        try:
-            gen.close()
-        except RuntimeError:    # it ignores GeneratorExit; it is dropped all the same
-            log.warning('%s ignored terminate(); closed', self)
-        self._close_stack(gen)
-        self._end(self._value, None)
-
-    def _close_stack(self, innermost):
-        for gen in reversed(self._stack or ()):
-            try:
-                gen.close()
-            except Exception:      # a finally block that fails while closing
-                log.warning('closing %s of %s failed', gen, self, exc_info=True)
-
-    def _run_function(self):
-        args, kwargs = self._args
-        self._args = None
-        try:
-            self._take_resume()
-            value = self._target(*args, **kwargs)
-            if type(value) is _GeneratorType:
-                # a function that returns a generator (a decorated generator
-                # function, say): drive that generator from here on
-                self._gen, self._target = value, None
-                self._drive()
-                return
-        except (GeneratorExit, greenlet.GreenletExit) as e:
-            if self._terminating:
-                self._end(None, None)
-            else:
-                self._end(None, e)
-        except Exception as e:     # the edge of a greenlet-style coroutine
-            self._end(None, e)
-        else:
-            self._end(value, None)
-
     def _end_info(self):
         if self._exception is None:
             return (StopIteration, self._value)
         return (type(self._exception), self._exception)
 
-    def _end(self, value, exc):
-        self._state = _DONE
-        self._wait = None
-        self._gen = self._stack = self._target = None
-        self._pending_swap = None
-        if exc is None:
-            self._value = value
-        else:
-            self._exception = exc
-            if not isinstance(exc, GeneratorExit):
-                text = ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-                log.warning('uncaught exception in %s:\n%s', self, text)
-                _note(exc, 'raised in %s:\n%s' % (self, text[-_NOTE_LIMIT:]))
-        self._rt._ended(self)
+    def _tell_end(self):
+        """Tell whoever waits for this coroutine's end, which has come (the
+        driver calls it last, if anyone waits): finish() and value() callers
+        get its value, monitors a MonitorException."""
         waiters = self._waiters
         if waiters:
             self._waiters = None
+            wake = self._rt._driver.wake
             for waiter in waiters:
                 if isinstance(waiter, tuple):         # a coroutine in finish()
                     coro, seq = waiter
                     if coro._wait is _FINISH and coro._wait_seq == seq:
-                        coro._wake(self._value)
+                        wake(coro, self._value)
                 elif isinstance(waiter, gevent.event.Event):   # a greenlet in finish()
                     waiter.set()
                 else:                                 # a thread in value()
@@ -1208,6 +1006,359 @@ class Coro:
 
 plain_type(Coro)        # it pickles as a reference (see __reduce__)
 plain_type(MonitorException, lambda exc: exc.args)     # (class, args): plain if its args are
+
+
+# ---------------------------------------------------------------- the driver
+
+class _Driver:
+    """What runs the coroutines of runtime `rt` in its hub `hub`: the ready
+    queue, the worker greenlets, waiting and waking, the yield adapter and
+    the end. One per runtime, made in the hub thread; every method runs there.
+
+    A Coro is the user's face of a coroutine and holds its state; the driver
+    moves that state, as trio's runner moves its tasks. Coro's operations
+    call `wait`, `wake` and `interrupt`; the runtime calls `schedule` for a
+    coroutine it starts, `run_after` and `close`; `end`, called only here,
+    tells the runtime and then the Coro (`_tell_end`) that a coroutine ended.
+    """
+
+    def __init__(self, rt, hub):
+        self._rt = rt           # told of each end (its _ended)
+        self._hub = hub
+        self._loop = hub.loop
+        self._ready = collections.deque()
+        self._ready_pending = False     # a _run_ready callback is queued (or running)
+        self._pool = []                 # idle workers
+
+    # ------------------------------------------------ scheduling
+
+    def schedule(self, coro):
+        """Queue a ready coroutine to run in the next batch."""
+        self._ready.append(coro)
+        if not self._ready_pending:
+            self._ready_pending = True
+            self._loop.run_callback(self._run_ready)
+
+    def _run_ready(self):
+        """Run the coroutines that were ready when this batch began (later
+        ones wait for the next batch, so I/O is polled in between)."""
+        ready = self._ready
+        pool = self._pool
+        for _ in range(len(ready)):
+            coro = ready.popleft()
+            if coro._state != _READY:
+                continue
+            worker = coro._worker
+            if worker is not None:
+                worker.switch()             # back into wait()'s hub.switch()
+            else:
+                worker = pool.pop() if pool else _Worker(self._worker_main, parent=self._hub)
+                worker.switch(coro)
+        self._ready_pending = False
+        if ready:
+            self._ready_pending = True
+            self._loop.run_callback(self._run_ready)
+
+    def run_after(self, func, *args):
+        """Call func(*args), a hub callback that may make coroutines ready (a
+        connection's reading), then run those coroutines at once, in this
+        turn of the hub, instead of at its next one."""
+        if self._ready_pending:         # a batch is queued already: they join it
+            func(*args)
+            return
+        self._ready_pending = True      # so that schedule queues no batch meanwhile
+        done = False
+        try:
+            func(*args)
+            done = True
+        finally:
+            if not self._ready:
+                self._ready_pending = False
+            elif done:
+                self._run_ready()
+            else:
+                self._loop.run_callback(self._run_ready)
+
+    def _worker_main(self, coro):
+        worker = _getcurrent()
+        pool = self._pool
+        hub = self._hub
+        while True:
+            worker.coro = coro
+            coro._worker = worker
+            try:        # each makes it RUNNING as it takes what the coroutine resumes with
+                if coro._gen is None:
+                    self._run_function(coro)
+                else:
+                    self._drive(coro)
+            except Exception as exc:    # our bug: end the coroutine, keep the hub alive
+                log.error('internal error running %s', coro, exc_info=True)
+                if coro._state != _DONE:
+                    self.end(coro, None, exc)
+            finally:
+                coro._worker = None
+                worker.coro = None
+            if len(pool) >= _MAX_IDLE_WORKERS:
+                return
+            pool.append(worker)
+            coro = hub.switch()
+
+    def close(self):
+        """End the idle workers; called by the hub greenlet as the runtime's
+        thread ends."""
+        here = _getcurrent()
+        for worker in self._pool:
+            worker.parent = here       # so that its end comes back here, not to the hub
+            worker.throw(greenlet.GreenletExit)
+        self._pool = []
+
+    # ------------------------------------------------ waiting and waking
+
+    def wait(self, coro, kind, timeout, alarm_value, may_park):
+        """Make the running `coro` wait for `kind` (a message, a resume,
+        another's end), at most `timeout` seconds (then the wait returns
+        `alarm_value`). A generator coroutine that yields the result at once
+        may park (returns _PARK); otherwise the worker blocks and the wait's
+        result is returned."""
+        if coro._pending_exc is not None:    # thrown at itself while running
+            exc, coro._pending_exc = coro._pending_exc, None
+            raise exc
+        coro._wait = kind
+        coro._wait_seq += 1
+        coro._alarm = alarm_value
+        coro._state = _WAITING
+        if timeout is not None:
+            timer = coro._timer = self._loop.timer(timeout)
+            timer.start(self._timed_out, coro, coro._wait_seq)
+        if may_park:
+            return _PARK
+        self._hub.switch()    # until _run_ready switches back to this worker
+        return self._take_resume(coro)
+
+    def _timed_out(self, coro, seq):
+        if coro._wait_seq == seq and coro._wait is not None:
+            self.wake(coro, coro._alarm)
+
+    def _clear_wait(self, coro):
+        coro._wait = None
+        timer = coro._timer
+        if timer is not None:
+            coro._timer = None
+            timer.close()
+
+    def wake(self, coro, value):
+        """Make a waiting coroutine ready; `value` is what its wait returns.
+        (_clear_wait and schedule, inline: every message that a coroutine
+        waits for comes this way.)"""
+        coro._wait = None
+        timer = coro._timer
+        if timer is not None:
+            coro._timer = None
+            timer.close()
+        coro._resume_val = value
+        coro._state = _READY
+        self._ready.append(coro)
+        if not self._ready_pending:
+            self._ready_pending = True
+            self._loop.run_callback(self._run_ready)
+
+    def _take_resume(self, coro):
+        """What the coroutine's wait returns, as it runs again; or the
+        exception delivered meanwhile, raised."""
+        coro._state = _RUNNING
+        exc = coro._pending_exc
+        if exc is not None:
+            coro._pending_exc = None
+            raise exc
+        value = coro._resume_val
+        coro._resume_val = None
+        if value is _FROM_MAILBOX:
+            value = coro._mailbox.popleft()
+        return value
+
+    def interrupt(self, coro, exc):
+        """Deliver `exc` where the coroutine is blocked or at its next switch."""
+        state = coro._state
+        if state == _DONE:
+            return
+        coro._pending_exc = exc
+        if state == _WAITING:
+            self.wake(coro, None)
+        elif state == _RUNNING and _getcurrent() is not coro._worker:
+            # blocked in some other gevent wait (a socket, a lock): throw it in
+            # from the hub, which is where that wait switched to
+            self._loop.run_callback(self._throw_in, coro, exc)
+
+    def _throw_in(self, coro, exc):
+        if coro._pending_exc is exc and coro._state == _RUNNING and coro._worker is not None:
+            coro._pending_exc = None
+            coro._worker.throw(exc)
+
+    # ------------------------------------------------ the yield adapter
+
+    def _drive(self, coro):
+        """Run a generator coroutine in this worker until it parks or ends."""
+        gen, stack = coro._gen, coro._stack
+        exc, streak = None, 0
+        try:
+            val = coro._value = self._take_resume(coro)
+        except (Exception, GeneratorExit) as e:   # a throw/terminate delivered on resume
+            val, exc = None, e
+        while True:
+            try:
+                if exc is None:
+                    yielded = gen.send(val)
+                else:
+                    thrown, exc = exc, None
+                    yielded = gen.throw(thrown)
+            except StopIteration as e:
+                val = _stop_value(e, coro._value)
+            except (Exception, GeneratorExit) as e:     # to its caller, or its end
+                val, exc = self._raised(coro, e)
+            else:
+                if coro._fast:
+                    # an operation's result coming straight back: no switch
+                    coro._fast = False
+                    streak += 1
+                    if (streak < _FAST_STREAK and coro._pending_exc is None and
+                            yielded is not _PARK and type(yielded) is not _GeneratorType):
+                        coro._value = val = yielded
+                        continue
+                    streak = 0
+                if coro._pending_exc is not None or coro._terminating:
+                    exc, val = self._interrupted(coro, gen), None
+                    if exc is None:     # closed: it went on after terminate()
+                        return
+                    continue
+                if yielded is _PARK:
+                    coro._gen, coro._stack = gen, stack
+                    return
+                if type(yielded) is _GeneratorType:     # a sub-coroutine
+                    if stack is None:
+                        stack = coro._stack = []
+                    stack.append(gen)
+                    gen, val = yielded, None
+                    continue
+                # any other value: a cooperative switch; it comes back as is
+                coro._value = coro._resume_val = yielded
+                coro._state = _READY
+                coro._gen, coro._stack = gen, stack
+                self.schedule(coro)
+                return
+            # the innermost generator ended, with value `val` or exception `exc`
+            if exc is None and not stack:
+                self.end(coro, val, None)
+                return
+            gen, val, exc = self._unwind(coro, stack, val, exc)
+            if gen is None:     # it has ended
+                return
+
+    def _raised(self, coro, exc):
+        """(value, exception) of a generator that raised `exc`: PEP 479's
+        RuntimeError, from a StopIteration, is the value that carried."""
+        if isinstance(exc, RuntimeError):
+            cause = exc.__cause__
+            if isinstance(cause, StopIteration) and 'StopIteration' in str(exc):
+                return _stop_value(cause, coro._value), None
+        return None, exc
+
+    def _interrupted(self, coro, gen):
+        """A coroutine that yielded has an exception thrown at it while it
+        ran (a wait it started meanwhile is dropped): that exception, to
+        throw into its generator. Or it caught terminate()'s GeneratorExit
+        and went on: closed, ended; None."""
+        exc = coro._pending_exc
+        if exc is None:
+            self._force_close(coro, gen)
+            return None
+        self._clear_wait(coro)
+        coro._state = _RUNNING
+        coro._pending_exc = None
+        return exc
+
+    def _unwind(self, coro, stack, val, exc):
+        """The innermost generator ended with `val` or `exc` (any end but the
+        plain one, the top generator's value). Returns (the generator that
+        goes on, the value or exception it gets): a sub-generator's caller,
+        or a hot swap's new generator; (None, None, None) once the coroutine
+        has ended, by terminate() (its callers closed) or by `exc`."""
+        if exc is not None and coro._terminating and isinstance(exc, GeneratorExit):
+            self._close_stack(coro)
+            self.end(coro, coro._value, None)
+            return None, None, None
+        if stack:
+            gen = stack.pop()
+            if exc is None:
+                coro._value = val
+            if not stack and coro._pending_swap is not None and coro._swappable:
+                coro._gen = gen         # a hot swap that waited for the top generator
+                coro._start_swap()
+            return gen, val, exc
+        new = coro._swap_target(exc)
+        if new is not None:
+            coro._gen = new
+            return new, None, None
+        self.end(coro, coro._value, exc)
+        return None, None, None
+
+    def _force_close(self, coro, gen):
+        self._clear_wait(coro)
+        try:
+            gen.close()
+        except RuntimeError:    # it ignores GeneratorExit; it is dropped all the same
+            log.warning('%s ignored terminate(); closed', coro)
+        self._close_stack(coro)
+        self.end(coro, coro._value, None)
+
+    def _close_stack(self, coro):
+        """Close the generators that called the innermost one, innermost first."""
+        for gen in reversed(coro._stack or ()):
+            try:
+                gen.close()
+            except Exception:      # a finally block that fails while closing
+                log.warning('closing %s of %s failed', gen, coro, exc_info=True)
+
+    def _run_function(self, coro):
+        """Run a greenlet-style coroutine's function to its end."""
+        args, kwargs = coro._args
+        coro._args = None
+        try:
+            self._take_resume(coro)
+            value = coro._target(*args, **kwargs)
+            if type(value) is _GeneratorType:
+                # a function that returns a generator (a decorated generator
+                # function, say): drive that generator from here on
+                coro._gen, coro._target = value, None
+                self._drive(coro)
+                return
+        except (GeneratorExit, greenlet.GreenletExit) as e:
+            self.end(coro, None, None if coro._terminating else e)
+        except Exception as e:     # the edge of a greenlet-style coroutine
+            self.end(coro, None, e)
+        else:
+            self.end(coro, value, None)
+
+    # ------------------------------------------------ the end
+
+    def end(self, coro, value, exc):
+        """The coroutine ends with `value`, or dies of `exc`: it is done, an
+        exception (but GeneratorExit) is logged and keeps its traceback
+        text, the runtime forgets it, and whoever waits for its end is told."""
+        coro._state = _DONE
+        coro._wait = None
+        coro._gen = coro._stack = coro._target = None
+        coro._pending_swap = None
+        if exc is None:
+            coro._value = value
+        else:
+            coro._exception = exc
+            if not isinstance(exc, GeneratorExit):
+                text = ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                log.warning('uncaught exception in %s:\n%s', coro, text)
+                _note(exc, 'raised in %s:\n%s' % (coro, text[-_NOTE_LIMIT:]))
+        self._rt._ended(coro)
+        if coro._waiters or coro._monitors:
+            coro._tell_end()
 
 
 _NOTE_LIMIT = 8000      # characters of a traceback kept with its exception
@@ -1342,9 +1493,7 @@ class AsynCoro(metaclass=Singleton):
         if _NO_RUNTIME[0]:
             raise AsyncoroError('no runtime may start in this process: %s' % _NO_RUNTIME[0])
         self._name = kwargs.get('name') or 'asyncoro'
-        self._ready = collections.deque()
-        self._ready_pending = False
-        self._pool = []
+        self._driver = None     # runs the coroutines; made in the hub thread
         self._xq = collections.deque()     # calls from other threads
         self._xq_signalled = False
         self._nondaemon = 0
@@ -1416,6 +1565,7 @@ class AsynCoro(metaclass=Singleton):
         hub = self._hub = gevent.get_hub()
         self._loop = hub.loop
         self._tid = _get_ident()
+        self._driver = _Driver(self, hub)
         self._wakeup = self._loop.async_()
         self._wakeup.start(self._drain_foreign)
         self._stopped = gevent.event.Event()
@@ -1424,11 +1574,7 @@ class AsynCoro(metaclass=Singleton):
             self._stopped.wait()
         finally:
             self._wakeup.close()
-            here = _getcurrent()
-            for worker in self._pool:
-                worker.parent = here       # so that its end comes back here, not to the hub
-                worker.throw(greenlet.GreenletExit)
-            self._pool = []
+            self._driver.close()
             log.debug('runtime thread ends')
             self._thread_ended.release()
 
@@ -1483,75 +1629,13 @@ class AsynCoro(metaclass=Singleton):
         if not coro._daemon:
             self._nondaemon += 1
         coro._state = _READY
-        self._schedule(coro)
-
-    def _schedule(self, coro):
-        self._ready.append(coro)
-        if not self._ready_pending:
-            self._ready_pending = True
-            self._loop.run_callback(self._run_ready)
-
-    def _run_ready(self):
-        """Run the coroutines that were ready when this batch began (later
-        ones wait for the next batch, so I/O is polled in between)."""
-        ready = self._ready
-        pool = self._pool
-        for _ in range(len(ready)):
-            coro = ready.popleft()
-            if coro._state != _READY:
-                continue
-            worker = coro._worker
-            if worker is not None:
-                worker.switch()             # back into _wait_for's hub.switch()
-            else:
-                worker = pool.pop() if pool else _Worker(self._worker_main, parent=self._hub)
-                worker.switch(coro)
-        self._ready_pending = False
-        if ready:
-            self._ready_pending = True
-            self._loop.run_callback(self._run_ready)
+        self._driver.schedule(coro)
 
     def _run_after(self, func, *args):
         """Call func(*args), a hub callback that may make coroutines ready (a
-        connection's reading), then run those coroutines at once, in this
-        turn of the hub, instead of at its next one."""
-        if self._ready_pending:         # a batch is queued already: they join it
-            func(*args)
-            return
-        self._ready_pending = True      # so that _schedule queues no batch meanwhile
-        done = False
-        try:
-            func(*args)
-            done = True
-        finally:
-            if not self._ready:
-                self._ready_pending = False
-            elif done:
-                self._run_ready()
-            else:
-                self._loop.run_callback(self._run_ready)
-
-    def _worker_main(self, coro):
-        worker = _getcurrent()
-        pool = self._pool
-        hub = self._hub
-        while True:
-            worker.coro = coro
-            coro._worker = worker
-            coro._state = _RUNNING
-            try:
-                coro._drive()
-            except Exception as exc:    # our bug: end the coroutine, keep the hub alive
-                log.error('internal error running %s', coro, exc_info=True)
-                if coro._state != _DONE:
-                    coro._end(None, exc)
-            finally:
-                coro._worker = None
-                worker.coro = None
-            if len(pool) >= _MAX_IDLE_WORKERS:
-                return
-            pool.append(worker)
-            coro = hub.switch()
+        connection's reading), and run them in this turn of the hub (see
+        Driver.run_after)."""
+        self._driver.run_after(func, *args)
 
     def _ended(self, coro):
         self._coros.pop(coro._id, None)

@@ -89,6 +89,15 @@ def _parser():
     add('-c', '--cpus', type=int, default=0,
         help='how many server processes to run: n > 0 that many (more than the CPUs is '
         'allowed), n < 0 all CPUs but n (default 0: one per CPU)')
+    _add_address_options(add)
+    add_runtime_options(add)
+    _add_service_options(add)
+    _add_start_options(add)
+    return parser
+
+
+def _add_address_options(add):
+    """Where the node listens, what it announces, and its name."""
     add('-i', '--ip_addr', type=host, default=None,
         help='the address (or host name) to listen on and announce (default: '
         '$ASYNCORO_NODE, else the first interface with a broadcast address)')
@@ -109,7 +118,10 @@ def _parser():
     add('-n', '--name', default=None,
         help="the node's name, as schedulers and the monitor show it (default: this "
         "machine's host name)")
-    add_runtime_options(add)
+
+
+def _add_service_options(add):
+    """How the node serves computations: pulses, idle ends, its service window."""
     add('--min_pulse_interval', type=seconds, default=MinPulseInterval,
         help='the shortest pulse interval it keeps, whatever a computation asks '
         '(default %(default)g seconds; at least 1)')
@@ -133,6 +145,11 @@ def _parser():
         'never)')
     add('--service_end', default=None, metavar='HH:MM',
         help='at this time of day, running jobs are killed (default: never)')
+
+
+def _add_start_options(add):
+    """How the program starts: servers left over, peers to call, standard
+    input, its configuration file, logging."""
     add('--clean', action='store_true',
         help='kill servers left running by an earlier run of a node in this folder (their '
         'PID files say which); without it the node refuses to start over them')
@@ -149,7 +166,6 @@ def _parser():
         help='read the options from FILE (made by --save_config); options on the command '
         'line win')
     add('-d', '--debug', action='store_true', help='log at DEBUG level: every message')
-    return parser
 
 
 # options that belong to one node, never saved for the others

@@ -264,13 +264,7 @@ class SysCoro(Coro):
     __slots__ = ()
     _prefix = '!'
     _start_daemon = True
-    _registry_kind = 'syscoro'
-
-    def register(self, name=None):
-        return self._rt._run_here(self._rt._register, 'syscoro', name or self._name, self)
-
-    def unregister(self, name=None):
-        return self._rt._run_here(self._rt._unregister, 'syscoro', name or self._name, self)
+    _registry_kind = 'syscoro'     # register, unregister and locate use it
 
 
 netio.plain_type(SysCoro)

@@ -400,6 +400,34 @@ def test_terminate_a_greenlet_style_coroutine_runs_its_finally():
     assert events == ['finally']
 
 
+
+def test_a_generator_that_goes_on_after_terminate_is_closed_with_its_callers(capsys):
+    events = []
+
+    def stubborn(coro):
+        try:
+            yield coro.receive()
+        except GeneratorExit:
+            events.append('caught')
+        try:
+            yield 'again'       # goes on: closed here, where it ignores GeneratorExit again
+        except GeneratorExit:
+            events.append('ignored')
+            yield 'still'
+
+    def outer(coro=None):
+        try:
+            yield 'last'
+            yield stubborn(coro)
+        finally:
+            events.append('outer finally')
+    o = asyncoro.Coro(outer)
+    wait_until(lambda: o._state == asyncoro.core._WAITING, 5, 'the coroutine waiting in receive')
+    assert o.terminate() == 0
+    assert o.value(timeout=5) == 'last' and not o.is_alive()
+    assert events == ['caught', 'ignored', 'outer finally']
+    assert '%s ignored terminate(); closed' % o in capsys.readouterr().out
+
 def test_monitor_receives_exit_value_and_exception():
     def ok(coro=None):
         yield coro.sleep(0.01)
@@ -506,6 +534,56 @@ def test_register_and_locate():
     asyncoro.Coro(server)
     assert run_coro(client) == (-1, 'hi', None)
 
+class _KindCoro(asyncoro.Coro):
+    """A Coro class with names of its own, as SysCoro has."""
+    __slots__ = ()
+    _registry_kind = 'core-test-kind'
+
+
+def test_a_coro_class_registers_under_its_own_kind():
+    def holder(coro=None):
+        yield coro.receive()
+
+    def check(c, coro=None):
+        registered = c.register('core-test-kind-name')
+        as_coro = yield asyncoro.Coro.locate('core-test-kind-name', timeout=0)
+        as_kind = yield _KindCoro.locate('core-test-kind-name', timeout=0)
+        withdrawn = c.unregister('core-test-kind-name')
+        after = yield _KindCoro.locate('core-test-kind-name', timeout=0)
+        c.send('end')
+        return registered, as_coro, as_kind is c, withdrawn, after
+    c = _KindCoro(holder)
+    assert run_coro(check, c) == (0, None, True, 0, None)
+
+
+
+
+def test_hand_messages_gives_what_is_sent_to_the_handler_at_once_and_in_order():
+    # a library service's coroutine: its messages go to a handler where they
+    # are sent (from another thread, as the send is handed over), and the
+    # coroutine itself waits on and ends as any other
+    from asyncoro.core import _hand_messages
+    taken = []
+
+    def service(coro=None):
+        msg = yield coro.receive()
+        return msg
+
+    s = asyncoro.Coro(service)
+
+    def in_the_hub(coro=None):
+        _hand_messages(s, taken.append)
+        s.send(1)
+        s.send(2)
+        return list(taken)
+        yield
+    assert run_coro(in_the_hub) == [1, 2]
+    for n in range(3, 6):
+        assert s.send(n) == 0
+    wait_until(lambda: taken == [1, 2, 3, 4, 5], 5, 'messages 3-5 handed over in order')
+    assert s.is_alive()
+    s.terminate()
+    assert s.value(timeout=5) is None and not s.is_alive()
 
 def test_name_repr_location_and_equality():
     def my_coro(coro=None):
