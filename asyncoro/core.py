@@ -81,6 +81,28 @@ _INTERNALS = (
     '_stop_value',          # a generator's value from its StopIteration
 )
 
+# The runtime's and coroutine's hooks: the private attributes of their objects
+# that the package's other modules may use (checked by tests/test_structure.py,
+# with the standard library's few: a namedtuple's _replace, argparse's _actions).
+_HOOKS = (
+    # the runtime (AsynCoro): its thread and the calls into it
+    '_tid',                 # the hub thread's id: is the caller in it?
+    '_run_here',            # run a call in the hub thread and wait for its value
+    '_call_threadsafe',     # queue a call for the hub thread from any thread
+    '_run_after',           # run a call at the hub's next turn
+    '_loop',                # the hub's event loop (the stall guard watches its turns)
+    '_stopping',            # the runtime is ending
+    '_drop_atexit',         # forget an exit hook
+    '_instance',            # the one runtime of the process (Singleton), or None
+    # the runtime's tables
+    '_register', '_unregister', '_locate',     # names of coroutines and channels
+    '_add_channel', '_channels',                # the process's channels
+    # a coroutine (Coro)
+    '_id',                  # its id in its runtime (with its name, its address there)
+    '_prefix',              # its class's mark in a name ('~' for Coro)
+    '_receive_blocking',    # receive for a coroutine that blocks (greenlet style)
+)
+
 MsgTimeout = 10         # its one home: asyncoro.disasyncoro and asyncoro.discoro show this one
 
 log = logging.getLogger('asyncoro')
@@ -1668,12 +1690,12 @@ class AsynCoro(metaclass=Singleton):
 
     def _add_channel(self, channel):
         """Put a new channel in the process table, unless a live one has its name."""
-        held = self._channels.get(channel._name)
-        if held is not None and not held._closed:
+        held = self._channels.get(channel.name)
+        if held is not None and not held.closed:
             log.warning('channel name %r is in use; the new channel is not put in the '
-                        'process table', channel._name)
+                        'process table', channel.name)
             return
-        self._channels[channel._name] = channel
+        self._channels[channel.name] = channel
 
     def _register(self, kind, name, obj):
         key = (kind, name)
