@@ -26,9 +26,10 @@ import time
 import pytest
 
 import asyncoro
-from conftest import (LOG_LINE, ROOT, Process, free_udp_port, read_line, reap,
+from conftest import (LOG_LINE, ROOT, Process, free_udp_port, reap,
                       unexpected_tracebacks, wait_until)
-from test_operations import TOLD_STATUS, finish, job_started, told_within
+from test_operations import TOLD_STATUS, finish, job_started, told_within, \
+    wait_for_line as wait_for
 
 IMAGE = os.environ.get('ASYNCORO_TEST_IMAGE', 'localhost/asyncoro:test')
 # a container's ulimits must not exceed the host's (podman's defaults do, on
@@ -182,14 +183,6 @@ def containers(engine, request):
             reap(made.followers, request)       # first: a loop starts no more containers
         finally:
             made.remove()
-
-
-def wait_for(proc, timeout, what, predicate):
-    deadline = time.monotonic() + timeout
-    while True:
-        line = read_line(proc, max(deadline - time.monotonic(), 0.01), what)
-        if predicate(line):
-            return line
 
 
 def node_argv(ports, *more):
