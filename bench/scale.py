@@ -1,4 +1,4 @@
-"""The scheduler at 8, 64 and 256 servers: jobs/s, CPU per job, spread.
+"""The scheduler at 8, 64 and 256 servers (--hollow: 8 to 8,192): jobs/s, CPU per job, spread.
 
 Run by hand: `python bench/scale.py [--sizes 8,64,256] [--per-node 8]
 [--jobs 2000]`. For each size it starts size/per-node discoronode processes,
