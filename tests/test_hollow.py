@@ -16,7 +16,9 @@ What is left out of the comparison, and why:
   place among the frames of the peer's connection is a matter of timing;
 - where a server's answer to the scheduler's probe (whether it is a node,
   asked as it comes online) falls: the probe and the server's own first
-  call cross, so the answer is put right after the server's introduction.
+  call cross, so the answer is put right after the server's introduction;
+- how many pulses a node sent in a row (one every pulse interval: how many
+  depends on how long the run took), which count as one.
 
 Real processes on 127.0.0.1 (nodes on 127.16.0.x), killed by PID.
 """
@@ -104,6 +106,8 @@ def normalised(received):
                 sent.insert(sent.index('info') + 1, probe)
         elif 'reply DiscoroNodeInfo' in sent:
             role = 'node'
+            sent = [what for i, what in enumerate(sent)
+                    if not (what == 'call scheduler.pulse' and sent[i - 1] == what)]
         else:
             role = 'other'
         found.append((role, sent))
