@@ -30,13 +30,15 @@ log = logging.getLogger(__name__)
 
 class Discovery:
     """Discovery for runtime `rt` (its location, name, key), which knows its
-    peers through `peers` (asyncoro.peers). `start()` binds the UDP port."""
+    peers through `peers` (asyncoro.peers). `start()` binds the UDP port (on
+    every address, unless `bind_addr` names one)."""
 
-    def __init__(self, rt, peers, key, node, udp_port):
+    def __init__(self, rt, peers, key, node, udp_port, bind_addr=''):
         self.rt = rt
         self.peers = peers
         self.node = node                # the bound address (whose network is pinged)
         self.udp_port = udp_port
+        self.bind_addr = bind_addr      # where its UDP socket listens ('': every address)
         self.ignoring = False           # pings from others are ignored (ignore_peers)
         self.closing = False
         self._key = key
@@ -47,7 +49,7 @@ class Discovery:
         """Bind the UDP port and listen (and `ping`: broadcast one now). A
         port that cannot be bound disables discovery, with a WARNING."""
         try:
-            self._udp = netio.udp_socket(self.udp_port)
+            self._udp = netio.udp_socket(self.udp_port, addr=self.bind_addr)
         except OSError as exc:
             log.warning('discovery disabled: cannot bind udp port %s: %s', self.udp_port, exc)
             return

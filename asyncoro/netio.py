@@ -1568,15 +1568,17 @@ def unverified_ping(datagram):
     return info if isinstance(info, dict) else None
 
 
-def udp_socket(port, broadcast=True):
-    """A UDP AsyncSocket on `port` that other runtimes on this host can share."""
+def udp_socket(port, broadcast=True, addr=''):
+    """A UDP AsyncSocket on `port` that other runtimes on this host can share
+    (on every address; or `addr` alone, which broadcasts never reach: a
+    hollow node of the benchmarks, one of many in a process)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if hasattr(socket, 'SO_REUSEPORT'):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     if broadcast:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-    sock.bind(('', port))
+    sock.bind((addr, port))
     return AsyncSocket(sock)
 
 

@@ -180,8 +180,16 @@ class NodeService(Service):
         """The node's DiscoroNodeInfo (its figures read in the thread pool:
         the calling greenlet waits)."""
         return DiscoroNodeInfo(self.options.name, self.rt.location.addr, self.options.cpus,
-                               platform.platform().lower(),
-                               in_thread(avail_info, self.rt.location, self.options.node_dir))
+                               platform.platform().lower(), self.availability())
+
+    # What a hollow node of the benchmarks (bench/hollow.py: no processes of its
+    # own, figures made up) does otherwise: availability, start_processes,
+    # kill_processes.
+
+    def availability(self):
+        """What this node has free now, a DiscoroNodeAvailInfo (read in the
+        thread pool: the calling greenlet waits)."""
+        return in_thread(avail_info, self.rt.location, self.options.node_dir)
 
     @answers(NODE_INFO)
     def describe(self):
@@ -249,7 +257,7 @@ class NodeService(Service):
             'client_location': client_location, 'server_setup_name': server_setup,
             'part': part, 'key': comp.key,
         }
-        command(self.zygote_cmd, START, spec)
+        self.start_processes(comp, spec)
         result = comp.setup_result.get()
         if result != 0:
             self._end_computation(comp, result, by_scheduler=True, refused=True)
@@ -270,6 +278,19 @@ class NodeService(Service):
         comp.answered = True
         spawn(self._pulse, comp)
         return 0
+
+    def start_processes(self, comp, spec):
+        """Have the zygote start the computation process of `spec` (it runs
+        node_setup, then forks the servers): its reports say how each fared."""
+        command(self.zygote_cmd, START, spec)
+
+    def kill_processes(self, comp):
+        """Kill the computation's processes (its process group) now."""
+        if comp.pid:
+            try:
+                os.killpg(comp.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):    # already gone
+                pass
 
     def _tell_not_started(self, comp, index):
         location = Location(self.rt.location.addr, self.options.server_ports[index - 1])
@@ -324,11 +345,7 @@ class NodeService(Service):
             # (drain() told it already)
             self.call(comp.scheduler, NODE_DRAINING, comp.id, self.rt.location.addr,
                       timeout=2)
-        if comp.pid:
-            try:
-                os.killpg(comp.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):    # already gone
-                pass
+        self.kill_processes(comp)
         self._clean()
         if self.comp is comp:
             self.comp = None
@@ -499,7 +516,7 @@ class NodeService(Service):
         answered = idle_since = time.monotonic()
         due = answered
         while self.comp is comp and not comp.closing:
-            figures = in_thread(avail_info, self.rt.location, self.options.node_dir)
+            figures = self.availability()
             answer = self.call(comp.scheduler, PULSE, comp.id, self.rt.location.addr, figures,
                                timeout=interval)
             now = time.monotonic()

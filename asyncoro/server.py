@@ -367,6 +367,18 @@ class _ServerService(Service):
         if self.draining:       # not now: the scheduler may give it to another server
             raise Busy('job %s' % name, 'server %s takes no more jobs (its node is closing)'
                        % self.rt.location)
+        rcoro = self.start_job(name, source, args, kwargs)
+        rcoro.notify(monitor)
+        rcoro.notify(self.coro)
+        self.jobs.add(rcoro)
+        return rcoro
+
+    def start_job(self, name, source, args, kwargs):
+        """The job's coroutine, started (a hollow server of the benchmarks,
+        bench/hollow.py, runs nothing: its stand-in ends after a set time).
+
+        :raises JobNotCreated: when it cannot be.
+        """
         try:
             if source is not None and source not in self._loaded:
                 self._load(name, source)
@@ -374,14 +386,10 @@ class _ServerService(Service):
             if not callable(func):
                 raise NameError('%r is not defined on this server (not in the components, '
                                 'and no source sent)' % name)
-            rcoro = asyncoro.Coro(func, *args, **kwargs)
+            return asyncoro.Coro(func, *args, **kwargs)
         except Exception as exc:      # the client gets (type, name, traceback text)
             raise JobNotCreated('job %s' % name, '%s: %s' % (type(exc).__name__, exc),
                                 self.rt.location, traceback.format_exc(), type(exc)) from None
-        rcoro.notify(monitor)
-        rcoro.notify(self.coro)
-        self.jobs.add(rcoro)
-        return rcoro
 
     def _load(self, name, source):
         """Run a job function's source in the computation's namespace, once

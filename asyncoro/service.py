@@ -147,10 +147,10 @@ class Service:
         cls._operations = table
 
     def __init__(self, name=None):
-        self.rt = disasyncoro.AsynCoro.instance()
+        self.rt = self.runtime()
         self._local_waiters = set()     # AsyncResults of local calls to this service
         self.stopped = None             # why, once stopped
-        self.coro = SysCoro(self._mailbox)
+        self.coro = self.make_coro()
         _hand_messages(self.coro, self._take)       # no wake of a coroutine per message
         _SERVICES[self.coro._id] = self
         if name is not None:
@@ -158,6 +158,18 @@ class Service:
 
     def __repr__(self):
         return '<%s %s>' % (type(self).__name__, self.coro)
+
+    # The two things a hollow node of the benchmarks (bench/hollow.py, many
+    # nodes in one process, each with an address of its own) does otherwise:
+
+    def runtime(self):
+        """The runtime whose peers it talks to: this process's."""
+        return disasyncoro.AsynCoro.instance()
+
+    def make_coro(self):
+        """Its coroutine, a system coroutine of this process (whose
+        reference names this process's runtime)."""
+        return SysCoro(self._mailbox)
 
     # ------------------------------------------------ asking
 

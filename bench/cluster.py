@@ -74,8 +74,12 @@ class Ends:
             elif isinstance(msg, DiscoroStatus) and msg.status == Scheduler.ServerInitialized:
                 self.servers += 1
 
-    def until(self, count):
+    def until(self, count, timeout=None):
+        """Wait until `count` jobs have ended (RuntimeError after `timeout`
+        seconds, if given)."""
         self._target = count
         if len(self.ends) < count:
             self._reached.clear()
-            self._reached.wait()
+            if not self._reached.wait(timeout):
+                raise RuntimeError('%d jobs ended of %d within %ss'
+                                   % (len(self.ends), count, timeout))
