@@ -78,56 +78,43 @@ class StallGuard:
         counted = self._beat_timer is None      # the loop counts its turns
         turn, since = (loop.iteration if counted else None), time.monotonic()
         idle = False
-        while not self.closing:
-            if idle:
-                # an idle hub waits for bytes, and so does the guard (or for IDLE
-                # seconds: a timer may have woken the hub into a job that stalls it);
-                # a hub woken by them has STALL to take them from now
-                if not self._wait_for_bytes(IDLE) and loop.iteration == turn:
-                    continue            # no bytes and no turn: idle still
-                since, idle = time.monotonic(), False
-            else:
-                _sleep(STALL / 2 if counted else BEAT)
-            now = time.monotonic()
-            if counted:
-                if loop.iteration != turn:      # the hub went round: not stalled
-                    turn, since = loop.iteration, now
-                    continue
-                if now - since < STALL:
-                    continue
-            elif now - self._beat < STALL:
-                continue
-            idle = counted and not self._serve(0 if counted else BEAT)
-
-    def _open_connections(self):
-        return [c for c in list(self.peers.connections) if not c.closed]
-
-    def _wait_for_bytes(self, timeout):
-        """Whether bytes came (or may have) within `timeout` seconds."""
-        conns = self._open_connections()
-        if not conns:
-            _sleep(timeout)
-            return False
+        watched = _Watched(self.peers)
         try:
-            return bool(select.select(conns, [], [], timeout)[0])
-        except (OSError, ValueError):      # a connection closed under us: look again
-            return True
+            while not self.closing:
+                if idle:
+                    # an idle hub waits for bytes, and so does the guard (or for IDLE
+                    # seconds: a timer may have woken the hub into a job that stalls
+                    # it); a hub woken by them has STALL to take them from now
+                    if not watched.readable(IDLE) and loop.iteration == turn:
+                        continue            # no bytes and no turn: idle still
+                    since, idle = time.monotonic(), False
+                else:
+                    _sleep(STALL / 2 if counted else BEAT)
+                now = time.monotonic()
+                if counted:
+                    if loop.iteration != turn:      # the hub went round: not stalled
+                        turn, since = loop.iteration, now
+                        continue
+                    if now - since < STALL:
+                        continue
+                elif now - self._beat < STALL:
+                    continue
+                idle = counted and not self._serve(watched, 0 if counted else BEAT)
+        finally:
+            watched.close()
 
-    def _serve(self, wait):
+    def _serve(self, watched, wait):
         """The hub has made no turn for STALL: write what the connections have
         queued, read what they have come in. Returns whether there was either:
         with neither, the hub is not stalled but idle."""
         rt, busy = self.rt, False
-        conns = self._open_connections()
-        for conn in conns:
-            busy = busy or conn.has_outbox()
-            failed = conn.guard_flush()
-            if failed:
-                rt._call_threadsafe(conn.close, failed)
-        try:
-            readable = select.select(conns, [], [], wait)[0] if conns else []
-        except (OSError, ValueError):      # a connection closed under us: next round
-            return True
+        for conn in watched.connections():
+            if conn.has_outbox():
+                busy = True
+                failed = conn.guard_flush()
+                if failed:
+                    rt._call_threadsafe(conn.close, failed)
+        readable = watched.readable(wait)
         for conn in readable:
             failed = conn.guard_read(self._on_frames)
             if failed:
@@ -163,3 +150,80 @@ class StallGuard:
                     rt._call_threadsafe(self.peers.reply, conn, request[1], 1 if alive else -1)
             return
         rt._call_threadsafe(self.dispatch, conn, request, kind)
+
+
+class _Watched:
+    """The connections of `peers`, watched for bytes by an epoll (or poll)
+    set of their descriptors, brought up to date when the peer table's
+    connections change. (select() takes no descriptor over 1023, and a
+    scheduler of a thousand nodes has ten thousand.) For the guard thread."""
+
+    def __init__(self, peers):
+        self.peers = peers
+        self.seen = None            # peers.changes when last brought up to date
+        self.watched = {}           # descriptor -> Connection
+        if hasattr(select, 'epoll'):
+            self.poller, self.scale = select.epoll(), 1         # seconds
+        elif hasattr(select, 'poll'):
+            self.poller, self.scale = select.poll(), 1000       # milliseconds
+        else:
+            self.poller = None      # select() then (Windows: no descriptor limit there)
+
+    def close(self):
+        if self.poller is not None and hasattr(self.poller, 'close'):
+            self.poller.close()
+
+    def connections(self):
+        self._update()
+        return list(self.watched.values())
+
+    def readable(self, timeout):
+        """The connections with bytes (or an end) to read within `timeout` seconds."""
+        self._update()
+        watched = self.watched
+        if not watched:
+            _sleep(timeout)
+            return []
+        if self.poller is None:
+            try:
+                return select.select(list(watched.values()), [], [], timeout)[0]
+            except (OSError, ValueError):       # one closed under us: the next look
+                return []
+        events = self.poller.poll(timeout * self.scale)
+        return [watched[fd] for fd, _ in events if fd in watched]
+
+    def _update(self):
+        changes = self.peers.changes
+        if changes == self.seen:
+            return
+        self.seen = changes
+        now = {}
+        for conn in list(self.peers.connections):
+            try:
+                fd = -1 if conn.closed else conn.fileno()
+            except (OSError, ValueError):       # closed under us
+                continue
+            if fd >= 0:
+                now[fd] = conn
+        watched = self.watched
+        for fd in [fd for fd, conn in watched.items() if now.get(fd) is not conn]:
+            del watched[fd]
+            if self.poller is not None:
+                try:
+                    self.poller.unregister(fd)
+                except (OSError, KeyError, ValueError):     # closed: the kernel dropped it
+                    pass
+        for fd, conn in now.items():
+            if fd in watched:
+                continue
+            if self.poller is not None:
+                try:
+                    self.poller.register(fd, _READ_EVENTS)
+                except FileExistsError:     # a descriptor closed and given again
+                    self.poller.modify(fd, _READ_EVENTS)
+                except (OSError, ValueError):   # closed meanwhile: the next change says
+                    continue
+            watched[fd] = conn
+
+
+_READ_EVENTS = select.EPOLLIN if hasattr(select, 'epoll') else getattr(select, 'POLLIN', 1)

@@ -736,7 +736,7 @@ _PLAIN_TYPES = {str, bytes, int, float, bool, type(None), Location}
 _PLAIN_PARTS = {}
 
 # How many items _plain looks at before it leaves the rest to cloudpickle.
-_PLAIN_ITEMS = 64
+_PLAIN_ITEMS = 256
 
 
 def plain_type(cls, parts=None):

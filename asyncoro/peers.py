@@ -118,6 +118,7 @@ class Peers:
         self.rt = rt
         self.table = {}                 # Location -> Peer
         self.connections = set()        # every live Connection (the guard reads them)
+        self.changes = 0                # how often `connections` changed (the guard's cue)
         self.replies = {}               # request id -> AsyncResult or _Then of its answer
         self.auth_failures = {}         # address -> why a peer there failed authentication
         self.receivers = []             # coroutines told of peers (peer_status)
@@ -162,6 +163,7 @@ class Peers:
                                 self.connection_closed, rt._run_after)
         conn.info = location
         self.connections.add(conn)
+        self.changes += 1
         conn.start()
         return conn
 
@@ -226,6 +228,7 @@ class Peers:
     def connection_closed(self, conn, reason):
         """`conn` closed (`reason`): the peer is offline when it was the last."""
         self.connections.discard(conn)
+        self.changes += 1
         location = conn.info
         peer = self.table.get(location) if location is not None else None
         if peer is None:

@@ -14,6 +14,7 @@ import collections
 import re
 
 from asyncoro.disasyncoro import AsyncoroError, Location
+from asyncoro.netio import plain_type
 from asyncoro.failure import Failure
 
 __all__ = []
@@ -305,6 +306,14 @@ class JobsWaiting(collections.namedtuple('JobsWaiting', 'computation count')):
     """For monitors: how many jobs of the computation wait for a server now.
     Not an asyncoro 4.5 message."""
     __slots__ = ()
+
+
+# The records sent on every job's start and every node's pulse pickle by name
+# and carry plain data: the plain pickler writes them (cloudpickle's bytes,
+# several times faster), when their parts are plain.
+for _record in (DiscoroStatus, DiscoroCoroInfo, DiscoroNodeInfo, StatusDetail, JobsWaiting):
+    plain_type(_record, tuple)
+plain_type(DiscoroNodeAvailInfo, lambda info: info.__reduce__()[1])
 
 
 def upload_dir(comp_id):

@@ -613,10 +613,21 @@ asyncoro.Coro(hog)
 ''')
 
 
-@pytest.mark.parametrize('how', ['cpu', 'sleep'])
+# descriptors over 1023 (which select() cannot take) for every socket it opens
+HIGH_FDS = r'''
+import os, resource
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, 4096), hard), hard))
+_held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+'''
+
+
+@pytest.mark.parametrize('how', ['cpu', 'sleep', 'cpu, its sockets over descriptor 1023'])
 def test_deliver_is_acknowledged_while_a_coroutine_hogs_the_process(processes, how):
     port = free_udp_port()
-    server, _ = processes(HOG_SERVER, options(node='127.0.0.1', udp_port=port))
+    source = HOG_SERVER if ',' not in how else HIGH_FDS + HOG_SERVER
+    how = how.split(',')[0]
+    server, _ = processes(source, options(node='127.0.0.1', udp_port=port))
     lines = run_client(processes, r'''
 import sys, json, time
 import asyncoro.disasyncoro as asyncoro
