@@ -313,7 +313,8 @@ class JobsWaiting(collections.namedtuple('JobsWaiting', 'computation count')):
 # several times faster), when their parts are plain.
 for _record in (DiscoroStatus, DiscoroCoroInfo, DiscoroNodeInfo, StatusDetail, JobsWaiting):
     plain_type(_record, tuple)
-plain_type(DiscoroNodeAvailInfo, lambda info: info.__reduce__()[1])
+# (a node's figures: numbers and Locations by construction, so not looked into)
+plain_type(DiscoroNodeAvailInfo)
 
 
 def upload_dir(comp_id):

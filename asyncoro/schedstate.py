@@ -234,7 +234,7 @@ class Server:
         self.state = S.ENABLING
         self.slot = slot            # its placement.Slot
         self.jobs = {}              # job id -> Job STARTING or RUNNING here
-        self.waiting = collections.deque()     # CPU jobs that wait for this server alone
+        self.waiting = ()           # CPU jobs that wait for this server alone (a deque once any)
 
     def __repr__(self):
         return '<Server %s %s>' % (self.location, self.state.value)
@@ -963,6 +963,8 @@ class Work:
         elif not server.waiting and self.state.cluster.free(server):
             self._start(job, server)
         else:
+            if not server.waiting:
+                server.waiting = collections.deque()
             server.waiting.append(job)
             self._waiting_changed()
 

@@ -46,7 +46,7 @@ from asyncoro.failure import Failure, spawn
 from asyncoro.programs import claim_folder
 from asyncoro.records import (DEFAULT_NODE_PORT, DiscoroError, DiscoroStatus, MaxPulseInterval,
                               upload_dir)
-from asyncoro.schedio import Effects
+from asyncoro.schedio import Calm, Effects
 from asyncoro.service import (CLOSE, ENABLE_NODE, ENABLE_SERVER, ENDS_HEARD, NODE_AVAILABLE,
                               NODE_CLOSED, NODE_DRAINING, NODES, PING, PULSE, RUN, SCHEDULE,
                               SERVER_CLOSED, SERVER_NOT_STARTED, SERVER_UP, SERVERS, UNWATCH, WAITING,
@@ -190,6 +190,7 @@ class _SchedulerService(Service):
         self._scheduler = scheduler
         self.state = st.SchedState()
         self.fx = Effects(self, Scheduler)
+        self.calm = Calm()          # a big cluster's records out of full collections
         self.queue = collections.deque()    # (Package, AsyncResult of its turn) in order
         self.package = None                 # the Package of the computation running
         self.ended = None                   # gevent Event: set when it has closed
@@ -354,6 +355,7 @@ class _SchedulerService(Service):
             if ended.wait(self.state.next_tick(self._scheduler._pulse_interval)):
                 return
             self.fx.feed(self.state.tick, time.monotonic())
+            self.calm.servers(len(self.state.cluster.servers))
 
     # ================================================================ servers
 
@@ -362,6 +364,7 @@ class _SchedulerService(Service):
         self._current(comp_id)
         why = self.state.cluster.server_up(node_addr, part, location, coro)
         self.fx.apply()
+        self.calm.servers(len(self.state.cluster.servers))
         if why is not None:
             raise Failure('server %s' % location, why)
         return 0
@@ -564,6 +567,7 @@ class _SchedulerService(Service):
         releases, fx.releases = fx.releases, []
         gevent.joinall(releases, timeout=_msg_timeout() * 2 + 1)
         fx.feed(state.closed)
+        self.calm.thaw()
         self._remove_files(package)
         self.package = None
         self.ended.set()

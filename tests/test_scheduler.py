@@ -188,3 +188,37 @@ def test_a_lost_jobs_marker_travels_whole_with_its_code_and_attempts():
         lost.server, lost.cause, 'silent', str(lost))
     assert [(a.server, a.cause, a.code) for a in back.attempts] == [
         (first.server, first.cause, 'died')]
+
+
+def test_a_big_clusters_records_are_frozen_once_it_is_quiet_and_thawed_as_it_shrinks(
+        monkeypatch):
+    """Calm (the scheduler's shell) keeps a cluster of 256 servers or more out
+    of full garbage collections once no server came up for a moment, and
+    gives its records back to the collector when it loses a quarter of them
+    or the computation ends."""
+    import gc
+    import gevent
+    from asyncoro.schedio import Calm
+    monkeypatch.setattr(Calm, 'QUIET', 0.02)
+    calm = Calm()
+    try:
+        calm.servers(100)
+        gevent.sleep(0.1)
+        assert gc.get_freeze_count() == 0           # small: nothing to keep out
+        for count in range(200, 520, 40):           # growing: not yet
+            calm.servers(count)
+            gevent.sleep(0.01)
+        assert gc.get_freeze_count() == 0
+        gevent.sleep(0.1)                           # quiet now
+        assert calm.frozen == 480 and gc.get_freeze_count() > 0
+        calm.servers(400)                           # a sixth gone: still frozen
+        assert calm.frozen == 480
+        calm.servers(300)                           # more than a quarter gone
+        assert calm.frozen == 0 and gc.get_freeze_count() == 0
+        calm.servers(520)
+        gevent.sleep(0.1)
+        assert calm.frozen == 520
+        calm.thaw()                                 # the computation ended
+        assert gc.get_freeze_count() == 0
+    finally:
+        gc.unfreeze()
