@@ -449,7 +449,7 @@ class Coro:
     from any thread; the first one made starts the runtime.
     """
 
-    __slots__ = ('_rt', '_name', '_id', '_target', '_gen', '_stack', '_mailbox', '_state',
+    __slots__ = ('_rt', '_name', '_id', '_target', '_gen', '_stack', '_mailbox', '_inbox', '_state',
                  '_wait', '_wait_seq', '_timer', '_alarm', '_resume_val', '_pending_exc',
                  '_worker', '_value', '_exception', '_fast', '_daemon', '_monitors',
                  '_waiters', '_terminating', '_swappable', '_pending_swap', '_args',
@@ -477,6 +477,7 @@ class Coro:
         self._name = _target_name(target)
         self._id = next(_COROUTINE_IDS)
         self._mailbox = None
+        self._inbox = None          # see send: the mailbox, when appending is all a send does
         self._state = _NEW
         self._wait = None
         self._wait_seq = 0
@@ -576,6 +577,17 @@ class Coro:
         Does not block; may be called from any thread. Call form:
         ``coro.send(msg)``.
         """
+        # the path of every local message: `_inbox` is the mailbox while a
+        # send in the hub thread has nothing to do but append (the coroutine
+        # lives, has no handler and is not waiting in receive); else None,
+        # and _send_slow sees to the rest
+        inbox = self._inbox
+        if inbox is not None and _get_ident() == self._rt._tid:
+            inbox.append(message)
+            return 0
+        return self._send_slow(message)
+
+    def _send_slow(self, message):
         if self._state == _DONE:
             log.warning('send to %s ignored: it has finished', self)
             return -1
@@ -593,6 +605,9 @@ class Coro:
         mailbox.append(message)
         if self._wait is _RECV:
             rt._driver.wake(self, _FROM_MAILBOX)
+        # it is not waiting in receive now: the sends that follow only append
+        # (until it waits in receive again, or ends: see wait and end)
+        self._inbox = mailbox
         return 0
 
     def _send_here(self, message):
@@ -628,12 +643,15 @@ class Coro:
         ``msg = yield coro.receive()``.
         """
         mailbox = self._mailbox
-        worker = self._worker
-        if _getcurrent() is not worker or worker is None:
-            self._check_self('receive')         # it says who called
-        if mailbox:
-            self._fast = True
+        if mailbox and _getcurrent() is self._worker:
+            self._fast = True       # the adapter sends the message straight back
             return mailbox.popleft()
+        return self._receive_wait(timeout, alarm_value)
+
+    def _receive_wait(self, timeout, alarm_value):
+        """receive() when the mailbox is empty (or the caller is not this
+        coroutine: then it says so)."""
+        self._check_self('receive')
         if timeout is not None and timeout <= 0:
             return alarm_value
         return self._rt._driver.wait(self, _RECV, timeout, alarm_value, self._gen is not None)
@@ -1145,6 +1163,9 @@ class _Driver:
         if coro._pending_exc is not None:    # thrown at itself while running
             exc, coro._pending_exc = coro._pending_exc, None
             raise exc
+        if kind is _RECV:
+            coro._inbox = None      # a send must wake it (see Coro.send)
+        coro._fast = False          # what comes out of its yield now is _PARK
         coro._wait = kind
         coro._wait_seq += 1
         coro._alarm = alarm_value
@@ -1221,15 +1242,16 @@ class _Driver:
     def _drive(self, coro):
         """Run a generator coroutine in this worker until it parks or ends."""
         gen, stack = coro._gen, coro._stack
-        exc, streak = None, 0
+        exc, budget = None, _FAST_STREAK
         try:
             val = coro._value = self._take_resume(coro)
         except (Exception, GeneratorExit) as e:   # a throw/terminate delivered on resume
             val, exc = None, e
+        send = gen.send
         while True:
             try:
                 if exc is None:
-                    yielded = gen.send(val)
+                    yielded = send(val)
                 else:
                     thrown, exc = exc, None
                     yielded = gen.throw(thrown)
@@ -1239,14 +1261,16 @@ class _Driver:
                 val, exc = self._raised(coro, e)
             else:
                 if coro._fast:
-                    # an operation's result coming straight back: no switch
+                    # receive's message coming straight back: no switch (the
+                    # path of every message; _fast is never set with _PARK:
+                    # wait clears it)
                     coro._fast = False
-                    streak += 1
-                    if (streak < _FAST_STREAK and coro._pending_exc is None and
-                            yielded is not _PARK and type(yielded) is not _GeneratorType):
+                    budget -= 1
+                    if budget and coro._pending_exc is None and \
+                            type(yielded) is not _GeneratorType:
                         coro._value = val = yielded
                         continue
-                    streak = 0
+                    budget = _FAST_STREAK
                 if coro._pending_exc is not None or coro._terminating:
                     exc, val = self._interrupted(coro, gen), None
                     if exc is None:     # closed: it went on after terminate()
@@ -1260,6 +1284,7 @@ class _Driver:
                         stack = coro._stack = []
                     stack.append(gen)
                     gen, val = yielded, None
+                    send = gen.send
                     continue
                 # any other value: a cooperative switch; it comes back as is
                 coro._value = coro._resume_val = yielded
@@ -1274,6 +1299,7 @@ class _Driver:
             gen, val, exc = self._unwind(coro, stack, val, exc)
             if gen is None:     # it has ended
                 return
+            send = gen.send
 
     def _raised(self, coro, exc):
         """(value, exception) of a generator that raised `exc`: PEP 479's
@@ -1367,6 +1393,7 @@ class _Driver:
         exception (but GeneratorExit) is logged and keeps its traceback
         text, the runtime forgets it, and whoever waits for its end is told."""
         coro._state = _DONE
+        coro._inbox = None      # a send says it has finished (see Coro.send)
         coro._wait = None
         coro._gen = coro._stack = coro._target = None
         coro._pending_swap = None
@@ -1410,6 +1437,7 @@ def _hand_messages(coro, handler):
     services, whose handling never blocks. Messages keep the order in which
     they are sent; the coroutine itself waits on, and ends as any other."""
     coro._handler = handler
+    coro._inbox = None      # a send goes to the handler (see Coro.send)
 
 
 class _ShowsMsgTimeout(types.ModuleType):
