@@ -118,6 +118,7 @@ _GeneratorType = types.GeneratorType
 # At most this many consecutive results a generator gets straight back without
 # a cooperative switch, so a coroutine with a full mailbox cannot starve others.
 _FAST_STREAK = 256
+_STREAK = range(_FAST_STREAK)
 # Idle worker greenlets kept for reuse; beyond that they end.
 _MAX_IDLE_WORKERS = 256
 
@@ -1242,7 +1243,7 @@ class _Driver:
     def _drive(self, coro):
         """Run a generator coroutine in this worker until it parks or ends."""
         gen, stack = coro._gen, coro._stack
-        exc, budget = None, _FAST_STREAK
+        exc = None
         try:
             val = coro._value = self._take_resume(coro)
         except (Exception, GeneratorExit) as e:   # a throw/terminate delivered on resume
@@ -1252,6 +1253,20 @@ class _Driver:
             try:
                 if exc is None:
                     yielded = send(val)
+                    # the path of every message: what receive() took comes
+                    # straight back, without a switch, up to _FAST_STREAK
+                    # times in a row (receive sets _fast; wait clears it, so
+                    # _PARK never comes back so)
+                    for _ in _STREAK:
+                        if not coro._fast:
+                            break
+                        coro._fast = False
+                        if coro._pending_exc is not None or type(yielded) is _GeneratorType:
+                            break
+                        coro._value = yielded
+                        yielded = send(yielded)
+                    else:       # as many as it may in a row: this one after a switch
+                        coro._fast = False
                 else:
                     thrown, exc = exc, None
                     yielded = gen.throw(thrown)
@@ -1260,17 +1275,11 @@ class _Driver:
             except (Exception, GeneratorExit) as e:     # to its caller, or its end
                 val, exc = self._raised(coro, e)
             else:
-                if coro._fast:
-                    # receive's message coming straight back: no switch (the
-                    # path of every message; _fast is never set with _PARK:
-                    # wait clears it)
+                if coro._fast:      # receive()'s message, after a throw
                     coro._fast = False
-                    budget -= 1
-                    if budget and coro._pending_exc is None and \
-                            type(yielded) is not _GeneratorType:
+                    if coro._pending_exc is None and type(yielded) is not _GeneratorType:
                         coro._value = val = yielded
                         continue
-                    budget = _FAST_STREAK
                 if coro._pending_exc is not None or coro._terminating:
                     exc, val = self._interrupted(coro, gen), None
                     if exc is None:     # closed: it went on after terminate()

@@ -441,6 +441,67 @@ def test_sends_from_a_thread_and_from_the_hub_during_a_burst():
     assert dict(got) == {'hub': list(range(each)), 'thread': list(range(each))}
 
 
+def test_a_coroutine_taking_many_queued_messages_lets_others_run():
+    # messages that receive() finds come straight back without a switch, but
+    # not forever: another ready coroutine runs before 2000 are taken
+    n = 2000
+    events = []
+
+    def receiver(coro=None):
+        for i in range(n):
+            coro.send(i)
+        got = []
+        for _ in range(n):
+            got.append((yield coro.receive()))
+        events.append('receiver done')
+        return got == list(range(n))
+
+    def other(coro=None):
+        events.append('other ran')
+        yield
+
+    def main(coro=None):
+        r = asyncoro.Coro(receiver)
+        o = asyncoro.Coro(other)
+        in_order = yield r.finish(timeout=10)
+        yield o.finish(timeout=10)
+        return in_order
+    assert run_coro(main) is True
+    assert events == ['other ran', 'receiver done']
+
+
+@pytest.mark.parametrize('how', ['throw', 'terminate'])
+def test_an_exception_thrown_while_messages_come_straight_back(how):
+    # thrown at itself while it runs: it comes at the next yield, even one
+    # whose receive() found a message
+    def gen(coro=None):
+        for i in range(5):
+            coro.send(i)
+        got = [(yield coro.receive())]
+        try:
+            if how == 'throw':
+                coro.throw(ValueError('stop'))
+            else:
+                coro.terminate()
+            got.append((yield coro.receive()))
+        except ValueError:
+            got.append('thrown')
+        except GeneratorExit:
+            got.append('terminated')
+            raise
+        finally:
+            result.append(list(got))
+        got.append((yield coro.receive()))
+        return got
+    result = []
+    c = asyncoro.Coro(gen)
+    value = c.value(timeout=5)
+    if how == 'throw':
+        assert result == [[0, 'thrown']] and value[:2] == [0, 'thrown'] and len(value) == 3
+    else:
+        assert result == [[0, 'terminated']] and value == 0
+
+
 # ------------------------------------------------------------ throw, terminate, monitor
 
 def test_throw_is_caught_inside_the_generator():
