@@ -578,37 +578,35 @@ class Coro:
         Does not block; may be called from any thread. Call form:
         ``coro.send(msg)``.
         """
-        # the path of every local message: `_inbox` is the mailbox while a
-        # send in the hub thread has nothing to do but append (the coroutine
-        # lives, has no handler and is not waiting in receive); else None,
-        # and _send_slow sees to the rest
-        inbox = self._inbox
-        if inbox is not None and _get_ident() == self._rt._tid:
-            inbox.append(message)
+        if _get_ident() == self._rt._tid:
+            # the path of every local message: `_inbox` is the mailbox while
+            # a send has nothing to do but append (the coroutine lives, has no
+            # handler and is not waiting in receive); else None
+            inbox = self._inbox
+            if inbox is not None:
+                inbox.append(message)
+                return 0
+            if self._state == _DONE:
+                log.warning('send to %s ignored: it has finished', self)
+                return -1
+            handler = self._handler
+            if handler is not None:
+                handler(message)
+                return 0
+            mailbox = self._mailbox
+            if mailbox is None:
+                mailbox = self._mailbox = collections.deque()
+            mailbox.append(message)
+            if self._wait is _RECV:
+                self._rt._driver.wake(self, _FROM_MAILBOX)
+            # it is not waiting in receive now: the sends that follow only
+            # append, until it waits in receive again or ends (they clear it)
+            self._inbox = mailbox
             return 0
-        return self._send_slow(message)
-
-    def _send_slow(self, message):
         if self._state == _DONE:
             log.warning('send to %s ignored: it has finished', self)
             return -1
-        rt = self._rt
-        if _get_ident() != rt._tid:
-            rt._call_threadsafe(self._send_here, message)
-            return 0
-        handler = self._handler
-        if handler is not None:
-            handler(message)
-            return 0
-        mailbox = self._mailbox
-        if mailbox is None:
-            mailbox = self._mailbox = collections.deque()
-        mailbox.append(message)
-        if self._wait is _RECV:
-            rt._driver.wake(self, _FROM_MAILBOX)
-        # it is not waiting in receive now: the sends that follow only append
-        # (until it waits in receive again, or ends: see wait and end)
-        self._inbox = mailbox
+        self._rt._call_threadsafe(self._send_here, message)
         return 0
 
     def _send_here(self, message):
@@ -643,19 +641,16 @@ class Coro:
         Blocks this coroutine only. Also ``recv``. Call form:
         ``msg = yield coro.receive()``.
         """
-        mailbox = self._mailbox
-        if mailbox and _getcurrent() is self._worker:
-            self._fast = True       # the adapter sends the message straight back
-            return mailbox.popleft()
-        return self._receive_wait(timeout, alarm_value)
-
-    def _receive_wait(self, timeout, alarm_value):
-        """receive() when the mailbox is empty (or the caller is not this
-        coroutine: then it says so)."""
-        self._check_self('receive')
-        if timeout is not None and timeout <= 0:
-            return alarm_value
-        return self._rt._driver.wait(self, _RECV, timeout, alarm_value, self._gen is not None)
+        if _getcurrent() is self._worker:
+            mailbox = self._mailbox
+            if mailbox:
+                self._fast = True       # the adapter sends the message straight back
+                return mailbox.popleft()
+            if timeout is not None and timeout <= 0:
+                return alarm_value
+            self._inbox = None          # the next send wakes it
+            return self._rt._driver.wait(self, _RECV, timeout, alarm_value, self._gen is not None)
+        raise self._wrong_caller('receive')
 
     recv = receive
 
@@ -667,6 +662,7 @@ class Coro:
             return self._mailbox.popleft()
         if timeout is not None and timeout <= 0:
             return alarm_value
+        self._inbox = None          # the next send wakes it
         return self._rt._driver.wait(self, _RECV, timeout, alarm_value, False)
 
     def sleep(self, timeout=None, alarm_value=None):
@@ -1011,9 +1007,12 @@ class Coro:
 
     def _check_self(self, what):
         if _getcurrent() is not self._worker or self._worker is None:
-            raise WrongContextError(
-                '%s() of %s can only be called by that coroutine itself (called from %s)'
-                % (what, self, _current_coro() or 'outside any coroutine'))
+            raise self._wrong_caller(what)
+
+    def _wrong_caller(self, what):
+        return WrongContextError(
+            '%s() of %s can only be called by that coroutine itself (called from %s)'
+            % (what, self, _current_coro() or 'outside any coroutine'))
 
     def _end_info(self):
         if self._exception is None:
@@ -1164,9 +1163,6 @@ class _Driver:
         if coro._pending_exc is not None:    # thrown at itself while running
             exc, coro._pending_exc = coro._pending_exc, None
             raise exc
-        if kind is _RECV:
-            coro._inbox = None      # a send must wake it (see Coro.send)
-        coro._fast = False          # what comes out of its yield now is _PARK
         coro._wait = kind
         coro._wait_seq += 1
         coro._alarm = alarm_value
@@ -1175,6 +1171,7 @@ class _Driver:
             timer = coro._timer = self._loop.timer(timeout)
             timer.start(self._timed_out, coro, coro._wait_seq)
         if may_park:
+            coro._fast = False      # the adapter must not send _PARK straight back
             return _PARK
         self._hub.switch()    # until _run_ready switches back to this worker
         return self._take_resume(coro)
@@ -1243,11 +1240,17 @@ class _Driver:
     def _drive(self, coro):
         """Run a generator coroutine in this worker until it parks or ends."""
         gen, stack = coro._gen, coro._stack
-        exc = None
-        try:
-            val = coro._value = self._take_resume(coro)
-        except (Exception, GeneratorExit) as e:   # a throw/terminate delivered on resume
-            val, exc = None, e
+        # what it resumes with (_take_resume, inline: this runs every step)
+        coro._state = _RUNNING
+        exc = coro._pending_exc
+        if exc is None:
+            val = coro._resume_val
+            coro._resume_val = None
+            if val is _FROM_MAILBOX:
+                val = coro._mailbox.popleft()
+            coro._value = val
+        else:                   # a throw/terminate delivered on resume
+            coro._pending_exc = val = None
         send = gen.send
         while True:
             try:
@@ -1257,16 +1260,18 @@ class _Driver:
                     # straight back, without a switch, up to _FAST_STREAK
                     # times in a row (receive sets _fast; wait clears it, so
                     # _PARK never comes back so)
-                    for _ in _STREAK:
-                        if not coro._fast:
-                            break
-                        coro._fast = False
-                        if coro._pending_exc is not None or type(yielded) is _GeneratorType:
-                            break
-                        coro._value = yielded
-                        yielded = send(yielded)
-                    else:       # as many as it may in a row: this one after a switch
-                        coro._fast = False
+                    if coro._fast:
+                        for _ in _STREAK:
+                            coro._fast = False
+                            if coro._pending_exc is not None or \
+                                    type(yielded) is _GeneratorType:
+                                break
+                            coro._value = yielded
+                            yielded = send(yielded)
+                            if not coro._fast:
+                                break
+                        else:   # as many as it may in a row: this one after a switch
+                            coro._fast = False
                 else:
                     thrown, exc = exc, None
                     yielded = gen.throw(thrown)
