@@ -118,6 +118,7 @@ _GeneratorType = types.GeneratorType
 # At most this many consecutive results a generator gets straight back without
 # a cooperative switch, so a coroutine with a full mailbox cannot starve others.
 _FAST_STREAK = 256
+_STREAK = range(_FAST_STREAK)
 # Idle worker greenlets kept for reuse; beyond that they end.
 _MAX_IDLE_WORKERS = 256
 
@@ -449,7 +450,7 @@ class Coro:
     from any thread; the first one made starts the runtime.
     """
 
-    __slots__ = ('_rt', '_name', '_id', '_target', '_gen', '_stack', '_mailbox', '_state',
+    __slots__ = ('_rt', '_name', '_id', '_target', '_gen', '_stack', '_mailbox', '_inbox', '_state',
                  '_wait', '_wait_seq', '_timer', '_alarm', '_resume_val', '_pending_exc',
                  '_worker', '_value', '_exception', '_fast', '_daemon', '_monitors',
                  '_waiters', '_terminating', '_swappable', '_pending_swap', '_args',
@@ -477,6 +478,7 @@ class Coro:
         self._name = _target_name(target)
         self._id = next(_COROUTINE_IDS)
         self._mailbox = None
+        self._inbox = None          # see send: the mailbox, when appending is all a send does
         self._state = _NEW
         self._wait = None
         self._wait_seq = 0
@@ -576,23 +578,35 @@ class Coro:
         Does not block; may be called from any thread. Call form:
         ``coro.send(msg)``.
         """
+        if _get_ident() == self._rt._tid:
+            # the path of every local message: `_inbox` is the mailbox while
+            # a send has nothing to do but append (the coroutine lives, has no
+            # handler and is not waiting in receive); else None
+            inbox = self._inbox
+            if inbox is not None:
+                inbox.append(message)
+                return 0
+            if self._state == _DONE:
+                log.warning('send to %s ignored: it has finished', self)
+                return -1
+            handler = self._handler
+            if handler is not None:
+                handler(message)
+                return 0
+            mailbox = self._mailbox
+            if mailbox is None:
+                mailbox = self._mailbox = collections.deque()
+            mailbox.append(message)
+            if self._wait is _RECV:
+                self._rt._driver.wake(self, _FROM_MAILBOX)
+            # it is not waiting in receive now: the sends that follow only
+            # append, until it waits in receive again or ends (they clear it)
+            self._inbox = mailbox
+            return 0
         if self._state == _DONE:
             log.warning('send to %s ignored: it has finished', self)
             return -1
-        rt = self._rt
-        if _get_ident() != rt._tid:
-            rt._call_threadsafe(self._send_here, message)
-            return 0
-        handler = self._handler
-        if handler is not None:
-            handler(message)
-            return 0
-        mailbox = self._mailbox
-        if mailbox is None:
-            mailbox = self._mailbox = collections.deque()
-        mailbox.append(message)
-        if self._wait is _RECV:
-            rt._driver.wake(self, _FROM_MAILBOX)
+        self._rt._call_threadsafe(self._send_here, message)
         return 0
 
     def _send_here(self, message):
@@ -627,16 +641,16 @@ class Coro:
         Blocks this coroutine only. Also ``recv``. Call form:
         ``msg = yield coro.receive()``.
         """
-        mailbox = self._mailbox
-        worker = self._worker
-        if _getcurrent() is not worker or worker is None:
-            self._check_self('receive')         # it says who called
-        if mailbox:
-            self._fast = True
-            return mailbox.popleft()
-        if timeout is not None and timeout <= 0:
-            return alarm_value
-        return self._rt._driver.wait(self, _RECV, timeout, alarm_value, self._gen is not None)
+        if _getcurrent() is self._worker:
+            mailbox = self._mailbox
+            if mailbox:
+                self._fast = True       # the adapter sends the message straight back
+                return mailbox.popleft()
+            if timeout is not None and timeout <= 0:
+                return alarm_value
+            self._inbox = None          # the next send wakes it
+            return self._rt._driver.wait(self, _RECV, timeout, alarm_value, self._gen is not None)
+        raise self._wrong_caller('receive')
 
     recv = receive
 
@@ -648,6 +662,7 @@ class Coro:
             return self._mailbox.popleft()
         if timeout is not None and timeout <= 0:
             return alarm_value
+        self._inbox = None          # the next send wakes it
         return self._rt._driver.wait(self, _RECV, timeout, alarm_value, False)
 
     def sleep(self, timeout=None, alarm_value=None):
@@ -992,9 +1007,12 @@ class Coro:
 
     def _check_self(self, what):
         if _getcurrent() is not self._worker or self._worker is None:
-            raise WrongContextError(
-                '%s() of %s can only be called by that coroutine itself (called from %s)'
-                % (what, self, _current_coro() or 'outside any coroutine'))
+            raise self._wrong_caller(what)
+
+    def _wrong_caller(self, what):
+        return WrongContextError(
+            '%s() of %s can only be called by that coroutine itself (called from %s)'
+            % (what, self, _current_coro() or 'outside any coroutine'))
 
     def _end_info(self):
         if self._exception is None:
@@ -1153,6 +1171,7 @@ class _Driver:
             timer = coro._timer = self._loop.timer(timeout)
             timer.start(self._timed_out, coro, coro._wait_seq)
         if may_park:
+            coro._fast = False      # the adapter must not send _PARK straight back
             return _PARK
         self._hub.switch()    # until _run_ready switches back to this worker
         return self._take_resume(coro)
@@ -1221,15 +1240,38 @@ class _Driver:
     def _drive(self, coro):
         """Run a generator coroutine in this worker until it parks or ends."""
         gen, stack = coro._gen, coro._stack
-        exc, streak = None, 0
-        try:
-            val = coro._value = self._take_resume(coro)
-        except (Exception, GeneratorExit) as e:   # a throw/terminate delivered on resume
-            val, exc = None, e
+        # what it resumes with (_take_resume, inline: this runs every step)
+        coro._state = _RUNNING
+        exc = coro._pending_exc
+        if exc is None:
+            val = coro._resume_val
+            coro._resume_val = None
+            if val is _FROM_MAILBOX:
+                val = coro._mailbox.popleft()
+            coro._value = val
+        else:                   # a throw/terminate delivered on resume
+            coro._pending_exc = val = None
+        send = gen.send
         while True:
             try:
                 if exc is None:
-                    yielded = gen.send(val)
+                    yielded = send(val)
+                    # the path of every message: what receive() took comes
+                    # straight back, without a switch, up to _FAST_STREAK
+                    # times in a row (receive sets _fast; wait clears it, so
+                    # _PARK never comes back so)
+                    if coro._fast:
+                        for _ in _STREAK:
+                            coro._fast = False
+                            if coro._pending_exc is not None or \
+                                    type(yielded) is _GeneratorType:
+                                break
+                            coro._value = yielded
+                            yielded = send(yielded)
+                            if not coro._fast:
+                                break
+                        else:   # as many as it may in a row: this one after a switch
+                            coro._fast = False
                 else:
                     thrown, exc = exc, None
                     yielded = gen.throw(thrown)
@@ -1238,15 +1280,11 @@ class _Driver:
             except (Exception, GeneratorExit) as e:     # to its caller, or its end
                 val, exc = self._raised(coro, e)
             else:
-                if coro._fast:
-                    # an operation's result coming straight back: no switch
+                if coro._fast:      # receive()'s message, after a throw
                     coro._fast = False
-                    streak += 1
-                    if (streak < _FAST_STREAK and coro._pending_exc is None and
-                            yielded is not _PARK and type(yielded) is not _GeneratorType):
+                    if coro._pending_exc is None and type(yielded) is not _GeneratorType:
                         coro._value = val = yielded
                         continue
-                    streak = 0
                 if coro._pending_exc is not None or coro._terminating:
                     exc, val = self._interrupted(coro, gen), None
                     if exc is None:     # closed: it went on after terminate()
@@ -1260,6 +1298,7 @@ class _Driver:
                         stack = coro._stack = []
                     stack.append(gen)
                     gen, val = yielded, None
+                    send = gen.send
                     continue
                 # any other value: a cooperative switch; it comes back as is
                 coro._value = coro._resume_val = yielded
@@ -1274,6 +1313,7 @@ class _Driver:
             gen, val, exc = self._unwind(coro, stack, val, exc)
             if gen is None:     # it has ended
                 return
+            send = gen.send
 
     def _raised(self, coro, exc):
         """(value, exception) of a generator that raised `exc`: PEP 479's
@@ -1367,6 +1407,7 @@ class _Driver:
         exception (but GeneratorExit) is logged and keeps its traceback
         text, the runtime forgets it, and whoever waits for its end is told."""
         coro._state = _DONE
+        coro._inbox = None      # a send says it has finished (see Coro.send)
         coro._wait = None
         coro._gen = coro._stack = coro._target = None
         coro._pending_swap = None
@@ -1410,6 +1451,7 @@ def _hand_messages(coro, handler):
     services, whose handling never blocks. Messages keep the order in which
     they are sent; the coroutine itself waits on, and ends as any other."""
     coro._handler = handler
+    coro._inbox = None      # a send goes to the handler (see Coro.send)
 
 
 class _ShowsMsgTimeout(types.ModuleType):

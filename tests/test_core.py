@@ -300,6 +300,208 @@ def test_send_from_foreign_threads_is_safe_and_ordered():
     assert {tag: got[tag] for tag in got} == {t: list(range(each)) for t in range(threads)}
 
 
+def _bursts(style, sizes):
+    """A receiver of `style` takes bursts of messages of `sizes`: the first
+    of each wakes it, the others are queued while it is ready or running;
+    after each burst it waits again. Returns (what it got, in order, and how
+    many times it found its mailbox empty)."""
+    total = sum(sizes)
+    waits = []
+
+    if style == 'yield':
+        def receiver(coro=None):
+            got = []
+            for _ in range(total):
+                msg = yield coro.receive(timeout=0)
+                if msg is None:
+                    waits.append(len(got))
+                    msg = yield coro.receive(timeout=10)
+                got.append(msg)
+            return got
+    else:
+        def receiver(coro=None):
+            got = []
+            for _ in range(total):
+                msg = coro.receive(timeout=0)
+                if msg is None:
+                    waits.append(len(got))
+                    msg = coro.receive(timeout=10)
+                got.append(msg)
+            return got
+
+    def producer(coro=None):
+        r = asyncoro.Coro(receiver)
+        n = 0
+        for size in sizes:
+            yield coro.sleep(0.005)        # the receiver waits for the burst
+            for _ in range(size):
+                r.send(n)
+                n += 1
+        return (yield r.finish(timeout=10))
+    return run_coro(producer), waits
+
+
+@pytest.mark.parametrize('style', ['yield', 'greenlet'])
+def test_bursts_keep_their_order_across_waits_and_wakes(style):
+    # a send that wakes the receiver, the sends that only queue after it,
+    # the receiver taking them without waiting, then waiting again
+    sizes = [1, 5, 300, 2, 600, 1]
+    got, waits = _bursts(style, sizes)
+    assert got == list(range(sum(sizes)))
+    assert len(waits) == len(sizes)      # it found its mailbox empty before each burst
+
+
+def test_receive_with_a_timeout_takes_a_queued_message_at_once():
+    def gen(coro=None):
+        coro.send('a')
+        coro.send('b')
+        coro.send('c')
+        t0 = time.monotonic()
+        first = yield coro.receive(timeout=5, alarm_value='alarm')
+        second = yield coro.receive(timeout=0, alarm_value='alarm')
+        third = coro.receive(0.5, 'alarm')       # greenlet style, in a generator
+        fourth = yield coro.receive(timeout=0.01, alarm_value='alarm')
+        return [first, second, third, fourth], time.monotonic() - t0
+    got, took = run_coro(gen)
+    assert got == ['a', 'b', 'c', 'alarm']
+    assert took < 1
+
+
+def test_send_to_a_coroutine_that_ended_with_messages_queued():
+    # messages flowed to it (sends that only queue), then it ended: a later
+    # send is refused, from the hub and from another thread
+    def receiver(coro=None):
+        return (yield coro.receive())
+
+    def main(coro=None):
+        r = asyncoro.Coro(receiver)
+        results = [r.send(i) for i in range(5)]
+        value = yield r.finish(timeout=5)
+        results.append(r.send('late'))
+        return value, results, r
+    value, results, r = run_coro(main)
+    assert (value, results) == (0, [0, 0, 0, 0, 0, -1])
+    assert r.send('later, from a thread') == -1
+
+
+def test_hand_messages_after_messages_have_flowed():
+    # a coroutine whose sends only queued is handed to a handler: later sends
+    # go to the handler, none to the mailbox
+    from asyncoro.core import _hand_messages
+    taken = []
+
+    def service(coro=None):
+        first = yield coro.receive()
+        second = yield coro.receive()
+        yield coro.sleep(0.02)
+        return first, second, coro.receive(timeout=0, alarm_value='empty')
+
+    def main(coro=None):
+        s = asyncoro.Coro(service)
+        s.send(1)
+        s.send(2)
+        yield coro.sleep(0.01)
+        _hand_messages(s, taken.append)
+        s.send(3)
+        s.send(4)
+        return (yield s.finish(timeout=5))
+    assert run_coro(main) == (1, 2, 'empty')
+    assert taken == [3, 4]
+
+
+def test_sends_from_a_thread_and_from_the_hub_during_a_burst():
+    # the receiver takes messages without waiting while a thread's sends are
+    # handed over: each sender's messages keep their order, none is lost
+    each = 3000
+
+    def receiver(coro=None):
+        got = collections.defaultdict(list)
+        for _ in range(2 * each):
+            tag, i = yield coro.receive(timeout=10)
+            got[tag].append(i)
+        return got
+
+    def hub_sender(r, coro=None):
+        for i in range(each):
+            r.send(('hub', i))
+            if i % 100 == 0:
+                yield
+
+    r = asyncoro.Coro(receiver)
+
+    def blast():
+        for i in range(each):
+            r.send(('thread', i))
+    t = threading.Thread(target=blast)
+    t.start()
+    asyncoro.Coro(hub_sender, r)
+    t.join(10)
+    got = r.value(timeout=20)
+    assert got is not None, 'receiver did not get every message'
+    assert dict(got) == {'hub': list(range(each)), 'thread': list(range(each))}
+
+
+def test_a_coroutine_taking_many_queued_messages_lets_others_run():
+    # messages that receive() finds come straight back without a switch, but
+    # not forever: another ready coroutine runs before 2000 are taken
+    n = 2000
+    events = []
+
+    def receiver(coro=None):
+        for i in range(n):
+            coro.send(i)
+        got = []
+        for _ in range(n):
+            got.append((yield coro.receive()))
+        events.append('receiver done')
+        return got == list(range(n))
+
+    def other(coro=None):
+        events.append('other ran')
+        yield
+
+    def main(coro=None):
+        r = asyncoro.Coro(receiver)
+        o = asyncoro.Coro(other)
+        in_order = yield r.finish(timeout=10)
+        yield o.finish(timeout=10)
+        return in_order
+    assert run_coro(main) is True
+    assert events == ['other ran', 'receiver done']
+
+
+@pytest.mark.parametrize('how', ['throw', 'terminate'])
+def test_an_exception_thrown_while_messages_come_straight_back(how):
+    # thrown at itself while it runs: it comes at the next yield, even one
+    # whose receive() found a message
+    def gen(coro=None):
+        for i in range(5):
+            coro.send(i)
+        got = [(yield coro.receive())]
+        try:
+            if how == 'throw':
+                coro.throw(ValueError('stop'))
+            else:
+                coro.terminate()
+            got.append((yield coro.receive()))
+        except ValueError:
+            got.append('thrown')
+        except GeneratorExit:
+            got.append('terminated')
+            raise
+        finally:
+            result.append(list(got))
+        got.append((yield coro.receive()))
+        return got
+    result = []
+    c = asyncoro.Coro(gen)
+    value = c.value(timeout=5)
+    if how == 'throw':
+        assert result == [[0, 'thrown']] and value[:2] == [0, 'thrown'] and len(value) == 3
+    else:
+        assert result == [[0, 'terminated']] and value == 0
+
+
 # ------------------------------------------------------------ throw, terminate, monitor
 
 def test_throw_is_caught_inside_the_generator():
