@@ -35,17 +35,24 @@ How it works:
   than itself. A new computation (ComputationScheduled) starts a clean slate;
   only the per-node counters for /metrics (`totals`) carry on.
 - `Views` reads a Monitor and never changes it. A list of nodes is made in
-  two steps: which records (`select_nodes`), then each one's summary
+  two steps: which records (`select_nodes`: filtered by name or address,
+  sorted by a key of `NODE_SORTS`), then each one's summary
   (`node_summary`); the cluster's totals are counted from the records, not
-  from that list. So a list can be paged or filtered by changing the first
-  step alone, and the totals stay whole.
-- Neither is thread-safe: one thread (the runtime's hub) owns them.
+  from that list. So the cluster's list is one page of that selection
+  (`PAGE` nodes by default, `MAX_PAGE` at most), and the totals stay whole.
+- Neither is thread-safe: one thread (the runtime's hub) owns them. A view
+  of many records (every node, every running job) is made in slices, each
+  run through the Views' `step` hook: the web application lets the hub
+  run between slices, so a view of a thousand nodes does not hold up the
+  frames of every peer while it is made (DESIGN: the hub's rule).
 """
 
 import collections
 import enum
+import ipaddress
 import itertools
 import logging
+import operator
 import time
 
 from asyncoro.disasyncoro import Location, MonitorException
@@ -67,6 +74,11 @@ LIST_TEXT = 120         # characters of a job's arguments in lists (the rest on 
 MAX_DETAIL = 8000       # characters of a traceback or cause kept
 BARS = 120              # throughput intervals kept; older ones merge two by two
 POLL_MIN, POLL_MAX = 1, 3600
+PAGE = 100              # nodes in one page of the cluster's list, unless asked otherwise
+MAX_PAGE = 200          # and at most (a node's summary is about 500 bytes of JSON)
+ORDERS = ('asc', 'desc')
+NODE_SLICE = 256        # node summaries made in one step (see Views)
+JOB_SLICE = 512         # jobs searched in one step
 # the codes of why a node, server or job went that mean it was lost (DiscoroJobLost.code)
 LOSSES = ('died', 'disconnected', 'silent')
 DISCONNECTED = 'its connection was lost'    # the cause of a loss with nothing else known
@@ -138,10 +150,11 @@ _epochs = itertools.count(1)
 class _Node:
     __slots__ = ('addr', 'name', 'state', 'platform', 'cpus', 'avail', 'history', 'servers',
                  'submitted', 'done', 'update_time', 'seq', 'last_report', 'cause',
-                 'down_time', 'epoch', 'counts')
+                 'down_time', 'epoch', 'counts', 'order')
 
     def __init__(self, addr):
         self.addr = addr
+        self.order = _address_order(addr)   # how lists sort it by address
         self.name = addr
         self.state = PlaceState.STARTING
         self.platform = ''
@@ -258,6 +271,16 @@ class Snapshot:
     def __init__(self, answer, full):
         self.answer = answer
         self.full = full
+
+
+def _address_order(addr):
+    """A key that sorts addresses as numbers (127.0.0.9 before 127.0.0.10),
+    IPv4 before IPv6, and a name that is no address after both, as text."""
+    try:
+        ip = ipaddress.ip_address(addr.partition('%')[0])
+    except ValueError:
+        return (7, 0, addr)
+    return (ip.version, int(ip), addr)
 
 
 def _text(obj, limit=MAX_TEXT):
@@ -687,24 +710,95 @@ def _rounded(value, digits=1):
     return round(value, digits) if isinstance(value, float) else value
 
 
+def _running(node):
+    return sum(len(server.jobs) for server in node.servers.values())
+
+
+def _servers_up(node):
+    return sum(1 for server in node.servers.values() if not server.state.down)
+
+
+def _avail(index):
+    return lambda node, now: node.avail[index] if node.avail else None
+
+
+def _ended(state):
+    return lambda node, now: node.counts[state]
+
+
+# what a list of nodes can be sorted by (the summary's field of that name) -> its value
+# for a node at the time `now`; None (not known) sorts last, whatever the order
+NODE_SORTS = {
+    'addr': lambda node, now: node.order,
+    'name': lambda node, now: node.name.lower(),
+    'state': lambda node, now: node.state.value,
+    'servers': lambda node, now: _servers_up(node),
+    'coros_running': lambda node, now: _running(node),
+    'coros_submitted': lambda node, now: node.submitted,
+    'coros_done': lambda node, now: node.done,
+    'coros_finished': _ended(JobState.FINISHED),
+    'coros_failed': _ended(JobState.FAILED),
+    'coros_terminated': _ended(JobState.TERMINATED),
+    'coros_lost': _ended(JobState.LOST),
+    'cpu': _avail(0),
+    'memory': _avail(1),
+    'disk': _avail(2),
+    'swap': _avail(3),
+    'report_age': lambda node, now: now - node.last_report if node.last_report else None,
+    'update_time': lambda node, now: node.update_time,
+}
+
+_BY_ADDRESS = operator.attrgetter('order')
+_FIRST = operator.itemgetter(0)
+
+
+def at_once(what, func, *args):
+    """The step hook that runs a slice of a view at once (see Views)."""
+    return func(*args)
+
+
 class Views:
     """What the pages show of a Monitor's state, as plain data for JSON (the
     original's field names first, then this monitor's); they read the state
-    and never change it."""
+    and never change it.
 
-    def __init__(self, monitor):
+    :param step: ``step(what, func, *args)`` runs one slice of a view of
+        many records, ``func(*args)``, and returns its value; by default at
+        once. The web application's lets the hub run between slices (and
+        checks each slice in strict mode): the records of a slice are read
+        at once, so the state may change only between slices, never under
+        one.
+    """
+
+    def __init__(self, monitor, step=at_once):
         self.monitor = monitor
+        self._step = step
 
     # ---------------- the cluster and its nodes
 
-    def cluster(self):
-        """The cluster page's data: the computation, its totals, every node."""
+    def cluster(self, q='', sort=None, order='asc', offset=0, limit=PAGE):
+        """The cluster page's data: the computation and its totals (counted
+        from every node: `jobs`, `node_counts`, ...), and one page of nodes,
+        `limit` (at most MAX_PAGE) of those `select_nodes(q=q, sort=sort,
+        order=order)` chooses, from the `offset`-th; `page` says which
+        (`matched`: how many were chosen, `total`: how many nodes there
+        are). BadRequest for a value out of range."""
+        if not isinstance(offset, int) or offset < 0:
+            raise BadRequest('offset must be a whole number, 0 or more, not %r' % (offset,))
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise BadRequest('limit (nodes in a page) must be between 1 and %d, not %r'
+                             % (MAX_PAGE, limit))
         monitor = self.monitor
+        seq, now = monitor.seq, time.time()
+        chosen = self.select_nodes(q=q, sort=sort, order=order, now=now)
         nodes = monitor.nodes.values()
+        node_counts = {state.value: 0 for state in PlaceState}
+        for node in nodes:
+            node_counts[node.state.value] += 1
         counts = self.job_counts()
         return dict(monitor.settings.view(), mode=monitor.mode, scheduler=monitor.scheduler,
                     computation=monitor.computation, queue=monitor.queue,
-                    nodes=self.node_list(),
+                    nodes=self.summaries(chosen[offset:offset + limit], now),
                     coros_submitted=sum(node.submitted for node in nodes),
                     coros_done=sum(node.done for node in nodes),
                     coros_running=counts['running'], jobs=counts,
@@ -713,7 +807,11 @@ class Views:
                     jobs_waiting=monitor.waiting, throughput=monitor.throughput.view(),
                     failures=[self._job_view(job) for job in
                               itertools.islice(reversed(monitor.failures.values()), 5)],
-                    seq=monitor.seq, time=time.time())
+                    node_counts=node_counts,
+                    page={'offset': offset, 'limit': limit, 'matched': len(chosen),
+                          'total': len(monitor.nodes), 'q': q or '', 'sort': sort,
+                          'order': order},
+                    seq=seq, time=now)
 
     def job_counts(self):
         """{state: jobs} of this computation."""
@@ -724,24 +822,58 @@ class Views:
                 counts[state.value] += count
         return counts
 
-    def select_nodes(self, since=None):
-        """The node records to list: those changed after the cursor `since`
-        (all when None, or when the state was reset after it)."""
+    def select_nodes(self, since=None, q='', sort=None, order='asc', now=None):
+        """The node records to list, as a new list: those changed after the
+        cursor `since` (all when None, or when the state was reset after it)
+        whose address or name contains `q` (any case), sorted by the key
+        `sort` of NODE_SORTS (None: in the order they came), ascending or
+        descending (`order`: 'asc' or 'desc'); ties, and the nodes whose
+        value is not known (last), in address order. BadRequest for an
+        unknown key or order."""
+        if order not in ORDERS:
+            raise BadRequest('order must be asc or desc, not %r' % (order,))
+        key = NODE_SORTS.get(sort) if sort is not None else None
+        if sort is not None and key is None:
+            raise BadRequest('sort must be one of %s, not %r' % (', '.join(NODE_SORTS), sort))
         monitor = self.monitor
         if since is None or since < monitor.reset_seq:
-            return list(monitor.nodes.values())
-        return [node for node in monitor.nodes.values() if node.seq > since]
+            nodes = list(monitor.nodes.values())
+        else:
+            nodes = [node for node in monitor.nodes.values() if node.seq > since]
+        text = (q or '').strip().lower()
+        if text:
+            nodes = [node for node in nodes
+                     if text in node.addr.lower() or text in node.name.lower()]
+        if key is None:
+            if order == 'desc':
+                nodes.reverse()
+            return nodes
+        now = time.time() if now is None else now
+        nodes.sort(key=_BY_ADDRESS)
+        valued = [(key(node, now), node) for node in nodes]
+        known = [pair for pair in valued if pair[0] is not None]
+        known.sort(key=_FIRST, reverse=order == 'desc')     # stable: ties stay in order
+        return [node for _, node in known] + [node for value, node in valued if value is None]
 
     def node_list(self, since=None):
         """Summaries of the nodes changed after `since` (all when None)."""
-        now = time.time()
-        return [self.node_summary(node, now) for node in self.select_nodes(since)]
+        return self.summaries(self.select_nodes(since), time.time())
+
+    def summaries(self, nodes, now):
+        """node_summary of each of `nodes`, NODE_SLICE of them per step."""
+        made = []
+        for start in range(0, len(nodes), NODE_SLICE):
+            made += self._step('monitor view: node summaries', self._summaries,
+                               nodes[start:start + NODE_SLICE], now)
+        return made
+
+    def _summaries(self, nodes, now):
+        return [self.node_summary(node, now) for node in nodes]
 
     def node_summary(self, node, now):
         """A node as the original's /cluster_status gave it (name, addr,
         status, servers, update_time, coros_submitted, coros_done,
         avail_info), and what this monitor adds."""
-        running = sum(len(server.jobs) for server in node.servers.values())
         avail = None
         if node.avail:
             cpu, memory, disk, swap = node.avail
@@ -751,11 +883,11 @@ class Views:
         age = now - node.last_report if node.last_report else None
         counts = node.counts
         return {'name': node.name, 'addr': node.addr, 'status': node.state.word,
-                'servers': sum(1 for s in node.servers.values() if not s.state.down),
+                'servers': _servers_up(node),
                 'update_time': node.update_time, 'coros_submitted': node.submitted,
                 'coros_done': node.done, 'avail_info': avail,
                 # added by this monitor
-                'state': node.state.value, 'coros_running': running, 'cause': node.cause,
+                'state': node.state.value, 'coros_running': _running(node), 'cause': node.cause,
                 'coros_finished': counts[JobState.FINISHED],
                 'coros_failed': counts[JobState.FAILED],
                 'coros_terminated': counts[JobState.TERMINATED],
@@ -847,14 +979,12 @@ class Views:
         seen = dict(monitor.running)
         for job in itertools.chain(monitor.recent.values(), monitor.failures.values()):
             seen.setdefault(job.key, job)
+        jobs = list(seen.values())
         counts = dict.fromkeys(names, 0)
         matched = []
-        for job in seen.values():
-            if query and not self._matches(job, query):
-                continue
-            counts[job.state.value] += 1
-            if not states or job.state.value in states:
-                matched.append(job)
+        for start in range(0, len(jobs), JOB_SLICE):
+            matched += self._step('monitor view: job search', self._search,
+                                  jobs[start:start + JOB_SLICE], query, states, counts)
         matched.sort(key=lambda job: job.end_time or job.start_time, reverse=True)
         return dict(monitor.settings.view(),
                     jobs=[self._job_view(job) for job in matched[:max(limit, 0)]],
@@ -866,6 +996,18 @@ class Views:
         monitor = self.monitor
         job = monitor.running.get(key) or monitor.recent.get(key) or monitor.failures.get(key)
         return None if job is None else self._job_view(job, full=True)
+
+    def _search(self, jobs, query, states, counts):
+        """Those of `jobs` that match `query` and are in `states` (any when
+        empty); `counts` counts the matches by state."""
+        matched = []
+        for job in jobs:
+            if query and not self._matches(job, query):
+                continue
+            counts[job.state.value] += 1
+            if not states or job.state.value in states:
+                matched.append(job)
+        return matched
 
     def _matches(self, job, query):
         if query in job.key.lower() or query in job.name.lower():

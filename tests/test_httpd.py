@@ -55,9 +55,11 @@ class Unprintable:
         raise RuntimeError('no text for you')
 
 
-def call(app, method, path, body=None, content_type=None, cookie=None, headers=None):
+def call(app, method, path, body=None, content_type=None, cookie=None, headers=None,
+         raw=False):
     """(status code, headers dict, body text) of one request to a WSGI app;
-    `headers` {name: value} are added to the request's."""
+    `headers` {name: value} are added to the request's; with `raw`, the body
+    as bytes."""
     path, _, query = path.partition('?')
     data = body.encode() if isinstance(body, str) else (body or b'')
     environ = {'REQUEST_METHOD': method, 'PATH_INFO': urllib.parse.unquote(path),
@@ -79,7 +81,7 @@ def call(app, method, path, body=None, content_type=None, cookie=None, headers=N
     if hasattr(chunks, 'close'):
         chunks.close()
     status, headers = started[0]
-    return int(status.split()[0]), dict(headers), text.decode()
+    return int(status.split()[0]), dict(headers), text if raw else text.decode()
 
 
 def get_json(app, path):
