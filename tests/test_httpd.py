@@ -9,11 +9,13 @@ import json
 import os
 import re
 import shutil
+import socket
 import ssl
 import time
 import urllib.parse
 
 import gevent
+import gevent.pywsgi
 import gevent.socket
 import gevent.ssl
 import psutil
@@ -1016,6 +1018,23 @@ def test_cluster_page_of_1024_nodes_in_headless_chromium(processes, tmp_path):
     proc.stdin.write(b'quit\n')
     proc.stdin.flush()
     assert proc.wait(30) == 0
+
+
+def test_the_web_server_sends_answers_without_waiting_for_acks(monkeypatch):
+    """TCP_NODELAY on every connection: pywsgi writes headers and body apart,
+    and a kept-alive client would otherwise wait up to 40 ms for each body."""
+    seen = []
+    monkeypatch.setattr(gevent.pywsgi.WSGIServer, 'handle', lambda server, sock, address:
+                        seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+    server = httpd._WSGIServer(('127.0.0.1', 0), None, log=None)
+    server.start()
+    try:
+        client = gevent.socket.create_connection(('127.0.0.1', server.server_port), timeout=10)
+        wait_until(lambda: seen, 10, 'the server taking a connection')
+        client.close()
+    finally:
+        server.stop()
+    assert seen[0] != 0
 
 
 def test_setup_declares_the_browser_dependency():
