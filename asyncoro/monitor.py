@@ -66,6 +66,8 @@ log = logging.getLogger(__name__)
 
 HISTORY = 720           # availability samples kept per node (2 hours at 10 s pulses)
 RECENT = 25             # ended jobs listed per server
+LISTED = 20000          # and in all servers' lists together (at 8,192 servers, 25 each
+                        # would keep 200,000 jobs' arguments: 160 MB)
 RECENT_JOBS = 2000      # ended jobs kept for the search (failures are kept apart)
 FAILURES = 100          # failed and lost jobs kept, by default
 ENDED = 20000           # ends remembered (to say "already finished" to a terminate)
@@ -410,8 +412,11 @@ class Monitor:
         self.servers = {}               # str(Location) -> _Server
         self.running = {}               # str(rcoro) -> _Job running (on job.server)
         self.recent = collections.OrderedDict()     # str(rcoro) -> _Job that ended (search)
+        self.listed = collections.deque()   # the _Jobs in a server's recent, oldest first
         self.failures = collections.OrderedDict()   # str(rcoro) -> _Job failed or lost
-        self.ended = collections.OrderedDict()      # str(rcoro) -> (state, end_time)
+        # str(rcoro) -> (state's value, end_time): no enum in it, so the garbage
+        # collector does not walk its 20,000 entries
+        self.ended = collections.OrderedDict()
         self.early = collections.OrderedDict()      # ends that came before creation
         self.terminating = set()        # str(rcoro) of the running ones terminated from a page
         self.throughput = _Throughput()
@@ -440,7 +445,10 @@ class Monitor:
 
     def end_of(self, key):
         """(state, end_time) of the job `key` if its end is remembered, else None."""
-        ended = self.ended.get(key) or self.early.get(key)
+        ended = self.ended.get(key)
+        if ended is not None:
+            return JobState(ended[0]), ended[1]
+        ended = self.early.get(key)
         return None if ended is None else (ended[0], ended[-1])
 
     # ---------------- messages
@@ -646,7 +654,7 @@ class Monitor:
         node = server.node
         del server.jobs[key]
         job.end(state, end_time, error, detail)
-        _remember(self.ended, key, (state, end_time), ENDED)
+        _remember(self.ended, key, (state.value, end_time), ENDED)
         _remember(self.recent, key, job, RECENT_JOBS)
         if state in _FAILURES:
             _remember(self.failures, key, job, self.max_failures)
@@ -654,16 +662,29 @@ class Monitor:
         node.done += 1
         node.counts[state] += 1
         server.recent.appendleft(job)
+        self._listed(job)
         self._count(node.addr, state)
         self.throughput.add(state, end_time)
         self._touch(node, now)
+
+    def _listed(self, job):
+        """`job` is listed among the jobs that ended at its server: the
+        oldest of all servers' lists leaves its list once LISTED are listed."""
+        listed = self.listed
+        listed.append(job)
+        if len(listed) > LISTED:
+            job = listed.popleft()
+            # the oldest listed anywhere: the oldest of its server's list, if still there
+            recent = job.server.recent
+            if recent and recent[-1] is job:
+                recent.pop()
 
     # ---------------- a new computation, a snapshot
 
     def _reset(self):
         self.waiting = 0
         for table in (self.nodes, self.servers, self.running, self.recent, self.failures,
-                      self.ended, self.early, self.terminating):
+                      self.ended, self.early, self.terminating, self.listed):
             table.clear()
         self.throughput = _Throughput()
         self.seq += 1

@@ -519,6 +519,23 @@ def test_metrics_are_gzipped_for_a_scraper_that_asks(header, gzipped):
     assert samples(text) == samples(plain)
 
 
+def test_the_ended_jobs_servers_list_are_the_newest_of_the_whole_cluster(monkeypatch):
+    """Each server lists its last RECENT ended jobs, but all of them together
+    at most LISTED: at 8,192 servers, 25 each would keep 200,000 jobs."""
+    monkeypatch.setattr(monitor_module, 'LISTED', 6)
+    cluster = Cluster()
+    coros = cluster.run(12)                 # coros[i] runs on servers[i % 4]
+    for coro in coros:
+        cluster.end(coro, StopIteration, 0)
+    listed = {str(server): [job['coro'] for job in get_json(
+        cluster.app, '/api/server/%s' % server)['recent']] for server in cluster.servers}
+    names = [str(coro) for coro in coros]
+    assert list(listed.values()) == [[names[8]], [names[9]], [names[10], names[6]],
+                                     [names[11], names[7]]]
+    assert len(cluster.monitor.listed) == 6
+    assert get_json(cluster.app, '/api/jobs')['matched'] == 12     # the search keeps its own
+
+
 # ---------------------------------------------------------------- states a user can trust
 
 def _states(cluster):
