@@ -47,6 +47,7 @@ How it works:
   frames of every peer while it is made (DESIGN: the hub's rule).
 """
 
+import array
 import collections
 import enum
 import ipaddress
@@ -162,7 +163,7 @@ class _Node:
         self.platform = ''
         self.cpus = 0
         self.avail = None                   # the latest (cpu, memory, disk, swap)
-        self.history = collections.deque(maxlen=HISTORY)   # (time, cpu, memory, disk, swap)
+        self.history = _History()           # (time, cpu, memory, disk, swap), oldest first
         self.servers = {}                   # str(Location) -> _Server
         self.submitted = 0
         self.done = 0
@@ -173,6 +174,71 @@ class _Node:
         self.down_time = None               # when it closed or was lost
         self.epoch = next(_epochs)          # a page's history of an older record is dropped
         self.counts = dict.fromkeys(ENDINGS, 0)     # jobs ended here, by how
+
+
+_NAN = float('nan')
+
+
+class _History:
+    """A node's load samples, (time, cpu, memory, disk, swap), oldest first:
+    the last HISTORY of them. Kept as five arrays of numbers, not a deque of
+    tuples: at 1,024 nodes of 720 samples that is 30 MB instead of 160, and
+    nothing for the garbage collector to walk (a full collection stops the
+    hub's thread). A figure not known (None, or no number) is kept as NaN
+    and comes back as None; memory and disk come back as ints."""
+
+    __slots__ = ('_columns',)
+
+    def __init__(self):
+        self._columns = tuple(array.array('d') for _ in range(5))
+
+    def __len__(self):
+        return len(self._columns[0])
+
+    def __iter__(self):
+        return map(_sample, *self._columns)
+
+    def __getitem__(self, index):
+        return _sample(*[column[index] for column in self._columns])
+
+    def __setitem__(self, index, sample):
+        for column, value in zip(self._columns, sample):
+            column[index] = _stored(value)
+
+    def append(self, sample):
+        for column, value in zip(self._columns, sample):
+            column.append(_stored(value))
+        if len(self) > HISTORY:
+            for column in self._columns:
+                del column[0]
+
+    def extend(self, samples):
+        for sample in samples:
+            self.append(sample)
+
+    def pop(self):
+        for column in self._columns:
+            column.pop()
+
+    def clear(self):
+        for column in self._columns:
+            del column[:]
+
+    def times(self, count):
+        """The times of the last `count` samples."""
+        return self._columns[0][-count:].tolist()
+
+
+def _stored(value):
+    return float(value) if isinstance(value, (int, float)) and value is not True \
+        and value is not False else _NAN
+
+
+def _sample(when, cpu, memory, disk, swap):
+    return (when, None if cpu != cpu else cpu,
+            None if memory != memory else int(memory) if memory.is_integer() else memory,
+            None if disk != disk else int(disk) if disk.is_integer() else disk,
+            None if swap != swap else swap)
 
 
 class _Server:
@@ -1062,7 +1128,7 @@ class Views:
 
 def _pulse_interval(node):
     """How often the node reports, from its last samples (None if unknown)."""
-    times = [sample[0] for sample in list(node.history)[-6:]]
+    times = node.history.times(6)
     gaps = sorted(b - a for a, b in zip(times, times[1:]))
     return gaps[len(gaps) // 2] if gaps else None
 

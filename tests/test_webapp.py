@@ -309,6 +309,19 @@ def test_node_poll_carries_only_the_samples_newer_than_the_page_has():
     assert stale['history_full'] and len(stale['history']) == 7
 
 
+def test_a_node_keeps_its_last_samples_as_numbers_and_what_it_could_not_tell_as_none():
+    cluster = Cluster()
+    history = cluster.monitor.nodes[NODES[0]].history
+    history.clear()
+    history.extend((1000.0 + i, float(i % 100), 8 << 30, 100 << 30, None if i % 2 else 90.0)
+                   for i in range(monitor_module.HISTORY + 80))
+    samples = get_json(cluster.app, '/api/node/' + NODES[0])['history']
+    assert len(samples) == monitor_module.HISTORY
+    assert samples[0] == [1080.0, 80.0, 8 << 30, 100 << 30, 90.0]
+    assert samples[-1] == [1799.0, 99.0, 8 << 30, 100 << 30, None]
+    assert [type(figure) for figure in samples[0]] == [float, float, int, int, float]
+
+
 def test_every_response_stays_under_50_kb_with_200_running_jobs():
     cluster = Cluster()
     cluster.run(200, args=lambda i: (i, 'sample-%05d.csv' % i, {'alpha': 0.5, 'mode': 'fast'},
