@@ -17,11 +17,14 @@ ServerInitialized, CoroCreated with a DiscoroCoroInfo), DiscoroNodeAvailInfo
 
 prints ``ready http://127.0.0.1:PORT/`` once the monitor holds the whole
 cluster, then keeps it alive (pulses, jobs ending and starting) until
-``quit`` or the end of its input.
+``quit`` or the end of its input; then how many full garbage collections
+the process made meanwhile, the longest, and how long one takes then (they
+stop the hub's thread, and at a thousand nodes they are not short).
 """
 
 import argparse
 import collections
+import gc
 import itertools
 import json
 import os
@@ -149,6 +152,24 @@ def _holds(url, fleet, timeout=120):
         time.sleep(0.05)
 
 
+class _FullCollections:
+    """How many full garbage collections this process made, and the longest
+    (seconds), from its gc.callbacks."""
+
+    def __init__(self):
+        self.count, self.longest, self._began = 0, 0.0, None
+        gc.callbacks.append(self)
+
+    def __call__(self, phase, info):
+        if info['generation'] != 2:
+            return
+        if phase == 'start':
+            self._began = time.perf_counter()
+        elif self._began is not None:
+            self.count += 1
+            self.longest = max(self.longest, time.perf_counter() - self._began)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--nodes', type=int, default=1024)
@@ -180,11 +201,18 @@ def main(argv=None):
     print('fed %d nodes, %d servers, %d jobs in %.1f s' % (
         args.nodes, args.nodes * args.servers, len(fleet.running),
         time.perf_counter() - started), flush=True)
+    gc.collect()        # what the feed left behind: collected before it is served
+    full = _FullCollections()
     asyncoro.Coro(_keep_alive, fleet, httpd.status_coro, args.churn, args.pulse)
     print('ready %s' % httpd.url, flush=True)
     for line in sys.stdin:
         if line.strip() == 'quit':
             break
+    count, longest = full.count, full.longest
+    began = time.perf_counter()
+    gc.collect()
+    print('full garbage collections since: %d, the longest %.1f ms; one now: %.1f ms'
+          % (count, longest * 1000, (time.perf_counter() - began) * 1000), flush=True)
     httpd.shutdown(wait=False)
     rt.terminate()
     return 0
