@@ -977,6 +977,11 @@ def test_cluster_page_of_1024_nodes_in_headless_chromium(processes, tmp_path):
         _page_until(page, lambda: polls[-1][0].get('q'), lambda q: q == ['NODE0777'], 10)
         _page_until(page, shown, lambda nodes: nodes == ['127.1.3.28'], 10)
         assert rows.locator('.name').inner_text() == 'rack24-node0777'
+        search.fill('nowhere')
+        _page_until(page, lambda: page.locator('#nodes-range').inner_text(),
+                    lambda text: text == 'No node of 1,024 matches \u201cnowhere\u201d', 10)
+        assert rows.count() == 0 and page.locator('#nodes-empty').inner_text() == \
+            'No node\u2019s name or address contains \u201cnowhere\u201d.'
         search.fill('rack1')        # racks 10 to 19: more than a page
         _page_until(page, lambda: page.locator('#nodes-range').inner_text(),
                     lambda text: text == 'Nodes 1\u2013100 of 320 matching \u201crack1\u201d '

@@ -745,8 +745,16 @@
       $('#nodes-next').disabled = page.offset + shown >= page.matched;
       const of = page.matched.toLocaleString() + (view.q ? ' matching \u201c' + view.q + '\u201d' : '') +
         (page.matched !== page.total ? ' (of ' + page.total.toLocaleString() + ')' : '');
-      $('#nodes-range').textContent = shown ? 'Nodes ' + (page.offset + 1).toLocaleString() + '\u2013' +
-        (page.offset + shown).toLocaleString() + ' of ' + of : 'No node ' + (page.matched ? 'on this page' : 'of ' + of);
+      const range = $('#nodes-range');
+      if (shown) {
+        range.textContent = 'Nodes ' + (page.offset + 1).toLocaleString() + '\u2013' +
+          (page.offset + shown).toLocaleString() + ' of ' + of;
+      } else if (page.matched) {
+        range.textContent = 'No node on this page';
+      } else {
+        range.textContent = 'No node of ' + page.total.toLocaleString() +
+          (view.q ? ' matches \u201c' + view.q + '\u201d' : '');
+      }
       if (!shown && page.matched && page.offset >= page.matched) {
         // past the end (nodes went, or the search narrowed): the last page
         view.page = Math.max(Math.ceil(page.matched / view.limit) - 1, 0);
