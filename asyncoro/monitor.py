@@ -35,17 +35,25 @@ How it works:
   than itself. A new computation (ComputationScheduled) starts a clean slate;
   only the per-node counters for /metrics (`totals`) carry on.
 - `Views` reads a Monitor and never changes it. A list of nodes is made in
-  two steps: which records (`select_nodes`), then each one's summary
+  two steps: which records (`select_nodes`: filtered by name or address,
+  sorted by a key of `NODE_SORTS`), then each one's summary
   (`node_summary`); the cluster's totals are counted from the records, not
-  from that list. So a list can be paged or filtered by changing the first
-  step alone, and the totals stay whole.
-- Neither is thread-safe: one thread (the runtime's hub) owns them.
+  from that list. So the cluster's list is one page of that selection
+  (`PAGE` nodes by default, `MAX_PAGE` at most), and the totals stay whole.
+- Neither is thread-safe: one thread (the runtime's hub) owns them. A view
+  of many records (every node, every running job) is made in slices, each
+  run through the Views' `step` hook: the web application lets the hub
+  run between slices, so a view of a thousand nodes does not hold up the
+  frames of every peer while it is made (DESIGN: the hub's rule).
 """
 
+import array
 import collections
 import enum
+import ipaddress
 import itertools
 import logging
+import operator
 import time
 
 from asyncoro.disasyncoro import Location, MonitorException
@@ -59,6 +67,8 @@ log = logging.getLogger(__name__)
 
 HISTORY = 720           # availability samples kept per node (2 hours at 10 s pulses)
 RECENT = 25             # ended jobs listed per server
+LISTED = 20000          # and in all servers' lists together (at 8,192 servers, 25 each
+                        # would keep 200,000 jobs' arguments: 160 MB)
 RECENT_JOBS = 2000      # ended jobs kept for the search (failures are kept apart)
 FAILURES = 100          # failed and lost jobs kept, by default
 ENDED = 20000           # ends remembered (to say "already finished" to a terminate)
@@ -67,6 +77,11 @@ LIST_TEXT = 120         # characters of a job's arguments in lists (the rest on 
 MAX_DETAIL = 8000       # characters of a traceback or cause kept
 BARS = 120              # throughput intervals kept; older ones merge two by two
 POLL_MIN, POLL_MAX = 1, 3600
+PAGE = 100              # nodes in one page of the cluster's list, unless asked otherwise
+MAX_PAGE = 200          # and at most (a node's summary is about 500 bytes of JSON)
+ORDERS = ('asc', 'desc')
+NODE_SLICE = 256        # node summaries made in one step (see Views)
+JOB_SLICE = 512         # jobs searched in one step
 # the codes of why a node, server or job went that mean it was lost (DiscoroJobLost.code)
 LOSSES = ('died', 'disconnected', 'silent')
 DISCONNECTED = 'its connection was lost'    # the cause of a loss with nothing else known
@@ -138,16 +153,17 @@ _epochs = itertools.count(1)
 class _Node:
     __slots__ = ('addr', 'name', 'state', 'platform', 'cpus', 'avail', 'history', 'servers',
                  'submitted', 'done', 'update_time', 'seq', 'last_report', 'cause',
-                 'down_time', 'epoch', 'counts')
+                 'down_time', 'epoch', 'counts', 'order')
 
     def __init__(self, addr):
         self.addr = addr
+        self.order = _address_order(addr)   # how lists sort it by address
         self.name = addr
         self.state = PlaceState.STARTING
         self.platform = ''
         self.cpus = 0
         self.avail = None                   # the latest (cpu, memory, disk, swap)
-        self.history = collections.deque(maxlen=HISTORY)   # (time, cpu, memory, disk, swap)
+        self.history = _History()           # (time, cpu, memory, disk, swap), oldest first
         self.servers = {}                   # str(Location) -> _Server
         self.submitted = 0
         self.done = 0
@@ -158,6 +174,71 @@ class _Node:
         self.down_time = None               # when it closed or was lost
         self.epoch = next(_epochs)          # a page's history of an older record is dropped
         self.counts = dict.fromkeys(ENDINGS, 0)     # jobs ended here, by how
+
+
+_NAN = float('nan')
+
+
+class _History:
+    """A node's load samples, (time, cpu, memory, disk, swap), oldest first:
+    the last HISTORY of them. Kept as five arrays of numbers, not a deque of
+    tuples: at 1,024 nodes of 720 samples that is 30 MB instead of 160, and
+    nothing for the garbage collector to walk (a full collection stops the
+    hub's thread). A figure not known (None, or no number) is kept as NaN
+    and comes back as None; memory and disk come back as ints."""
+
+    __slots__ = ('_columns',)
+
+    def __init__(self):
+        self._columns = tuple(array.array('d') for _ in range(5))
+
+    def __len__(self):
+        return len(self._columns[0])
+
+    def __iter__(self):
+        return map(_sample, *self._columns)
+
+    def __getitem__(self, index):
+        return _sample(*[column[index] for column in self._columns])
+
+    def __setitem__(self, index, sample):
+        for column, value in zip(self._columns, sample):
+            column[index] = _stored(value)
+
+    def append(self, sample):
+        for column, value in zip(self._columns, sample):
+            column.append(_stored(value))
+        if len(self) > HISTORY:
+            for column in self._columns:
+                del column[0]
+
+    def extend(self, samples):
+        for sample in samples:
+            self.append(sample)
+
+    def pop(self):
+        for column in self._columns:
+            column.pop()
+
+    def clear(self):
+        for column in self._columns:
+            del column[:]
+
+    def times(self, count):
+        """The times of the last `count` samples."""
+        return self._columns[0][-count:].tolist()
+
+
+def _stored(value):
+    return float(value) if isinstance(value, (int, float)) and value is not True \
+        and value is not False else _NAN
+
+
+def _sample(when, cpu, memory, disk, swap):
+    return (when, None if cpu != cpu else cpu,
+            None if memory != memory else int(memory) if memory.is_integer() else memory,
+            None if disk != disk else int(disk) if disk.is_integer() else disk,
+            None if swap != swap else swap)
 
 
 class _Server:
@@ -258,6 +339,16 @@ class Snapshot:
     def __init__(self, answer, full):
         self.answer = answer
         self.full = full
+
+
+def _address_order(addr):
+    """A key that sorts addresses as numbers (127.0.0.9 before 127.0.0.10),
+    IPv4 before IPv6, and a name that is no address after both, as text."""
+    try:
+        ip = ipaddress.ip_address(addr.partition('%')[0])
+    except ValueError:
+        return (7, 0, addr)
+    return (ip.version, int(ip), addr)
 
 
 def _text(obj, limit=MAX_TEXT):
@@ -387,8 +478,11 @@ class Monitor:
         self.servers = {}               # str(Location) -> _Server
         self.running = {}               # str(rcoro) -> _Job running (on job.server)
         self.recent = collections.OrderedDict()     # str(rcoro) -> _Job that ended (search)
+        self.listed = collections.deque()   # the _Jobs in a server's recent, oldest first
         self.failures = collections.OrderedDict()   # str(rcoro) -> _Job failed or lost
-        self.ended = collections.OrderedDict()      # str(rcoro) -> (state, end_time)
+        # str(rcoro) -> (state's value, end_time): no enum in it, so the garbage
+        # collector does not walk its 20,000 entries
+        self.ended = collections.OrderedDict()
         self.early = collections.OrderedDict()      # ends that came before creation
         self.terminating = set()        # str(rcoro) of the running ones terminated from a page
         self.throughput = _Throughput()
@@ -417,7 +511,10 @@ class Monitor:
 
     def end_of(self, key):
         """(state, end_time) of the job `key` if its end is remembered, else None."""
-        ended = self.ended.get(key) or self.early.get(key)
+        ended = self.ended.get(key)
+        if ended is not None:
+            return JobState(ended[0]), ended[1]
+        ended = self.early.get(key)
         return None if ended is None else (ended[0], ended[-1])
 
     # ---------------- messages
@@ -623,7 +720,7 @@ class Monitor:
         node = server.node
         del server.jobs[key]
         job.end(state, end_time, error, detail)
-        _remember(self.ended, key, (state, end_time), ENDED)
+        _remember(self.ended, key, (state.value, end_time), ENDED)
         _remember(self.recent, key, job, RECENT_JOBS)
         if state in _FAILURES:
             _remember(self.failures, key, job, self.max_failures)
@@ -631,16 +728,29 @@ class Monitor:
         node.done += 1
         node.counts[state] += 1
         server.recent.appendleft(job)
+        self._listed(job)
         self._count(node.addr, state)
         self.throughput.add(state, end_time)
         self._touch(node, now)
+
+    def _listed(self, job):
+        """`job` is listed among the jobs that ended at its server: the
+        oldest of all servers' lists leaves its list once LISTED are listed."""
+        listed = self.listed
+        listed.append(job)
+        if len(listed) > LISTED:
+            job = listed.popleft()
+            # the oldest listed anywhere: the oldest of its server's list, if still there
+            recent = job.server.recent
+            if recent and recent[-1] is job:
+                recent.pop()
 
     # ---------------- a new computation, a snapshot
 
     def _reset(self):
         self.waiting = 0
         for table in (self.nodes, self.servers, self.running, self.recent, self.failures,
-                      self.ended, self.early, self.terminating):
+                      self.ended, self.early, self.terminating, self.listed):
             table.clear()
         self.throughput = _Throughput()
         self.seq += 1
@@ -687,61 +797,167 @@ def _rounded(value, digits=1):
     return round(value, digits) if isinstance(value, float) else value
 
 
+def _running(node):
+    return sum(len(server.jobs) for server in node.servers.values())
+
+
+def _servers_up(node):
+    return sum(1 for server in node.servers.values() if not server.state.down)
+
+
+def _avail(index):
+    return lambda node, now: node.avail[index] if node.avail else None
+
+
+def _ended(state):
+    return lambda node, now: node.counts[state]
+
+
+# what a list of nodes can be sorted by (the summary's field of that name) -> its value
+# for a node at the time `now`; None (not known) sorts last, whatever the order
+NODE_SORTS = {
+    'addr': lambda node, now: node.order,
+    'name': lambda node, now: node.name.lower(),
+    'state': lambda node, now: node.state.value,
+    'servers': lambda node, now: _servers_up(node),
+    'coros_running': lambda node, now: _running(node),
+    'coros_submitted': lambda node, now: node.submitted,
+    'coros_done': lambda node, now: node.done,
+    'coros_finished': _ended(JobState.FINISHED),
+    'coros_failed': _ended(JobState.FAILED),
+    'coros_terminated': _ended(JobState.TERMINATED),
+    'coros_lost': _ended(JobState.LOST),
+    'cpu': _avail(0),
+    'memory': _avail(1),
+    'disk': _avail(2),
+    'swap': _avail(3),
+    'report_age': lambda node, now: now - node.last_report if node.last_report else None,
+    'update_time': lambda node, now: node.update_time,
+}
+
+_BY_ADDRESS = operator.attrgetter('order')
+_STATE_OF = operator.attrgetter('state')
+_FIRST = operator.itemgetter(0)
+
+
+def at_once(what, func, *args):
+    """The step hook that runs a slice of a view at once (see Views)."""
+    return func(*args)
+
+
 class Views:
     """What the pages show of a Monitor's state, as plain data for JSON (the
     original's field names first, then this monitor's); they read the state
-    and never change it."""
+    and never change it.
 
-    def __init__(self, monitor):
+    :param step: ``step(what, func, *args)`` runs one slice of a view of
+        many records, ``func(*args)``, and returns its value; by default at
+        once. The web application's lets the hub run between slices (and
+        checks each slice in strict mode): the records of a slice are read
+        at once, so the state may change only between slices, never under
+        one.
+    """
+
+    def __init__(self, monitor, step=at_once):
         self.monitor = monitor
+        self._step = step
 
     # ---------------- the cluster and its nodes
 
-    def cluster(self):
-        """The cluster page's data: the computation, its totals, every node."""
+    def cluster(self, q='', sort=None, order='asc', offset=0, limit=PAGE):
+        """The cluster page's data: the computation and its totals (counted
+        from every node: `jobs`, `node_counts`, ...), and one page of nodes,
+        `limit` (at most MAX_PAGE) of those `select_nodes(q=q, sort=sort,
+        order=order)` chooses, from the `offset`-th; `page` says which
+        (`matched`: how many were chosen, `total`: how many nodes there
+        are). BadRequest for a value out of range."""
+        if not isinstance(offset, int) or offset < 0:
+            raise BadRequest('offset must be a whole number, 0 or more, not %r' % (offset,))
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise BadRequest('limit (nodes in a page) must be between 1 and %d, not %r'
+                             % (MAX_PAGE, limit))
         monitor = self.monitor
+        seq, now = monitor.seq, time.time()
+        chosen = self.select_nodes(q=q, sort=sort, order=order, now=now)
         nodes = monitor.nodes.values()
+        # counted in C (Counter, map): a Python loop over 8,192 servers costs a millisecond
+        node_states = collections.Counter(map(_STATE_OF, nodes))
+        server_states = collections.Counter(map(_STATE_OF, monitor.servers.values()))
         counts = self.job_counts()
         return dict(monitor.settings.view(), mode=monitor.mode, scheduler=monitor.scheduler,
                     computation=monitor.computation, queue=monitor.queue,
-                    nodes=self.node_list(),
+                    nodes=self.summaries(chosen[offset:offset + limit], now),
                     coros_submitted=sum(node.submitted for node in nodes),
                     coros_done=sum(node.done for node in nodes),
                     coros_running=counts['running'], jobs=counts,
-                    servers=sum(1 for server in monitor.servers.values()
-                                if not server.state.down),
+                    servers=sum(n for state, n in server_states.items() if not state.down),
                     jobs_waiting=monitor.waiting, throughput=monitor.throughput.view(),
                     failures=[self._job_view(job) for job in
                               itertools.islice(reversed(monitor.failures.values()), 5)],
-                    seq=monitor.seq, time=time.time())
+                    node_counts={state.value: node_states[state] for state in PlaceState},
+                    page={'offset': offset, 'limit': limit, 'matched': len(chosen),
+                          'total': len(monitor.nodes), 'q': q or '', 'sort': sort,
+                          'order': order},
+                    seq=seq, time=now)
 
     def job_counts(self):
         """{state: jobs} of this computation."""
-        counts = {state.value: 0 for state in JobState}
-        counts['running'] = len(self.monitor.running)
-        for node in self.monitor.nodes.values():
-            for state, count in node.counts.items():
-                counts[state.value] += count
-        return counts
+        nodes = self.monitor.nodes.values()
+        counts = {state.value: sum(node.counts[state] for node in nodes) for state in ENDINGS}
+        return dict(running=len(self.monitor.running), **counts)
 
-    def select_nodes(self, since=None):
-        """The node records to list: those changed after the cursor `since`
-        (all when None, or when the state was reset after it)."""
+    def select_nodes(self, since=None, q='', sort=None, order='asc', now=None):
+        """The node records to list, as a new list: those changed after the
+        cursor `since` (all when None, or when the state was reset after it)
+        whose address or name contains `q` (any case), sorted by the key
+        `sort` of NODE_SORTS (None: in the order they came), ascending or
+        descending (`order`: 'asc' or 'desc'); ties, and the nodes whose
+        value is not known (last), in address order. BadRequest for an
+        unknown key or order."""
+        if order not in ORDERS:
+            raise BadRequest('order must be asc or desc, not %r' % (order,))
+        key = NODE_SORTS.get(sort) if sort is not None else None
+        if sort is not None and key is None:
+            raise BadRequest('sort must be one of %s, not %r' % (', '.join(NODE_SORTS), sort))
         monitor = self.monitor
         if since is None or since < monitor.reset_seq:
-            return list(monitor.nodes.values())
-        return [node for node in monitor.nodes.values() if node.seq > since]
+            nodes = list(monitor.nodes.values())
+        else:
+            nodes = [node for node in monitor.nodes.values() if node.seq > since]
+        text = (q or '').strip().lower()
+        if text:
+            nodes = [node for node in nodes
+                     if text in node.addr.lower() or text in node.name.lower()]
+        if key is None:
+            if order == 'desc':
+                nodes.reverse()
+            return nodes
+        now = time.time() if now is None else now
+        nodes.sort(key=_BY_ADDRESS)
+        valued = [(key(node, now), node) for node in nodes]
+        known = [pair for pair in valued if pair[0] is not None]
+        known.sort(key=_FIRST, reverse=order == 'desc')     # stable: ties stay in order
+        return [node for _, node in known] + [node for value, node in valued if value is None]
 
     def node_list(self, since=None):
         """Summaries of the nodes changed after `since` (all when None)."""
-        now = time.time()
-        return [self.node_summary(node, now) for node in self.select_nodes(since)]
+        return self.summaries(self.select_nodes(since), time.time())
+
+    def summaries(self, nodes, now):
+        """node_summary of each of `nodes`, NODE_SLICE of them per step."""
+        made = []
+        for start in range(0, len(nodes), NODE_SLICE):
+            made += self._step('monitor view: node summaries', self._summaries,
+                               nodes[start:start + NODE_SLICE], now)
+        return made
+
+    def _summaries(self, nodes, now):
+        return [self.node_summary(node, now) for node in nodes]
 
     def node_summary(self, node, now):
         """A node as the original's /cluster_status gave it (name, addr,
         status, servers, update_time, coros_submitted, coros_done,
         avail_info), and what this monitor adds."""
-        running = sum(len(server.jobs) for server in node.servers.values())
         avail = None
         if node.avail:
             cpu, memory, disk, swap = node.avail
@@ -751,11 +967,11 @@ class Views:
         age = now - node.last_report if node.last_report else None
         counts = node.counts
         return {'name': node.name, 'addr': node.addr, 'status': node.state.word,
-                'servers': sum(1 for s in node.servers.values() if not s.state.down),
+                'servers': _servers_up(node),
                 'update_time': node.update_time, 'coros_submitted': node.submitted,
                 'coros_done': node.done, 'avail_info': avail,
                 # added by this monitor
-                'state': node.state.value, 'coros_running': running, 'cause': node.cause,
+                'state': node.state.value, 'coros_running': _running(node), 'cause': node.cause,
                 'coros_finished': counts[JobState.FINISHED],
                 'coros_failed': counts[JobState.FAILED],
                 'coros_terminated': counts[JobState.TERMINATED],
@@ -847,14 +1063,12 @@ class Views:
         seen = dict(monitor.running)
         for job in itertools.chain(monitor.recent.values(), monitor.failures.values()):
             seen.setdefault(job.key, job)
+        jobs = list(seen.values())
         counts = dict.fromkeys(names, 0)
         matched = []
-        for job in seen.values():
-            if query and not self._matches(job, query):
-                continue
-            counts[job.state.value] += 1
-            if not states or job.state.value in states:
-                matched.append(job)
+        for start in range(0, len(jobs), JOB_SLICE):
+            matched += self._step('monitor view: job search', self._search,
+                                  jobs[start:start + JOB_SLICE], query, states, counts)
         matched.sort(key=lambda job: job.end_time or job.start_time, reverse=True)
         return dict(monitor.settings.view(),
                     jobs=[self._job_view(job) for job in matched[:max(limit, 0)]],
@@ -866,6 +1080,18 @@ class Views:
         monitor = self.monitor
         job = monitor.running.get(key) or monitor.recent.get(key) or monitor.failures.get(key)
         return None if job is None else self._job_view(job, full=True)
+
+    def _search(self, jobs, query, states, counts):
+        """Those of `jobs` that match `query` and are in `states` (any when
+        empty); `counts` counts the matches by state."""
+        matched = []
+        for job in jobs:
+            if query and not self._matches(job, query):
+                continue
+            counts[job.state.value] += 1
+            if not states or job.state.value in states:
+                matched.append(job)
+        return matched
 
     def _matches(self, job, query):
         if query in job.key.lower() or query in job.name.lower():
@@ -899,7 +1125,7 @@ class Views:
 
 def _pulse_interval(node):
     """How often the node reports, from its last samples (None if unknown)."""
-    times = [sample[0] for sample in list(node.history)[-6:]]
+    times = node.history.times(6)
     gaps = sorted(b - a for a, b in zip(times, times[1:]))
     return gaps[len(gaps) // 2] if gaps else None
 

@@ -9,17 +9,19 @@ import json
 import os
 import re
 import shutil
+import socket
 import ssl
 import time
 import urllib.parse
 
 import gevent
+import gevent.pywsgi
 import gevent.socket
 import gevent.ssl
 import psutil
 import pytest
 
-from conftest import LOG_LINE, ROOT, free_udp_port, read_line, wait_until
+from conftest import HERE, LOG_LINE, ROOT, free_udp_port, read_line, wait_until
 
 import asyncoro.httpd as httpd
 import asyncoro.monitor as monitor_module
@@ -55,9 +57,11 @@ class Unprintable:
         raise RuntimeError('no text for you')
 
 
-def call(app, method, path, body=None, content_type=None, cookie=None, headers=None):
+def call(app, method, path, body=None, content_type=None, cookie=None, headers=None,
+         raw=False):
     """(status code, headers dict, body text) of one request to a WSGI app;
-    `headers` {name: value} are added to the request's."""
+    `headers` {name: value} are added to the request's; with `raw`, the body
+    as bytes."""
     path, _, query = path.partition('?')
     data = body.encode() if isinstance(body, str) else (body or b'')
     environ = {'REQUEST_METHOD': method, 'PATH_INFO': urllib.parse.unquote(path),
@@ -79,7 +83,7 @@ def call(app, method, path, body=None, content_type=None, cookie=None, headers=N
     if hasattr(chunks, 'close'):
         chunks.close()
     status, headers = started[0]
-    return int(status.split()[0]), dict(headers), text.decode()
+    return int(status.split()[0]), dict(headers), text if raw else text.decode()
 
 
 def get_json(app, path):
@@ -731,6 +735,9 @@ def test_monitor_pages_in_headless_chromium(processes, discoronode, tmp_path):
         failure = page.locator('#failures li[data-coro="%s"]' % failed)
         assert failure.locator('.error-text').inner_text() == 'ValueError: cannot sleep -1 s'
         assert page.locator('#throughput svg rect.bar').count() >= 1
+        # one node, one page: no search, no pager, as before there were pages
+        assert page.locator('#node-search').is_hidden() and \
+            page.locator('#nodes-pager').is_hidden()
         _shot(page, tmp_path, 'monitor-cluster')
 
         # Jobs: the failures view, then a search by a piece of an argument
@@ -903,6 +910,136 @@ def test_monitor_pages_in_headless_chromium(processes, discoronode, tmp_path):
     assert requests and all(url.startswith(base) for _, url in requests), requests
     assert wait_for_line(proc, 'bye', 60).startswith('bye after ')
     assert proc.wait(30) == 0
+
+
+# a monitor fed, through its status coroutine, what a scheduler sends of a big cluster
+FLEET = '''
+import sys
+sys.path.insert(0, %r)
+import monitor_fleet
+sys.exit(monitor_fleet.main(sys.argv[1:]))
+''' % HERE
+
+
+@pytest.mark.deadline(180)
+def test_cluster_page_of_1024_nodes_in_headless_chromium(processes, tmp_path):
+    """1,024 nodes of 8 servers, a job on each server: the page loads one page of
+    nodes, finds a node by address and by name (the server filters), pages,
+    sorts on the server, and polls only the page it shows. Its load time is
+    printed (bench/monitor.py has the figures); the bound here is generous."""
+    sync_playwright = _browser_or_skip()
+    proc, base = processes(FLEET, '--nodes', 1024, '--servers', 8, '--poll_sec', 1)
+    base = base.rstrip('/')
+    polls = []          # (query, bytes) of every /api/cluster the page asked for
+
+    def answered(response):
+        parts = urllib.parse.urlsplit(response.url)
+        if parts.path == '/api/cluster':
+            polls.append((urllib.parse.parse_qs(parts.query),
+                          int(response.headers.get('content-length', -1))))
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        desk = browser.new_context(viewport={'width': 1400, 'height': 900})
+        page = desk.new_page()
+        page.set_default_timeout(20000)
+        errors = []
+        page.on('pageerror', lambda exc: errors.append(str(exc)))
+        page.on('console', lambda msg: errors.append(msg.text) if msg.type == 'error' else None)
+        page.on('response', answered)
+        rows = page.locator('#nodes-table tbody tr')
+
+        def shown():
+            return rows.evaluate_all('rows => rows.map(r => r.dataset.node)')
+
+        started = time.monotonic()
+        page.goto(base + '/')
+        page.wait_for_function('document.querySelectorAll("#nodes-table tbody tr").length '
+                               '=== 100', polling='raf')
+        loaded = time.monotonic() - started
+        in_page = page.evaluate('performance.now()') / 1000
+        print('\nCluster page of 1,024 nodes x 8 servers: 100 rows after %.2f s (%.2f s by '
+              'the page\'s clock); its poll answers %d bytes' % (loaded, in_page, polls[0][1]))
+        assert loaded < 10, 'the page took %.1f s to show its nodes' % loaded
+        assert shown()[:3] == ['127.1.0.1', '127.1.0.2', '127.1.0.3']
+        cards = dict(zip(page.locator('#cards .card .label').all_inner_texts(),
+                         page.locator('#cards .card .value').all_inner_texts()))
+        assert (cards['NODES'], cards['SERVERS']) == ('1,024', '8,192')
+        assert page.locator('#nodes-range').inner_text() == 'Nodes 1\u2013100 of 1,024'
+
+        # a node found by a piece of its address, then of its name (in another case)
+        search = page.locator('#node-search')
+        search.fill('127.1.3.28')
+        _page_until(page, shown, lambda nodes: nodes == ['127.1.3.28'], 10)
+        assert page.locator('#nodes-range').inner_text() == \
+            'Nodes 1\u20131 of 1 matching \u201c127.1.3.28\u201d (of 1,024)'
+        search.fill('NODE0777')
+        _page_until(page, lambda: polls[-1][0].get('q'), lambda q: q == ['NODE0777'], 10)
+        _page_until(page, shown, lambda nodes: nodes == ['127.1.3.28'], 10)
+        assert rows.locator('.name').inner_text() == 'rack24-node0777'
+        search.fill('nowhere')
+        _page_until(page, lambda: page.locator('#nodes-range').inner_text(),
+                    lambda text: text == 'No node of 1,024 matches \u201cnowhere\u201d', 10)
+        assert rows.count() == 0 and page.locator('#nodes-empty').inner_text() == \
+            'No node\u2019s name or address contains \u201cnowhere\u201d.'
+        search.fill('rack1')        # racks 10 to 19: more than a page
+        _page_until(page, lambda: page.locator('#nodes-range').inner_text(),
+                    lambda text: text == 'Nodes 1\u2013100 of 320 matching \u201crack1\u201d '
+                                         '(of 1,024)', 10)
+        search.fill('')
+        _page_until(page, shown, lambda nodes: len(nodes) == 100 and nodes[0] == '127.1.0.1',
+                    10)
+
+        # the next page, and only it is polled from then on
+        page.locator('#nodes-next').click()
+        _page_until(page, shown, lambda nodes: nodes[:1] == ['127.1.0.101'], 10)
+        assert page.locator('#nodes-range').inner_text() == 'Nodes 101\u2013200 of 1,024'
+        assert page.url == base + '/?page=2'
+        _shot(page, tmp_path, 'cluster-1024')
+        asked = len(polls)
+        _page_until(page, lambda: len(polls), lambda n: n >= asked + 2, 10)   # two polls
+        assert [(query['offset'], query['limit']) for query, _ in polls[asked:]] == \
+            [(['100'], ['100'])] * (len(polls) - asked)
+        # sorted by the server: the most running jobs first, from the first page
+        page.locator('#nodes-table th[data-key="coros_running"]').click()
+        _page_until(page, lambda: polls[-1][0].get('sort'), lambda sort: sort == ['coros_running'],
+                    10)
+        assert (polls[-1][0]['order'], polls[-1][0]['offset']) == (['desc'], ['0'])
+        assert all('limit' in query and size < 200000 for query, size in polls), polls
+
+        # a phone: the search and the pager fit its width
+        phone = browser.new_context(viewport={'width': 390, 'height': 844}, is_mobile=True,
+                                    has_touch=True, device_scale_factor=2)
+        small = phone.new_page()
+        small.set_default_timeout(20000)
+        small.on('pageerror', lambda exc: errors.append(str(exc)))
+        small.goto(base + '/?q=rack01&page=1')
+        small.locator('#nodes-table tbody tr').nth(31).wait_for()
+        _fits(small, ['#node-search', '#nodes-pager', '#nodes-next', '#nodes-limit'])
+        _shot(small, tmp_path, 'phone-cluster-1024')
+        phone.close()
+        browser.close()
+    assert errors == []
+    proc.stdin.write(b'quit\n')
+    proc.stdin.flush()
+    assert proc.wait(30) == 0
+
+
+def test_the_web_server_sends_answers_without_waiting_for_acks(monkeypatch):
+    """TCP_NODELAY on every connection: pywsgi writes headers and body apart,
+    and a kept-alive client would otherwise wait up to 40 ms for each body."""
+    seen = []
+    monkeypatch.setattr(gevent.pywsgi.WSGIServer, 'handle', lambda server, sock, address:
+                        seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+    server = httpd._WSGIServer(('127.0.0.1', 0), None, log=None)
+    server.start()
+    try:
+        client = gevent.socket.create_connection(('127.0.0.1', server.server_port), timeout=10)
+        wait_until(lambda: seen, 10, 'the server taking a connection')
+        client.close()
+    finally:
+        server.stop()
+    assert seen[0] != 0
 
 
 def test_setup_declares_the_browser_dependency():

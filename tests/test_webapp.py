@@ -1,18 +1,22 @@
 """The web monitor's application in-process (WSGI, no socket): the
 original's endpoints keep the original's field names, /metrics in
 Prometheus' text format, the guard of write actions and the password, the
-Node page's incremental history, response sizes, and the states a node, a
+Node page's incremental history, response sizes (at 1,024 nodes of 8
+servers too), the Cluster page's pages of nodes, and the states a node, a
 server and a job go through (asyncoro.monitor, asyncoro.webapp,
 asyncoro.metrics).
 """
 
 import base64
+import gc
+import gzip
 import json
 import logging
 import time
 
 import pytest
 
+import monitor_fleet
 from test_httpd import FakeCoro, call, get_json, post
 
 import asyncoro.httpd as httpd
@@ -306,6 +310,19 @@ def test_node_poll_carries_only_the_samples_newer_than_the_page_has():
     assert stale['history_full'] and len(stale['history']) == 7
 
 
+def test_a_node_keeps_its_last_samples_as_numbers_and_what_it_could_not_tell_as_none():
+    cluster = Cluster()
+    history = cluster.monitor.nodes[NODES[0]].history
+    history.clear()
+    history.extend((1000.0 + i, float(i % 100), 8 << 30, 100 << 30, None if i % 2 else 90.0)
+                   for i in range(monitor_module.HISTORY + 80))
+    samples = get_json(cluster.app, '/api/node/' + NODES[0])['history']
+    assert len(samples) == monitor_module.HISTORY
+    assert samples[0] == [1080.0, 80.0, 8 << 30, 100 << 30, 90.0]
+    assert samples[-1] == [1799.0, 99.0, 8 << 30, 100 << 30, None]
+    assert [type(figure) for figure in samples[0]] == [float, float, int, int, float]
+
+
 def test_every_response_stays_under_50_kb_with_200_running_jobs():
     cluster = Cluster()
     cluster.run(200, args=lambda i: (i, 'sample-%05d.csv' % i, {'alpha': 0.5, 'mode': 'fast'},
@@ -338,6 +355,208 @@ def test_every_response_stays_under_50_kb_with_200_running_jobs():
     logging.getLogger(__name__).info('response sizes: %s', sizes)
     assert {path: size for path, size in sizes.items() if size >= 50000} == {}
     assert sizes['/api/node/' + NODES[0]] > 20000      # the two hours of samples are there
+
+
+# ---------------------------------------------------------------- a thousand nodes
+
+def fleet_app(nodes, servers=8, jobs=1):
+    """A monitor fed what a scheduler sends of `nodes` nodes with `servers`
+    servers each and `jobs` jobs running on each server (as HTTPServer's
+    status coroutine feeds it), its application and the Fleet."""
+    monitor = monitor_module.Monitor(poll_sec=5)
+    monitor.begin(1, '127.0.0.1:4000')
+    fleet = monitor_fleet.Fleet(nodes, servers, jobs, FakeCoro)
+    for msg in fleet.start():
+        monitor.update(msg)
+    # what the feed left behind is collected now, not in the first answer's first slice
+    # (a full collection of this process, whose state the slices are not, takes 50 ms)
+    gc.collect()
+    return monitor, webapp.make_app(monitor, webapp.DATA_DIR), fleet
+
+
+KB = 1000
+
+
+@pytest.mark.deadline(120)
+def test_at_1024_nodes_of_8_servers_no_poll_answers_over_200_kb():
+    monitor, app, fleet = fleet_app(1024)
+    for _ in range(40):                     # some ended, some failed
+        for msg in fleet.turn():
+            monitor.update(msg)
+    addr, server = monitor_fleet.address(777), str(fleet.location(777, 3))
+    key = str(fleet.running[0][1])
+    polls = ['/api/cluster', '/api/cluster?limit=%d' % monitor_module.MAX_PAGE,
+             '/api/cluster?sort=cpu&order=desc&offset=1000&limit=200',
+             '/api/cluster?q=rack2', '/api/cluster?sort=name&q=node0777',
+             '/api/node/' + addr, '/api/server/' + server, '/api/server/%s?limit=100' % server,
+             '/api/jobs', '/api/jobs?q=part-00&limit=100', '/api/jobs?state=failed',
+             '/api/job?coro=' + key, '/', '/jobs', '/node/' + addr, '/server/' + server]
+    sizes = {}
+    for path in polls:
+        code, _, text = call(app, 'GET', path)
+        assert code == 200, (path, text[:300])
+        sizes[path] = len(text.encode())
+    print('answers at 1024 nodes (bytes): %s' % sizes)
+    assert {path: size for path, size in sizes.items() if size > 200 * KB} == {}
+    data = get_json(app, '/api/cluster')
+    assert (len(data['nodes']), data['page']['total'], data['page']['matched']) == \
+        (monitor_module.PAGE, 1024, 1024)
+    assert (data['coros_running'], data['servers'], data['node_counts']['up']) == \
+        (8192, 8192, 1024)
+    assert [n['name'] for n in get_json(app, '/api/cluster?q=NODE0777')['nodes']] == \
+        ['rack24-node0777']
+    # what is not paged: the original's list of every node, and /metrics (Prometheus
+    # takes a target's series in one scrape), gzipped for a scraper that asks
+    whole = {path: len(call(app, 'GET', path)[2].encode())
+             for path in ('/cluster_status', '/cluster_updates', '/metrics')}
+    code, headers, packed = call(app, 'GET', '/metrics', headers={'Accept-Encoding': 'gzip'},
+                                 raw=True)
+    assert headers['Content-Encoding'] == 'gzip'
+    whole['/metrics, gzipped'] = len(packed)
+    print('whole answers at 1024 nodes (bytes): %s' % whole)
+    assert len(get_json(app, '/cluster_status')) == 1024
+    assert whole['/metrics'] < 1024 * 8 * 300 and whole['/metrics, gzipped'] < 200 * KB
+
+
+@pytest.fixture(scope='module')
+def dozen():
+    """Twelve nodes of two servers with a job each: node 3 lost (its servers and
+    jobs too), node 4 closed, one job of node 5 ended; and a thirteenth node,
+    `spare-box`, only discovered (no figures yet)."""
+    monitor, app, fleet = fleet_app(12, servers=2)
+    for s in range(2):
+        monitor.update(DiscoroStatus(Scheduler.ServerDisconnected, fleet.location(3, s)))
+    for i, status in ((3, Scheduler.NodeDisconnected), (4, Scheduler.NodeClosed)):
+        monitor.update(DiscoroStatus(status, DiscoroNodeInfo(
+            monitor_fleet.name(i), monitor_fleet.address(i), 2, 'linux', None)))
+    monitor.update(MonitorException(fleet.running[10][1], (StopIteration, 1)))
+    monitor.update(DiscoroStatus(Scheduler.NodeDiscovered, DiscoroNodeInfo(
+        'spare-box', '127.1.0.13', 2, 'linux', None)))
+    return app
+
+
+EVERY = list(range(13))
+UP = [0, 1, 2, 5, 6, 7, 8, 9, 10, 11]
+# a query of /api/cluster -> (the nodes of the page, by number: node i is at 127.1.0.<i+1>,
+# how many the query chose); the nodes came in order; CPU idle is 7 * i %
+NODE_PAGES = [
+    ('', (EVERY, 13)),
+    ('limit=5', ([0, 1, 2, 3, 4], 13)),
+    ('limit=5&offset=10', ([10, 11, 12], 13)),
+    ('offset=13', ([], 13)),                            # past the end: an empty page
+    ('q=127.1.0.1', ([0, 9, 10, 11, 12], 5)),           # a piece of an address: .1, .10 - .13
+    ('q=RACK00-NODE000', (list(range(10)), 10)),        # of a name, in any case
+    ('q=spare', ([12], 1)),
+    ('q=%20127.1.0.12%20', ([11], 1)),                  # spaces around it do not count
+    ('q=nowhere', ([], 0)),
+    ('sort=addr', (EVERY, 13)),                         # as numbers: .2 before .10
+    ('sort=addr&order=desc&limit=3', ([12, 11, 10], 13)),
+    ('order=desc&limit=2', ([12, 11], 13)),             # in the order they came, reversed
+    ('sort=cpu&order=desc', (list(range(11, -1, -1)) + [12], 13)),   # not known: last
+    ('sort=cpu', (EVERY, 13)),
+    ('sort=coros_running', ([3, 12, 5] + [0, 1, 2, 4] + UP[4:], 13)),  # ties by address
+    ('sort=coros_running&order=desc', ([0, 1, 2, 4] + UP[4:] + [5, 3, 12], 13)),
+    ('sort=state', ([4, 3, 12] + UP, 13)),              # closed, lost, starting, up
+    ('sort=name&q=rack00&offset=8&limit=5', ([8, 9, 10, 11], 12)),
+]
+
+
+@pytest.mark.parametrize('query, expected', NODE_PAGES)
+def test_a_page_of_nodes_is_filtered_sorted_and_cut_by_the_server(dozen, query, expected):
+    data = get_json(dozen, '/api/cluster?' + query)
+    numbers = [int(node['addr'].rsplit('.', 1)[1]) - 1 for node in data['nodes']]
+    assert (numbers, data['page']['matched']) == expected
+    assert data['page']['total'] == 13
+
+
+def test_paging_sorting_and_filtering_leave_the_totals_whole(dozen):
+    def totals(query):
+        data = get_json(dozen, '/api/cluster?' + query)
+        for key in ('nodes', 'page', 'time'):
+            del data[key]
+        return data
+    whole = totals('')
+    assert (whole['node_counts'], whole['coros_running'], whole['servers']) == \
+        ({'starting': 1, 'up': 10, 'closed': 1, 'lost': 1}, 21, 22)
+    for query, _ in NODE_PAGES:
+        assert totals(query) == whole, query
+
+
+@pytest.mark.parametrize('query, error', [
+    ('limit=0', 'limit (nodes in a page) must be between 1 and 200, not 0'),
+    ('limit=201', 'limit (nodes in a page) must be between 1 and 200, not 201'),
+    ('limit=ten', "limit must be a whole number, not 'ten'"),
+    ('offset=-1', 'offset must be a whole number, 0 or more, not -1'),
+    ('offset=1.5', "offset must be a whole number, not '1.5'"),
+    ('sort=bogus', 'sort must be one of addr, name, state, servers, coros_running, '),
+    ('order=up', "order must be asc or desc, not 'up'"),
+    ('limit=5&limit=6', 'give limit once'),
+])
+def test_a_bad_page_of_nodes_is_a_400_that_says_why(dozen, query, error):
+    code, _, text = call(dozen, 'GET', '/api/cluster?' + query)
+    assert code == 400 and json.loads(text)['error'].startswith(error)
+
+
+def test_a_node_that_changes_while_the_whole_list_is_made_is_in_the_next_update():
+    """The original's /cluster_updates is made in slices, with the hub's turn in
+    between: a node that changes then (one summarized already) is in the
+    reader's next answer."""
+    monitor, app, fleet = fleet_app(3 * monitor_module.NODE_SLICE, servers=1)
+    changed = []
+
+    def step(what, func, *args):        # between the first two slices: a node pulses
+        value = func(*args)
+        if not changed:
+            changed.append(monitor_fleet.address(0))
+            monitor.update(monitor_fleet.pulse(0, 1, when=1))
+        return value
+    app.views._step = step
+    code, headers, text = call(app, 'GET', '/cluster_updates?since=0')
+    assert code == 200 and len(json.loads(text)) == 3 * monitor_module.NODE_SLICE
+    again = get_json(app, '/cluster_updates?since=' + headers['X-Monitor-Seq'])
+    assert [node['addr'] for node in again] == changed
+
+
+def test_a_long_list_encoded_in_slices_is_the_json_of_the_whole():
+    items = [{'addr': '127.1.0.%d' % i, 'n': i, 'text': '\u2026"'} for i in range(1000)]
+    assert webapp._encoded(items) == json.dumps(items, separators=(',', ':'))
+    assert webapp._encoded(items[:3]) == json.dumps(items[:3], separators=(',', ':'))
+
+
+@pytest.mark.parametrize('header, gzipped', [
+    ('gzip', True), ('gzip, deflate, br', True), ('br;q=1.0, GZIP;q=0.5', True),
+    ('gzip;q=0', False), ('gzip; q=0.0', False), ('deflate', False), ('', False),
+    ('x-gzip', False)])
+def test_metrics_are_gzipped_for_a_scraper_that_asks(header, gzipped):
+    cluster = Cluster()
+    cluster.run(3)
+    plain = call(cluster.app, 'GET', '/metrics')[2]
+    code, headers, body = call(cluster.app, 'GET', '/metrics',
+                               headers={'Accept-Encoding': header}, raw=True)
+    assert (code, headers.get('Content-Encoding') == 'gzip') == (200, gzipped)
+    assert headers['Vary'] == 'Accept-Encoding'
+    text = (gzip.decompress(body) if gzipped else body).decode()
+
+    def samples(text):          # (the age of the last pulse grows between the two)
+        return sorted(line for line in text.splitlines() if '_age_' not in line)
+    assert samples(text) == samples(plain)
+
+
+def test_the_ended_jobs_servers_list_are_the_newest_of_the_whole_cluster(monkeypatch):
+    """Each server lists its last RECENT ended jobs, but all of them together
+    at most LISTED: at 8,192 servers, 25 each would keep 200,000 jobs."""
+    monkeypatch.setattr(monitor_module, 'LISTED', 6)
+    cluster = Cluster()
+    coros = cluster.run(12)                 # coros[i] runs on servers[i % 4]
+    for coro in coros:
+        cluster.end(coro, StopIteration, 0)
+    listed = {str(server): [job['coro'] for job in get_json(
+        cluster.app, '/api/server/%s' % server)['recent']] for server in cluster.servers}
+    names = [str(coro) for coro in coros]
+    assert list(listed.values()) == [[names[8]], [names[9]], [names[10], names[6]],
+                                     [names[11], names[7]]]
+    assert len(cluster.monitor.listed) == 6
+    assert get_json(cluster.app, '/api/jobs')['matched'] == 12     # the search keeps its own
 
 
 # ---------------------------------------------------------------- states a user can trust

@@ -447,7 +447,8 @@
     return ipKey(String(text).slice(0, i)) + ':' + String(text).slice(i + 1).padStart(5, '0');
   }
 
-  /* Click a header to sort by it, again to reverse; remembered per table. */
+  /* Click a header to sort by it, again to reverse; remembered per table. The function
+     returned sorts rows here; its state() is the choice, for a list the server sorts. */
   function sorter(table, name, initial, onChange) {
     let sort = initial;
     try { sort = JSON.parse(recall('sort-' + name)) || initial; } catch (err) { sort = initial; }
@@ -472,7 +473,7 @@
       th.addEventListener('keydown', function (e) { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); pick(); } });
     });
     mark();
-    return function (rows, value, tieKey) {
+    const sortRows = function (rows, value, tieKey) {
       const th = table.querySelector('th[data-key="' + sort.key + '"]');
       const type = th ? th.dataset.type : null;
       const key = function (row, k, t) {
@@ -490,6 +491,8 @@
         return c * sort.dir;
       });
     };
+    sortRows.state = function () { return sort; };   // for a list the server sorts
+    return sortRows;
   }
 
   // ------------------------------------------------------------ charts
@@ -671,15 +674,92 @@
 
   // ------------------------------------------------------------ Cluster page
 
+  const PAGE = 100, PAGES = [25, 50, 100, 200];     // nodes a page: the server's default, the choices
+
+  /* The Cluster page asks for one page of nodes (sorted, and filtered by name or address, by
+     the server) and the cluster's totals: what it fetches does not grow with the cluster. The
+     search and the page are in the page's address; the sort and the page size are remembered. */
   function clusterPage() {
     const table = $('#nodes-table');
-    let last = null;
-    const sorted = sorter(table, 'nodes', {key: 'addr', dir: 1}, function () { if (last) render(last); });
+    const search = $('#node-search'), pager = $('#nodes-pager'), sizes = $('#nodes-limit');
+    const params = new URLSearchParams(location.search);
+    const view = {q: (params.get('q') || '').trim(), page: Math.max((parseInt(params.get('page'), 10) || 1) - 1, 0),
+                  limit: Number(recall('nodes-limit'))};
+    if (!PAGES.includes(view.limit)) view.limit = PAGE;
+    search.value = view.q;
+    sizes.value = String(view.limit);
+    const empty = $('#nodes-empty'), emptyText = empty.innerHTML;
+    let last = null, asked = 0;
+    const sorted = sorter(table, 'nodes', {key: 'addr', dir: 1}, function () { view.page = 0; again(); });
 
-    function value(node, key) {
-      if (key === 'cpu' || key === 'memory') return node.avail_info ? node.avail_info[key] : null;
-      if (key === 'finished' || key === 'failed' || key === 'lost') return node['coros_' + key];
-      return node[key];
+    /* Ask now for what the reader chose; the address keeps it for a reload. */
+    function again() {
+      const query = new URLSearchParams();
+      if (view.q) query.set('q', view.q);
+      if (view.page) query.set('page', view.page + 1);
+      history.replaceState(null, '', location.pathname + (query.toString() ? '?' + query : ''));
+      refresh();
+    }
+
+    function url() {
+      const sort = sorted.state();
+      const query = new URLSearchParams({sort: sort.key, order: sort.dir > 0 ? 'asc' : 'desc',
+                                         offset: view.page * view.limit, limit: view.limit});
+      if (view.q) query.set('q', view.q);
+      return '/api/cluster?' + query;
+    }
+
+    let typing = null;
+    search.addEventListener('input', function () {
+      clearTimeout(typing);
+      typing = setTimeout(function () {
+        if (search.value.trim() === view.q) return;
+        view.q = search.value.trim();
+        view.page = 0;
+        again();
+      }, 250);
+    });
+    /* Another page: its first rows in sight. */
+    function turn(by) {
+      view.page = Math.max(view.page + by, 0);
+      const panel = $('#nodes-panel');
+      if (panel.getBoundingClientRect().top < 0) panel.scrollIntoView({block: 'start'});
+      again();
+    }
+    $('#nodes-prev').addEventListener('click', function () { turn(-1); });
+    $('#nodes-next').addEventListener('click', function () { turn(1); });
+    sizes.addEventListener('change', function () {
+      view.limit = Number(sizes.value);
+      remember('nodes-limit', view.limit);
+      view.page = 0;
+      again();
+    });
+
+    /* The pager and the search show once there is more than a page (or a search, or a page
+       size of the reader's own): a small cluster looks as it always did. */
+    function drawPager(data) {
+      const page = data.page, shown = data.nodes.length;
+      const big = page.total > page.limit || page.limit !== PAGE || page.offset > 0 || Boolean(view.q);
+      search.hidden = pager.hidden = !big;
+      $('#nodes-prev').disabled = page.offset === 0;
+      $('#nodes-next').disabled = page.offset + shown >= page.matched;
+      const of = page.matched.toLocaleString() + (view.q ? ' matching \u201c' + view.q + '\u201d' : '') +
+        (page.matched !== page.total ? ' (of ' + page.total.toLocaleString() + ')' : '');
+      const range = $('#nodes-range');
+      if (shown) {
+        range.textContent = 'Nodes ' + (page.offset + 1).toLocaleString() + '\u2013' +
+          (page.offset + shown).toLocaleString() + ' of ' + of;
+      } else if (page.matched) {
+        range.textContent = 'No node on this page';
+      } else {
+        range.textContent = 'No node of ' + page.total.toLocaleString() +
+          (view.q ? ' matches \u201c' + view.q + '\u201d' : '');
+      }
+      if (!shown && page.matched && page.offset >= page.matched) {
+        // past the end (nodes went, or the search narrowed): the last page
+        view.page = Math.max(Math.ceil(page.matched / view.limit) - 1, 0);
+        setTimeout(again, 0);
+      }
     }
 
     function render(data) {
@@ -702,8 +782,8 @@
         sub.append('No computation is running.');
       }
       const jobs = data.jobs || {};
-      const up = data.nodes.filter(function (n) { return n.state === 'up'; }).length;
-      const lostNodes = data.nodes.filter(function (n) { return n.state === 'lost'; }).length;
+      const states = data.node_counts, total = data.page.total;
+      const up = states.up, lostNodes = states.lost;
       fill($('#cards'), [
         card('Running', jobs.running || 0, '#e49b2c', 'right now'),
         card('Waiting', data.jobs_waiting || 0, '#b07cc6', 'for a server'),
@@ -712,10 +792,10 @@
         card('Lost', jobs.lost || 0, '#5d6778', 'with their server'),
         card('Terminated', jobs.terminated || 0, '#a86200', 'from the monitor'),
         card('Submitted', data.coros_submitted, '#5b8def', 'in all'),
-        card('Nodes', up, '#7a5af8', lostNodes ? lostNodes + ' lost' : data.nodes.length > up ? (data.nodes.length - up) + ' closed or starting' : 'up'),
+        card('Nodes', up, '#7a5af8', lostNodes ? lostNodes + ' lost' : total > up ? (total - up) + ' closed or starting' : 'up'),
         card('Servers', data.servers, '#0e9aa7', 'up')]);
       throughputChart($('#throughput'), data.throughput || {}, data.time);
-      const rows = sorted(data.nodes, value, 'addr').map(function (node) {
+      const rows = data.nodes.map(function (node) {
         const avail = node.avail_info || {};
         const old = node.state !== 'up' || node.stale;
         return el('tr', {'data-node': node.addr, class: old ? 'old' : null},
@@ -733,7 +813,10 @@
              node.last_report ? ago(node.report_age) : '\u2014'));
       });
       fill(table.tBodies[0], rows);
-      $('#nodes-empty').hidden = rows.length > 0;
+      empty.hidden = rows.length > 0 || data.page.matched > 0;
+      if (view.q) empty.textContent = 'No node\u2019s name or address contains \u201c' + view.q + '\u201d.';
+      else empty.innerHTML = emptyText;
+      drawPager(data);
       const failures = data.failures || [];
       $('#failures-panel').hidden = failures.length === 0;
       $('#failures').replaceChildren.apply($('#failures'), failures.map(function (job) {
@@ -751,7 +834,12 @@
       return data;
     }
 
-    poll(async function () { return render(await request('GET', '/api/cluster')); });
+    poll(async function () {
+      const mine = ++asked;
+      const data = await request('GET', url());
+      // an answer to an older question (the reader changed the page meanwhile): the newer one draws
+      return mine === asked ? render(data) : last;
+    });
   }
 
   // ------------------------------------------------------------ Jobs page
