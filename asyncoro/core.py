@@ -1256,35 +1256,16 @@ class _Driver:
             try:
                 if exc is None:
                     yielded = send(val)
-                    # the path of every message: what receive() took comes
-                    # straight back, without a switch, up to _FAST_STREAK
-                    # times in a row (receive sets _fast; wait clears it, so
-                    # _PARK never comes back so)
-                    if coro._fast:
-                        for _ in _STREAK:
-                            coro._fast = False
-                            if coro._pending_exc is not None or \
-                                    type(yielded) is _GeneratorType:
-                                break
-                            coro._value = yielded
-                            yielded = send(yielded)
-                            if not coro._fast:
-                                break
-                        else:   # as many as it may in a row: this one after a switch
-                            coro._fast = False
                 else:
                     thrown, exc = exc, None
                     yielded = gen.throw(thrown)
+                if coro._fast:      # the path of every message
+                    yielded = self._stream(coro, send, yielded)
             except StopIteration as e:
                 val = _stop_value(e, coro._value)
             except (Exception, GeneratorExit) as e:     # to its caller, or its end
                 val, exc = self._raised(coro, e)
             else:
-                if coro._fast:      # receive()'s message, after a throw
-                    coro._fast = False
-                    if coro._pending_exc is None and type(yielded) is not _GeneratorType:
-                        coro._value = val = yielded
-                        continue
                 if coro._pending_exc is not None or coro._terminating:
                     exc, val = self._interrupted(coro, gen), None
                     if exc is None:     # closed: it went on after terminate()
@@ -1314,6 +1295,24 @@ class _Driver:
             if gen is None:     # it has ended
                 return
             send = gen.send
+
+    def _stream(self, coro, send, yielded):
+        """What receive() took (`yielded`) goes straight back into the
+        generator, without a switch, and so on up to _FAST_STREAK times in a
+        row: the path of every message (receive() sets _fast; wait clears
+        it, so _PARK never comes back so). Returns the first value yielded
+        that is not such, or the last when no more may come back in a row
+        (it comes back after a switch); raises what the generator raises."""
+        for _ in _STREAK:
+            coro._fast = False
+            if coro._pending_exc is not None or type(yielded) is _GeneratorType:
+                return yielded
+            coro._value = yielded
+            yielded = send(yielded)
+            if not coro._fast:
+                return yielded
+        coro._fast = False
+        return yielded
 
     def _raised(self, coro, exc):
         """(value, exception) of a generator that raised `exc`: PEP 479's

@@ -502,6 +502,68 @@ def test_an_exception_thrown_while_messages_come_straight_back(how):
         assert result == [[0, 'terminated']] and value == 0
 
 
+def test_a_hub_callback_runs_before_the_coroutines_readied_after_it():
+    # a step queues a callback in the hub, then wakes a coroutine: the
+    # callback runs first (the next batch does not begin in the worker)
+    import gevent
+    events = []
+
+    def receiver(coro=None):
+        msg = yield coro.receive()
+        events.append(('received', msg))
+
+    def main(coro=None):
+        r = asyncoro.Coro(receiver)
+        yield coro.sleep(0.01)          # r waits in receive
+        gevent.get_hub().loop.run_callback(events.append, ('callback',))
+        r.send('x')
+        yield r.finish(timeout=5)
+    run_coro(main)
+    assert events == [('callback',), ('received', 'x')]
+
+
+def test_timers_and_threads_are_served_while_coroutines_ping_pong():
+    # two coroutines that wake each other run one batch after another in a
+    # worker, but not for ever: a sleeper's timer and another thread's sends
+    # get their turns while the ping-pong goes on
+    seen = set()
+
+    def echo(coro=None):
+        while True:
+            peer = yield coro.receive()
+            if peer is None:
+                return
+            peer.send(coro)
+
+    def pinger(e, coro=None):
+        rounds, deadline = 0, time.monotonic() + 20
+        while seen != {'timer', 'thread'} and time.monotonic() < deadline:
+            for _ in range(1000):
+                e.send(coro)
+                yield coro.receive()
+            rounds += 1000
+        e.send(None)
+        return rounds, set(seen)        # what was seen while it went on
+
+    def sleeper(coro=None):
+        yield coro.sleep(0.001)
+        seen.add('timer')
+
+    def listener(coro=None):
+        yield coro.receive()
+        seen.add('thread')
+
+    lis = asyncoro.Coro(listener)
+    asyncoro.Coro(sleeper)
+    p = asyncoro.Coro(pinger, asyncoro.Coro(echo))
+    t = threading.Thread(target=lis.send, args=('hello',))
+    t.start()
+    rounds, seen_meanwhile = p.value(timeout=30)
+    t.join(5)
+    assert seen_meanwhile == {'timer', 'thread'}, \
+        'only %s seen in %s rounds' % (seen_meanwhile, rounds)
+
+
 # ------------------------------------------------------------ throw, terminate, monitor
 
 def test_throw_is_caught_inside_the_generator():
