@@ -108,12 +108,11 @@ class StallGuard:
         queued, read what they have come in. Returns whether there was either:
         with neither, the hub is not stalled but idle."""
         rt, busy = self.rt, False
-        for conn in watched.connections():
-            if conn.has_outbox():
-                busy = True
-                failed = conn.guard_flush()
-                if failed:
-                    rt._call_threadsafe(conn.close, failed)
+        for conn in netio.Connection.with_outbox(watched.connections()):
+            busy = True
+            failed = conn.guard_flush()
+            if failed:
+                rt._call_threadsafe(conn.close, failed)
         readable = watched.readable(wait)
         for conn in readable:
             failed = conn.guard_read(self._on_frames)

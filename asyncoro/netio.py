@@ -191,7 +191,11 @@ class FdWaiter:
     __slots__ = ('_pending',)
 
     def __init__(self):
-        self._pending = {}      # started io watcher -> the hub it waits in
+        # (started io watcher, the hub it waits in) of each wait: a list, as
+        # append and remove are atomic and an emptied list frees its room (a
+        # dict kept 160 bytes after its first wait, on each of thousands of
+        # sockets)
+        self._pending = []
 
     def wait(self, fd, event, deadline, timeout_error):
         """Wait for `event` (READ/WRITE) on `fd`; `deadline` is a
@@ -203,7 +207,8 @@ class FdWaiter:
                 raise timeout_error()
         hub = gevent.get_hub()
         watcher = hub.loop.io(fd, event)
-        self._pending[watcher] = hub
+        entry = (watcher, hub)
+        self._pending.append(entry)
         try:
             if timeout is None:
                 hub.wait(watcher)
@@ -211,23 +216,24 @@ class FdWaiter:
                 with gevent.Timeout(timeout, timeout_error()):
                     hub.wait(watcher)
         finally:
-            self._pending.pop(watcher, None)
+            self._pending.remove(entry)
             watcher.close()
 
     def cancel(self, error):
         here = threading.get_ident()
-        # dict.copy() is atomic under the GIL; the waiting threads may be
+        # list() of a list is atomic under the GIL; the waiting threads may be
         # adding and removing watchers while this runs.
-        for watcher, hub in self._pending.copy().items():
+        for entry in list(self._pending):
+            watcher, hub = entry
             if hub.thread_ident == here:
                 hub.cancel_wait(watcher, error)
             else:
-                hub.loop.run_callback_threadsafe(self._cancel_in_hub, hub, watcher, error)
+                hub.loop.run_callback_threadsafe(self._cancel_in_hub, entry, error)
 
-    def _cancel_in_hub(self, hub, watcher, error):
+    def _cancel_in_hub(self, entry, error):
         # Runs in the waiter's hub thread; the wait may have ended meanwhile.
-        if watcher in self._pending:
-            hub.cancel_wait(watcher, error)
+        if any(entry is waiting for waiting in self._pending):
+            entry[1].cancel_wait(entry[0], error)
 
 
 def _block_until_ready(fd, event, deadline, timeout_error):
@@ -1003,11 +1009,11 @@ class FrameDecoder:
         self.max_frame_size = max_frame_size
         self.error = None           # why the stream is broken
         self.oversize = None        # the size a frame too large announced
-        self._held = bytearray()    # the start of a frame a read cut
+        self._held = None           # bytearray: the start of a frame a read cut
 
     def held(self):
         """How many bytes of a cut frame wait for the rest."""
-        return len(self._held)
+        return len(self._held) if self._held is not None else 0
 
     def feed(self, data, end):
         if self.error is not None:
@@ -1032,11 +1038,13 @@ class FrameDecoder:
             frames.append(data[start + 4:stop])     # one copy
             start = stop
         if self.error is not None:      # broken: nothing more is read, or kept
-            del self._held[:]
+            self._held = None
         elif held:
             del held[:start]
+            if not held:    # (an empty bytearray keeps the room it had)
+                self._held = None
         elif start < end:   # keep the start of a frame for the next read
-            held += memoryview(data)[start:end]
+            self._held = bytearray(memoryview(data)[start:end])
         return frames
 
 
@@ -1379,9 +1387,11 @@ class Connection:
         finally:
             self._lock.release()
 
-    def has_outbox(self):
-        """Whether bytes wait to be written (a glance, without the lock)."""
-        return bool(self._outbox)
+    @staticmethod
+    def with_outbox(connections):
+        """Those of `connections` with bytes waiting to be written (a glance,
+        without their locks; one pass, for the guard's walk of thousands)."""
+        return [conn for conn in connections if conn._outbox]
 
     def guard_flush(self):
         """For the guard thread while the hub is stalled: write what the

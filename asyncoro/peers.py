@@ -61,14 +61,16 @@ class Peer:
         self.location = location
         self.name = None
         self.out = None             # our Connection to it: everything we send goes here
-        self.incoming = set()       # Connections it opened to us
+        # Connections it opened to us (a list: an empty set is 216 bytes, and a
+        # scheduler has a peer for every server)
+        self.incoming = []
         self.pending = []           # (frame, what, quiet) queued while `out` is being opened
         self.connecting = None      # the greenlet opening `out`
         self.errors = 0             # consecutive failures to connect
         self.online = False
-        self.requests = set()       # ids of our requests it has not answered
+        self.requests = None        # set of the ids of our requests it has not answered
         self.stream_send = False
-        self.ready = gevent.event.Event()       # set when it is online
+        self.ready = None           # gevent Event, made by whoever waits for it to be online
         self.gone = False                       # removed from the peer table
 
 
@@ -240,7 +242,8 @@ class Peers:
             for other in list(peer.incoming):
                 other.read_now()
             self._fail_requests(peer)
-        peer.incoming.discard(conn)
+        if conn in peer.incoming:
+            peer.incoming.remove(conn)
         self._when_closed(conn, reason)
         log.debug('connection %s closed: %s', conn, reason)
         if peer.out is None and not peer.incoming and peer.connecting is None:
@@ -371,12 +374,18 @@ class Peers:
                                            what=kind, quiet=True) < 0:
             self.replies.pop(request_id, None)
             return None
+        if peer.requests is None:
+            peer.requests = set()
         peer.requests.add(request_id)
         return request_id, waiter, peer
 
     def end_request(self, request_id, peer):
         self.replies.pop(request_id, None)
-        peer.requests.discard(request_id)
+        requests = peer.requests
+        if requests is not None:
+            requests.discard(request_id)
+            if not requests:
+                peer.requests = None
 
     def answer_came(self, request_id, value):
         """The answer to our request `request_id` (a REPLY frame)."""
@@ -385,11 +394,11 @@ class Peers:
             waiter.set(value)
 
     def _fail_requests(self, peer):
-        for request_id in list(peer.requests):
+        requests, peer.requests = peer.requests, None
+        for request_id in requests or ():
             waiter = self.replies.get(request_id)
             if waiter is not None and not waiter.ready():
                 waiter.set(FAILED)
-        peer.requests.clear()
 
     # ================================================================ introductions, status
 
@@ -398,7 +407,8 @@ class Peers:
         is told our name (INFO_ACK), and is online."""
         conn.info = location
         peer = self.peer(location)
-        peer.incoming.add(conn)
+        if conn not in peer.incoming:
+            peer.incoming.append(conn)
         conn.send(netio.dumps((INFO_ACK, self.rt.name)))
         self._online(peer, name)
 
@@ -420,7 +430,8 @@ class Peers:
         if peer.online:
             return
         peer.online = True
-        peer.ready.set()
+        if peer.ready is not None:
+            peer.ready.set()
         peer.errors = 0
         log.debug('peer %s (%s) online', peer.location, peer.name)
         self._announce(peer, PeerStatus.Online)
@@ -486,7 +497,9 @@ class Peers:
         if peer.out is not None:
             return 0
         self.reach(location).connecting.join(timeout=_msg_timeout() * 2)
-        if peer.out is not None:
+        if peer.out is not None and not peer.online:
+            if peer.ready is None or peer.ready.is_set():
+                peer.ready = gevent.event.Event()
             peer.ready.wait(_msg_timeout())
         return 0 if peer.out is not None and peer.online else -1
 

@@ -44,9 +44,9 @@ from asyncoro.core import _msg_timeout
 from asyncoro.disasyncoro import AsynCoro, PeerStatus, Singleton, env_port
 from asyncoro.failure import Failure, spawn
 from asyncoro.programs import claim_folder
-from asyncoro.records import (DEFAULT_NODE_PORT, DiscoroError, DiscoroStatus, MaxPulseInterval,
-                              upload_dir)
-from asyncoro.schedio import Calm, Effects
+from asyncoro.records import (DEFAULT_NODE_PORT, DiscoroError, DiscoroNodeAvailInfo, DiscoroStatus,
+                              MaxPulseInterval, upload_dir)
+from asyncoro.schedio import Calm, Effects, Held
 from asyncoro.service import (CLOSE, ENABLE_NODE, ENABLE_SERVER, ENDS_HEARD, NODE_AVAILABLE,
                               NODE_CLOSED, NODE_DRAINING, NODES, PING, PULSE, RUN, SCHEDULE,
                               SERVER_CLOSED, SERVER_NOT_STARTED, SERVER_UP, SERVERS, UNWATCH, WAITING,
@@ -196,6 +196,7 @@ class _SchedulerService(Service):
         self.ended = None                   # gevent Event: set when it has closed
         self.last_contact = self.last_active = 0.0     # its client answered; it was used
         self.watchers = set()               # monitors (httpd.py) that get every status message
+        self.held = Held(self._notify)      # nodes' availability, sent a moment later together
         self.starting = False               # _advance is choosing the next computation
 
     @property
@@ -215,7 +216,17 @@ class _SchedulerService(Service):
     def notify(self, msg, client=True, details=False):
         """A status message for every watcher and (unless `client` is
         false: news for monitors only) the computation's status_coro;
-        `details` (StatusDetail, JobsWaiting) only for one that asked."""
+        `details` (StatusDetail, JobsWaiting) only for one that asked. A
+        node's availability (every pulse's news) is held a moment, to go
+        with others (schedio.Held); what was held goes before any other."""
+        if type(msg) is DiscoroNodeAvailInfo:
+            self.held.hold(msg)
+            return
+        if self.held.held:
+            self.held.flush()
+        self._notify(msg, client, details)
+
+    def _notify(self, msg, client=True, details=False):
         package = self.package
         if client and package is not None and package.status_coro is not None and \
                 (package.status_details or not details):
@@ -569,6 +580,7 @@ class _SchedulerService(Service):
         fx.feed(state.closed)
         self.calm.thaw()
         self._remove_files(package)
+        self.held.flush()
         self.package = None
         self.ended.set()
         self._next()

@@ -222,3 +222,50 @@ def test_a_big_clusters_records_are_frozen_once_it_is_quiet_and_thawed_as_it_shr
         assert gc.get_freeze_count() == 0
     finally:
         gc.unfreeze()
+
+
+def test_nodes_availability_waits_a_moment_and_never_overtakes_other_news():
+    """Each pulse's availability notice is held a moment so that a big
+    cluster's go out in one write; a notice of another kind sends what is
+    held first, so the client sees them in the order they were made."""
+    import types
+    import gevent.event
+    import asyncoro.disasyncoro as asyncoro
+    from asyncoro.records import DiscoroNodeAvailInfo, DiscoroStatus
+    from asyncoro.scheduler import Scheduler, _SchedulerService
+    from asyncoro.schedio import Held
+
+    seen, more = [], gevent.event.Event()
+
+    def status(coro=None):
+        while True:
+            msg = yield coro.receive()
+            seen.append(msg)
+            more.set()
+
+    def avail(name):
+        return DiscoroNodeAvailInfo(name, 50.0, 1 << 30, 1 << 30, 100.0)
+
+    status_coro = asyncoro.Coro(status)
+    service = _SchedulerService.__new__(_SchedulerService)    # its notices only
+    service.package = types.SimpleNamespace(status_coro=status_coro, status_details=False)
+    service.watchers = set()
+    service.held = Held(service._notify)
+    try:
+        service.notify(avail('a'))
+        service.notify(avail('b'))
+        assert not more.wait(Held.WAIT / 5) and seen == []      # held
+        service.notify(DiscoroStatus(Scheduler.NodeClosed, 'a'))
+        while len(seen) < 3:
+            more.clear()
+            assert more.wait(5), seen
+        assert [getattr(m, 'location', None) for m in seen] == ['a', 'b', None]
+        assert seen[2].status == Scheduler.NodeClosed
+        started = time.monotonic()
+        service.notify(avail('c'))          # alone: it goes within WAIT
+        while len(seen) < 4:
+            more.clear()
+            assert more.wait(5), seen
+        assert seen[3].location == 'c' and time.monotonic() - started < Held.WAIT + 1
+    finally:
+        status_coro.terminate()
