@@ -147,16 +147,7 @@ class AsynCoro(core.AsynCoro):
             secret = os.environ.get('ASYNCORO_SECRET', '')
         key = netio.secret_key(secret)
         self.max_file_size = max_file_size or 0
-        family = socket_family or (socket.AF_INET6 if ':' in node else socket.AF_INET)
-        listener = socket.socket(family, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            listener.bind((node, tcp_port))
-        except OSError as exc:
-            listener.close()
-            raise OSError(exc.errno, 'cannot listen on %s:%s: %s' % (node, tcp_port, exc.strerror)) \
-                from exc
-        listener.listen(128)
+        listener = netio.listen(node, tcp_port, socket_family)
         self._location = Location(ext_ip_addr or node, listener.getsockname()[1])
         self._root_dest = os.path.abspath(dest_path or os.path.join(tempfile.gettempdir(), 'asyncoro'))
         os.makedirs(self._root_dest, exist_ok=True)

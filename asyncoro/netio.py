@@ -949,6 +949,22 @@ def handshake(sock, server_side, key, timeout, peer):
             raise AuthError(_OTHER_SECRET % peer)
 
 
+def listen(addr, port, family=None):
+    """A TCP socket listening on `addr`:`port` (0: any port), with
+    SO_REUSEADDR; OSError naming the address if it cannot bind."""
+    family = family or (socket.AF_INET6 if ':' in addr else socket.AF_INET)
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((addr, port))
+    except OSError as exc:
+        listener.close()
+        raise OSError(exc.errno, 'cannot listen on %s:%s: %s' % (addr, port, exc.strerror)) \
+            from exc
+    listener.listen(128)
+    return listener
+
+
 def connect(addr, key, timeout, certfile=None, keyfile=None):
     """An authenticated AsyncSocket connected to `addr` (host, port), TLS if
     certfile is given. Blocks the calling greenlet at most `timeout` seconds

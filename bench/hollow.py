@@ -130,15 +130,7 @@ class HollowRuntime:
         self._key, self._certfile, self._keyfile = hollows.key, opts.certfile, opts.keyfile
         self.max_file_size = opts.max_file_size or 0
         self._name = name
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            listener.bind((addr, port))
-        except OSError as exc:
-            listener.close()
-            raise OSError(exc.errno, 'cannot listen on %s:%s: %s' % (addr, port, exc.strerror)) \
-                from exc
-        listener.listen(128)
+        listener = netio.listen(addr, port)
         self._location = Location(addr, listener.getsockname()[1])
         self.peer_table = Peers(self, self._key, opts.certfile, opts.keyfile,
                                 opts.max_frame_size, self.on_frames, _no_news, _no_news,
@@ -366,7 +358,20 @@ class _Exit:
         spawn(self.server.exit)
 
 
-class HollowServer(server._ServerService):
+class _InHollowRuntime:
+    """A service of the package living in a hollow runtime (`hollow_rt`):
+    its runtime is that one, and its coroutine a HollowCoro of it."""
+
+    def runtime(self):
+        return self.hollow_rt
+
+    def make_coro(self):
+        coro = HollowCoro(self._mailbox)
+        coro.hollow = self.hollow_rt
+        return coro
+
+
+class HollowServer(_InHollowRuntime, server._ServerService):
     """A server of a hollow node: the package's server service, in runtime
     `rt`; its jobs are HollowJobs."""
 
@@ -376,14 +381,6 @@ class HollowServer(server._ServerService):
         self.hollow_node = node
         self.killed = False
         super().__init__(spec, index, {}, _Exit(self))
-
-    def runtime(self):
-        return self.hollow_rt
-
-    def make_coro(self):
-        coro = HollowCoro(self._mailbox)
-        coro.hollow = self.hollow_rt
-        return coro
 
     def start_job(self, name, source, args, kwargs):
         settings = self.hollows.settings
@@ -413,7 +410,7 @@ class HollowServer(server._ServerService):
 
 # ---------------------------------------------------------------- nodes
 
-class HollowNode(NodeService):
+class HollowNode(_InHollowRuntime, NodeService):
     """A hollow node: the package's node service in runtime `rt`, whose
     computations' servers are HollowServers of this process."""
 
@@ -422,14 +419,6 @@ class HollowNode(NodeService):
         self.hollows = hollows
         self.hollow_servers = {}        # index -> HollowServer of the computation
         super().__init__(options, (None, None, None))
-
-    def runtime(self):
-        return self.hollow_rt
-
-    def make_coro(self):
-        coro = HollowCoro(self._mailbox)
-        coro.hollow = self.hollow_rt
-        return coro
 
     def _read_reports(self):
         """(No zygote: its servers are in this process, and report by calls.)"""

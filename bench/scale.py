@@ -78,6 +78,19 @@ def trivial(x):
     return x
 
 
+def submit(computation, way, jobs):
+    """Submit `jobs` trivial jobs one way (a generator: ``yield submit(...)``
+    in a coroutine): `run_results`, a `run()` loop or a `run_async` loop."""
+    if way == 'run_results':
+        results = yield computation.run_results(trivial, range(jobs))
+        assert results == list(range(jobs)), 'wrong results'
+        return
+    run = computation.run if way == 'run() loop' else computation.run_async
+    for i in range(jobs):
+        rcoro = yield run(trivial, i)
+        assert isinstance(rcoro, asyncoro.Coro), rcoro
+
+
 def measure(size, jobs, nodes, coro=None):
     """({way: (jobs/s, CPU s per 1000 jobs, fewest, most jobs on a server)},
     a server process's RSS in MB)."""
@@ -92,14 +105,7 @@ def measure(size, jobs, nodes, coro=None):
     for way in ('run_results', 'run() loop', 'run_async loop'):
         others = cluster_cpu(nodes)
         wall, cpu = time.perf_counter(), time.process_time()
-        if way == 'run_results':
-            results = yield computation.run_results(trivial, range(jobs))
-            assert results == list(range(jobs)), 'wrong results'
-        else:
-            run = computation.run if way == 'run() loop' else computation.run_async
-            for i in range(jobs):
-                rcoro = yield run(trivial, i)
-                assert isinstance(rcoro, asyncoro.Coro), rcoro
+        yield submit(computation, way, jobs)
         status.until(done + jobs)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         others = cluster_cpu(nodes) - others
@@ -390,14 +396,7 @@ def _measure_hollow(size, mode, jobs, idle, location, sched, ports, work, procs,
         sched_cpu, client_cpu = _cpu(sched), _cpu(me)
         nodes_cpu = sum(_cpu(psutil.Process(pid)) for pid in pids)
         wall = time.perf_counter()
-        if way == 'run_results':
-            results = yield computation.run_results(trivial, range(jobs))
-            assert results == list(range(jobs)), 'wrong results'
-        else:
-            run = computation.run if way == 'run() loop' else computation.run_async
-            for i in range(jobs):
-                rcoro = yield run(trivial, i)
-                assert isinstance(rcoro, asyncoro.Coro), rcoro
+        yield submit(computation, way, jobs)
         status.until(done + jobs, timeout=300)
         done += jobs
         wall = time.perf_counter() - wall
