@@ -99,7 +99,6 @@ _HOOKS = (
     '_add_channel', '_channels',                # the process's channels
     # a coroutine (Coro)
     '_id',                  # its id in its runtime (with its name, its address there)
-    '_prefix',              # its class's mark in a name ('~' for Coro)
     '_receive_blocking',    # receive for a coroutine that blocks (greenlet style)
 )
 
@@ -1629,6 +1628,8 @@ class AsynCoro(metaclass=Singleton):
         self._loop = hub.loop
         self._tid = _get_ident()
         self._driver = _Driver(self, hub)
+        # each connection's reads call it: the driver's own, not through _run_after
+        self._run_after = self._driver.run_after
         self._wakeup = self._loop.async_()
         self._wakeup.start(self._drain_foreign)
         self._stopped = gevent.event.Event()
@@ -1699,6 +1700,16 @@ class AsynCoro(metaclass=Singleton):
         connection's reading), and run them in this turn of the hub (see
         Driver.run_after)."""
         self._driver.run_after(func, *args)
+
+    def local_coro(self, coro_id, name):
+        """The live coroutine of this process that a reference names (its
+        id, and its name with its prefix); None if it is gone (or the id now
+        belongs to another one). For the layers above: the path of every
+        remote message."""
+        coro = self._coros.get(coro_id)
+        if coro is not None and name[1:] == coro._name and name[0] == coro._prefix:
+            return coro
+        return None
 
     def _ended(self, coro):
         self._coros.pop(coro._id, None)

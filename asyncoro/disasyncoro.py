@@ -222,15 +222,6 @@ class AsynCoro(core.AsynCoro):
         """
         return self.peer_table.online()
 
-    def local_coro(self, coro_id, name):
-        """The live coroutine of this process that a reference names (its
-        id, and its name with its prefix); None if it is gone (or the id now
-        belongs to another one). For the layers above."""
-        coro = self._coros.get(coro_id)
-        if coro is not None and name[1:] == coro.name and name[0] == coro._prefix:
-            return coro
-        return None
-
     def registered(self, kind, name):
         """What is registered here under `name` ('coro', 'syscoro',
         'channel', 'rci'), or None. For the layers above."""
