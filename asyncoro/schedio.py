@@ -350,7 +350,7 @@ class Calm:
     collected then. `servers(count)` tells it the cluster's size now."""
 
     SMALLEST = 256          # servers: below this a full collection is cheap
-    QUIET = 1.0             # seconds without a new server before a freeze
+    QUIET = 0.25            # seconds without a new server before a freeze
 
     def __init__(self):
         self.frozen = 0     # servers when last frozen (0: nothing frozen)
