@@ -951,3 +951,33 @@ talked.value()
     most = int(lines[1].rsplit(None, 1)[1])
     assert most <= 6, lines       # 4, and the turns into and out of the wait (it was 32)
     stop(server)
+
+
+def test_references_to_one_remote_coroutine_are_equal_and_others_are_not(processes):
+    # two references unpickled apart (the reference cache emptied between)
+    # are equal and hash alike, so the scheduler finds a job by the rcoro
+    # of its end; another id, another port or a local coroutine is not it
+    lines = run_client(processes, r'''
+import asyncoro.disasyncoro as asyncoro
+from asyncoro import core, netio
+
+def ref(coro_id, port):
+    core._REFERENCES.clear()
+    return netio.loads(netio.dumps(core._rebuild_coro('~job', coro_id, '127.0.0.9', port)))
+
+def main(coro=None):
+    yield
+    a, b = ref(5, 9000), ref(5, 9000)
+    checks = {
+        'distinct objects': a is not b,
+        'equal': a == b and not (a != b) and hash(a) == hash(b) and {a: 1}.get(b) == 1,
+        'another id': a != ref(6, 9000),
+        'another port': a != ref(5, 9001),
+        'not a local coroutine': coro != ref(coro._id, 9000) and ref(coro._id, 9000) != coro,
+        'not other things': a != 5 and a != 'job',
+    }
+    return sorted(k for k, ok in checks.items() if not ok)
+
+print(asyncoro.Coro(main).value(timeout=10))
+''', options())
+    assert lines == ['[]']
