@@ -196,19 +196,6 @@ class _RemoteChannel(Channel):
     def location(self):
         return Location(self._where.addr, self._where.port)
 
-    def __eq__(self, other):
-        # as Coro's, without making two Locations: the scheduler looks a
-        # job up by its remote coroutine in every job's end
-        if self is other:
-            return True
-        if not isinstance(other, Coro) or self._id != other._id:
-            return False
-        where = self._where
-        there = other._where if isinstance(other, _RemoteCoro) else other.location
-        return where is there or where == there
-
-    __hash__ = Coro.__hash__
-
     def __repr__(self):
         return '~%s@%s' % (self._name, self._where)
 

@@ -956,14 +956,18 @@ talked.value()
 def test_references_to_one_remote_coroutine_are_equal_and_others_are_not(processes):
     # two references unpickled apart (the reference cache emptied between)
     # are equal and hash alike, so the scheduler finds a job by the rcoro
-    # of its end; another id, another port or a local coroutine is not it
+    # of its end; another id, another port or a local coroutine is not it (and
+    # references to a remote channel compare as channels do)
     lines = run_client(processes, r'''
 import asyncoro.disasyncoro as asyncoro
-from asyncoro import core, netio
+from asyncoro import channel, core, netio
 
 def ref(coro_id, port):
     core._REFERENCES.clear()
     return netio.loads(netio.dumps(core._rebuild_coro('~job', coro_id, '127.0.0.9', port)))
+
+def chan(name, port):
+    return netio.loads(netio.dumps(channel._rebuild_channel(name, netio.Location('127.0.0.9', port))))
 
 def main(coro=None):
     yield
@@ -975,6 +979,9 @@ def main(coro=None):
         'another port': a != ref(5, 9001),
         'not a local coroutine': coro != ref(coro._id, 9000) and ref(coro._id, 9000) != coro,
         'not other things': a != 5 and a != 'job',
+        'channels likewise': chan('c', 9000) == chan('c', 9000) and
+            hash(chan('c', 9000)) == hash(chan('c', 9000)) and chan('c', 9000) != chan('c', 9001)
+            and chan('c', 9000) != chan('d', 9000),
     }
     return sorted(k for k, ok in checks.items() if not ok)
 
