@@ -27,7 +27,7 @@ import select
 import time
 
 from asyncoro import core, netio
-from asyncoro.handlers import DELIVER, HANDLERS, REPLY, SEND, local_coro
+from asyncoro.handlers import DELIVER, HANDLERS, REPLY, SEND
 
 __all__ = []
 
@@ -136,7 +136,7 @@ class StallGuard:
             return
         if kind == SEND or kind == DELIVER:
             coro_id, name, message = request[-3:]
-            coro = local_coro(rt, coro_id, name)
+            coro = rt.local_coro(coro_id, name)
             alive = coro is not None and coro.is_alive()
             if alive:
                 coro.send(message)          # (from this thread, it hands itself to the hub)

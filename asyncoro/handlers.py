@@ -65,12 +65,6 @@ def handler(kind):
 FAILED = object()           # a request whose peer went away: the caller gets its failure value
 
 
-def local_coro(rt, coro_id, name):
-    """The live local coroutine a reference names; None if it is gone (or the
-    id now belongs to another one)."""
-    return rt.local_coro(coro_id, name)
-
-
 @handler(INFO)
 def _handle_info(rt, conn, request):
     _, location, name, version = request
@@ -108,7 +102,7 @@ def _handle_send(rt, conn, request):       # the path of every remote message: k
 @handler(DELIVER)
 def _handle_deliver(rt, conn, request):
     _, request_id, coro_id, name, message = request
-    coro = local_coro(rt, coro_id, name)
+    coro = rt.local_coro(coro_id, name)
     rt.reply(conn, request_id, -1 if coro is None else coro.deliver(message))
 
 
@@ -119,7 +113,7 @@ def _handle_reply(rt, conn, request):
 
 @handler(TERMINATE)
 def _handle_terminate(rt, conn, request):
-    coro = local_coro(rt, request[1], request[2])
+    coro = rt.local_coro(request[1], request[2])
     if coro is not None:
         coro.terminate()
 
@@ -127,7 +121,7 @@ def _handle_terminate(rt, conn, request):
 @handler(MONITOR)
 def _handle_monitor(rt, conn, request):
     _, request_id, coro_id, name, monitor = request
-    coro = local_coro(rt, coro_id, name)
+    coro = rt.local_coro(coro_id, name)
     rt.reply(conn, request_id, -1 if coro is None else coro.notify(monitor))
 
 
