@@ -508,13 +508,14 @@ def test_a_hub_callback_runs_before_the_coroutines_readied_after_it():
     import gevent
     events = []
 
-    def receiver(coro=None):
+    def receiver(main, coro=None):
+        main.send('ready')              # main runs once this step parks in receive
         msg = yield coro.receive()
         events.append(('received', msg))
 
     def main(coro=None):
-        r = asyncoro.Coro(receiver)
-        yield coro.sleep(0.01)          # r waits in receive
+        r = asyncoro.Coro(receiver, coro)
+        assert (yield coro.receive(timeout=5)) == 'ready'      # r waits in receive
         gevent.get_hub().loop.run_callback(events.append, ('callback',))
         r.send('x')
         yield r.finish(timeout=5)

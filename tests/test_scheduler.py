@@ -199,25 +199,29 @@ def test_a_big_clusters_records_are_frozen_once_it_is_quiet_and_thawed_as_it_shr
     import gc
     import gevent
     from asyncoro.schedio import Calm
-    monkeypatch.setattr(Calm, 'QUIET', 0.02)
+    monkeypatch.setattr(Calm, 'QUIET', 0.1)
     calm = Calm()
+
+    def frozen_at(count):       # polled: its timer freezes within a look or two
+        deadline = time.monotonic() + 5
+        while calm.frozen != count and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        return calm.frozen == count
     try:
         calm.servers(100)
-        gevent.sleep(0.1)
+        gevent.sleep(Calm.QUIET * 3)                # (what must not happen: waited for)
         assert gc.get_freeze_count() == 0           # small: nothing to keep out
         for count in range(200, 520, 40):           # growing: not yet
             calm.servers(count)
-            gevent.sleep(0.01)
+            gevent.sleep(Calm.QUIET / 10)
         assert gc.get_freeze_count() == 0
-        gevent.sleep(0.1)                           # quiet now
-        assert calm.frozen == 480 and gc.get_freeze_count() > 0
+        assert frozen_at(480) and gc.get_freeze_count() > 0     # quiet now
         calm.servers(400)                           # a sixth gone: still frozen
         assert calm.frozen == 480
         calm.servers(300)                           # more than a quarter gone
         assert calm.frozen == 0 and gc.get_freeze_count() == 0
         calm.servers(520)
-        gevent.sleep(0.1)
-        assert calm.frozen == 520
+        assert frozen_at(520)
         calm.thaw()                                 # the computation ended
         assert gc.get_freeze_count() == 0
     finally:
