@@ -1556,6 +1556,7 @@ class AsynCoro(metaclass=Singleton):
             raise AsyncoroError('no runtime may start in this process: %s' % _NO_RUNTIME[0])
         self._name = kwargs.get('name') or 'asyncoro'
         self._driver = None     # runs the coroutines; made in the hub thread
+        self._run_after = None  # its run_after (see _hub_main)
         self._xq = collections.deque()     # calls from other threads
         self._xq_signalled = False
         self._nondaemon = 0
@@ -1628,7 +1629,9 @@ class AsynCoro(metaclass=Singleton):
         self._loop = hub.loop
         self._tid = _get_ident()
         self._driver = _Driver(self, hub)
-        # each connection's reads call it: the driver's own, not through _run_after
+        # _run_after(func, *args): call func, a hub callback that may make
+        # coroutines ready (a connection's reading), and run them in this turn
+        # of the hub; the driver's own, called by every connection's reads
         self._run_after = self._driver.run_after
         self._wakeup = self._loop.async_()
         self._wakeup.start(self._drain_foreign)
@@ -1694,12 +1697,6 @@ class AsynCoro(metaclass=Singleton):
             self._nondaemon += 1
         coro._state = _READY
         self._driver.schedule(coro)
-
-    def _run_after(self, func, *args):
-        """Call func(*args), a hub callback that may make coroutines ready (a
-        connection's reading), and run them in this turn of the hub (see
-        Driver.run_after)."""
-        self._driver.run_after(func, *args)
 
     def local_coro(self, coro_id, name):
         """The live coroutine of this process that a reference names (its
