@@ -6,6 +6,9 @@ transcripts of what happened.
 """
 
 import collections
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -1060,3 +1063,28 @@ def test_hot_swap_waits_until_swappable_and_out_of_sub_generators():
         return (yield c.finish(timeout=5))
     assert run_coro(driver) == 'new'
     assert events == [('helper', 'one'), ('original', 'two'), ('replacement', 'three')]
+
+
+_SETTINGS = '''
+import gc, sys, gevent
+{before}
+import asyncoro
+asyncoro.Coro(lambda coro=None: None).value(timeout=10)
+print(gc.get_threshold()[0], gevent.config.track_greenlet_tree)
+'''
+
+
+@pytest.mark.parametrize('before, env, expected', [
+    ('', {}, '%d False' % asyncoro.core.GC_YOUNG),      # Python's and gevent's defaults: tuned
+    ('gc.set_threshold(50000)', {}, '50000 False'),     # a higher threshold of its own stays
+    ('gc.set_threshold(0)', {}, '0 False'),             # collections turned off stay off
+    ('', {'GEVENT_TRACK_GREENLET_TREE': '1'}, '%d True' % asyncoro.core.GC_YOUNG),
+])
+def test_a_runtime_tunes_the_process_only_where_the_program_left_the_default(before, env,
+                                                                            expected):
+    env = dict({k: v for k, v in os.environ.items() if k != 'GEVENT_TRACK_GREENLET_TREE'},
+               **env)
+    out = subprocess.run([sys.executable, '-c', _SETTINGS.format(before=before)], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == expected.split()
