@@ -38,7 +38,7 @@ from asyncoro.records import (DiscoroError, DiscoroNodeAllocate, JobNotCreated, 
                               MinPulseInterval, Package, ServerLost, SMALLEST_PULSE_INTERVAL,
                               upload_dir)
 from asyncoro.service import (CLOSE, ENABLE_NODE, ENABLE_SERVER, NODES, NOTICE, PING, RESULT,
-                              RUN, SCHEDULE, SERVERS, WAITING, Service, answers)
+                              RUN, SCHEDULE, SERVERS, WAITING, Service, answers, service_here)
 
 __all__ = ['Computation']
 
@@ -319,15 +319,18 @@ class Computation:
         if self.scheduler is not None and not self._closed:
             self.close()
 
-    def _ask(self, op, *args, timeout=None, patient=False):
-        """Ask the scheduler `op` about this computation: its answer, or a
-        Failure. `patient`: a wait with no limit (placing a job), which says
-        after wait_warning seconds why it still waits."""
+    def _check_open(self, op):
         if self.scheduler is None:
             raise DiscoroError('computation %x is not scheduled (call schedule() first)'
                                % self._id)
         if self._closed and op != CLOSE:
             raise DiscoroError('computation %x is closed' % self._id)
+
+    def _ask(self, op, *args, timeout=None, patient=False):
+        """Ask the scheduler `op` about this computation: its answer, or a
+        Failure. `patient`: a wait with no limit (placing a job), which says
+        after wait_warning seconds why it still waits."""
+        self._check_open(op)
         rt = disasyncoro.AsynCoro.instance()
         return rt._run_here(self._client.ask, self.wait_warning if patient else None,
                             self.scheduler, op, self._id, *args, timeout=timeout)
@@ -350,6 +353,10 @@ class Computation:
                                % (where,))
         answer = self._ask(RUN, kind, where, name, source, args, kwargs, want_result,
                            patient=True)
+        return self._outcome(name, answer, want_result)
+
+    def _outcome(self, name, answer, want_result):
+        """What run*() returns for job `name`, from the scheduler's answer."""
         if want_result and isinstance(answer, NoAnswer) and \
                 self.scheduler.location != disasyncoro.AsynCoro.instance().location:
             # the scheduler program went away, maybe after the job started:
@@ -452,6 +459,9 @@ class Computation:
         :returns: a list of what :meth:`run_result` gives for each item, in
             the items' order.
 
+        :raises DiscoroError: if the computation is not scheduled or is
+            closed, or `gen` is not a function (no job is run).
+
         Blocks until every job has ended. Call form:
         ``values = yield computation.run_results(compute, range(10))``.
         """
@@ -465,13 +475,58 @@ class Computation:
             else:
                 args = (item,)
             calls.append(args)
+        self._check_open(RUN)
+        name, source = self._job_spec(gen)      # (a wrong one: the caller's error, at once)
         rt = disasyncoro.AsynCoro.instance()
+        scheduler = service_here(self.scheduler)
+        if scheduler is not None:
+            return rt._run_here(self._results_here, scheduler, name, source, calls)
 
         def all_results():
             jobs = [spawn(self.run_result, gen, *args) for args in calls]
             gevent.joinall(jobs)
             return [job.value for job in jobs]
         return rt._run_here(all_results)
+
+    def _results_here(self, scheduler, name, source, calls):
+        """run_results with the scheduler in this process: each job's answer
+        and its result come to callbacks in the hub, not to a greenlet of
+        its own (a run_results of thousands of jobs would make thousands)."""
+        client = self._client
+        results = [_PENDING] * len(calls)
+        left = [len(calls)]
+        all_came = gevent.event.Event()
+
+        def came(i, value):
+            if results[i] is _PENDING:
+                results[i] = value
+                left[0] -= 1
+                if not left[0]:
+                    all_came.set()
+
+        def answered(i, token, answer):
+            client.waited(token)
+            try:
+                value = self._outcome(name, answer, True)
+                if isinstance(value, Coro):
+                    client.result_then(value, functools.partial(came, i))
+                else:
+                    came(i, value)
+            except Exception as exc:    # a bug: this job's value says so, the others go on
+                log.error('run_results of computation %x: job %d failed', self._id, i,
+                          exc_info=True)
+                came(i, DiscoroError('job %s: %s: %s' % (name, type(exc).__name__, exc)))
+
+        for i, args in enumerate(calls):
+            if client.gone:
+                answered(i, None, Failure(RUN, client.gone))
+                continue
+            token = client.waits(self.wait_warning, self.scheduler, RUN)
+            scheduler.submit(self._id, 'cpu', None, (name, source, args, {}), True,
+                             functools.partial(answered, i, token))
+        if left[0]:
+            all_came.wait()
+        return results
 
     # -------------------------------------------- nodes and servers
 
@@ -598,18 +653,34 @@ class _ClientService(Service):
         logs one WARNING with what the scheduler says of why."""
         if self._gone:
             return Failure(op, self._gone)
-        if not patience:
+        token = self.waits(patience, target, op)
+        try:
             return self.call(target, op, *args, timeout=timeout)
+        finally:
+            self.waited(token)
+
+    @property
+    def gone(self):
+        """Why every answer fails (the scheduler is gone, the computation
+        closed); None while it is there."""
+        return self._gone
+
+    def waits(self, patience, target, op):
+        """A call of `op` to `target` starts to wait: with `patience`, its
+        token, which `waited` takes when the answer came; None without."""
+        if not patience:
+            return None
         # one timer for all the calls that wait, not one each: a run_results
         # of thousands of jobs makes thousands of calls
         token = next(self._asks)
         self._asking[token] = (time.monotonic() + patience, target, op)
         if self._patience is None:
             self._patience = spawn_later(patience, self._check_waits, patience)
-        try:
-            return self.call(target, op, *args, timeout=timeout)
-        finally:
-            del self._asking[token]
+        return token
+
+    def waited(self, token):
+        if token is not None:
+            self._asking.pop(token, None)
 
     def _check_waits(self, patience):
         """Calls of ask() that have waited `patience` seconds: say why, once
@@ -677,6 +748,21 @@ class _ClientService(Service):
         self._results.pop(rcoro, None)
         return value
 
+    def result_then(self, rcoro, then):
+        """result() without a wait: ``then(value)``, in the hub, once the
+        value came (at once if it has). Does not block."""
+        slot = self._slot(rcoro)
+        if self._gone and not slot.ready():
+            slot.set(DiscoroError(self._gone))
+
+        def came(slot):
+            self._results.pop(rcoro, None)
+            then(slot.value)
+        if slot.ready():
+            came(slot)
+        else:
+            slot.rawlink(came)
+
     def stop(self, reason='the service stopped'):
         """The computation is closed: results still awaited will not come."""
         for warning, again in self._said.items():
@@ -693,6 +779,7 @@ class _ClientService(Service):
 
 
 _WAITS = {SCHEDULE: 'schedule()', RUN: 'a job'}
+_PENDING = object()     # a run_results job whose value has not come
 
 
 def _scheduler_gone(location):

@@ -51,7 +51,7 @@ class Effects:
         self.state = service.state
         self.statuses = statuses            # the status codes: Scheduler (which owns them)
         self.server_closed = statuses.ServerClosed
-        self.waiters = {}                   # job id -> AsyncResult of its run()'s answer
+        self.waiters = {}                   # job id -> what its run()'s answer goes to: then(answer)
         self.releases = []                  # greenlets releasing nodes at the close
         self.job_ended = gevent.event.Event()   # set at each job's end (close waits on it)
         self._applying = False              # apply() is carrying effects out
@@ -205,9 +205,9 @@ class Effects:
             outcome = _job_lost(job, outcome)
         if job.state is st.JobState.ENDED:
             self.job_ended.set()
-        waiter = self.waiters.pop(job.id, None)
-        if waiter is not None:
-            waiter.set(outcome)
+        then = self.waiters.pop(job.id, None)
+        if then is not None:
+            then(outcome)
 
     def _created(self, job, first):
         _name, _source, args, kwargs = job.spec
@@ -215,9 +215,9 @@ class Effects:
         # from here, so that it reaches status_coro before the job's end (same sender)
         self.service.notify(DiscoroStatus(self.statuses.CoroCreated, job.info))
         if first:
-            waiter = self.waiters.pop(job.id, None)
-            if waiter is not None:
-                waiter.set(job.rcoro)
+            then = self.waiters.pop(job.id, None)
+            if then is not None:
+                then(job.rcoro)
 
     def _ended(self, job, msg, lost):
         """A job ended: status_coro hears of it, run_result* gets its result

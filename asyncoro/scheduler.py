@@ -424,13 +424,35 @@ class _SchedulerService(Service):
     @answers(RUN)
     def run(self, comp_id, kind, where, name, source, args, kwargs, want_result):
         """Run a job: its remote Coro once it has started (or why not)."""
+        waiter = gevent.event.AsyncResult()
+        self._submit(comp_id, kind, where, (name, source, args, kwargs), want_result,
+                     waiter.set)
+        return waiter.get()
+
+    def submit(self, comp_id, kind, where, spec, want_result, then):
+        """RUN for a client in this process that waits for many jobs at once
+        (run_results): ``then(answer)`` gets what RUN would answer, in the
+        hub, with no greenlet waiting for it. `spec`: (name, source, args,
+        kwargs). Never blocks."""
+        if self.stopped:
+            then(Failure(RUN, '%s has stopped (%s)' % (self.coro, self.stopped),
+                         self.rt.location))
+            return
+        try:
+            self._submit(comp_id, kind, where, spec, want_result, then)
+        except Failure as failure:          # a refusal
+            then(failure)
+        except Exception as exc:            # a bug: its caller must not wait for ever
+            log.error('%s: %s failed', self.coro, RUN, exc_info=True)
+            then(Failure.from_exception(RUN, exc, self.rt.location))
+
+    def _submit(self, comp_id, kind, where, spec, want_result, then):
         self._current(comp_id)
         work = self.state.work
-        job = work.new_job(kind, where, want_result, (name, source, args, kwargs))
-        waiter = self.fx.waiters[job.id] = gevent.event.AsyncResult()
+        job = work.new_job(kind, where, want_result, spec)
+        self.fx.waiters[job.id] = then
         work.ask(job)
         self.fx.apply()
-        return waiter.get()
 
     # ================================================================ computations
 

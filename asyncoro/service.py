@@ -106,6 +106,14 @@ SERVER_CLOSE = 'server.close'       # scheduler, node: () the server ends
 _SERVICES = {}      # coroutine id -> the Service of this process it is
 
 
+def service_here(target):
+    """The Service of this process whose coroutine is `target`; None if
+    `target` is another process's, or its service has ended."""
+    if getattr(target, '_remote', True):
+        return None
+    return _SERVICES.get(target._id)
+
+
 def answers(op, push=False, inline=False):
     """Decorator: the method answers `op`; its arguments are the call's.
 

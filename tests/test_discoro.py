@@ -330,7 +330,19 @@ def main(coro=None):
     print('still serves', (yield computation.run_result(compute, 41)))
     rcoro = yield computation.run(broken)
     print('job raised', type((yield computation.run_result(broken))).__name__)
+    print('results', (yield computation.run_results(compute, [1, (threading.Lock(),), 3])))
+    for bad in [lambda: computation.run_results(42, [1]),
+                lambda: Computation([compute]).run_results(compute, [1])]:
+        try:
+            bad()
+            print('accepted')
+        except Exception as exc:
+            print('refused:', type(exc).__name__, str(exc)[-24:])
     yield computation.close()
+    try:
+        computation.run_results(compute, [1])
+    except Exception as exc:
+        print('refused:', type(exc).__name__, str(exc)[-9:])
 
 def compute_plain(x):
     return x
@@ -345,7 +357,10 @@ asyncoro.Coro(main)
     assert len(lines) >= 5 and all(lines[i].startswith(prefix)
                                    for i, prefix in enumerate(expected)), lines[:5]
     assert lines[5:] == ['unpicklable None', 'unknown node None', 'not defined NameError',
-                         'still serves 42', 'job raised NameError']
+                         'still serves 42', 'job raised NameError', 'results [2, None, 4]',
+                         'refused: DiscoroError ion (or the name of one)',
+                         'refused: DiscoroError  (call schedule() first)',
+                         'refused: DiscoroError is closed']
     assert any("arguments cannot be pickled: TypeError: cannot pickle '_thread.lock'" in line
                for line in logs)
     assert any('node 127.9.9.9 is not running this computation' in line for line in logs)

@@ -274,6 +274,24 @@ def test_a_job_with_no_node_anywhere_says_why_it_waits(processes):
     assert 'no discoro node has answered' in why[0] and str(ports['node']) in why[0]
 
 
+@pytest.mark.deadline(60)
+def test_run_results_whose_jobs_wait_says_why_once_and_each_gets_its_value(processes):
+    """run_results with the scheduler in the client's process (each job's
+    answer comes to a callback, not to a greenlet): the jobs that wait are
+    named once, and the close gives each its value."""
+    ports = {'scheduler': free_udp_port(), 'node': free_udp_port()}
+    client = processes(PATIENT + WAIT_THEN_CLOSE.replace(
+        "(yield computation.run(job, 1))", "(yield computation.run_results(job, range(3)))"),
+        json.dumps(ports), ready=False)
+    code, lines, logs = finish(client, 40)
+    assert code == 0 and lines == ['waited [None, None, None]'], (lines, logs)
+    why = [line for line in logs if 'has waited 2s' in line]
+    assert len(why) == 1 and 'no discoro node has answered' in why[0], logs
+    # the close: said once, then how many more times at the end
+    not_run = [line for line in logs if 'not run: ' in line and 'was closed' in line]
+    assert len(not_run) == 2 and '(2 more times: ' in not_run[1], logs
+
+
 # ---------------------------------------------------------------- bad options
 
 PROGRAMS = {'node': 'asyncoro.discoronode', 'scheduler': 'asyncoro.discoro',
