@@ -55,7 +55,7 @@ import greenlet
 from gevent.monkey import get_original as _get_original
 
 from asyncoro.failure import AsyncoroError, spawn
-from asyncoro.netio import Location, plain_type
+from asyncoro.netio import plain_type
 
 __version__ = '4.5.6'
 
@@ -1472,7 +1472,7 @@ class _ShowsMsgTimeout(types.ModuleType):
 def _location_copy(rt):
     """A copy of the runtime's Location (callers may change theirs), or None."""
     loc = rt.location
-    return None if loc is None else Location(loc.addr, loc.port)
+    return None if loc is None else loc.copy()
 
 
 def _current_coro():

@@ -20,7 +20,7 @@ import gevent
 
 import asyncoro
 from asyncoro import netio
-from asyncoro.core import Location
+from asyncoro.netio import Location
 from asyncoro.failure import spawn
 
 __all__ = []

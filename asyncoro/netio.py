@@ -162,6 +162,13 @@ class Location:
     def __reduce__(self):
         return (_rebuild_location, (self.addr, self.port))
 
+    def copy(self):
+        """An equal Location, without resolving its address again."""
+        location = _new_location(Location)
+        location.addr = self.addr
+        location.port = self.port
+        return location
+
 
 def _rebuild_location(addr, port):
     """A Location unpickled: its address as it was resolved where it was

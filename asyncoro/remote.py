@@ -73,7 +73,7 @@ class _RemoteCoro(Coro):
 
     @property
     def location(self):
-        return Location(self._where.addr, self._where.port)
+        return self._where.copy()
 
     def __eq__(self, other):
         # as Coro's, without making two Locations: the scheduler looks a
@@ -194,7 +194,7 @@ class _RemoteChannel(Channel):
 
     @property
     def location(self):
-        return Location(self._where.addr, self._where.port)
+        return self._where.copy()
 
     def __repr__(self):
         return '~%s@%s' % (self._name, self._where)
@@ -318,7 +318,7 @@ class RCI:
     @property
     def location(self):
         """The Location of the runtime whose coroutines it starts."""
-        return Location(self._where.addr, self._where.port)
+        return self._where.copy()
 
     def __repr__(self):
         return '<RCI %s@%s>' % (self._name, self._where)

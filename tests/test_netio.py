@@ -68,6 +68,9 @@ def test_location_fields_equality_hash_and_text():
     assert len({loc, Location(LOOPBACK, 51347), Location(LOOPBACK, 1)}) == 2
     assert str(loc) == repr(loc) == '127.0.0.1:51347'
     assert Location('::1', 7).addr == '::1'
+    copy = loc.copy()
+    copy.port = 1
+    assert type(copy) is Location and copy == Location(LOOPBACK, 1) and loc.port == 51347
 
 
 def test_location_pickles_by_value_and_small():
