@@ -1537,10 +1537,10 @@ GC_YOUNG = 10000
 
 def _tune_process():
     """Two settings of the process that a runtime wants, made when the
-    first one starts, each only where the program left its default:
+    first one starts:
 
     - the collector's first threshold is raised to GC_YOUNG (a program
-      that set its own higher one, or turned collections off, keeps it);
+      that set a higher one, or turned collections off, keeps its own);
     - gevent no longer records where each greenlet was spawned
       (``gevent.config.track_greenlet_tree``), a walk of the caller's
       frames at every spawn, for debugging only; the environment variable
