@@ -351,9 +351,37 @@ class Computation:
         if where is not None and not isinstance(where, (str, Location)):
             raise DiscoroError('where must be a node address or a server Location, not %r'
                                % (where,))
-        answer = self._ask(RUN, kind, where, name, source, args, kwargs, want_result,
-                           patient=True)
+        self._check_open(RUN)
+        scheduler = service_here(self.scheduler)
+        rt = disasyncoro.AsynCoro.instance()
+        if scheduler is None:
+            answer = self._ask(RUN, kind, where, name, source, args, kwargs, want_result,
+                               patient=True)
+        else:
+            answer = rt._run_here(self._run_locally, scheduler, kind, where,
+                                  (name, source, args, kwargs), want_result)
         return self._outcome(name, answer, want_result)
+
+    def _run_locally(self, scheduler, kind, where, spec, want_result):
+        waiter = gevent.event.AsyncResult()
+        self._submit(scheduler, kind, where, spec, want_result, waiter.set)
+        return waiter.get()
+
+    def _submit(self, scheduler, kind, where, spec, want_result, then):
+        """Ask the scheduler of this process (`scheduler`, its service) to
+        run a job, as RUN does, with no call between: ``then(answer)`` gets
+        RUN's answer, in the hub. A job that waits for a server is named
+        after wait_warning seconds, as a call of RUN is."""
+        client = self._client
+        if client.gone:
+            then(Failure(RUN, client.gone))
+            return
+        token = client.waits(self.wait_warning, self.scheduler, RUN)
+
+        def answered(answer):
+            client.waited(token)
+            then(answer)
+        scheduler.submit(self._id, kind, where, spec, want_result, answered)
 
     def _outcome(self, name, answer, want_result):
         """What run*() returns for job `name`, from the scheduler's answer."""
@@ -504,8 +532,7 @@ class Computation:
                 if not left[0]:
                     all_came.set()
 
-        def answered(i, token, answer):
-            client.waited(token)
+        def answered(i, answer):
             try:
                 value = self._outcome(name, answer, True)
                 if isinstance(value, Coro):
@@ -518,12 +545,8 @@ class Computation:
                 came(i, DiscoroError('job %s: %s: %s' % (name, type(exc).__name__, exc)))
 
         for i, args in enumerate(calls):
-            if client.gone:
-                answered(i, None, Failure(RUN, client.gone))
-                continue
-            token = client.waits(self.wait_warning, self.scheduler, RUN)
-            scheduler.submit(self._id, 'cpu', None, (name, source, args, {}), True,
-                             functools.partial(answered, i, token))
+            self._submit(scheduler, 'cpu', None, (name, source, args, {}), True,
+                         functools.partial(answered, i))
         if left[0]:
             all_came.wait()
         return results
