@@ -351,15 +351,15 @@ class Computation:
         if where is not None and not isinstance(where, (str, Location)):
             raise DiscoroError('where must be a node address or a server Location, not %r'
                                % (where,))
-        self._check_open(RUN)
         scheduler = service_here(self.scheduler)
-        rt = disasyncoro.AsynCoro.instance()
         if scheduler is None:
             answer = self._ask(RUN, kind, where, name, source, args, kwargs, want_result,
                                patient=True)
         else:
-            answer = rt._run_here(self._run_locally, scheduler, kind, where,
-                                  (name, source, args, kwargs), want_result)
+            self._check_open(RUN)
+            answer = disasyncoro.AsynCoro.instance()._run_here(
+                self._run_locally, scheduler, kind, where, (name, source, args, kwargs),
+                want_result)
         return self._outcome(name, answer, want_result)
 
     def _run_locally(self, scheduler, kind, where, spec, want_result):

@@ -311,32 +311,36 @@ def _bursts(style, sizes):
     total = sum(sizes)
     waits = []
 
+    # the receiver tells the producer that it found its mailbox empty, and
+    # waits; the producer sends the next burst once told
     if style == 'yield':
-        def receiver(coro=None):
+        def receiver(producer, coro=None):
             got = []
             for _ in range(total):
                 msg = yield coro.receive(timeout=0)
                 if msg is None:
                     waits.append(len(got))
+                    producer.send('waiting')
                     msg = yield coro.receive(timeout=10)
                 got.append(msg)
             return got
     else:
-        def receiver(coro=None):
+        def receiver(producer, coro=None):
             got = []
             for _ in range(total):
                 msg = coro.receive(timeout=0)
                 if msg is None:
                     waits.append(len(got))
+                    producer.send('waiting')
                     msg = coro.receive(timeout=10)
                 got.append(msg)
             return got
 
     def producer(coro=None):
-        r = asyncoro.Coro(receiver)
+        r = asyncoro.Coro(receiver, coro)
         n = 0
         for size in sizes:
-            yield coro.sleep(0.005)        # the receiver waits for the burst
+            assert (yield coro.receive(timeout=10)) == 'waiting'
             for _ in range(size):
                 r.send(n)
                 n += 1
@@ -393,20 +397,22 @@ def test_hand_messages_after_messages_have_flowed():
     from asyncoro.core import _hand_messages
     taken = []
 
-    def service(coro=None):
+    def service(main, coro=None):
         first = yield coro.receive()
         second = yield coro.receive()
-        yield coro.sleep(0.02)
+        main.send('took both')
+        yield coro.sleep(10)            # until main has handed it and sent more
         return first, second, coro.receive(timeout=0, alarm_value='empty')
 
     def main(coro=None):
-        s = asyncoro.Coro(service)
+        s = asyncoro.Coro(service, coro)
         s.send(1)
         s.send(2)
-        yield coro.sleep(0.01)
+        assert (yield coro.receive(timeout=5)) == 'took both'
         _hand_messages(s, taken.append)
         s.send(3)
         s.send(4)
+        s.resume()
         return (yield s.finish(timeout=5))
     assert run_coro(main) == (1, 2, 'empty')
     assert taken == [3, 4]
